@@ -1,0 +1,32 @@
+// Named defaults, each with the reason it has this value. Settings override most of them.
+export const second = 1000;
+export const minute = 60 * second;
+
+/** Length of a splice token on the wire: 32 random bytes, as the EPS proxy uses. */
+export const TOKEN_BYTES = 32;
+
+/** A dialer that cannot send 32 bytes in this long is slow or hostile; drop it. */
+export const DEFAULT_PREAMBLE_TIMEOUT_MS = 5 * second;
+
+/** How long P waits for B to dial back after forwarding A's request. */
+export const DEFAULT_B_DIAL_TIMEOUT_MS = 10 * second;
+
+/** How long P holds B's socket waiting for A to dial with the confirmed token. */
+export const DEFAULT_A_DIAL_TIMEOUT_MS = 10 * second;
+
+/** How long a bus request waits for its reply before the caller gives up. */
+export const DEFAULT_BUS_REQUEST_TIMEOUT_MS = 15 * second;
+
+/** Envelopes older (or further in the future) than this are stale: bounds the replay cache. */
+export const DEFAULT_ENVELOPE_MAX_AGE_MS = 30 * second;
+
+/** A brokered gRPC channel unused for this long is closed; the next call brokers again. */
+export const DEFAULT_CHANNEL_IDLE_TIMEOUT_MS = 60 * second;
+
+/** JSON-RPC bodies above this are refused with HTTP 413 before they are parsed. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Bus envelopes above this are refused before their signature is checked. */
+export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';

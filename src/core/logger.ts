@@ -1,0 +1,34 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * Paths whose values never reach a log line: tokens, keys and signatures. Child loggers inherit
+ * the redaction, so an actor cannot forget it.
+ */
+export const REDACTED_PATHS = [
+  'token',
+  '*.token',
+  '*.*.token',
+  'key',
+  '*.key',
+  'privateKey',
+  '*.privateKey',
+  'signature',
+  '*.signature',
+  'sig',
+  '*.sig',
+];
+
+/** One root logger per process: pretty in a terminal, JSON when piped (tests, log shippers). */
+export function createRootLogger(name: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
+  const pretty = process.stdout.isTTY && process.env.LOG_FORMAT !== 'json';
+  return pino({
+    name,
+    level,
+    redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+    ...(pretty
+      ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l' } } }
+      : {}),
+  });
+}

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import {
+  DEFAULT_A_DIAL_TIMEOUT_MS,
+  DEFAULT_B_DIAL_TIMEOUT_MS,
+  DEFAULT_BUS_REQUEST_TIMEOUT_MS,
+  DEFAULT_CHANNEL_IDLE_TIMEOUT_MS,
+  DEFAULT_ENVELOPE_MAX_AGE_MS,
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_ENVELOPE_BYTES,
+  DEFAULT_NATS_URL,
+  DEFAULT_PREAMBLE_TIMEOUT_MS,
+} from '../core/constants.js';
+
+const port = z.number().int().min(0).max(65535);
+const ms = z.number().int().positive();
+const path = z.string().min(1);
+
+export const listenSchema = z.strictObject({ host: z.string().default('127.0.0.1'), port });
+
+/** A certificate, its key and the root that both sides of every mTLS connection trust. */
+export const tlsSchema = z.strictObject({ ca: path, cert: path, key: path });
+
+export const natsSchema = z
+  .strictObject({ url: z.string().default(DEFAULT_NATS_URL) })
+  .default({ url: DEFAULT_NATS_URL });
+
+/** Where the service directory answers, and the name its certificate carries. */
+export const directoryClientSchema = z.strictObject({
+  url: z.string().url(),
+  serverName: z.string().default('sd-1'),
+});
+
+export const sdSettingsSchema = z.strictObject({
+  name: z.string().min(1),
+  nats: natsSchema,
+  tls: tlsSchema,
+  listen: listenSchema,
+  /** Certificates whose holders may submit directory records. */
+  admins: z.array(path).min(1),
+  maxBodyBytes: z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES),
+  /** JetStream stream that persists the record chain. */
+  stream: z.string().default('EPS_SD_RECORDS'),
+});
+export type SdSettings = z.infer<typeof sdSettingsSchema>;
+
+export const proxySettingsSchema = z.strictObject({
+  name: z.string().min(1),
+  /** The operator whose identity the proxy uses on the bus (its EPS server's name). */
+  operator: z.string().min(1),
+  nats: natsSchema,
+  tls: tlsSchema,
+  directory: directoryClientSchema,
+  splice: z.strictObject({
+    listen: listenSchema,
+    /** host:port that A and B are told to dial; differs from listen behind NAT or a load balancer. */
+    endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
+  }),
+  metrics: listenSchema.optional(),
+  timeouts: z
+    .strictObject({
+      preambleMs: ms.default(DEFAULT_PREAMBLE_TIMEOUT_MS),
+      bDialMs: ms.default(DEFAULT_B_DIAL_TIMEOUT_MS),
+      aDialMs: ms.default(DEFAULT_A_DIAL_TIMEOUT_MS),
+      busRequestMs: ms.default(DEFAULT_BUS_REQUEST_TIMEOUT_MS),
+    })
+    .prefault({}),
+  envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
+  maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
+  /** Queue group shared by proxy instances so each connectionRequest is brokered once. */
+  queueGroup: z.string().default('eps-proxy'),
+});
+export type ProxySettings = z.infer<typeof proxySettingsSchema>;
+
+export const epsSettingsSchema = z.strictObject({
+  name: z.string().min(1),
+  nats: natsSchema,
+  tls: tlsSchema,
+  directory: directoryClientSchema,
+  jsonrpc: z
+    .strictObject({
+      listen: listenSchema,
+      maxBodyBytes: z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES),
+    })
+    .optional(),
+  /** A gRPC listener for peers that can reach this server directly; hd-2 has none. */
+  grpc: z.strictObject({ listen: listenSchema.optional() }).prefault({}),
+  timeouts: z
+    .strictObject({
+      busRequestMs: ms.default(DEFAULT_BUS_REQUEST_TIMEOUT_MS),
+      channelIdleMs: ms.default(DEFAULT_CHANNEL_IDLE_TIMEOUT_MS),
+      dialMs: ms.default(DEFAULT_A_DIAL_TIMEOUT_MS),
+      callMs: ms.default(DEFAULT_BUS_REQUEST_TIMEOUT_MS),
+    })
+    .prefault({}),
+  envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
+  maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
+});
+export type EpsSettings = z.infer<typeof epsSettingsSchema>;
+
+/** NATS_URL in the environment wins over settings, so tests and operators can point anywhere. */
+export function natsUrl(settings: { nats: { url: string } }, env: NodeJS.ProcessEnv = process.env): string {
+  return env.NATS_URL || settings.nats.url;
+}
