@@ -97,9 +97,11 @@ export function loadSettings<S extends z.ZodType>(
   const { tree, origin } = readRoleFolders(folders);
   const result = schema.safeParse(tree);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const key = issue.path.join('.');
-      return `${fileFor(key, origin, folders)}: ${key || '(top level)'}: ${issue.message}`;
+    const lines = result.error.issues.flatMap((issue) => {
+      const base = issue.path.join('.');
+      // An unknown key is reported once per key, at the key, so its file can be named.
+      const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => (base ? `${base}.${k}` : k)) : [base];
+      return keys.map((key) => `${fileFor(key, origin, folders)}: ${key || '(top level)'}: ${issue.message}`);
     });
     throw new SettingsError(`invalid settings from ${envVar}=${env[envVar]}:\n  ${lines.join('\n  ')}`);
   }

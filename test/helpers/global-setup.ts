@@ -1,0 +1,11 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+// Integration tests start the real CLIs from dist/, exactly as `npx sd run` would, so the build
+// must be current; the dev certificates must exist too. Both steps are incremental.
+export default function setup(): void {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
+  if (!existsSync('settings/dev/certs/root.crt') || !existsSync('settings/dev/certs/sd-admin.crt')) {
+    execFileSync('bash', ['scripts/make-certs.sh'], { stdio: 'inherit' });
+  }
+}
