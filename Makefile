@@ -1,0 +1,37 @@
+# The two commands of the quick start are `make demo` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+CERTS := settings/dev/certs
+
+.PHONY: demo test install build certs nats-server sd-setup bench clean-certs
+
+install: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+build: install
+	npx tsc -p tsconfig.json
+
+certs: $(CERTS)/root.crt $(CERTS)/sd-admin.crt
+$(CERTS)/root.crt $(CERTS)/sd-admin.crt:
+	bash scripts/make-certs.sh $(CERTS)
+
+nats-server:
+	@bash scripts/ensure-nats-server.sh >/dev/null
+
+## Install everything, start the whole stack, ping hd-2 through the proxy, run until Ctrl-C.
+demo: install nats-server certs build
+	node dist/src/cli/demo.js
+
+## Install everything and run the whole test suite.
+test: install nats-server certs build
+	npx vitest run
+
+## Sign and submit the dev directory records (settings/dev/directory/) to the running sd.
+sd-setup: install certs build
+	node dist/src/cli/sd-setup.js
+
+bench: install build
+	node dist/bench/splice-throughput.js
+
+clean-certs:
+	rm -rf $(CERTS)

@@ -1,0 +1,94 @@
+import { assign, fromPromise, setup } from 'xstate';
+
+// B's side of a brokered session: P forwarded A's connection request with a token and the
+// endpoint to dial. B checks the request against the directory, dials P (B opens no listening
+// port: dialing out is how it becomes reachable), sends the token, and hands the socket to its
+// gRPC server, which then serves A over end-to-end mTLS until the connection closes.
+
+export type CallbackRefusal = 'notPermitted' | 'wrongProxy' | 'unknownPeer' | 'malformed';
+
+export type CallbackOutput =
+  | { outcome: 'refused'; reason: CallbackRefusal; detail: string }
+  | { outcome: 'dialFailed'; detail: string }
+  | { outcome: 'closed'; detail: string }
+  | { outcome: 'shutDown' };
+
+export type CallbackEvent = { type: 'CONNECTION_CLOSED'; detail?: string } | { type: 'SHUTDOWN' };
+
+export class CallbackRefused extends Error {
+  override readonly name = 'CallbackRefused';
+  constructor(
+    readonly reason: CallbackRefusal,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CallbackInput {
+  /** The operator that asked for the connection (A), as the proxy's signed envelope names it. */
+  requester: string;
+  /** The proxy operator that forwarded the request. */
+  proxy: string;
+  endpoint: string;
+}
+
+export const callbackMachine = setup({
+  types: {
+    input: {} as CallbackInput,
+    context: {} as CallbackInput & { detail: string },
+    events: {} as CallbackEvent,
+    output: {} as CallbackOutput,
+  },
+  actors: {
+    checkRequest: fromPromise<void, CallbackInput>(async () => {
+      throw new Error('checkRequest not provided');
+    }),
+    dialProxy: fromPromise<void, { endpoint: string }>(async () => {
+      throw new Error('dialProxy not provided');
+    }),
+  },
+  actions: {
+    /** Tells P (the pending bus reply) whether B accepted. */
+    answerAccepted: () => {},
+    answerRefused: () => {},
+    /** Gives the dialed socket to the gRPC server; from then on gRPC owns it. */
+    injectSocket: () => {},
+    closeSocket: () => {},
+  },
+  delays: { dialTimeout: 10_000 },
+}).createMachine({
+  id: 'callback',
+  context: ({ input }) => ({ ...input, detail: '' }),
+  initial: 'verifying',
+  on: { SHUTDOWN: { target: '.shutDown' } },
+  states: {
+    verifying: {
+      invoke: {
+        src: 'checkRequest',
+        input: ({ context }) => ({ requester: context.requester, proxy: context.proxy, endpoint: context.endpoint }),
+        onDone: { target: 'dialing', actions: 'answerAccepted' },
+        onError: { target: 'refused', actions: ['answerRefused', assign({ detail: ({ event }) => String((event.error as Error)?.message ?? event.error) })] },
+      },
+    },
+    dialing: {
+      invoke: {
+        src: 'dialProxy',
+        input: ({ context }) => ({ endpoint: context.endpoint }),
+        onDone: { target: 'serving', actions: 'injectSocket' },
+        onError: { target: 'dialFailed', actions: assign({ detail: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+      },
+      after: { dialTimeout: { target: 'dialFailed', actions: assign({ detail: 'no connection to the proxy in time' }) } },
+    },
+    serving: {
+      on: { CONNECTION_CLOSED: { target: 'closed', actions: assign({ detail: ({ event }) => event.detail ?? 'peer closed' }) } },
+    },
+    refused: {
+      type: 'final',
+      output: ({ context }) => ({ outcome: 'refused', reason: 'notPermitted', detail: context.detail }),
+    },
+    dialFailed: { type: 'final', entry: 'closeSocket', output: ({ context }) => ({ outcome: 'dialFailed', detail: context.detail }) },
+    closed: { type: 'final', output: ({ context }) => ({ outcome: 'closed', detail: context.detail }) },
+    shutDown: { type: 'final', entry: 'closeSocket', output: { outcome: 'shutDown' } },
+  },
+});

@@ -1,0 +1,153 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:net';
+import { packageRoot } from '../core/package-root.js';
+
+// Starts the demo's processes exactly as the seed's five shells do (`sd run`, `proxy run public`,
+// `eps server run`, then sd-setup), each a child process with its settings variable. `make demo`
+// uses it on the dev ports; tests use it on free ports by adding an override folder after each
+// role folder, which the settings loader merges last.
+
+export interface StackPorts {
+  sd: number;
+  jsonrpc: number;
+  splice: number;
+  metrics: number;
+}
+
+export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191 };
+
+export interface StackOptions {
+  natsUrl: string;
+  ports: StackPorts;
+  /** Where each process's output goes (one file per process); defaults to a temp folder. */
+  logDir?: string;
+  /** Extra settings merged into every role, e.g. short timeouts for tests. */
+  overrides?: Partial<Record<RoleName, string>>;
+  /** Inherit stdio instead of writing log files (the demo in a terminal). */
+  inheritOutput?: boolean;
+}
+
+export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1';
+
+const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> = {
+  'sd-1': { bin: 'sd', args: ['run'], env: 'SD_SETTINGS' },
+  'public-proxy-1': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS' },
+  'hd-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
+  'hd-2': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
+  'public-proxy-eps-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
+};
+
+export class DevStack {
+  readonly logDir: string;
+  private readonly overrideDir: string;
+  private readonly children = new Map<RoleName, ChildProcess>();
+
+  constructor(readonly opts: StackOptions) {
+    this.logDir = opts.logDir ?? mkdtempSync(join(tmpdir(), 'eps-stack-'));
+    mkdirSync(this.logDir, { recursive: true });
+    this.overrideDir = mkdtempSync(join(tmpdir(), 'eps-overrides-'));
+  }
+
+  get sdUrl(): string {
+    return `https://127.0.0.1:${this.opts.ports.sd}/jsonrpc`;
+  }
+
+  /** The settings folders for a role: the dev role, then this stack's port overrides. */
+  roleFolders(role: RoleName): string {
+    const { ports } = this.opts;
+    const dir = join(this.overrideDir, role);
+    mkdirSync(dir, { recursive: true });
+    const directory = `directory: { url: "${this.sdUrl}", serverName: sd-1 }\n`;
+    const byRole: Record<RoleName, string> = {
+      'sd-1': `listen: { host: 127.0.0.1, port: ${ports.sd} }\n`,
+      'public-proxy-1':
+        directory +
+        `splice: { listen: { host: 127.0.0.1, port: ${ports.splice} }, endpoint: "127.0.0.1:${ports.splice}" }\n` +
+        `metrics: { host: 127.0.0.1, port: ${ports.metrics} }\n`,
+      'hd-1': directory + `jsonrpc: { listen: { host: 127.0.0.1, port: ${ports.jsonrpc} } }\n`,
+      'hd-2': directory,
+      'public-proxy-eps-1': directory,
+    };
+    writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
+    writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');
+    return `${join(packageRoot, 'settings/dev/roles', role)}:${dir}`;
+  }
+
+  start(role: RoleName): ChildProcess {
+    const cmd = COMMANDS[role];
+    const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli', `${cmd.bin}.js`), ...cmd.args], {
+      cwd: packageRoot,
+      env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
+      stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
+    });
+    if (!this.opts.inheritOutput) {
+      const out = createWriteStream(join(this.logDir, `${role}.log`), { flags: 'a' });
+      child.stdout!.pipe(out);
+      child.stderr!.pipe(out);
+    }
+    this.children.set(role, child);
+    return child;
+  }
+
+  /** Signs and submits the dev directory records, as `make sd-setup` does. */
+  async sdSetup(): Promise<void> {
+    const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/sd-setup.js')], {
+      cwd: packageRoot,
+      env: { ...process.env, SD_URL: this.sdUrl },
+      stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout?.on('data', (d) => (output += d));
+    child.stderr?.on('data', (d) => (output += d));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    if (code !== 0) throw new Error(`sd-setup exited with ${code}: ${output}`);
+  }
+
+  async startAll(order: RoleName[] = ['sd-1', 'public-proxy-1', 'hd-1', 'hd-2', 'public-proxy-eps-1']): Promise<void> {
+    for (const role of order) this.start(role);
+    await waitForPort(this.opts.ports.sd, 20_000);
+  }
+
+  child(role: RoleName): ChildProcess | undefined {
+    return this.children.get(role);
+  }
+
+  /** Stops one process the way Ctrl-C does, or kills it outright (a crash). */
+  async stopRole(role: RoleName, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.children.get(role);
+    this.children.delete(role);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => child.kill('SIGKILL'), 6000);
+      child.once('exit', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      child.kill(signal);
+    });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.children.keys()].map((role) => this.stopRole(role)));
+  }
+}
+
+export async function waitForPort(port: number, timeoutMs: number, host = '127.0.0.1'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, host);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

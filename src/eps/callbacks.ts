@@ -1,0 +1,108 @@
+import type { Socket } from 'node:net';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import { z } from 'zod';
+import { CallbackRefused, callbackMachine } from '../../machines/callback.js';
+import { dialTcp } from '../core/dial.js';
+import { RpcError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { DirectoryEntry } from '../directory/types.js';
+
+/** What P forwards to B: A's request, the token to present and the endpoint to dial. */
+export const connectionForwardSchema = z.strictObject({
+  requester: z.string().min(1).max(128),
+  token: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64'),
+  endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
+  sessionId: z.string().max(128).optional(),
+});
+
+export interface CallbacksOptions {
+  self: string;
+  directory: { entry(name: string): DirectoryEntry | undefined };
+  log: Logger;
+  dialTimeoutMs: number;
+  /** Gives an outbound socket to the gRPC server; from then on the server owns it. */
+  injectSocket: (socket: Socket) => void;
+}
+
+/**
+ * B's side: each forwarded connection request becomes a callback machine. The bus handler's
+ * reply to P is the machine's answer (accepted or refused); dialing happens after it.
+ */
+export class Callbacks {
+  private readonly live = new Set<Actor<typeof callbackMachine>>();
+
+  constructor(private readonly opts: CallbacksOptions) {}
+
+  get liveCount(): number {
+    return this.live.size;
+  }
+
+  /** The bus handler for `connectionForward`, sent by the proxy operator `proxy`. */
+  handle = async (params: Record<string, unknown>, proxy: string): Promise<{ accepted: true }> => {
+    const checked = connectionForwardSchema.safeParse(params);
+    if (!checked.success) {
+      throw new RpcError('INVALID_PARAMS', checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    }
+    const { requester, token, endpoint, sessionId } = checked.data;
+    const { opts } = this;
+    const log = opts.log.child({ component: 'callback', requester, proxySessionId: sessionId });
+    let socket: Socket | undefined;
+
+    return new Promise((resolve, reject) => {
+      const machine = callbackMachine.provide({
+        actors: {
+          checkRequest: fromPromise(async () => this.check(requester, proxy)),
+          dialProxy: fromPromise(async () => {
+            socket = await dialAndPresent(endpoint, Buffer.from(token, 'base64'));
+          }),
+        },
+        actions: {
+          answerAccepted: () => resolve({ accepted: true }),
+          answerRefused: ({ event }) => {
+            const err = (event as { error?: unknown }).error;
+            reject(new RpcError('PERMISSION_DENIED', err instanceof Error ? err.message : String(err)));
+          },
+          injectSocket: () => {
+            const s = socket!;
+            s.once('close', () => actor.send({ type: 'CONNECTION_CLOSED', detail: 'connection to the proxy closed' }));
+            opts.injectSocket(s);
+          },
+          closeSocket: () => socket?.destroy(),
+        },
+        delays: { dialTimeout: opts.dialTimeoutMs },
+      });
+      const actor = createActor(machine, { input: { requester, proxy, endpoint } });
+      this.live.add(actor);
+      actor.subscribe((snap) => {
+        if (snap.status !== 'done') return;
+        this.live.delete(actor);
+        log.info({ outcome: snap.output }, 'callback ended');
+      });
+      actor.start();
+    });
+  };
+
+  /** B accepts only requests its own proxy forwards, from operators the directory knows. */
+  private check(requester: string, proxy: string): void {
+    const own = this.opts.directory.entry(this.opts.self);
+    const grpc = own?.channels.find((c) => c.type === 'grpc_server');
+    if (!grpc?.proxy || grpc.proxy !== proxy) {
+      throw new CallbackRefused('wrongProxy', `${this.opts.self} is not reachable through ${proxy}`);
+    }
+    if (!this.opts.directory.entry(requester)) {
+      throw new CallbackRefused('unknownPeer', `${requester} is not in the service directory`);
+    }
+  }
+
+  shutdown(): void {
+    for (const a of this.live) a.send({ type: 'SHUTDOWN' });
+  }
+}
+
+async function dialAndPresent(hostPort: string, token: Buffer): Promise<Socket> {
+  const socket = await dialTcp(hostPort);
+  // Errors after this point surface as 'close', which the serving state turns into CONNECTION_CLOSED.
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => socket.write(token, () => resolve()));
+  return socket;
+}

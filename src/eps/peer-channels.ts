@@ -1,0 +1,177 @@
+import type { Socket } from 'node:net';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import { z } from 'zod';
+import {
+  PeerConnectionError,
+  peerConnectionMachine,
+  type PeerConnectionOutput,
+  type Route,
+} from '../../machines/peer-connection.js';
+import type { Bus } from '../bus/bus.js';
+import { dialTcp } from '../core/dial.js';
+import { RpcError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { TlsMaterial } from '../core/tls-material.js';
+import type { DirectoryEntry } from '../directory/types.js';
+import { connectPeerClient, type PeerClient } from '../grpc/peer-client.js';
+
+export interface PeerChannelsOptions {
+  self: string;
+  tls: TlsMaterial;
+  directory: { entry(name: string): DirectoryEntry | undefined };
+  bus: Bus;
+  log: Logger;
+  timeouts: { dialMs: number; channelIdleMs: number; callMs: number; busRequestMs: number };
+}
+
+/** The proxy's confirmation to A: the token to present and where to present it. */
+const confirmationSchema = z.strictObject({
+  token: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64'),
+  endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
+  sessionId: z.string().optional(),
+});
+
+/** One channel to one peer: the machine's actor plus the I/O objects the machine must not hold. */
+interface Channel {
+  actor: Actor<typeof peerConnectionMachine>;
+  ready: Promise<PeerClient>;
+  confirmation?: z.infer<typeof confirmationSchema>;
+  socket?: Socket;
+  client?: PeerClient;
+}
+
+/**
+ * A's side: one brokered (or direct) gRPC channel per peer, kept open for later calls. Each
+ * channel is a peer-connection machine; this class provides its I/O and maps its outcome to the
+ * JSON-RPC error the caller sees.
+ */
+export class PeerChannels {
+  private readonly channels = new Map<string, Channel>();
+
+  constructor(private readonly opts: PeerChannelsOptions) {}
+
+  async call(peer: string, method: string, params: unknown, id: string): Promise<unknown> {
+    const channel = this.channelTo(peer);
+    const client = await channel.ready;
+    channel.actor.send({ type: 'CALL_STARTED' });
+    try {
+      return await client.call(method, params, id);
+    } finally {
+      channel.actor.send({ type: 'CALL_FINISHED' });
+    }
+  }
+
+  /** How many channels exist, by state: for logs and tests. */
+  states(): Record<string, string> {
+    return Object.fromEntries([...this.channels].map(([peer, c]) => [peer, String(c.actor.getSnapshot().value)]));
+  }
+
+  close(): void {
+    for (const c of this.channels.values()) c.actor.send({ type: 'CLOSE' });
+  }
+
+  private channelTo(peer: string): Channel {
+    const existing = this.channels.get(peer);
+    if (existing && existing.actor.getSnapshot().status === 'active') return existing;
+
+    const { opts } = this;
+    const log = opts.log.child({ component: 'peer-connection', peer });
+    const channel = {} as Channel;
+    const provided = peerConnectionMachine.provide({
+      actors: {
+        resolvePeer: fromPromise(async () => this.route(peer)),
+        requestConnection: fromPromise(async ({ input: { proxy } }: { input: { peer: string; proxy: string } }) => {
+          let answer: unknown;
+          try {
+            answer = await opts.bus.request(proxy, 'connectionRequest', { to: peer, channel: 'grpc_server' }, opts.timeouts.busRequestMs);
+          } catch (err) {
+            const e = err instanceof RpcError ? err : new RpcError('BROKERING_FAILED', String(err));
+            throw new PeerConnectionError('brokeringFailed', `brokering through ${proxy} failed: ${e.message}`, e.code);
+          }
+          const checked = confirmationSchema.safeParse(answer);
+          if (!checked.success) throw new PeerConnectionError('brokeringFailed', `${proxy} sent a malformed confirmation`);
+          channel.confirmation = checked.data;
+          return { endpoint: checked.data.endpoint };
+        }),
+        dialPeer: fromPromise(async ({ input: { route } }: { input: { peer: string; route: Route } }) => {
+          if (route.type === 'direct') {
+            channel.socket = await dialOrFail(route.address);
+            return;
+          }
+          const { endpoint, token } = channel.confirmation!;
+          channel.socket = await dialOrFail(endpoint);
+          // The token is the routing key: P reads exactly these 32 bytes, then splices.
+          channel.socket.write(Buffer.from(token, 'base64'));
+        }),
+        openChannel: fromPromise(async () => {
+          const entry = opts.directory.entry(peer);
+          if (!entry) throw new PeerConnectionError('unknownPeer', `${peer} left the directory`);
+          const client = await connectPeerClient({
+            tls: opts.tls,
+            expectedPeer: { name: peer, fingerprint: entry.fingerprint },
+            socket: channel.socket!,
+            log,
+            callTimeoutMs: opts.timeouts.callMs,
+          });
+          channel.client = client;
+          client.onClose(() => channel.actor.send({ type: 'CONNECTION_LOST', detail: 'the connection to the peer closed' }));
+        }),
+      },
+      actions: {
+        releaseChannel: () => {
+          channel.client?.close();
+          channel.socket?.destroy();
+        },
+      },
+      delays: { dialTimeout: opts.timeouts.dialMs, idleTimeout: opts.timeouts.channelIdleMs },
+    });
+
+    channel.actor = createActor(provided, { input: { peer } });
+    channel.ready = new Promise<PeerClient>((resolve, reject) => {
+      channel.actor.subscribe((snap) => {
+        if (snap.value === 'open' && channel.client) resolve(channel.client);
+        if (snap.status === 'done') {
+          reject(toRpcError(peer, snap.output!));
+          if (this.channels.get(peer) === channel) this.channels.delete(peer);
+          log.info({ outcome: snap.output }, 'peer channel ended');
+        }
+      });
+    });
+    channel.ready.catch(() => {}); // the caller awaiting it gets the error; nobody else must crash
+    this.channels.set(peer, channel);
+    channel.actor.start();
+    log.info('peer channel opening');
+    return channel;
+  }
+
+  private route(peer: string): Route {
+    const entry = this.opts.directory.entry(peer);
+    if (!entry) throw new PeerConnectionError('unknownPeer', `${peer} is not in the service directory`);
+    const grpc = entry.channels.find((c) => c.type === 'grpc_server');
+    if (grpc?.proxy) return { type: 'proxy', proxy: grpc.proxy };
+    if (grpc?.address) return { type: 'direct', address: grpc.address };
+    throw new PeerConnectionError('noRoute', `${peer} has no gRPC server channel in the directory`);
+  }
+}
+
+async function dialOrFail(hostPort: string): Promise<Socket> {
+  try {
+    return await dialTcp(hostPort);
+  } catch (err) {
+    throw new PeerConnectionError('dialFailed', (err as Error).message);
+  }
+}
+
+function toRpcError(peer: string, output: PeerConnectionOutput): RpcError {
+  if (output.outcome === 'closed') return new RpcError('PEER_UNREACHABLE', `channel to ${peer} closed (${output.detail})`);
+  switch (output.reason) {
+    case 'unknownPeer':
+      return new RpcError('UNKNOWN_OPERATOR', output.detail);
+    case 'dialTimedOut':
+      return new RpcError('PEER_TIMEOUT', output.detail);
+    case 'brokeringFailed':
+      return new RpcError('BROKERING_FAILED', output.detail);
+    default:
+      return new RpcError('PEER_UNREACHABLE', `${output.reason}: ${output.detail}`);
+  }
+}

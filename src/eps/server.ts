@@ -1,0 +1,115 @@
+import type { Server } from 'node:https';
+import { Bus } from '../bus/bus.js';
+import { createSigner } from '../bus/envelope.js';
+import { RpcError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { connectBus } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
+import { DirectoryClient } from '../directory/client.js';
+import { createPeerServer } from '../grpc/peer-server.js';
+import { startJsonRpcServer } from '../jsonrpc/server.js';
+import { natsUrl, type EpsSettings } from '../settings/schemas.js';
+import { Callbacks } from './callbacks.js';
+import { createGatewayHandler } from './gateway.js';
+import { PeerChannels } from './peer-channels.js';
+import { ping } from './ping.js';
+
+export interface RunningEpsServer {
+  close(): Promise<void>;
+}
+
+/**
+ * One EPS server: its presence on the bus, its gRPC server channel (on a listener when it has a
+ * direct address, and on sockets it dials out to a proxy otherwise), its peer channels to other
+ * operators, and, when configured, the JSON-RPC gateway for its operator's own tools.
+ */
+export async function startEpsServer(settings: EpsSettings, log: Logger): Promise<RunningEpsServer> {
+  const self = settings.name;
+  const tls = readTlsMaterial(settings.tls);
+  if (tls.commonName !== self) {
+    throw new Error(`settings name ${self} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
+  }
+  const nc = await connectBus(natsUrl(settings), `eps:${self}`, log);
+  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log: log.child({ component: 'directory' }) });
+  await directory.start();
+
+  const localMethods: Record<string, (params: unknown) => Promise<unknown>> = {
+    _ping: async (params) => ping(params, directory.entry(self) ?? { name: self }),
+  };
+  const callLocal = async (method: string, params: unknown) => {
+    const fn = Object.hasOwn(localMethods, method) ? localMethods[method] : undefined;
+    if (!fn) throw new RpcError('METHOD_NOT_FOUND', `${self}.${method}`);
+    return fn(params);
+  };
+
+  const peerServer = createPeerServer({
+    tls,
+    log: log.child({ component: 'grpc-server' }),
+    handle: async (call, peer) => {
+      // The TLS layer proved the peer holds a certificate of our root; the directory says which
+      // certificate is this operator's and what it may call.
+      const entry = directory.entry(peer.commonName);
+      if (!entry || entry.fingerprint !== peer.fingerprint) {
+        throw new RpcError('PERMISSION_DENIED', `${peer.commonName}'s certificate is not the one the directory lists`);
+      }
+      if (!directory.isPermitted(peer.commonName, self, call.method)) {
+        throw new RpcError('PERMISSION_DENIED', `${peer.commonName} may not call ${self}.${call.method}`);
+      }
+      return callLocal(call.method, call.params);
+    },
+  });
+  if (settings.grpc.listen) await peerServer.listen(settings.grpc.listen.host, settings.grpc.listen.port);
+
+  const bus = new Bus({
+    nc,
+    signer: createSigner(self, tls.key),
+    directory,
+    log: log.child({ component: 'bus' }),
+    maxAgeMs: settings.envelopeMaxAgeMs,
+    maxBytes: settings.maxEnvelopeBytes,
+    requestTimeoutMs: settings.timeouts.busRequestMs,
+  });
+  const callbacks = new Callbacks({
+    self,
+    directory,
+    log,
+    dialTimeoutMs: settings.timeouts.dialMs,
+    injectSocket: (socket) => peerServer.injectSocket(socket),
+  });
+  bus.serve('connectionForward', callbacks.handle);
+  bus.serve('_ping', async (params) => callLocal('_ping', params));
+
+  const channels = new PeerChannels({ self, tls, directory, bus, log, timeouts: settings.timeouts });
+
+  let gateway: Server | undefined;
+  if (settings.jsonrpc) {
+    gateway = await startJsonRpcServer({
+      tls,
+      host: settings.jsonrpc.listen.host,
+      port: settings.jsonrpc.listen.port,
+      maxBodyBytes: settings.jsonrpc.maxBodyBytes,
+      log: log.child({ component: 'gateway' }),
+      handle: createGatewayHandler({
+        self: { name: self, fingerprint: tls.fingerprint },
+        isKnownOperator: (name) => directory.entry(name) !== undefined,
+        callLocal,
+        callRemote: (op, method, params, id) => channels.call(op, method, params, id),
+      }),
+    });
+    log.info({ host: settings.jsonrpc.listen.host, port: settings.jsonrpc.listen.port }, 'JSON-RPC gateway listening');
+  }
+  log.info({ name: self, grpcListener: settings.grpc.listen ?? 'none (reachable through its proxy only)' }, 'EPS server running');
+
+  return {
+    async close() {
+      await new Promise<void>((resolve) => (gateway ? gateway.close(() => resolve()) : resolve()));
+      gateway?.closeAllConnections();
+      channels.close();
+      callbacks.shutdown();
+      bus.close();
+      await peerServer.close();
+      await directory.close();
+      await nc.drain().catch(() => {});
+    },
+  };
+}

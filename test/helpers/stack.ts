@@ -1,0 +1,73 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { promisify } from 'node:util';
+import { DevStack, type RoleName, type StackPorts } from '../../src/devstack/stack.js';
+import { freePort } from './ports.js';
+
+const run = promisify(execFile);
+export const CERTS = 'settings/dev/certs';
+
+export async function freePorts(): Promise<StackPorts> {
+  return { sd: await freePort(), jsonrpc: await freePort(), splice: await freePort(), metrics: await freePort() };
+}
+
+export async function startStack(natsUrl: string, opts: { overrides?: Partial<Record<RoleName, string>>; order?: RoleName[] } = {}): Promise<DevStack> {
+  const stack = new DevStack({ natsUrl, ports: await freePorts(), ...(opts.overrides ? { overrides: opts.overrides } : {}) });
+  await stack.startAll(opts.order);
+  await stack.sdSetup();
+  return stack;
+}
+
+/** The seed's curl, verbatim but for the port, with hd-1's client certificate unless told otherwise. */
+export async function curlJsonRpc(port: number, body: string, opts: { withCert?: boolean; maxTimeS?: number } = {}) {
+  const args = [
+    '-sS',
+    ...(opts.withCert === false ? [] : ['--cert', `${CERTS}/hd-1.crt`, '--key', `${CERTS}/hd-1.key`]),
+    '--cacert', `${CERTS}/root.crt`,
+    '--resolve', `hd-1:${port}:127.0.0.1`,
+    `https://hd-1:${port}/jsonrpc`,
+    '--header', 'Content-Type: application/json',
+    '--max-time', String(opts.maxTimeS ?? 30),
+    '--write-out', '\n%{http_code}',
+    '--data', body,
+  ];
+  const { stdout } = await run('curl', args);
+  const nl = stdout.lastIndexOf('\n');
+  return { status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) ? JSON.parse(stdout.slice(0, nl)) : undefined };
+}
+
+export const PING = '{"method": "hd-2._ping", "id": "1", "params": {}, "jsonrpc": "2.0"}';
+
+/** Pings until the servers have learned the directory (they get it over the bus after sd-setup). */
+export async function pingUntilAnswered(port: number, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await curlJsonRpc(port, PING);
+    if (r.body?.result || Date.now() > deadline) return r;
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+export function metrics(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(`http://127.0.0.1:${port}/metrics`, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve(text));
+    }).on('error', reject);
+  });
+}
+
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
+export function roleLog(stack: DevStack, role: RoleName): string {
+  try {
+    return readFileSync(`${stack.logDir}/${role}.log`, 'utf8');
+  } catch {
+    return '';
+  }
+}

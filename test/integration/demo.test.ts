@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import { createSigner, sealEnvelope, type RequestEnvelope } from '../../src/bus/envelope.js';
+import { busSubject } from '../../src/bus/bus.js';
+import type { DevStack } from '../../src/devstack/stack.js';
+import { TestNatsServer } from '../helpers/nats-server.js';
+import { CERTS, PING, curlJsonRpc, metricValue, metrics, pingUntilAnswered, roleLog, startStack } from '../helpers/stack.js';
+
+// The seed's demo, end to end: real nats-server, the real CLIs as child processes, the seed's curl.
+describe('seed demo', () => {
+  let nats: TestNatsServer;
+  let stack: DevStack;
+
+  beforeAll(async () => {
+    nats = await TestNatsServer.start();
+    // Servers first, the directory last: the order of starting the processes must not matter.
+    stack = await startStack(nats.url, { order: ['hd-1', 'hd-2', 'public-proxy-eps-1', 'public-proxy-1', 'sd-1'] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await stack?.stop();
+    await nats?.stop();
+  });
+
+  it('demo - hd-2._ping through the proxy answers with hd-2 serverInfo and one splice', async () => {
+    const before = metricValue(await metrics(stack.opts.ports.metrics), 'eps_proxy_spliced_total');
+    const r = await pingUntilAnswered(stack.opts.ports.jsonrpc);
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ jsonrpc: '2.0', id: '1', result: { serverInfo: { name: 'hd-2' } } });
+    expect(typeof r.body.result.timestamp).toBe('string');
+    expect(typeof r.body.result.version).toBe('string');
+    const after = metricValue(await metrics(stack.opts.ports.metrics), 'eps_proxy_spliced_total');
+    expect(after).toBe(before + 1);
+  });
+
+  it('demo - a second ping within the idle timeout reuses the brokered channel', async () => {
+    await pingUntilAnswered(stack.opts.ports.jsonrpc);
+    const before = metricValue(await metrics(stack.opts.ports.metrics), 'eps_proxy_spliced_total');
+    const r = await curlJsonRpc(stack.opts.ports.jsonrpc, PING);
+    expect(r.body.result.serverInfo.name).toBe('hd-2');
+    const after = metricValue(await metrics(stack.opts.ports.metrics), 'eps_proxy_spliced_total');
+    expect(after).toBe(before);
+  });
+
+  it('demo - a client without a certificate is refused with a clear error', async () => {
+    const r = await curlJsonRpc(stack.opts.ports.jsonrpc, PING, { withCert: false });
+    expect(r.status).toBe(401);
+    expect(r.body.error).toMatchObject({ code: -32020 });
+    expect(r.body.error.message).toMatch(/certificate/i);
+  });
+
+  it('demo - bad JSON-RPC gets the standard codes and the server keeps working', async () => {
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{not json')).body.error.code).toBe(-32700);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":5}')).body.error.code).toBe(-32600);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"nobody._ping"}')).body.error.code).toBe(-32001);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"hd-1.nothing"}')).body.error.code).toBe(-32601);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"noseparator"}')).body.error.code).toBe(-32601);
+    const huge = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'hd-1._ping', params: { pad: 'x'.repeat(2 * 1024 * 1024) } });
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, huge)).status).toBe(413);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, PING)).body.result.serverInfo.name).toBe('hd-2');
+  });
+
+  it('demo - a forged bus envelope is rejected and logged', async () => {
+    const nc: NatsConnection = await connect({ servers: nats.url });
+    try {
+      // Signed with hd-1's key but claiming to come from the proxy operator: hd-2 must refuse it.
+      const signer = createSigner('public-proxy-eps-1', readFileSync(`${CERTS}/hd-1.key`));
+      const env = sealEnvelope<RequestEnvelope>(signer, { kind: 'request', from: 'public-proxy-eps-1', to: 'hd-2', id: 'forged-1', method: 'connectionForward', params: {} });
+      const reply = await nc.request(busSubject('hd-2', 'connectionForward'), JSON.stringify(env), { timeout: 5000 });
+      const answer = JSON.parse(reply.string());
+      expect(answer.error.code).toBe(-32010);
+      expect(answer.error.message).toMatch(/BAD_SIGNATURE/);
+      // Replaying a genuine-looking but tampered envelope twice changes nothing either.
+      const replayed = await nc.request(busSubject('hd-2', 'connectionForward'), JSON.stringify(env), { timeout: 5000 });
+      expect(JSON.parse(replayed.string()).error.code).toBe(-32010);
+    } finally {
+      await nc.close();
+    }
+    expect(roleLog(stack, 'hd-2')).toMatch(/bus envelope rejected/);
+    expect((await curlJsonRpc(stack.opts.ports.jsonrpc, PING)).body.result.serverInfo.name).toBe('hd-2');
+  });
+});
+
+describe('B never dials', () => {
+  let nats: TestNatsServer;
+  let stack: DevStack;
+
+  beforeAll(async () => {
+    nats = await TestNatsServer.start();
+    // The proxy tells B to dial an endpoint where nothing listens, and gives up on B after 1.5 s.
+    stack = await startStack(nats.url, {
+      overrides: { 'public-proxy-1': 'splice: { endpoint: "127.0.0.1:1" }\ntimeouts: { bDialMs: 1500 }\n' },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await stack?.stop();
+    await nats?.stop();
+  });
+
+  it('brokering - A gets a clear error within the configured timeout when B never dials', async () => {
+    // Wait until hd-1 knows hd-2 (a ping to hd-1 itself proves the gateway is up; then retry hd-2).
+    const deadline = Date.now() + 20_000;
+    let r = await curlJsonRpc(stack.opts.ports.jsonrpc, PING);
+    while (r.body?.error?.code === -32001 && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 300));
+      r = await curlJsonRpc(stack.opts.ports.jsonrpc, PING);
+    }
+    const started = Date.now();
+    r = await curlJsonRpc(stack.opts.ports.jsonrpc, PING);
+    const elapsed = Date.now() - started;
+    expect(r.body.error.code).toBe(-32004);
+    expect(r.body.error.message).toMatch(/never dialed|did not dial/i);
+    expect(elapsed).toBeLessThan(5000);
+    const m = await metrics(stack.opts.ports.metrics);
+    expect(metricValue(m, 'eps_proxy_sessions_total', '{outcome="bNeverDialed"}')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(m, 'eps_proxy_spliced_total')).toBe(0);
+  });
+});
