@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { second } from '../core/constants.js';
+import { RpcError } from '../core/errors.js';
+import { createRootLogger } from '../core/logger.js';
+import { callJsonRpc, type JsonRpcClientOptions } from '../jsonrpc/client.js';
+import { canonicalJson, recordHash, signRecord } from '../directory/records.js';
+import { recordDataSchema, type RecordData } from '../directory/types.js';
+import type { Tip } from '../directory/chain.js';
+
+// Signs the dev directory records and submits those the chain does not hold yet, so running it
+// again (or after adding a file) appends only what is new.
+
+const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+const USAGE = `usage: sd-setup [--records DIR] [--certs DIR] [--signer NAME] [--client NAME] [--wait SECONDS]
+
+  Signs every record in DIR/*.yml (default settings/dev/directory) with CERTS/NAME.{crt,key}
+  (default sd-admin) and submits the ones the directory lacks to SD_URL
+  (default https://127.0.0.1:3322/jsonrpc, certificate name SD_SERVER_NAME, default sd-1).
+  The mTLS client identity is CERTS/CLIENT.{crt,key} (default hd-1): the admin's certificate is
+  for signing only (codeSigning), so it cannot authenticate a TLS client.`;
+
+/** The sd may still be starting (make targets run in parallel): keep trying this long. */
+const DEFAULT_WAIT_S = 30;
+const RETRY_MS = 500;
+
+/** `$DIR` is the folder of the file, as in settings files. */
+function expandDir(value: unknown, dir: string): unknown {
+  if (typeof value === 'string') return value.replaceAll('$DIR', dir);
+  if (Array.isArray(value)) return value.map((v) => expandDir(v, dir));
+  if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandDir(v, dir)]));
+  return value;
+}
+
+function readRecordFiles(dir: string): RecordData[] {
+  const files = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
+  return files.flatMap((name) => {
+    const file = join(dir, name);
+    const doc: unknown = parseYaml(readFileSync(file, 'utf8'));
+    if (doc === null || doc === undefined) return [];
+    if (!Array.isArray(doc)) throw new Error(`${file}: expected a list of records`);
+    return doc.map((item, i) => {
+      const expanded = expandDir(item, resolve(dir)) as Record<string, unknown> | null;
+      if (expanded && expanded.kind === 'operator' && typeof expanded.certificate === 'string' && !expanded.certificate.includes('BEGIN CERTIFICATE')) {
+        try {
+          expanded.certificate = readFileSync(expanded.certificate, 'utf8');
+        } catch (err) {
+          throw new Error(`${file}: record ${i}: cannot read certificate ${expanded.certificate}: ${(err as Error).message}`);
+        }
+      }
+      const checked = recordDataSchema.safeParse(expanded);
+      if (!checked.success) {
+        throw new Error(`${file}: record ${i}: ${checked.error.issues.map((x) => `${x.path.join('.')}: ${x.message}`).join('; ')}`);
+      }
+      return checked.data;
+    });
+  });
+}
+
+const recordsResult = z.object({ records: z.array(z.object({ record: z.object({ data: z.unknown() }) })), tip: z.object({ seq: z.number(), hash: z.string() }) });
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    options: {
+      records: { type: 'string', default: join(repoRoot, 'settings/dev/directory') },
+      certs: { type: 'string', default: join(repoRoot, 'settings/dev/certs') },
+      signer: { type: 'string', default: 'sd-admin' },
+      client: { type: 'string', default: 'hd-1' },
+      wait: { type: 'string', default: String(DEFAULT_WAIT_S) },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+  });
+  if (values.help || positionals.length > 0) {
+    process.stderr.write(`${USAGE}\n`);
+    process.exit(values.help ? 0 : 2);
+  }
+  const log = createRootLogger('sd-setup');
+  const certs = values.certs;
+  const rpc: JsonRpcClientOptions = {
+    url: process.env.SD_URL || 'https://127.0.0.1:3322/jsonrpc',
+    serverName: process.env.SD_SERVER_NAME || 'sd-1',
+    tls: {
+      ca: readFileSync(join(certs, 'root.crt')),
+      cert: readFileSync(join(certs, `${values.client}.crt`)),
+      key: readFileSync(join(certs, `${values.client}.key`)),
+    },
+  };
+  const signer = { certPem: readFileSync(join(certs, `${values.signer}.crt`)), keyPem: readFileSync(join(certs, `${values.signer}.key`)) };
+  const wanted = readRecordFiles(values.records);
+
+  const deadline = Date.now() + Number(values.wait) * second;
+  // A concurrent writer can move the tip between our read and our submit: re-read and retry.
+  for (let attempt = 1; ; attempt++) {
+    const { records, tip } = await fetchChain(rpc, deadline, log);
+    const present = new Set(records.map((r) => canonicalJson(r.record.data)));
+    const missing = wanted.filter((d) => !present.has(canonicalJson(d)));
+    if (missing.length === 0) {
+      log.info({ present: wanted.length, tip }, 'directory already holds every record; nothing to do');
+      return;
+    }
+    let parent = tip.hash;
+    const signed = missing.map((data) => {
+      const record = signRecord(data, parent, signer);
+      parent = recordHash(record);
+      return record;
+    });
+    try {
+      const result = await callJsonRpc<{ accepted: number; tip: Tip }>(rpc, 'submitRecords', { records: signed });
+      log.info({ accepted: result.accepted, alreadyPresent: wanted.length - missing.length, tip: result.tip }, 'directory records submitted');
+      return;
+    } catch (err) {
+      if (err instanceof RpcError && err.code === -32012 && attempt < 3) {
+        log.warn({ err: err.message }, 'the chain moved while submitting; retrying');
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+async function fetchChain(rpc: JsonRpcClientOptions, deadline: number, log: ReturnType<typeof createRootLogger>) {
+  for (;;) {
+    try {
+      return recordsResult.parse(await callJsonRpc(rpc, 'getRecords', {}));
+    } catch (err) {
+      // A refusal from a running sd is final; only an sd that is not up yet is worth waiting for.
+      if (err instanceof RpcError || Date.now() > deadline) throw err;
+      log.debug({ err: (err as Error).message }, 'sd not reachable yet');
+      await new Promise((r) => setTimeout(r, RETRY_MS));
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`sd-setup: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
