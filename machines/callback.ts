@@ -59,6 +59,8 @@ export const callbackMachine = setup({
   delays: { dialTimeout: 10_000 },
 }).createMachine({
   id: 'callback',
+  // Each final state words its own output; the machine's output is whichever one it reached.
+  output: ({ event }) => event.output as CallbackOutput,
   context: ({ input }) => ({ ...input, detail: '' }),
   initial: 'verifying',
   on: { SHUTDOWN: { target: '.shutDown' } },

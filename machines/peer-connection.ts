@@ -88,6 +88,8 @@ export const peerConnectionMachine = setup({
   },
 }).createMachine({
   id: 'peerConnection',
+  // Each final state words its own output; the machine's output is whichever one it reached.
+  output: ({ event }) => event.output as PeerConnectionOutput,
   context: ({ input }) => ({ peer: input.peer, route: undefined, callsInFlight: 0, failure: undefined }),
   initial: 'resolving',
   on: { CLOSE: { target: '.cancelled' } },

@@ -60,7 +60,8 @@ export class Callbacks {
           answerAccepted: () => resolve({ accepted: true }),
           answerRefused: ({ event }) => {
             const err = (event as { error?: unknown }).error;
-            reject(new RpcError('PERMISSION_DENIED', err instanceof Error ? err.message : String(err)));
+            // B's own refusal, distinct from the directory denying the proxy (PERMISSION_DENIED).
+            reject(new RpcError('BROKERING_FAILED', `${opts.self} refused: ${err instanceof Error ? err.message : String(err)}`));
           },
           injectSocket: () => {
             const s = socket!;

@@ -130,6 +130,11 @@ export class PeerChannels {
     channel.ready = new Promise<PeerClient>((resolve, reject) => {
       channel.actor.subscribe((snap) => {
         if (snap.value === 'open' && channel.client) resolve(channel.client);
+        if (snap.status === 'error') {
+          log.error({ err: snap.error }, 'peer channel machine failed');
+          reject(new RpcError('INTERNAL_ERROR', `channel to ${peer} failed`));
+          if (this.channels.get(peer) === channel) this.channels.delete(peer);
+        }
         if (snap.status === 'done') {
           reject(toRpcError(peer, snap.output!));
           if (this.channels.get(peer) === channel) this.channels.delete(peer);

@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { get } from 'node:http';
 import { promisify } from 'node:util';
 import { DevStack, type RoleName, type StackPorts } from '../../src/devstack/stack.js';
@@ -30,7 +32,8 @@ export async function curlJsonRpc(port: number, body: string, opts: { withCert?:
     '--header', 'Content-Type: application/json',
     '--max-time', String(opts.maxTimeS ?? 30),
     '--write-out', '\n%{http_code}',
-    '--data', body,
+    // Large bodies go through a file: an argument list has a size limit of its own.
+    '--data-binary', body.length > 64 * 1024 ? `@${bodyFile(body)}` : body,
   ];
   const { stdout } = await run('curl', args);
   const nl = stdout.lastIndexOf('\n');
@@ -70,4 +73,10 @@ export function roleLog(stack: DevStack, role: RoleName): string {
   } catch {
     return '';
   }
+}
+
+function bodyFile(body: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'eps-body-')), 'body.json');
+  writeFileSync(file, body);
+  return file;
 }

@@ -1,0 +1,88 @@
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { BROKERING_OUTCOMES } from '../../machines/brokering.js';
+import { REJECT_REASONS } from './splice-endpoint.js';
+
+// Proxy metrics on their own registry (not prom-client's global one), so tests and several
+// proxies in one process never collide on metric names.
+
+export interface ProxyMetrics {
+  registry: Registry;
+  spliced: Counter;
+  sessions: Counter<'outcome'>;
+  liveSessions: Gauge;
+  preambleRejections: Counter<'reason'>;
+  relayedBytes: Counter<'direction'>;
+}
+
+export interface ProxyMetricsOptions {
+  registry?: Registry;
+  /** Read at scrape time, so the gauge cannot drift from the registry's own count. */
+  liveSessions?: () => number;
+}
+
+export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetrics {
+  const registry = options.registry ?? new Registry();
+  const readLive = options.liveSessions;
+  const metrics: ProxyMetrics = {
+    registry,
+    spliced: new Counter({
+      name: 'eps_proxy_spliced_total',
+      help: 'Sessions in which A and B were spliced together',
+      registers: [registry],
+    }),
+    sessions: new Counter({
+      name: 'eps_proxy_sessions_total',
+      help: 'Brokering sessions finished, by final state',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    liveSessions: new Gauge({
+      name: 'eps_proxy_live_sessions',
+      help: 'Brokering sessions not yet finished',
+      registers: [registry],
+      ...(readLive
+        ? {
+            collect(this: Gauge) {
+              this.set(readLive());
+            },
+          }
+        : {}),
+    }),
+    preambleRejections: new Counter({
+      name: 'eps_proxy_preamble_rejections_total',
+      help: 'Splice connections dropped before routing, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    relayedBytes: new Counter({
+      name: 'eps_proxy_relayed_bytes_total',
+      help: 'Bytes relayed between spliced sockets, by direction',
+      labelNames: ['direction'],
+      registers: [registry],
+    }),
+  };
+  // Zero series up front, so dashboards and alerts see every label before it first happens.
+  for (const outcome of BROKERING_OUTCOMES) metrics.sessions.inc({ outcome }, 0);
+  for (const reason of REJECT_REASONS) metrics.preambleRejections.inc({ reason }, 0);
+  for (const direction of ['aToB', 'bToA']) metrics.relayedBytes.inc({ direction }, 0);
+  return metrics;
+}
+
+/** Serves GET /metrics from `registry`; anything else is 404. */
+export function startMetricsServer(options: { host: string; port: number; registry: Registry }): Server {
+  const { registry } = options;
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+      (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${String(err)}\n`),
+    );
+  });
+  server.listen(options.port, options.host);
+  return server;
+}

@@ -1,0 +1,95 @@
+import type { Server } from 'node:http';
+import { Bus } from '../bus/bus.js';
+import { createSigner } from '../bus/envelope.js';
+import type { Logger } from '../core/logger.js';
+import { connectBus } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
+import { DirectoryClient } from '../directory/client.js';
+import { natsUrl, type ProxySettings } from '../settings/schemas.js';
+import { ConnectionRequests } from './connection-requests.js';
+import { createProxyMetrics, startMetricsServer } from './metrics.js';
+import { SessionRegistry } from './session-registry.js';
+import { SpliceEndpoint } from './splice-endpoint.js';
+
+export interface RunningProxy {
+  registry: SessionRegistry;
+  close(): Promise<void>;
+}
+
+/**
+ * `proxy run public`: answers connection requests addressed to its operator on the bus (in a
+ * queue group shared with other proxy instances), brokers each one as a session machine, and
+ * splices the sockets that present the session's token on its endpoint.
+ */
+export async function startPublicProxy(settings: ProxySettings, log: Logger): Promise<RunningProxy> {
+  const tls = readTlsMaterial(settings.tls);
+  if (tls.commonName !== settings.operator) {
+    throw new Error(`operator ${settings.operator} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
+  }
+  const nc = await connectBus(natsUrl(settings), `proxy:${settings.name}`, log);
+  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
+  directory.start();
+  const bus = new Bus({
+    nc,
+    signer: createSigner(settings.operator, tls.key),
+    directory,
+    log: log.child({ component: 'bus' }),
+    maxAgeMs: settings.envelopeMaxAgeMs,
+    maxBytes: settings.maxEnvelopeBytes,
+    requestTimeoutMs: settings.timeouts.busRequestMs,
+  });
+
+  let registry: SessionRegistry;
+  const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
+  let requests: ConnectionRequests;
+  registry = new SessionRegistry({
+    log,
+    timeouts: { bDialMs: settings.timeouts.bDialMs, aDialMs: settings.timeouts.aDialMs },
+    notifyB: (session, token) => requests.notifyB(session, token),
+    confirmToA: (session, token, endpoint) => requests.confirmToA(session, token, endpoint),
+    onSpliced: () => metrics.spliced.inc(),
+    onFinished: (_session, output) => metrics.sessions.inc({ outcome: output.outcome }),
+    onRelayed: (direction, bytes) => metrics.relayedBytes.inc({ direction }, bytes),
+  });
+  requests = new ConnectionRequests({
+    operator: settings.operator,
+    endpoint: settings.splice.endpoint,
+    bDialMs: settings.timeouts.bDialMs,
+    bus,
+    directory,
+    open: (request) => registry.open(request),
+  });
+
+  const endpoint = new SpliceEndpoint({
+    host: settings.splice.listen.host,
+    port: settings.splice.listen.port,
+    route: (token, socket, rest) => registry.route(token, socket, rest),
+    log,
+    preambleTimeoutMs: settings.timeouts.preambleMs,
+  });
+  endpoint.on('rejected', (reason) => metrics.preambleRejections.inc({ reason }));
+  const address = await endpoint.listen();
+  log.info({ listen: `${address.address}:${address.port}`, endpoint: settings.splice.endpoint }, 'splice endpoint listening');
+
+  let metricsServer: Server | undefined;
+  if (settings.metrics) {
+    metricsServer = startMetricsServer({ host: settings.metrics.host, port: settings.metrics.port, registry: metrics.registry });
+    log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/metrics` }, 'metrics served');
+  }
+
+  bus.serve('connectionRequest', requests.handle, { queue: settings.queueGroup });
+  log.info({ operator: settings.operator, queue: settings.queueGroup }, 'public proxy brokering');
+
+  return {
+    registry,
+    async close() {
+      bus.close();
+      await registry.shutdown();
+      await endpoint.close();
+      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+      metricsServer?.closeAllConnections();
+      await directory.close();
+      await nc.drain().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,190 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import { DEFAULT_A_DIAL_TIMEOUT_MS, DEFAULT_B_DIAL_TIMEOUT_MS } from '../core/constants.js';
+import type { Logger } from '../core/logger.js';
+import {
+  brokeringMachine,
+  type BrokeringInput,
+  type BrokeringOutput,
+  type NotifyResult,
+} from '../../machines/brokering.js';
+import type { RouteStatus } from './splice-endpoint.js';
+import { createSplicer, type Direction } from './splicer.js';
+import { TokenStore } from './token-store.js';
+
+// One brokering actor per session, and the glue between the splice endpoint (tokens and
+// sockets), the machine (what a session is) and the bus (notifyB / confirmToA, provided by the
+// caller). The registry holds each session's token so the machine never has to.
+
+export type SessionInfo = BrokeringInput;
+
+export interface SessionStats {
+  bytesAToB: number;
+  bytesBToA: number;
+  durationMs: number;
+}
+
+export interface SessionRegistryOptions {
+  log: Logger;
+  timeouts?: { bDialMs?: number; aDialMs?: number };
+  /** Forwards A's request to B over the bus; B needs the token to dial. */
+  notifyB: (session: SessionInfo, token: Buffer) => Promise<NotifyResult>;
+  /** Answers A's pending bus request; A needs the token to dial. */
+  confirmToA: (session: SessionInfo, token: Buffer, endpoint: string) => Promise<void>;
+  onSpliced?: (session: SessionInfo) => void;
+  onFinished?: (session: SessionInfo, output: BrokeringOutput, stats: SessionStats) => void;
+  onRelayed?: (direction: Direction, bytes: number) => void;
+  /** Ends a splice with no traffic for this long; 0 disables. */
+  spliceIdleMs?: number;
+  tokens?: TokenStore;
+}
+
+export interface OpenedSession {
+  sessionId: string;
+  token: Buffer;
+  done: Promise<BrokeringOutput>;
+}
+
+interface Session {
+  info: SessionInfo;
+  token: Buffer;
+  actor: Actor<typeof brokeringMachine>;
+  done: Promise<BrokeringOutput>;
+  /** Set by the machine's rejectDial action while route() is sending it a dial. */
+  rejected: unknown;
+}
+
+export class SessionRegistry {
+  readonly #sessions = new Map<string, Session>();
+  readonly #tokens: TokenStore;
+  readonly #options: SessionRegistryOptions;
+  readonly #machine;
+  #shuttingDown = false;
+
+  constructor(options: SessionRegistryOptions) {
+    this.#options = options;
+    this.#tokens = options.tokens ?? new TokenStore();
+    const session = (sessionId: string): Session => {
+      const s = this.#sessions.get(sessionId);
+      if (!s) throw new Error(`no live session ${sessionId}`);
+      return s;
+    };
+    this.#machine = brokeringMachine.provide({
+      actors: {
+        notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input }) => {
+          const s = session(input.sessionId);
+          return options.notifyB(s.info, s.token);
+        }),
+        confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
+          const s = session(input.sessionId);
+          return options.confirmToA(s.info, s.token, s.info.endpoint);
+        }),
+        splicer: createSplicer({
+          log: options.log.child({ component: 'splicer' }),
+          idleMs: options.spliceIdleMs ?? 0,
+          onRelayed: options.onRelayed,
+        }),
+      },
+      actions: {
+        rejectDial: ({ context }, params) => {
+          const s = this.#sessions.get(context.sessionId);
+          if (s) s.rejected = params.socket;
+        },
+      },
+      delays: {
+        bDialTimeout: options.timeouts?.bDialMs ?? DEFAULT_B_DIAL_TIMEOUT_MS,
+        aDialTimeout: options.timeouts?.aDialMs ?? DEFAULT_A_DIAL_TIMEOUT_MS,
+      },
+    });
+  }
+
+  open(request: { a: string; b: string; endpoint: string }): OpenedSession {
+    if (this.#shuttingDown) throw new Error('session registry is shutting down');
+    const sessionId = randomUUID();
+    const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
+    const token = this.#tokens.mint(sessionId);
+    const log = this.#options.log.child({ component: 'brokering', sessionId });
+    const startedAt = Date.now();
+    const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}` });
+
+    let resolveDone!: (output: BrokeringOutput) => void;
+    const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
+    const s: Session = { info, token, actor, done, rejected: undefined };
+    this.#sessions.set(sessionId, s);
+
+    let last = '';
+    actor.subscribe({
+      next: (snapshot) => {
+        const state = JSON.stringify(snapshot.value);
+        if (state !== last) {
+          log.debug({ from: last || undefined, to: snapshot.value }, 'brokering transition');
+          if (snapshot.matches({ holding: 'spliced' }) && !last.includes('spliced')) this.#options.onSpliced?.(info);
+          last = state;
+        }
+        if (snapshot.status !== 'done') return;
+        const output = snapshot.output as BrokeringOutput;
+        const stats: SessionStats = {
+          bytesAToB: snapshot.context.bytesAToB,
+          bytesBToA: snapshot.context.bytesBToA,
+          durationMs: Date.now() - startedAt,
+        };
+        this.#finish(s, log, output, stats);
+        resolveDone(output);
+      },
+      error: (err) => {
+        // Only a bug in the machine or a provided action lands here; still free the slot.
+        log.error({ err }, 'brokering actor failed');
+        const output: BrokeringOutput = { outcome: 'busFailed', detail: `internal error: ${String(err)}` };
+        this.#finish(s, log, output, { bytesAToB: 0, bytesBToA: 0, durationMs: Date.now() - startedAt });
+        resolveDone(output);
+      },
+    });
+    log.debug({ a: info.a, b: info.b, endpoint: info.endpoint }, 'brokering session opened');
+    actor.start();
+    return { sessionId, token, done };
+  }
+
+  /** Called by the splice endpoint with a socket that presented `token`. */
+  route(token: Buffer, socket: Socket, rest: Buffer): RouteStatus {
+    const found = this.#tokens.lookup(token);
+    if (found.status === 'UNKNOWN') return 'UNKNOWN_TOKEN';
+    if (found.status === 'USED') return 'TOKEN_USED';
+    const s = this.#sessions.get(found.sessionId);
+    if (!s || s.actor.getSnapshot().status !== 'active') return 'UNKNOWN_TOKEN';
+
+    // B dials first (while the session is `requested`); the only other dialer is A. Which of
+    // the two may dial now is the machine's call: it rejects a dial it cannot use.
+    const isB = s.actor.getSnapshot().matches('requested');
+    s.rejected = undefined;
+    s.actor.send(isB ? { type: 'B_DIALED', socket, rest } : { type: 'A_DIALED', socket, rest });
+    // Sends to an idle actor are processed synchronously, so the verdict is already in.
+    const rejected = s.rejected === socket;
+    s.rejected = undefined;
+    if (rejected) return 'WRONG_STATE';
+    if (!isB) this.#tokens.consume(token);
+    return 'ROUTED';
+  }
+
+  liveCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Ends every session (their splicers close the sockets) and waits until all have finished. */
+  async shutdown(): Promise<void> {
+    this.#shuttingDown = true;
+    const pending = [...this.#sessions.values()].map((s) => {
+      s.actor.send({ type: 'SHUTDOWN' });
+      return s.done;
+    });
+    await Promise.all(pending);
+  }
+
+  #finish(s: Session, log: Logger, output: BrokeringOutput, stats: SessionStats): void {
+    if (!this.#sessions.has(s.info.sessionId)) return;
+    this.#sessions.delete(s.info.sessionId);
+    this.#tokens.release(s.info.sessionId);
+    log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
+    this.#options.onFinished?.(s.info, output, stats);
+  }
+}

@@ -1,0 +1,375 @@
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { NotifyResult } from '../../machines/brokering.js';
+import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
+import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
+
+const log = pino({ level: 'silent' });
+const PREAMBLE_MS = 300;
+
+type Behaviour = {
+  notifyB?: (session: SessionInfo, token: Buffer) => Promise<NotifyResult>;
+  confirmToA?: (session: SessionInfo, token: Buffer) => Promise<void>;
+  timeouts?: SessionRegistryOptions['timeouts'];
+};
+
+interface Harness {
+  registry: SessionRegistry;
+  endpoint: SpliceEndpoint;
+  port: number;
+  rejections: RejectReason[];
+  spliced: string[];
+  dial: (token: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
+}
+
+const harnesses: Harness[] = [];
+const clients: Socket[] = [];
+
+async function harness(behaviour: Behaviour): Promise<Harness> {
+  const rejections: RejectReason[] = [];
+  const spliced: string[] = [];
+  const registry = new SessionRegistry({
+    log,
+    timeouts: behaviour.timeouts ?? { bDialMs: 5_000, aDialMs: 5_000 },
+    notifyB: (s, t) => (behaviour.notifyB ? behaviour.notifyB(s, t) : new Promise(() => {})),
+    confirmToA: (s, t) => (behaviour.confirmToA ? behaviour.confirmToA(s, t) : new Promise(() => {})),
+    onSpliced: (s) => spliced.push(s.sessionId),
+  });
+  const endpoint = new SpliceEndpoint({
+    host: '127.0.0.1',
+    port: 0,
+    log,
+    preambleTimeoutMs: PREAMBLE_MS,
+    route: (token, socket, rest) => registry.route(token, socket, rest),
+  });
+  endpoint.on('rejected', (reason) => rejections.push(reason));
+  const { port } = await endpoint.listen();
+
+  const dial = async (token: Buffer, opts: { byteByByte?: boolean; extra?: Buffer } = {}): Promise<Socket> => {
+    const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true, noDelay: true });
+    socket.on('error', () => {});
+    clients.push(socket);
+    await once(socket, 'connect');
+    if (opts.byteByByte) {
+      for (const byte of token) {
+        socket.write(Buffer.from([byte]));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    } else {
+      socket.write(token);
+    }
+    if (opts.extra) socket.write(opts.extra);
+    return socket;
+  };
+  const h = { registry, endpoint, port, rejections, spliced, dial };
+  harnesses.push(h);
+  return h;
+}
+
+/** Resolves once every connection the endpoint accepted is gone, or fails the test. */
+async function assertNoOpenSockets(h: Harness): Promise<void> {
+  await h.registry.shutdown();
+  expect(h.registry.liveCount()).toBe(0);
+  const closed = h.endpoint.close().then(() => 'closed');
+  const timeout = new Promise((r) => setTimeout(() => r('sockets still open'), 2_000));
+  expect(await Promise.race([closed, timeout])).toBe('closed');
+}
+
+function readAll(socket: Socket): Promise<string> {
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  return once(socket, 'end').then(() => Buffer.concat(chunks).toString());
+}
+
+function readUntil(socket: Socket, text: string): Promise<string> {
+  let got = '';
+  return new Promise((resolve) => {
+    const onData = (c: Buffer) => {
+      got += c.toString();
+      if (got.includes(text)) {
+        socket.off('data', onData);
+        resolve(got);
+      }
+    };
+    socket.on('data', onData);
+  });
+}
+
+const closedByProxy = (socket: Socket) => (socket.closed ? Promise.resolve() : once(socket, 'close').then(() => undefined));
+const waitFor = async (check: () => boolean, ms = 2_000) => {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+function deferred<T = void>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.destroy();
+  for (const h of harnesses.splice(0)) {
+    await h.registry.shutdown();
+    await h.endpoint.close();
+  }
+});
+
+const session = { a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:0' };
+
+describe('splice (real TCP)', () => {
+  it('splice - bytes flow both ways with half-close, then the session closes with byte counts', async () => {
+    let bSocket!: Socket;
+    let aSocket!: Socket;
+    const aDialed = deferred();
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async (_s, token) => {
+        // A dials only after P has answered, as over the bus.
+        setImmediate(async () => {
+          aSocket = await h.dial(token, { extra: Buffer.from('hello from A') });
+          aDialed.resolve();
+        });
+      },
+    });
+    const { done } = h.registry.open(session);
+    await aDialed.promise;
+
+    // A sends (with bytes in the same segment as its token), then half-closes.
+    const bGot = readAll(bSocket);
+    aSocket.end(' and more');
+    expect(await bGot).toBe('hello from A and more');
+
+    // B can still answer after A's FIN, then ends too.
+    const aGot = readAll(aSocket);
+    bSocket.end('reply from B');
+    expect(await aGot).toBe('reply from B');
+
+    const output = await done;
+    expect(output).toEqual({ outcome: 'closed', detail: 'completed' });
+    expect(h.spliced).toHaveLength(1);
+    await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - a 1-byte-at-a-time preamble works and bytes B sent early reach A', async () => {
+    let bSocket!: Socket;
+    let aSocket!: Socket;
+    const aDialed = deferred();
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token, { byteByByte: true, extra: Buffer.from('early B') });
+        return { accepted: true };
+      },
+      confirmToA: async (_s, token) => {
+        setImmediate(async () => {
+          aSocket = await h.dial(token, { byteByByte: true });
+          aDialed.resolve();
+        });
+      },
+    });
+    const { done } = h.registry.open(session);
+    await aDialed.promise;
+    expect(await readUntil(aSocket, 'early B')).toBe('early B');
+    aSocket.write('ping');
+    expect(await readUntil(bSocket, 'ping')).toBe('ping');
+    aSocket.destroy();
+    expect((await done).outcome).toBe('closed');
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - an unknown token is refused and the socket closed', async () => {
+    const h = await harness({});
+    const socket = await h.dial(randomBytes(32));
+    await closedByProxy(socket);
+    expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - a reused token is refused and the splice carries on', async () => {
+    let bSocket!: Socket;
+    let aSocket!: Socket;
+    let aToken!: Buffer;
+    const aDialed = deferred();
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async (_s, token) => {
+        aToken = token;
+        setImmediate(async () => {
+          aSocket = await h.dial(token);
+          aDialed.resolve();
+        });
+      },
+    });
+    const { done } = h.registry.open(session);
+    await aDialed.promise;
+    await waitFor(() => h.spliced.length === 1);
+
+    const intruder = await h.dial(aToken);
+    await closedByProxy(intruder);
+    expect(h.rejections).toEqual(['TOKEN_USED']);
+
+    aSocket.write('still here');
+    expect(await readUntil(bSocket, 'still here')).toBe('still here');
+    bSocket.destroy();
+    expect((await done).outcome).toBe('closed');
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - A dialing before the confirmation is refused as WRONG_STATE without ending the session', async () => {
+    const confirming = deferred<Buffer>();
+    let bSocket!: Socket;
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: (_s, token) => {
+        confirming.resolve(token);
+        return new Promise(() => {});
+      },
+    });
+    h.registry.open(session);
+    const token = await confirming.promise;
+    const early = await h.dial(token);
+    await closedByProxy(early);
+    expect(h.rejections).toEqual(['WRONG_STATE']);
+    expect(h.registry.liveCount()).toBe(1);
+    expect(bSocket.closed).toBe(false);
+    await assertNoOpenSockets(h);
+    await closedByProxy(bSocket);
+  });
+
+  it('splice - B never dialing ends bNeverDialed at the configured timeout', async () => {
+    const h = await harness({ notifyB: async () => ({ accepted: true }), timeouts: { bDialMs: 150, aDialMs: 5_000 } });
+    const started = Date.now();
+    const { token, done } = h.registry.open(session);
+    expect((await done).outcome).toBe('bNeverDialed');
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(h.registry.liveCount()).toBe(0);
+    // The token slot was freed with the session.
+    const late = await h.dial(token);
+    await closedByProxy(late);
+    expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - B refusing over the bus ends bRefused and frees the token', async () => {
+    const h = await harness({ notifyB: async () => ({ accepted: false, reason: 'busy' }) });
+    const { done } = h.registry.open(session);
+    expect(await done).toEqual({ outcome: 'bRefused', detail: 'busy' });
+    expect(h.registry.liveCount()).toBe(0);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - A never dialing ends aNeverDialed and B is disconnected', async () => {
+    let bSocket!: Socket;
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async () => {},
+      timeouts: { bDialMs: 5_000, aDialMs: 150 },
+    });
+    const { done } = h.registry.open(session);
+    expect((await done).outcome).toBe('aNeverDialed');
+    await closedByProxy(bSocket);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - B closing before A dials ends peerClosedEarly', async () => {
+    let bSocket!: Socket;
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async () => {
+        setImmediate(() => bSocket.end());
+      },
+    });
+    const { done } = h.registry.open(session);
+    const output = await done;
+    expect(output.outcome).toBe('peerClosedEarly');
+    await closedByProxy(bSocket);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - shutdown in each state ends shutDown, with no live session and no open socket', async () => {
+    for (const state of ['requested', 'forwarded', 'bConnected', 'confirmed', 'spliced'] as const) {
+      const reached = deferred();
+      const sockets: Socket[] = [];
+      const h = await harness({
+        notifyB: async (_s, token) => {
+          if (state === 'requested') {
+            reached.resolve();
+            return new Promise<NotifyResult>(() => {});
+          }
+          if (state === 'forwarded') {
+            setImmediate(() => reached.resolve());
+            return { accepted: true };
+          }
+          sockets.push(await h.dial(token));
+          return { accepted: true };
+        },
+        confirmToA: async (_s, token) => {
+          if (state === 'bConnected') {
+            reached.resolve();
+            return new Promise<void>(() => {});
+          }
+          if (state === 'confirmed') {
+            setImmediate(() => reached.resolve());
+            return;
+          }
+          setImmediate(async () => {
+            sockets.push(await h.dial(token));
+            await waitFor(() => h.spliced.length === 1);
+            reached.resolve();
+          });
+        },
+      });
+      const { done } = h.registry.open(session);
+      await reached.promise;
+      expect(h.registry.liveCount(), state).toBe(1);
+      await h.registry.shutdown();
+      expect(await done, state).toEqual({ outcome: 'shutDown', detail: 'proxy shutting down' });
+      await Promise.all(sockets.map(closedByProxy));
+      await assertNoOpenSockets(h);
+    }
+  });
+
+  it('splice - a garbage preamble that never completes is dropped at the deadline', async () => {
+    const h = await harness({});
+    const started = Date.now();
+    const socket = await h.dial(Buffer.from('GET / HTTP/1.1\r\n'));
+    await closedByProxy(socket);
+    const elapsed = Date.now() - started;
+    expect(elapsed).toBeGreaterThanOrEqual(PREAMBLE_MS - 20);
+    expect(elapsed).toBeLessThan(PREAMBLE_MS + 1_000);
+    expect(h.rejections).toEqual(['PREAMBLE_TIMEOUT']);
+    expect(h.endpoint.unroutedCount()).toBe(0);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - closing the endpoint drops connections still reading their preamble', async () => {
+    const h = await harness({});
+    const socket = await h.dial(Buffer.from('abc'));
+    await waitFor(() => h.endpoint.unroutedCount() === 1);
+    await h.endpoint.close();
+    await closedByProxy(socket);
+    expect(h.endpoint.unroutedCount()).toBe(0);
+  });
+});
