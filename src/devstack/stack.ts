@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
@@ -30,7 +30,7 @@ export interface StackOptions {
   inheritOutput?: boolean;
 }
 
-export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1';
+export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1';
 
 const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> = {
   'sd-1': { bin: 'sd', args: ['run'], env: 'SD_SETTINGS' },
@@ -38,7 +38,17 @@ const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> =
   'hd-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   'hd-2': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   'public-proxy-eps-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
+  // The Hyper edition of the seed: same server, its own bin and settings variable.
+  'public-proxy-hyper-1': { bin: 'hyper', args: ['server', 'run'], env: 'HYPER_SETTINGS' },
 };
+
+/** The file a bin names in package.json: what `npx <bin>` runs. */
+function binPath(bin: string): string {
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+  const file = pkg.bin[bin];
+  if (!file) throw new Error(`package.json has no bin ${bin}`);
+  return join(packageRoot, file);
+}
 
 export class DevStack {
   readonly logDir: string;
@@ -70,6 +80,7 @@ export class DevStack {
       'hd-1': directory + `jsonrpc: { listen: { host: 127.0.0.1, port: ${ports.jsonrpc} } }\n`,
       'hd-2': directory,
       'public-proxy-eps-1': directory,
+      'public-proxy-hyper-1': directory,
     };
     writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
     writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');
@@ -78,7 +89,7 @@ export class DevStack {
 
   start(role: RoleName): ChildProcess {
     const cmd = COMMANDS[role];
-    const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli', `${cmd.bin}.js`), ...cmd.args], {
+    const child = spawn(process.execPath, [binPath(cmd.bin), ...cmd.args], {
       cwd: packageRoot,
       env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],

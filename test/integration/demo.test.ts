@@ -82,6 +82,42 @@ describe('seed demo', () => {
   });
 });
 
+describe('Hyper edition', () => {
+  it('hyper - `hyper server run` reads HYPER_SETTINGS and answers a signed _ping on the bus', async () => {
+    const nats = await TestNatsServer.start();
+    const stack = await startStack(nats.url, { order: ['sd-1', 'public-proxy-hyper-1'] });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const { Bus } = await import('../../src/bus/bus.js');
+      const { DirectoryClient } = await import('../../src/directory/client.js');
+      const { readTlsMaterial } = await import('../../src/core/tls-material.js');
+      const { pino } = await import('pino');
+      const log = pino({ level: 'silent' });
+      const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
+      const directory = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls, nc, log });
+      directory.start();
+      await directory.ready();
+      const bus = new Bus({ nc, signer: createSigner('hd-1', tls.key), directory, log, maxAgeMs: 30_000, maxBytes: 65_536, requestTimeoutMs: 5000 });
+      let answer: { serverInfo: { name: string } } | undefined;
+      const deadline = Date.now() + 20_000;
+      while (!answer) {
+        try {
+          answer = (await bus.request('public-proxy-hyper-1', '_ping', { from: 'test' })) as typeof answer;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
+      expect(answer!.serverInfo.name).toBe('public-proxy-hyper-1');
+      await directory.close();
+    } finally {
+      await nc.close();
+      await stack.stop();
+      await nats.stop();
+    }
+  }, 60_000);
+});
+
 describe('B never dials', () => {
   let nats: TestNatsServer;
   let stack: DevStack;
