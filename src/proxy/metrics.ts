@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { BROKERING_OUTCOMES } from '../../machines/brokering.js';
-import { REJECT_REASONS } from './splice-endpoint.js';
+import { REJECT_REASONS, type SpliceEndpoint } from './splice-endpoint.js';
 
 // Proxy metrics on their own registry (not prom-client's global one), so tests and several
 // proxies in one process never collide on metric names.
@@ -85,4 +85,18 @@ export function startMetricsServer(options: { host: string; port: number; regist
   });
   server.listen(options.port, options.host);
   return server;
+}
+
+/** The session registry hooks that keep these metrics current; spread into its options. */
+export function registryMetricHooks(metrics: ProxyMetrics) {
+  return {
+    onSpliced: (): void => metrics.spliced.inc(),
+    onFinished: (_session: unknown, output: { outcome: string }): void => metrics.sessions.inc({ outcome: output.outcome }),
+    onRelayed: (direction: string, bytes: number): void => metrics.relayedBytes.inc({ direction }, bytes),
+  };
+}
+
+/** Counts the endpoint's refusals by reason. */
+export function countRejections(metrics: ProxyMetrics, endpoint: Pick<SpliceEndpoint, 'on'>): void {
+  endpoint.on('rejected', (reason) => metrics.preambleRejections.inc({ reason }));
 }

@@ -7,7 +7,7 @@ import { readTlsMaterial } from '../core/tls-material.js';
 import { DirectoryClient } from '../directory/client.js';
 import { natsUrl, type ProxySettings } from '../settings/schemas.js';
 import { ConnectionRequests } from './connection-requests.js';
-import { createProxyMetrics, startMetricsServer } from './metrics.js';
+import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
 import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
 
@@ -47,9 +47,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     timeouts: { bDialMs: settings.timeouts.bDialMs, aDialMs: settings.timeouts.aDialMs },
     notifyB: (session, token) => requests.notifyB(session, token),
     confirmToA: (session, token, endpoint) => requests.confirmToA(session, token, endpoint),
-    onSpliced: () => metrics.spliced.inc(),
-    onFinished: (_session, output) => metrics.sessions.inc({ outcome: output.outcome }),
-    onRelayed: (direction, bytes) => metrics.relayedBytes.inc({ direction }, bytes),
+    ...registryMetricHooks(metrics),
   });
   requests = new ConnectionRequests({
     operator: settings.operator,
@@ -67,7 +65,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     log,
     preambleTimeoutMs: settings.timeouts.preambleMs,
   });
-  endpoint.on('rejected', (reason) => metrics.preambleRejections.inc({ reason }));
+  countRejections(metrics, endpoint);
   const address = await endpoint.listen();
   log.info({ listen: `${address.address}:${address.port}`, endpoint: settings.splice.endpoint }, 'splice endpoint listening');
 

@@ -27,7 +27,7 @@ export function createSplicer(options: SplicerOptions) {
   const { idleMs = 0, onRelayed } = options;
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
-    const log = options.log.child({ splicer: input.sessionId });
+    const log = options.log.child({ sessionId: input.sessionId });
     let b: Socket | undefined;
     let a: Socket | undefined;
     let ended = false;

@@ -22,6 +22,7 @@ interface Harness {
   port: number;
   rejections: RejectReason[];
   spliced: string[];
+  finished: { outcome: string; bytesAToB: number; bytesBToA: number }[];
   dial: (token: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
 }
 
@@ -31,12 +32,14 @@ const clients: Socket[] = [];
 async function harness(behaviour: Behaviour): Promise<Harness> {
   const rejections: RejectReason[] = [];
   const spliced: string[] = [];
+  const finished: Harness['finished'] = [];
   const registry = new SessionRegistry({
     log,
     timeouts: behaviour.timeouts ?? { bDialMs: 5_000, aDialMs: 5_000 },
     notifyB: (s, t) => (behaviour.notifyB ? behaviour.notifyB(s, t) : new Promise(() => {})),
     confirmToA: (s, t) => (behaviour.confirmToA ? behaviour.confirmToA(s, t) : new Promise(() => {})),
     onSpliced: (s) => spliced.push(s.sessionId),
+    onFinished: (_s, output, stats) => finished.push({ outcome: output.outcome, bytesAToB: stats.bytesAToB, bytesBToA: stats.bytesBToA }),
   });
   const endpoint = new SpliceEndpoint({
     host: '127.0.0.1',
@@ -64,7 +67,7 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     if (opts.extra) socket.write(opts.extra);
     return socket;
   };
-  const h = { registry, endpoint, port, rejections, spliced, dial };
+  const h = { registry, endpoint, port, rejections, spliced, finished, dial };
   harnesses.push(h);
   return h;
 }
@@ -98,7 +101,16 @@ function readUntil(socket: Socket, text: string): Promise<string> {
   });
 }
 
-const closedByProxy = (socket: Socket) => (socket.closed ? Promise.resolve() : once(socket, 'close').then(() => undefined));
+// Clients are half-open, so the proxy closing its side shows up as 'end' (FIN) or 'close' (RST).
+const closedByProxy = (socket: Socket): Promise<void> =>
+  socket.closed || socket.readableEnded
+    ? Promise.resolve()
+    : new Promise((resolve) => {
+        socket.once('end', resolve);
+        socket.once('close', resolve);
+        // A paused client would never see its 'end'.
+        socket.resume();
+      });
 const waitFor = async (check: () => boolean, ms = 2_000) => {
   const until = Date.now() + ms;
   while (!check()) {
@@ -157,6 +169,7 @@ describe('splice (real TCP)', () => {
     const output = await done;
     expect(output).toEqual({ outcome: 'closed', detail: 'completed' });
     expect(h.spliced).toHaveLength(1);
+    expect(h.finished).toEqual([{ outcome: 'closed', bytesAToB: 21, bytesBToA: 12 }]);
     await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
     await assertNoOpenSockets(h);
   });
@@ -182,6 +195,9 @@ describe('splice (real TCP)', () => {
     expect(await readUntil(aSocket, 'early B')).toBe('early B');
     aSocket.write('ping');
     expect(await readUntil(bSocket, 'ping')).toBe('ping');
+    // A FIN from one side is only a half-close; the splice ends when both sides are done.
+    aSocket.destroy();
+    bSocket.destroy();
     aSocket.destroy();
     expect((await done).outcome).toBe('closed');
     await assertNoOpenSockets(h);
@@ -224,6 +240,7 @@ describe('splice (real TCP)', () => {
     aSocket.write('still here');
     expect(await readUntil(bSocket, 'still here')).toBe('still here');
     bSocket.destroy();
+    aSocket.destroy();
     expect((await done).outcome).toBe('closed');
     await assertNoOpenSockets(h);
   });
