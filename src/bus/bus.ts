@@ -80,13 +80,7 @@ export class Bus {
 
   private async handle(method: string, msg: Msg, handler: BusHandler): Promise<void> {
     const log = this.opts.log;
-    const checked = openEnvelope(msg.data, {
-      self: this.self,
-      certificateOf: (op) => this.opts.directory.entry(op),
-      replay: this.replay,
-      maxAgeMs: this.opts.maxAgeMs,
-      maxBytes: this.opts.maxBytes,
-    });
+    const checked = this.open(msg.data);
     if (!checked.ok) {
       log.warn({ method, refusal: checked.code, detail: checked.detail }, 'bus envelope rejected');
       const { id, from } = bestEffortAddress(msg.data);
@@ -147,13 +141,7 @@ export class Bus {
       }
       throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: bus failure: ${text}`, { cause: err });
     }
-    const checked = openEnvelope(msg.data, {
-      self: this.self,
-      certificateOf: (op) => this.opts.directory.entry(op),
-      replay: this.replay,
-      maxAgeMs: this.opts.maxAgeMs,
-      maxBytes: this.opts.maxBytes,
-    });
+    const checked = this.open(msg.data);
     if (!checked.ok) {
       this.opts.log.warn({ to, method, refusal: checked.code, detail: checked.detail }, 'bus reply rejected');
       throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: reply rejected (${checked.code}: ${checked.detail})`);
@@ -164,6 +152,17 @@ export class Bus {
     }
     if (reply.error) throw RpcError.fromWire(reply.error);
     return reply.result;
+  }
+
+  /** Both directions check envelopes the same way: requests served and replies received. */
+  private open(data: Uint8Array) {
+    return openEnvelope(data, {
+      self: this.self,
+      certificateOf: (op) => this.opts.directory.entry(op),
+      replay: this.replay,
+      maxAgeMs: this.opts.maxAgeMs,
+      maxBytes: this.opts.maxBytes,
+    });
   }
 
   close(): void {
