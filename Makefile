@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install build certs nats-server sd-setup bench clean-certs
+.PHONY: demo test install build certs nats-server coturn sd-setup bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -18,12 +18,16 @@ $(CERTS)/root.crt $(CERTS)/sd-admin.crt:
 nats-server:
 	@bash scripts/ensure-nats-server.sh >/dev/null
 
+# coturn is only needed by the STUN interop tests, which skip without it.
+coturn:
+	@bash scripts/ensure-coturn.sh >/dev/null || true
+
 ## Install everything, start the whole stack, ping hd-2 through the proxy, run until Ctrl-C.
 demo: install nats-server certs build
 	node dist/src/cli/demo.js
 
 ## Install everything and run the whole test suite.
-test: install nats-server certs build
+test: install nats-server coturn certs build
 	npx vitest run
 
 ## Sign and submit the dev directory records (settings/dev/directory/) to the running sd.

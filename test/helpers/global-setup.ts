@@ -8,4 +8,10 @@ export default function setup(): void {
   if (!existsSync('settings/dev/certs/root.crt') || !existsSync('settings/dev/certs/sd-admin.crt')) {
     execFileSync('bash', ['scripts/make-certs.sh'], { stdio: 'inherit' });
   }
+  // coturn is the independent STUN implementation the interop tests check against.
+  try {
+    execFileSync('bash', ['scripts/ensure-coturn.sh'], { stdio: 'inherit' });
+  } catch {
+    // The coturn interop tests skip with a message saying so.
+  }
 }

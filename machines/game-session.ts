@@ -1,0 +1,209 @@
+import { assign, setup } from 'xstate';
+
+// One game on the rendezvous server: a host registered a name, polls with its candidates, and
+// any number of guests start with theirs; the server only swaps candidates, the peers punch.
+//
+// Pairings are per-guest entries in `context.guests`, not spawned child actors: the whole session
+// must fit in one KV record that any `games run` instance can rebuild and step, and a spawned
+// actor's persisted snapshot would multiply the record's shape for a two-flag state. A pairing's
+// `status` is a tagged field (`waiting` → `swapped`); the later peer states (`punched`, `relayed`,
+// `failed`) extend that union and arrive as events reported by the peers.
+//
+// Time is never read here. Every event that matters for expiry carries `at`, the reading of the
+// clock src injects, so the `hostPollTimedOut` guard gives the same answer on every instance and
+// in tests. The named delay `hostPollTimeout` expresses the same rule for a live actor (an
+// in-process session, or a test with a simulated clock); the persisted path, which never keeps an
+// actor running between requests, relies on CLOCK_TICKED from requests and the periodic sweep.
+
+export type PairingStatus = 'waiting' | 'swapped';
+
+export interface GuestPairing {
+  peerId: string;
+  addresses: string[];
+  startedAt: number;
+  lastSeenAt: number;
+  /** The host has been answered a poll that carried this guest's current candidates. */
+  hostHasCandidates: boolean;
+  /** This guest has been answered a start that carried the host's candidates. */
+  guestHasCandidates: boolean;
+  status: PairingStatus;
+}
+
+export interface GameSessionInput {
+  name: string;
+  hostPeerId: string;
+  /** When the host registered: counts as its first sign of life. */
+  at: number;
+  hostPollTimeoutMs: number;
+  maxGuests: number;
+}
+
+export interface GameSessionContext {
+  name: string;
+  hostPeerId: string;
+  createdAt: number;
+  lastPollAt: number;
+  hostAddresses: string[];
+  guests: GuestPairing[];
+  hostPollTimeoutMs: number;
+  maxGuests: number;
+}
+
+export type GameSessionEvent =
+  | { type: 'HOST_POLLED'; at: number; addresses: string[] }
+  | { type: 'GUEST_STARTED'; at: number; peerId: string; addresses: string[] }
+  /** The injected clock's reading: expires the game or prunes silent guests. */
+  | { type: 'CLOCK_TICKED'; at: number }
+  | { type: 'RENAMED'; newName: string }
+  | { type: 'DELETED' };
+
+export const GAME_SESSION_OUTCOMES = ['closed', 'expired'] as const;
+export type GameSessionOutcome = (typeof GAME_SESSION_OUTCOMES)[number];
+
+export interface GameSessionOutput {
+  outcome: GameSessionOutcome;
+  name: string;
+  guests: number;
+  detail: string;
+}
+
+/** The states a game is in while it is open; `expired` and `closed` are final. */
+export const OPEN_STATES = ['registered', 'hosting', 'paired'] as const;
+export type OpenState = (typeof OPEN_STATES)[number];
+
+const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+const pairingStatus = (g: Omit<GuestPairing, 'status'>): PairingStatus =>
+  g.hostHasCandidates && g.guestHasCandidates ? 'swapped' : 'waiting';
+
+export const gameSessionMachine = setup({
+  types: {
+    input: {} as GameSessionInput,
+    context: {} as GameSessionContext,
+    events: {} as GameSessionEvent,
+    output: {} as GameSessionOutput,
+  },
+  actions: {
+    /** The host's poll answer carries every current guest, so each pairing gains that half. */
+    recordHostPoll: assign(({ context, event }) => {
+      if (event.type !== 'HOST_POLLED') return {};
+      const hostAddresses = event.addresses.length > 0 ? event.addresses : context.hostAddresses;
+      return {
+        lastPollAt: event.at,
+        hostAddresses,
+        guests: context.guests.map((g) => {
+          const next = { ...g, hostHasCandidates: true };
+          return { ...next, status: pairingStatus(next) };
+        }),
+      };
+    }),
+    recordGuestStart: assign(({ context, event }) => {
+      if (event.type !== 'GUEST_STARTED') return {};
+      const existing = context.guests.find((g) => g.peerId === event.peerId);
+      const guestHasCandidates = context.hostAddresses.length > 0;
+      if (existing) {
+        // New candidates (the guest's NAT mapping changed) must reach the host again.
+        const hostHasCandidates = existing.hostHasCandidates && sameList(existing.addresses, event.addresses);
+        const next = { ...existing, addresses: event.addresses, lastSeenAt: event.at, hostHasCandidates, guestHasCandidates };
+        return { guests: context.guests.map((g) => (g === existing ? { ...next, status: pairingStatus(next) } : g)) };
+      }
+      const fresh = {
+        peerId: event.peerId,
+        addresses: event.addresses,
+        startedAt: event.at,
+        lastSeenAt: event.at,
+        hostHasCandidates: false,
+        guestHasCandidates,
+      };
+      return { guests: [...context.guests, { ...fresh, status: pairingStatus(fresh) }] };
+    }),
+    /** A guest that stopped calling start for a whole host timeout has given up. */
+    pruneSilentGuests: assign(({ context, event }) => {
+      if (event.type !== 'CLOCK_TICKED') return {};
+      return { guests: context.guests.filter((g) => event.at - g.lastSeenAt <= context.hostPollTimeoutMs) };
+    }),
+    rename: assign(({ event }) => (event.type === 'RENAMED' ? { name: event.newName } : {})),
+  },
+  guards: {
+    hostPollTimedOut: ({ context, event }) =>
+      'at' in event && event.at - context.lastPollAt > context.hostPollTimeoutMs,
+    /** A returning guest always fits; a new one only while there is room. */
+    hasRoomForGuest: ({ context, event }) =>
+      event.type === 'GUEST_STARTED' &&
+      (context.guests.some((g) => g.peerId === event.peerId) || context.guests.length < context.maxGuests),
+    anyPairingSwapped: ({ context }) => context.guests.some((g) => g.status === 'swapped'),
+    hostHasCandidates: ({ context }) => context.hostAddresses.length > 0,
+  },
+  // src provides the configured value; this default only keeps the machine runnable on its own.
+  delays: {
+    hostPollTimeout: ({ context }) => context.hostPollTimeoutMs,
+  },
+}).createMachine({
+  id: 'game',
+  context: ({ input }) => ({
+    name: input.name,
+    hostPeerId: input.hostPeerId,
+    createdAt: input.at,
+    lastPollAt: input.at,
+    hostAddresses: [],
+    guests: [],
+    hostPollTimeoutMs: input.hostPollTimeoutMs,
+    maxGuests: input.maxGuests,
+  }),
+  initial: 'open',
+  output: ({ event }) => event.output as GameSessionOutput,
+  states: {
+    open: {
+      // One timer for the whole open life, restarted only by the host's poll (re-entering
+      // `open`); a guest starting moves between children without touching it.
+      after: { hostPollTimeout: { target: 'expired' } },
+      initial: 'settling',
+      on: {
+        // Expiry is checked before anything else an event would do: a late poll cannot revive
+        // a game another instance may already have swept.
+        CLOCK_TICKED: [{ guard: 'hostPollTimedOut', target: 'expired' }, { actions: 'pruneSilentGuests' }],
+        HOST_POLLED: { target: 'open', reenter: true, actions: 'recordHostPoll' },
+        GUEST_STARTED: { guard: 'hasRoomForGuest', target: '.settling', actions: 'recordGuestStart' },
+        RENAMED: { actions: 'rename' },
+        DELETED: { target: 'closed' },
+      },
+      states: {
+        // Transient: lands in the state the pairings describe, so a rebuilt or re-entered
+        // session never needs to remember which child it was in.
+        settling: {
+          always: [
+            { guard: 'anyPairingSwapped', target: 'paired' },
+            { guard: 'hostHasCandidates', target: 'hosting' },
+            { target: 'registered' },
+          ],
+        },
+        /** The host has not polled with candidates yet. */
+        registered: {},
+        /** The host's candidates are known; no pairing is complete. */
+        hosting: {},
+        /** At least one guest and the host have each been answered the other's candidates. */
+        paired: {},
+      },
+    },
+    expired: {
+      type: 'final',
+      output: ({ context }) => ({
+        outcome: 'expired' as const,
+        name: context.name,
+        guests: context.guests.length,
+        detail: `the host did not poll for ${context.hostPollTimeoutMs} ms`,
+      }),
+    },
+    closed: {
+      type: 'final',
+      output: ({ context }) => ({
+        outcome: 'closed' as const,
+        name: context.name,
+        guests: context.guests.length,
+        detail: 'deleted by the host',
+      }),
+    },
+  },
+});
+
+export type GameSessionMachine = typeof gameSessionMachine;

@@ -1,0 +1,261 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { initialTransition, transition } from 'xstate';
+import {
+  gameSessionMachine,
+  type GameSessionEvent,
+  type GameSessionOutput,
+  type OpenState,
+} from '../../machines/game-session.js';
+import type { Logger } from '../core/logger.js';
+import type { GameRecord, GameStore, StoredGame } from './game-store.js';
+
+// The games core: it knows the store and the machine, not HTTP. Every answer is a status value
+// tagged by `type`, so the routes map them to responses and problems in one switch each.
+//
+// Each request rebuilds the game's machine from its record, feeds it the injected clock's reading
+// (CLOCK_TICKED) and then the request's event, and writes the result back only if the revision it
+// read is still current; on a conflict it starts over from a fresh read. So two instances never
+// lose each other's writes, and whichever instance sees a silent host first expires the game.
+
+export interface GameView {
+  name: string;
+  state: OpenState;
+  guests: number;
+  /** Whether a new guest fits. */
+  open: boolean;
+  createdAt: string;
+}
+
+export interface Candidates {
+  peerId: string;
+  addresses: string[];
+}
+
+export type RegisterResult = { type: 'registered'; game: GameView; secret: string } | { type: 'nameTaken' };
+export type PollResult =
+  | { type: 'polled'; status: 0 | 1; addresses: string[]; guests: Candidates[] }
+  | { type: 'notFound' }
+  | { type: 'notHost' };
+export type StartResult =
+  | { type: 'started'; status: 0 | 1; addresses: string[] }
+  | { type: 'notFound' }
+  | { type: 'isHost' }
+  | { type: 'gameFull'; maxGuests: number };
+export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
+export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
+
+/** The store kept answering "someone wrote first": a hot game or a broken store. */
+export class StoreContentionError extends Error {
+  override readonly name = 'StoreContentionError';
+}
+
+export interface GameServiceOptions {
+  store: GameStore;
+  /** The clock, injected so tests (and the machine's guards) never read the wall clock. */
+  now: () => number;
+  hostPollTimeoutMs: number;
+  maxGuests: number;
+  log?: Logger;
+  /** Attempts before a conflicting write gives up with StoreContentionError. */
+  maxAttempts?: number;
+}
+
+type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
+
+const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest();
+
+export class GameService {
+  private readonly store: GameStore;
+  private readonly now: () => number;
+  private readonly maxAttempts: number;
+
+  constructor(private readonly opts: GameServiceOptions) {
+    this.store = opts.store;
+    this.now = opts.now;
+    this.maxAttempts = opts.maxAttempts ?? 10;
+  }
+
+  async register(name: string, peerId: string): Promise<RegisterResult> {
+    // The secret has 256 bits of entropy, so a plain SHA-256 is enough: there is nothing to
+    // brute-force that a slow hash would protect.
+    const secret = randomBytes(32).toString('base64url');
+    const [snapshot] = initialTransition(gameSessionMachine, {
+      name,
+      hostPeerId: peerId,
+      at: this.now(),
+      hostPollTimeoutMs: this.opts.hostPollTimeoutMs,
+      maxGuests: this.opts.maxGuests,
+    });
+    const record = this.recordOf(snapshot, hashSecret(secret).toString('hex'));
+    const created = await this.createReclaiming(name, record);
+    if (created.type === 'exists') return { type: 'nameTaken' };
+    this.opts.log?.info({ game: name }, 'game registered');
+    return { type: 'registered', game: this.view(snapshot), secret };
+  }
+
+  async poll(name: string, peerId: string, addresses: string[]): Promise<PollResult> {
+    return this.mutate<PollResult>(
+      name,
+      (s) => (s.context.hostPeerId === peerId ? { event: { type: 'HOST_POLLED', at: this.now(), addresses } } : { refuse: { type: 'notHost' } }),
+      (s) => {
+        const guests = s.context.guests.map((g) => ({ peerId: g.peerId, addresses: g.addresses }));
+        return { type: 'polled', status: guests.length > 0 ? 1 : 0, addresses: guests.flatMap((g) => g.addresses), guests };
+      },
+    );
+  }
+
+  async start(name: string, peerId: string, addresses: string[]): Promise<StartResult> {
+    return this.mutate<StartResult>(
+      name,
+      (s) => (s.context.hostPeerId === peerId ? { refuse: { type: 'isHost' } } : { event: { type: 'GUEST_STARTED', at: this.now(), peerId, addresses } }),
+      (s) => {
+        // The machine's hasRoomForGuest guard leaves a guest out when the game is full.
+        if (!s.context.guests.some((g) => g.peerId === peerId)) return { type: 'gameFull', maxGuests: s.context.maxGuests };
+        const hostAddresses = s.context.hostAddresses;
+        return { type: 'started', status: hostAddresses.length > 0 ? 1 : 0, addresses: hostAddresses };
+      },
+    );
+  }
+
+  async get(name: string): Promise<{ type: 'found'; game: GameView } | { type: 'notFound' }> {
+    const stored = await this.store.get(name);
+    const s = stored && this.ticked(stored);
+    return s && s.status === 'active' ? { type: 'found', game: this.view(s) } : { type: 'notFound' };
+  }
+
+  /** Open games, oldest first. Reads only: a game past its timeout is hidden until a sweep removes it. */
+  async list(): Promise<GameView[]> {
+    const games = await Promise.all((await this.store.names()).map((n) => this.get(n)));
+    return games
+      .flatMap((g) => (g.type === 'found' ? [g.game] : []))
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+  }
+
+  async rename(name: string, secret: string, newName: string): Promise<RenameResult> {
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      const stored = await this.store.get(name);
+      const s = stored && this.ticked(stored);
+      if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
+      if (!this.secretMatches(stored.record, secret)) return { type: 'badSecret' };
+      const renamed = transition(gameSessionMachine, s, { type: 'RENAMED', newName })[0];
+      if (newName === name) return { type: 'renamed', game: this.view(renamed) };
+      // A key is the name, so a rename is create-new then delete-old; if the old record moved
+      // on meanwhile, the copy is withdrawn and the rename retried from the newer record.
+      const created = await this.createReclaiming(newName, this.recordOf(renamed, stored.record.secretHash));
+      if (created.type === 'exists') return { type: 'nameTaken' };
+      const removed = await this.store.remove(name, stored.revision);
+      if (removed.type === 'removed') {
+        this.opts.log?.info({ game: name, newName }, 'game renamed');
+        return { type: 'renamed', game: this.view(renamed) };
+      }
+      await this.store.remove(newName, created.revision);
+    }
+    throw new StoreContentionError(`game ${name}: rename kept conflicting`);
+  }
+
+  async remove(name: string, secret: string): Promise<RemoveResult> {
+    return this.mutate<RemoveResult>(
+      name,
+      (s, stored) => (this.secretMatches(stored.record, secret) ? { event: { type: 'DELETED' } } : { refuse: { type: 'badSecret' } }),
+      () => ({ type: 'removed' }),
+    );
+  }
+
+  /** Expires every game whose host went silent; any instance may run it at any time. */
+  async sweep(): Promise<number> {
+    let expired = 0;
+    for (const name of await this.store.names()) {
+      const r = await this.mutate<{ type: 'gone' | 'kept' }>(name, () => ({ event: undefined }), (s) => ({ type: s.status === 'done' ? 'gone' : 'kept' }));
+      if (r.type === 'gone') expired++;
+    }
+    return expired;
+  }
+
+  /**
+   * The read-step-write loop. `decide` sees the ticked snapshot and either refuses (a status
+   * value, nothing written) or names the event to apply; `answer` words the result from the
+   * snapshot after it. A snapshot that ends (expired, closed) deletes the key.
+   */
+  private async mutate<R extends { type: string }>(
+    name: string,
+    decide: (s: Snapshot, stored: StoredGame) => { refuse: R } | { event: GameSessionEvent | undefined },
+    answer: (s: Snapshot) => R,
+  ): Promise<R | { type: 'notFound' }> {
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      const stored = await this.store.get(name);
+      if (!stored) return { type: 'notFound' };
+      const ticked = this.ticked(stored);
+      let next = ticked;
+      let refused: R | undefined;
+      if (ticked.status === 'active') {
+        const d = decide(ticked, stored);
+        if ('refuse' in d) refused = d.refuse;
+        else if (d.event) next = transition(gameSessionMachine, ticked, d.event)[0];
+      }
+      if (next.status === 'done') {
+        const removed = await this.store.remove(name, stored.revision);
+        if (removed.type === 'conflict') continue;
+        const output = next.output as GameSessionOutput;
+        this.opts.log?.info({ game: name, outcome: output.outcome, detail: output.detail }, 'game ended');
+        // An expired game is gone for the caller; a deletion is the caller's own success.
+        return output.outcome === 'expired' ? { type: 'notFound' } : answer(next);
+      }
+      if (refused) return refused;
+      const record = this.recordOf(next, stored.record.secretHash);
+      // A tick that changed nothing (the common sweep) costs no write.
+      if (JSON.stringify(record) === JSON.stringify(stored.record)) return answer(next);
+      const updated = await this.store.update(name, record, stored.revision);
+      if (updated.type === 'updated') return answer(next);
+    }
+    throw new StoreContentionError(`game ${name}: writes kept conflicting after ${this.maxAttempts} attempts`);
+  }
+
+  /** Creates a key; a name still held by a game past its timeout (not swept yet) is free. */
+  private async createReclaiming(name: string, record: GameRecord) {
+    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+      const created = await this.store.create(name, record);
+      if (created.type === 'created') return created;
+      const holder = await this.store.get(name);
+      if (holder && this.ticked(holder).status === 'active') return created;
+      if (holder) await this.store.remove(name, holder.revision);
+    }
+    throw new StoreContentionError(`game ${name}: create kept conflicting`);
+  }
+
+  /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
+  private ticked(stored: StoredGame): Snapshot {
+    const { state, context } = stored.record;
+    const snapshot = gameSessionMachine.resolveState({
+      value: { open: state },
+      context: { ...context, hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
+    });
+    return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
+  }
+
+  private recordOf(s: Snapshot, secretHash: string): GameRecord {
+    return { v: 1, secretHash, state: openState(s), context: s.context };
+  }
+
+  private view(s: Snapshot): GameView {
+    const c = s.context;
+    return {
+      name: c.name,
+      state: openState(s),
+      guests: c.guests.length,
+      open: c.guests.length < c.maxGuests,
+      createdAt: new Date(c.createdAt).toISOString(),
+    };
+  }
+
+  private secretMatches(record: GameRecord, secret: string): boolean {
+    const expected = Buffer.from(record.secretHash, 'hex');
+    const actual = hashSecret(secret);
+    return expected.length === actual.length && timingSafeEqual(expected, actual);
+  }
+}
+
+function openState(s: Snapshot): OpenState {
+  const value = s.value as { open?: OpenState } | string;
+  if (typeof value === 'object' && value.open) return value.open;
+  throw new Error(`game is not open (state ${JSON.stringify(value)})`);
+}

@@ -1,0 +1,136 @@
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '../core/nats.js';
+import type { GameSessionContext, OpenState } from '../../machines/game-session.js';
+
+/**
+ * What one KV key holds: the open machine state and its context (enough to rebuild the machine's
+ * snapshot on any instance), plus the host secret's hash, which the machine never sees.
+ */
+export interface GameRecord {
+  v: 1;
+  secretHash: string;
+  state: OpenState;
+  context: GameSessionContext;
+}
+
+export interface StoredGame {
+  record: GameRecord;
+  revision: number;
+}
+
+/**
+ * Revision-checked storage of game records. Expected outcomes (the name exists, someone else
+ * wrote first) are status values; exceptions mean the store itself failed.
+ */
+export interface GameStore {
+  get(name: string): Promise<StoredGame | null>;
+  create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
+  update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
+  remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
+  names(): Promise<string[]>;
+}
+
+// KV keys allow only [-/_=.A-Za-z0-9]; names are free text, so the key is their base64url.
+export const gameKey = (name: string): string => `g.${Buffer.from(name, 'utf8').toString('base64url')}`;
+export const nameOfKey = (key: string): string => Buffer.from(key.slice(2), 'base64url').toString('utf8');
+
+/** The bus or JetStream failed (timeout, disconnect, no responders): the caller may retry later. */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+}
+
+/** Every unexpected store failure leaves as StoreUnavailableError, so the API answers 503 for it. */
+async function guarded<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw new StoreUnavailableError(`game store: ${what} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+const isWrongSequence = (err: unknown) =>
+  err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
+
+export class KvGameStore implements GameStore {
+  private constructor(private readonly kv: KV) {}
+
+  /** Opens (creating if needed) the bucket; one value per key is all a game needs. */
+  static async open(nc: NatsConnection, bucket: string): Promise<KvGameStore> {
+    const kv = await new Kvm(nc).create(bucket, { history: 1 });
+    return new KvGameStore(kv);
+  }
+
+  async get(name: string): Promise<StoredGame | null> {
+    const entry = await guarded('get', () => this.kv.get(gameKey(name)));
+    if (!entry || entry.operation !== 'PUT') return null;
+    return { record: entry.json<GameRecord>(), revision: entry.revision };
+  }
+
+  async create(name: string, record: GameRecord) {
+    try {
+      return { type: 'created' as const, revision: await this.kv.create(gameKey(name), JSON.stringify(record)) };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'exists' as const };
+      throw new StoreUnavailableError(`game store: create failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async update(name: string, record: GameRecord, revision: number) {
+    try {
+      return { type: 'updated' as const, revision: await this.kv.update(gameKey(name), JSON.stringify(record), revision) };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'conflict' as const };
+      throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async remove(name: string, revision: number) {
+    try {
+      await this.kv.delete(gameKey(name), { previousSeq: revision });
+      return { type: 'removed' as const };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'conflict' as const };
+      throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async names(): Promise<string[]> {
+    return guarded('keys', async () => {
+      const out: string[] = [];
+      for await (const key of await this.kv.keys('g.*')) out.push(nameOfKey(key));
+      return out;
+    });
+  }
+}
+
+/** The same contract in memory, for route tests that need no bus. */
+export class MemoryGameStore implements GameStore {
+  private readonly games = new Map<string, StoredGame>();
+  private seq = 0;
+
+  async get(name: string) {
+    const g = this.games.get(name);
+    return g ? { record: structuredClone(g.record), revision: g.revision } : null;
+  }
+  async create(name: string, record: GameRecord) {
+    if (this.games.has(name)) return { type: 'exists' as const };
+    const revision = ++this.seq;
+    this.games.set(name, { record: structuredClone(record), revision });
+    return { type: 'created' as const, revision };
+  }
+  async update(name: string, record: GameRecord, revision: number) {
+    if (this.games.get(name)?.revision !== revision) return { type: 'conflict' as const };
+    const next = ++this.seq;
+    this.games.set(name, { record: structuredClone(record), revision: next });
+    return { type: 'updated' as const, revision: next };
+  }
+  async remove(name: string, revision: number) {
+    if (this.games.get(name)?.revision !== revision) return { type: 'conflict' as const };
+    this.games.delete(name);
+    return { type: 'removed' as const };
+  }
+  async names() {
+    return [...this.games.keys()];
+  }
+}

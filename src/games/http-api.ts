@@ -1,0 +1,318 @@
+import { isIPv6 } from 'node:net';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import type { Logger } from '../core/logger.js';
+import { GameService, StoreContentionError, type GameView } from './game-service.js';
+import { StoreUnavailableError } from './game-store.js';
+import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type ProblemName } from './problems.js';
+
+// The REST surface of `games run`: schemas validate every body, query and path before a handler
+// runs, handlers translate the service's status values into responses, and every refusal leaves
+// through one error handler as an RFC 9457 problem document.
+
+export interface GamesApiOptions {
+  service: GameService;
+  bodyLimit: number;
+  rateLimit: { max: number; windowMs: number };
+  log?: Logger;
+}
+
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
+const PORT = '([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])';
+/** "a.b.c.d:port" or "[ipv6]:port"; the IPv6 text is checked properly by the handler (isIPv6). */
+const ADDRESS_PATTERN = `^(${OCTET}(\\.${OCTET}){3}|\\[[0-9A-Fa-f:.]{2,45}\\]):${PORT}$`;
+
+export const MAX_ADDRESSES = 16;
+
+const nameSchema = {
+  type: 'string',
+  minLength: 1,
+  maxLength: 64,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9 _.:-]*$',
+  description: 'game name: letters, digits, space, _ . : - (starting with a letter or digit)',
+} as const;
+const peerIdSchema = { type: 'string', minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' } as const;
+const addressesSchema = {
+  type: 'array',
+  maxItems: MAX_ADDRESSES,
+  items: { type: 'string', maxLength: 53, pattern: ADDRESS_PATTERN },
+  description: 'candidate addresses, "ip:port" or "[ipv6]:port"',
+} as const;
+
+const gameSchema = {
+  $id: 'Game',
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    state: { type: 'string', enum: ['registered', 'hosting', 'paired'] },
+    guests: { type: 'integer' },
+    open: { type: 'boolean' },
+    createdAt: { type: 'string', format: 'date-time' },
+  },
+  required: ['name', 'state', 'guests', 'open', 'createdAt'],
+} as const;
+
+const problemRef = { $ref: 'Problem#' } as const;
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [c, { ...problemRef, description: `problem (${c})` }]));
+const commonErrors = [400, 413, 415, 429, 500, 503];
+
+const peerBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'peerId', 'addresses'],
+  properties: { name: nameSchema, peerId: peerIdSchema, addresses: addressesSchema },
+} as const;
+
+const bearer = [{ hostSecret: [] as string[] }];
+
+export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInstance> {
+  const { service } = opts;
+  const app = Fastify({
+    bodyLimit: opts.bodyLimit,
+    // Typed as fastify's base logger: pino's own type is a superset fastify's generics reject.
+    ...(opts.log ? { loggerInstance: opts.log as FastifyBaseLogger } : { logger: false }),
+    disableRequestLogging: true,
+    // Unknown fields and wrong types are refused, not silently dropped or coerced: a client bug
+    // shows up as a 400 naming the field.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+
+  // Only JSON is spoken here; fastify's default text/plain parser would turn a wrong content type
+  // into a confusing "body must be object" instead of a 415.
+  app.removeContentTypeParser('text/plain');
+  app.addSchema(problemSchema);
+  app.addSchema(gameSchema);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'EPS P2P games rendezvous',
+        version: '1',
+        description: 'Hosts register games and poll for guests; guests start and get the host candidates.',
+      },
+      components: { securitySchemes: { hostSecret: { type: 'http', scheme: 'bearer', description: 'the secret returned by register' } } },
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  });
+
+  await app.register(rateLimit, { max: opts.rateLimit.max, timeWindow: opts.rateLimit.windowMs });
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const { name, detail } = classify(error);
+    if (name === 'INTERNAL_ERROR' || name === 'STORAGE_UNAVAILABLE') request.log.error({ err: error }, 'request failed');
+    return sendProblem(reply, request, name, detail);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, request, 'ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`),
+  );
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.post<{ Body: { name: string; peerId: string } }>(
+    '/games/register',
+    {
+      schema: {
+        summary: 'Register a game as its host',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'peerId'],
+          properties: { name: nameSchema, peerId: peerIdSchema },
+        },
+        response: {
+          201: {
+            description: 'the game, and the host secret (returned only here) for PUT and DELETE',
+            type: 'object',
+            properties: { game: { $ref: 'Game#' }, secret: { type: 'string' } },
+            required: ['game', 'secret'],
+          },
+          ...errors(409, ...commonErrors),
+        },
+      },
+    },
+    async (request, reply) => {
+      const r = await service.register(request.body.name, request.body.peerId);
+      if (r.type === 'nameTaken') throw new ProblemError('NAME_TAKEN', `a game named "${request.body.name}" already exists`);
+      return reply.code(201).send({ game: r.game, secret: r.secret });
+    },
+  );
+
+  app.post<{ Body: { name: string; peerId: string; addresses: string[] } }>(
+    '/games/poll',
+    {
+      schema: {
+        summary: 'Host: announce candidates, get the guests ready so far',
+        body: peerBody,
+        response: {
+          200: {
+            description: 'status 1 once a guest is ready; addresses is every guest candidate, flattened',
+            type: 'object',
+            properties: {
+              status: { type: 'integer', enum: [0, 1] },
+              addresses: { type: 'array', items: { type: 'string' } },
+              guests: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { peerId: { type: 'string' }, addresses: { type: 'array', items: { type: 'string' } } },
+                  required: ['peerId', 'addresses'],
+                },
+              },
+            },
+            required: ['status', 'addresses', 'guests'],
+          },
+          ...errors(403, 404, ...commonErrors),
+        },
+      },
+    },
+    async (request) => {
+      const { name, peerId, addresses } = request.body;
+      checkIPv6(addresses);
+      const r = await service.poll(name, peerId, addresses);
+      if (r.type === 'notFound') throw notFound(name);
+      if (r.type === 'notHost') throw new ProblemError('FORBIDDEN', `peer "${peerId}" is not the host of "${name}"`);
+      return r;
+    },
+  );
+
+  app.post<{ Body: { name: string; peerId: string; addresses: string[] } }>(
+    '/games/start',
+    {
+      schema: {
+        summary: "Guest: announce candidates, get the host's",
+        body: peerBody,
+        response: {
+          200: {
+            description: 'status 1 once the host has polled with candidates; addresses are the host candidates',
+            type: 'object',
+            properties: { status: { type: 'integer', enum: [0, 1] }, addresses: { type: 'array', items: { type: 'string' } } },
+            required: ['status', 'addresses'],
+          },
+          ...errors(403, 404, 409, ...commonErrors),
+        },
+      },
+    },
+    async (request) => {
+      const { name, peerId, addresses } = request.body;
+      checkIPv6(addresses);
+      const r = await service.start(name, peerId, addresses);
+      if (r.type === 'notFound') throw notFound(name);
+      if (r.type === 'isHost') throw new ProblemError('FORBIDDEN', `peer "${peerId}" hosts "${name}" and cannot join it as a guest`);
+      if (r.type === 'gameFull') throw new ProblemError('GAME_FULL', `"${name}" already has ${r.maxGuests} guests`);
+      return r;
+    },
+  );
+
+  app.get(
+    '/games',
+    {
+      schema: {
+        summary: 'Games open for guests',
+        response: {
+          200: { type: 'object', properties: { games: { type: 'array', items: { $ref: 'Game#' } } }, required: ['games'] },
+          ...errors(429, 500, 503),
+        },
+      },
+    },
+    async (): Promise<{ games: GameView[] }> => ({ games: await service.list() }),
+  );
+
+  const nameParams = { type: 'object', required: ['name'], properties: { name: nameSchema } } as const;
+
+  app.get<{ Params: { name: string } }>(
+    '/games/:name',
+    { schema: { summary: 'One game', params: nameParams, response: { 200: { $ref: 'Game#' }, ...errors(400, 404, 429, 500, 503) } } },
+    async (request) => {
+      const r = await service.get(request.params.name);
+      if (r.type === 'notFound') throw notFound(request.params.name);
+      return r.game;
+    },
+  );
+
+  app.put<{ Params: { name: string }; Querystring: { newName: string } }>(
+    '/games/:name',
+    {
+      schema: {
+        summary: 'Rename a game (host secret required)',
+        security: bearer,
+        params: nameParams,
+        querystring: { type: 'object', additionalProperties: false, required: ['newName'], properties: { newName: nameSchema } },
+        response: { 200: { $ref: 'Game#' }, ...errors(401, 403, 404, 409, 400, 429, 500, 503) },
+      },
+    },
+    async (request) => {
+      const { name } = request.params;
+      const r = await service.rename(name, bearerSecret(request), request.query.newName);
+      if (r.type === 'notFound') throw notFound(name);
+      if (r.type === 'badSecret') throw badSecret(name);
+      if (r.type === 'nameTaken') throw new ProblemError('NAME_TAKEN', `a game named "${request.query.newName}" already exists`);
+      return r.game;
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>(
+    '/games/:name',
+    {
+      schema: {
+        summary: 'Delete a game (host secret required)',
+        security: bearer,
+        params: nameParams,
+        response: { 204: { description: 'deleted', type: 'null' }, ...errors(401, 403, 404, 400, 429, 500, 503) },
+      },
+    },
+    async (request, reply) => {
+      const { name } = request.params;
+      const r = await service.remove(name, bearerSecret(request));
+      if (r.type === 'notFound') throw notFound(name);
+      if (r.type === 'badSecret') throw badSecret(name);
+      return reply.code(204).send();
+    },
+  );
+
+  return app;
+}
+
+function sendProblem(reply: FastifyReply, request: FastifyRequest, name: ProblemName, detail: string) {
+  const doc = problem(name, detail, request.url.split('?')[0] ?? request.url);
+  if (name === 'UNAUTHORIZED') reply.header('www-authenticate', 'Bearer');
+  return reply.code(doc.status).type(PROBLEM_CONTENT_TYPE).send(doc);
+}
+
+/** Maps whatever was thrown (ours, fastify's, the rate limiter's, the store's) to one problem. */
+function classify(error: FastifyError): { name: ProblemName; detail: string } {
+  if (error instanceof ProblemError) return { name: error.problem, detail: error.message };
+  if (error.validation) return { name: 'MALFORMED_REQUEST', detail: error.message };
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { name: 'PAYLOAD_TOO_LARGE', detail: error.message };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { name: 'UNSUPPORTED_MEDIA_TYPE', detail: error.message };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { name: 'MALFORMED_REQUEST', detail: error.message };
+  }
+  if (error.statusCode === 429) return { name: 'RATE_LIMITED', detail: error.message };
+  if (error instanceof SyntaxError || error.statusCode === 400) return { name: 'MALFORMED_REQUEST', detail: `the body is not valid JSON: ${error.message}` };
+  if (error instanceof StoreContentionError) return { name: 'STORAGE_UNAVAILABLE', detail: error.message };
+  if (error instanceof StoreUnavailableError) return { name: 'STORAGE_UNAVAILABLE', detail: 'the game store did not answer; retry shortly' };
+  return { name: 'INTERNAL_ERROR', detail: 'unexpected error; it has been logged' };
+}
+
+function checkIPv6(addresses: string[]): void {
+  addresses.forEach((a, i) => {
+    if (a.startsWith('[') && !isIPv6(a.slice(1, a.lastIndexOf(']')))) {
+      throw new ProblemError('MALFORMED_REQUEST', `body/addresses/${i} "${a}" is not a valid [IPv6]:port address`);
+    }
+  });
+}
+
+function bearerSecret(request: FastifyRequest): string {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+  if (!m?.[1]) throw new ProblemError('UNAUTHORIZED', 'send the host secret as "Authorization: Bearer <secret>"');
+  return m[1];
+}
+
+const notFound = (name: string) => new ProblemError('GAME_NOT_FOUND', `no game named "${name}" (it may have expired)`);
+const badSecret = (name: string) => new ProblemError('FORBIDDEN', `the secret does not match the host secret of "${name}"`);

@@ -1,0 +1,55 @@
+import { z } from 'zod';
+import { natsSchema } from './schemas.js';
+import { minute, second } from '../core/constants.js';
+
+// Kept apart from schemas.ts so the games process can evolve without touching the settings every
+// other process shares; the defaults are named here because only this process uses them.
+
+/** A host that has not polled for this long has gone: its game expires. */
+export const DEFAULT_HOST_POLL_TIMEOUT_MS = 30 * second;
+/** How often each instance looks for games whose host went silent (any instance may expire any game). */
+export const DEFAULT_SWEEP_INTERVAL_MS = 5 * second;
+/** Bounds one game's KV record: every guest's candidates live in it. */
+export const DEFAULT_MAX_GUESTS = 32;
+/** Every request body is a name, a peer id and a few candidates: 16 KiB is generous. */
+export const DEFAULT_GAMES_BODY_LIMIT = 16 * 1024;
+/** Hosts and guests poll about once a second; 300 a minute leaves room for several peers behind one NAT. */
+export const DEFAULT_RATE_LIMIT_MAX = 300;
+export const DEFAULT_RATE_LIMIT_WINDOW_MS = minute;
+export const DEFAULT_GAMES_BUCKET = 'EPS_GAMES';
+
+const port = z.number().int().min(0).max(65535);
+const ms = z.number().int().positive();
+
+export const gamesSettingsSchema = z.strictObject({
+  name: z.string().min(1),
+  nats: natsSchema,
+  http: z.strictObject({
+    host: z.string().default('0.0.0.0'),
+    port,
+    bodyLimit: z.number().int().positive().default(DEFAULT_GAMES_BODY_LIMIT),
+    rateLimit: z
+      .strictObject({
+        max: z.number().int().positive().default(DEFAULT_RATE_LIMIT_MAX),
+        windowMs: ms.default(DEFAULT_RATE_LIMIT_WINDOW_MS),
+      })
+      .prefault({}),
+  }),
+  stun: z
+    .strictObject({
+      host: z.string().default('0.0.0.0'),
+      port,
+      /** RFC 8489 makes FINGERPRINT optional for a Binding-only server; clients that check it like it. */
+      fingerprint: z.boolean().default(true),
+    })
+    .optional(),
+  games: z
+    .strictObject({
+      bucket: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected a KV bucket name (letters, digits, _ and -)').default(DEFAULT_GAMES_BUCKET),
+      hostPollTimeoutMs: ms.default(DEFAULT_HOST_POLL_TIMEOUT_MS),
+      sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
+      maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
+    })
+    .prefault({}),
+});
+export type GamesSettings = z.infer<typeof gamesSettingsSchema>;

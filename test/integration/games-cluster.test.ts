@@ -1,0 +1,113 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { TestNatsServer } from '../helpers/nats-server.js';
+import { gameKey, type GameRecord } from '../../src/games/game-store.js';
+import { GamesProcess } from './games-process.js';
+
+const HOST = ['203.0.113.1:4000'];
+const GUEST = ['198.51.100.7:5000'];
+
+let nats: TestNatsServer;
+const running: GamesProcess[] = [];
+let bucketSeq = 0;
+const bucket = () => `GAMES_T${process.pid}_${++bucketSeq}`;
+
+async function games(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl'>, folder?: string) {
+  const p = await GamesProcess.start({ natsUrl: nats.url, ...opts }, folder);
+  running.push(p);
+  return p;
+}
+
+async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 8_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+beforeAll(async () => {
+  nats = await TestNatsServer.start();
+});
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((p) => p.stop()));
+});
+afterAll(async () => {
+  await nats?.stop();
+});
+
+describe('games run (real CLI, real nats-server)', () => {
+  it('games cluster - a restarted games run loses no game, and the secret still works', async () => {
+    const b = bucket();
+    const first = await games({ bucket: b });
+    const reg = await first.request('POST', '/games/register', { name: 'chess', peerId: 'host-1' });
+    expect(reg.status).toBe(201);
+    expect((await first.request('POST', '/games/poll', { name: 'chess', peerId: 'host-1', addresses: HOST })).body).toMatchObject({ status: 0 });
+    expect(await first.stop()).toBe(0);
+
+    const second = await games({ bucket: b, httpPort: first.httpPort }, first.roleFolder);
+    expect((await second.request('GET', '/games/chess')).body).toMatchObject({ name: 'chess', state: 'hosting' });
+    expect((await second.request('POST', '/games/start', { name: 'chess', peerId: 'g1', addresses: GUEST })).body).toEqual({ status: 1, addresses: HOST });
+    const del = await second.request('DELETE', '/games/chess', undefined, { authorization: `Bearer ${reg.body!.secret}` });
+    expect(del.status).toBe(204);
+    expect((await second.request('GET', '/games')).body).toEqual({ games: [] });
+  });
+
+  it('games cluster - two instances serve the same games; a guest on one reaches the host polling the other', async () => {
+    const b = bucket();
+    const [a, z] = await Promise.all([games({ bucket: b }), games({ bucket: b })]);
+    expect((await a.request('POST', '/games/register', { name: 'go', peerId: 'host-1' })).status).toBe(201);
+    const taken = await z.request('POST', '/games/register', { name: 'go', peerId: 'host-2' });
+    expect(taken.status).toBe(409);
+    expect(taken.type).toContain('application/problem+json');
+    await a.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
+    expect((await z.request('POST', '/games/start', { name: 'go', peerId: 'guest-1', addresses: GUEST })).body).toEqual({ status: 1, addresses: HOST });
+    const poll = await a.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
+    expect(poll.body).toEqual({ status: 1, addresses: GUEST, guests: [{ peerId: 'guest-1', addresses: GUEST }] });
+    expect((await z.request('GET', '/games')).body).toEqual((await a.request('GET', '/games')).body);
+    expect((await z.request('GET', '/games/go')).body).toMatchObject({ state: 'paired', guests: 1 });
+
+    // Concurrent guests through both instances: revision-checked writes lose none of them.
+    const starts = Array.from({ length: 10 }, (_, i) =>
+      (i % 2 ? a : z).request('POST', '/games/start', { name: 'go', peerId: `g-${i}`, addresses: [`198.51.100.${i + 10}:5000`] }),
+    );
+    expect((await Promise.all(starts)).map((r) => r.status)).toEqual(Array(10).fill(200));
+    const after = await z.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
+    expect(after.body!.guests).toHaveLength(11);
+
+    // The record in the bucket: the machine's state and context, the secret only as a hash.
+    const nc = await connect({ servers: nats.url });
+    try {
+      const kv = await new Kvm(nc).open(b);
+      const record = (await kv.get(gameKey('go')))!.json<GameRecord>();
+      expect(record).toMatchObject({ v: 1, state: 'paired', context: { name: 'go', hostPeerId: 'host-1', hostAddresses: HOST } });
+      expect(record.secretHash).toMatch(/^[0-9a-f]{64}$/);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it('games cluster - a game whose host stops polling expires on every instance', async () => {
+    const b = bucket();
+    const opts = { bucket: b, hostPollTimeoutMs: 800, sweepIntervalMs: 150 };
+    const [a, z] = await Promise.all([games(opts), games(opts)]);
+    await a.request('POST', '/games/register', { name: 'quiet', peerId: 'h' });
+    await a.request('POST', '/games/register', { name: 'busy', peerId: 'h' });
+    const until = Date.now() + 1_500;
+    // The busy host keeps polling through the other instance; the quiet one never does.
+    while (Date.now() < until) {
+      expect((await z.request('POST', '/games/poll', { name: 'busy', peerId: 'h', addresses: HOST })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const p of [a, z]) {
+      const list = await eventually(() => p.request('GET', '/games'), (r) => r.body!.games.length === 1);
+      expect(list.body!.games.map((g: { name: string }) => g.name)).toEqual(['busy']);
+      expect((await p.request('GET', '/games/quiet')).status).toBe(404);
+    }
+    // The sweep removed the key itself, so the name is free.
+    expect((await z.request('POST', '/games/register', { name: 'quiet', peerId: 'h2' })).status).toBe(201);
+    expect(a.log + z.log).toContain('"outcome":"expired"');
+  });
+});

@@ -1,0 +1,82 @@
+// Shared by the games integration tests: the real `games run` CLI from dist/, as a user starts it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { waitForPort } from '../../src/devstack/stack.js';
+import { freePort } from '../helpers/ports.js';
+
+export interface GamesProcessOptions {
+  natsUrl: string;
+  bucket: string;
+  httpPort?: number;
+  stunPort?: number;
+  hostPollTimeoutMs?: number;
+  sweepIntervalMs?: number;
+}
+
+export class GamesProcess {
+  private output = '';
+  private constructor(
+    readonly child: ChildProcess,
+    readonly httpPort: number,
+    readonly stunPort: number,
+    readonly roleFolder: string,
+  ) {
+    child.stdout?.on('data', (d) => (this.output += d));
+    child.stderr?.on('data', (d) => (this.output += d));
+  }
+
+  get log(): string {
+    return this.output;
+  }
+
+  /** Writes a role folder on free ports and starts `games run` with GAMES_SETTINGS and NATS_URL. */
+  static async start(opts: GamesProcessOptions, roleFolder?: string): Promise<GamesProcess> {
+    const httpPort = opts.httpPort ?? (await freePort());
+    const stunPort = opts.stunPort ?? (await freePort());
+    const folder = roleFolder ?? mkdtempSync(join(tmpdir(), 'games-role-'));
+    writeFileSync(
+      join(folder, 'games.yml'),
+      [
+        `name: games-${httpPort}`,
+        `http: { host: 127.0.0.1, port: ${httpPort} }`,
+        `stun: { host: 127.0.0.1, port: ${stunPort} }`,
+        // Deliberately wrong: NATS_URL must win, as for every process.
+        'nats: { url: nats://127.0.0.1:1 }',
+        `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {
+      env: { ...process.env, GAMES_SETTINGS: folder, NATS_URL: opts.natsUrl, LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const p = new GamesProcess(child, httpPort, stunPort, folder);
+    try {
+      await waitForPort(httpPort, 10_000);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw new Error(`games run did not listen: ${(err as Error).message}\n${p.log}`);
+    }
+    return p;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const child = this.child;
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+    return new Promise((resolve) => {
+      child.once('exit', (code) => resolve(code));
+      child.kill(signal);
+    });
+  }
+
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    const res = await fetch(`http://127.0.0.1:${this.httpPort}${path}`, {
+      method,
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, type: res.headers.get('content-type') ?? '', body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
+  }
+}
