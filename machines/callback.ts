@@ -36,7 +36,7 @@ export interface CallbackInput {
 export const callbackMachine = setup({
   types: {
     input: {} as CallbackInput,
-    context: {} as CallbackInput & { detail: string },
+    context: {} as CallbackInput & { detail: string; refusal: CallbackRefusal },
     events: {} as CallbackEvent,
     output: {} as CallbackOutput,
   },
@@ -61,7 +61,7 @@ export const callbackMachine = setup({
   id: 'callback',
   // Each final state words its own output; the machine's output is whichever one it reached.
   output: ({ event }) => event.output as CallbackOutput,
-  context: ({ input }) => ({ ...input, detail: '' }),
+  context: ({ input }) => ({ ...input, detail: '', refusal: 'malformed' as CallbackRefusal }),
   initial: 'verifying',
   on: { SHUTDOWN: { target: '.shutDown' } },
   states: {
@@ -70,7 +70,17 @@ export const callbackMachine = setup({
         src: 'checkRequest',
         input: ({ context }) => ({ requester: context.requester, proxy: context.proxy, endpoint: context.endpoint }),
         onDone: { target: 'dialing', actions: 'answerAccepted' },
-        onError: { target: 'refused', actions: ['answerRefused', assign({ detail: ({ event }) => String((event.error as Error)?.message ?? event.error) })] },
+        onError: {
+          target: 'refused',
+          actions: [
+            'answerRefused',
+            assign({
+              detail: ({ event }) => String((event.error as Error)?.message ?? event.error),
+              // A check that failed for an unforeseen reason is reported as malformed, never as allowed.
+              refusal: ({ event }) => (event.error instanceof CallbackRefused ? event.error.reason : 'malformed'),
+            }),
+          ],
+        },
       },
     },
     dialing: {
@@ -87,7 +97,7 @@ export const callbackMachine = setup({
     },
     refused: {
       type: 'final',
-      output: ({ context }) => ({ outcome: 'refused', reason: 'notPermitted', detail: context.detail }),
+      output: ({ context }) => ({ outcome: 'refused', reason: context.refusal, detail: context.detail }),
     },
     dialFailed: { type: 'final', entry: 'closeSocket', output: ({ context }) => ({ outcome: 'dialFailed', detail: context.detail }) },
     closed: { type: 'final', output: ({ context }) => ({ outcome: 'closed', detail: context.detail }) },

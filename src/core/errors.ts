@@ -40,6 +40,11 @@ export class RpcError extends Error {
     Object.assign(e, { code: err.code, data: err.data });
     return e;
   }
+  /** The message without its code's generic prefix: what to quote when wrapping it in another error. */
+  get detail(): string {
+    const base = (Object.values(JSONRPC_ERRORS) as { code: number; message: string }[]).find((e) => e.code === this.code)?.message;
+    return base && this.message.startsWith(`${base}: `) ? this.message.slice(base.length + 2) : this.message;
+  }
   toWire(): { code: number; message: string; data?: unknown } {
     return this.data === undefined
       ? { code: this.code, message: this.message }

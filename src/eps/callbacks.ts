@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { createActor, fromPromise, type Actor } from 'xstate';
+import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { z } from 'zod';
 import { CallbackRefused, callbackMachine } from '../../machines/callback.js';
 import { dialTcp } from '../core/dial.js';
@@ -22,6 +22,8 @@ export interface CallbacksOptions {
   dialTimeoutMs: number;
   /** Gives an outbound socket to the gRPC server; from then on the server owns it. */
   injectSocket: (socket: Socket) => void;
+  /** xstate's inspection hook for every callback actor: how tests and tools see each transition. */
+  inspect?: (event: InspectionEvent) => void;
 }
 
 /**
@@ -52,8 +54,12 @@ export class Callbacks {
       const machine = callbackMachine.provide({
         actors: {
           checkRequest: fromPromise(async () => this.check(requester, proxy)),
-          dialProxy: fromPromise(async () => {
-            socket = await dialAndPresent(endpoint, Buffer.from(token, 'base64'));
+          dialProxy: fromPromise(async ({ signal }) => {
+            const dialed = await dialAndPresent(endpoint, Buffer.from(token, 'base64'));
+            // The machine gave up on this dial (timeout, shutdown) and closeSocket already ran:
+            // a late socket would hold P's session with nobody serving it.
+            if (signal.aborted) dialed.destroy();
+            else socket = dialed;
           }),
         },
         actions: {
@@ -61,7 +67,7 @@ export class Callbacks {
           answerRefused: ({ event }) => {
             const err = (event as { error?: unknown }).error;
             // B's own refusal, distinct from the directory denying the proxy (PERMISSION_DENIED).
-            reject(new RpcError('BROKERING_FAILED', `${opts.self} refused: ${err instanceof Error ? err.message : String(err)}`));
+            reject(new RpcError('BROKERING_FAILED', err instanceof Error ? err.message : String(err)));
           },
           injectSocket: () => {
             const s = socket!;
@@ -72,10 +78,13 @@ export class Callbacks {
         },
         delays: { dialTimeout: opts.dialTimeoutMs },
       });
-      const actor = createActor(machine, { input: { requester, proxy, endpoint } });
+      const actor = createActor(machine, { input: { requester, proxy, endpoint }, inspect: opts.inspect });
       this.live.add(actor);
       actor.subscribe((snap) => {
         if (snap.status !== 'done') return;
+        // Shut down while still verifying: answer P now rather than leave it to its bus timeout.
+        // (A no-op when the machine already answered.)
+        if (snap.output?.outcome === 'shutDown') reject(new RpcError('BROKERING_FAILED', `${opts.self} is shutting down`));
         this.live.delete(actor);
         log.info({ outcome: snap.output }, 'callback ended');
       });

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { createActor, fromPromise, type Actor } from 'xstate';
+import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { z } from 'zod';
 import {
   PeerConnectionError,
@@ -13,7 +13,7 @@ import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import type { DirectoryEntry } from '../directory/types.js';
-import { connectPeerClient, type PeerClient } from '../grpc/peer-client.js';
+import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
 export interface PeerChannelsOptions {
   self: string;
@@ -22,6 +22,8 @@ export interface PeerChannelsOptions {
   bus: Bus;
   log: Logger;
   timeouts: { dialMs: number; channelIdleMs: number; callMs: number; busRequestMs: number };
+  /** xstate's inspection hook for every channel actor: how tests and tools see each transition. */
+  inspect?: (event: InspectionEvent) => void;
 }
 
 /** The proxy's confirmation to A: the token to present and where to present it. */
@@ -56,6 +58,12 @@ export class PeerChannels {
     channel.actor.send({ type: 'CALL_STARTED' });
     try {
       return await client.call(method, params, id);
+    } catch (err) {
+      // Without this, a transport failure reached the caller as a bare -32603 Internal error.
+      if (err instanceof PeerTransportError) {
+        throw new RpcError(err.kind === 'timeout' ? 'PEER_TIMEOUT' : 'PEER_UNREACHABLE', `${peer}.${method}: ${err.message}`, { cause: err });
+      }
+      throw err;
     } finally {
       channel.actor.send({ type: 'CALL_FINISHED' });
     }
@@ -86,20 +94,24 @@ export class PeerChannels {
             answer = await opts.bus.request(proxy, 'connectionRequest', { to: peer, channel: 'grpc_server' }, opts.timeouts.busRequestMs);
           } catch (err) {
             const e = err instanceof RpcError ? err : new RpcError('BROKERING_FAILED', String(err));
-            throw new PeerConnectionError('brokeringFailed', `brokering through ${proxy} failed: ${e.message}`, e.code);
+            throw new PeerConnectionError('brokeringFailed', `${proxy}: ${e.detail}`, e.code);
           }
           const checked = confirmationSchema.safeParse(answer);
           if (!checked.success) throw new PeerConnectionError('brokeringFailed', `${proxy} sent a malformed confirmation`);
           channel.confirmation = checked.data;
           return { endpoint: checked.data.endpoint };
         }),
-        dialPeer: fromPromise(async ({ input: { route } }: { input: { peer: string; route: Route } }) => {
-          if (route.type === 'direct') {
-            channel.socket = await dialOrFail(route.address);
+        dialPeer: fromPromise(async ({ input: { route }, signal }: { input: { peer: string; route: Route }; signal: AbortSignal }) => {
+          const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint);
+          // The machine gave up on this dial (timeout, CLOSE) and released the channel already:
+          // a late socket would be nobody's, and through P it would even be spliced to B.
+          if (signal.aborted) {
+            socket.destroy();
             return;
           }
-          const { endpoint, token } = channel.confirmation!;
-          channel.socket = await dialOrFail(endpoint);
+          channel.socket = socket;
+          if (route.type === 'direct') return;
+          const { token } = channel.confirmation!;
           // The token is the routing key: P reads exactly these 32 bytes, then splices.
           channel.socket.write(Buffer.from(token, 'base64'));
         }),
@@ -126,7 +138,7 @@ export class PeerChannels {
       delays: { dialTimeout: opts.timeouts.dialMs, idleTimeout: opts.timeouts.channelIdleMs },
     });
 
-    channel.actor = createActor(provided, { input: { peer } });
+    channel.actor = createActor(provided, { input: { peer }, inspect: opts.inspect });
     channel.ready = new Promise<PeerClient>((resolve, reject) => {
       channel.actor.subscribe((snap) => {
         if (snap.value === 'open' && channel.client) resolve(channel.client);

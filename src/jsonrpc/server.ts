@@ -42,6 +42,15 @@ export async function startJsonRpcServer(opts: JsonRpcServerOptions): Promise<Se
       });
     },
   );
+  // A client that asks before sending a large body (Expect: 100-continue, as curl does above
+  // 1 MiB) is refused before it uploads anything; otherwise it is told to go on.
+  server.on('checkContinue', (req, res) => {
+    if (Number(req.headers['content-length'] ?? 0) > opts.maxBodyBytes) {
+      return refuseTooLarge(req, res, opts.maxBodyBytes);
+    }
+    res.writeContinue();
+    server.emit('request', req, res);
+  });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
@@ -67,14 +76,9 @@ async function handleHttp(req: IncomingMessage, res: ServerResponse, path: strin
   const caller: Caller = { commonName: commonNameOf(peer), fingerprint: fingerprintOf(peer as X509Certificate) };
 
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > opts.maxBodyBytes) {
-    req.resume();
-    return send(res, 413, errorResponse(null, new RpcError('INVALID_REQUEST', `body of ${declared} bytes exceeds the limit of ${opts.maxBodyBytes}`)), true);
-  }
+  if (declared > opts.maxBodyBytes) return refuseTooLarge(req, res, opts.maxBodyBytes);
   const body = await readBody(req, opts.maxBodyBytes);
-  if (body === 'too-large') {
-    return send(res, 413, errorResponse(null, new RpcError('INVALID_REQUEST', `body exceeds the limit of ${opts.maxBodyBytes} bytes`)), true);
-  }
+  if (body === 'too-large') return refuseTooLarge(req, res, opts.maxBodyBytes);
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -117,6 +121,26 @@ function sanitizeId(id: unknown): string | number | null {
   return typeof id === 'string' || typeof id === 'number' ? id : null;
 }
 
+/**
+ * Answers 413 and closes the connection. The rest of the body is read and discarded, up to a
+ * bound, so the client reads the answer instead of a reset from closing under its upload.
+ */
+function refuseTooLarge(req: IncomingMessage, res: ServerResponse, limit: number): void {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  const detail = declared > limit ? `body of ${declared} bytes exceeds the limit of ${limit}` : `body exceeds the limit of ${limit} bytes`;
+  let discarded = 0;
+  req.removeAllListeners('data');
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > MAX_DISCARDED_BYTES) req.socket.destroy();
+  });
+  req.resume();
+  send(res, 413, errorResponse(null, new RpcError('INVALID_REQUEST', detail)), true);
+}
+
+/** How much of a refused body is drained before the connection is cut instead. */
+const MAX_DISCARDED_BYTES = 16 * 1024 * 1024;
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -124,8 +148,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
         resolve('too-large');
         return;
       }

@@ -80,10 +80,10 @@ export class ConnectionRequests {
       return { accepted: true };
     } catch (err) {
       if (!(err instanceof RpcError)) throw err;
-      if (err.code === -32002 || err.code === -32001) return { accepted: false, reason: err.message, notPermitted: true };
+      if (err.code === -32002 || err.code === -32001) return { accepted: false, reason: err.detail, notPermitted: true };
       if (err.code === -32003 && /nobody serves it/.test(err.message)) return { accepted: false, reason: `${session.b} is not on the bus` };
       if (err.code === -32005 || err.code === -32003) throw err; // a bus failure, not B's answer
-      return { accepted: false, reason: err.message };
+      return { accepted: false, reason: err.detail };
     }
   };
 

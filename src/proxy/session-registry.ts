@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { createActor, fromPromise, type Actor } from 'xstate';
+import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { DEFAULT_A_DIAL_TIMEOUT_MS, DEFAULT_B_DIAL_TIMEOUT_MS } from '../core/constants.js';
 import type { Logger } from '../core/logger.js';
 import {
@@ -37,6 +37,8 @@ export interface SessionRegistryOptions {
   onRelayed?: (direction: Direction, bytes: number) => void;
   /** Ends a splice with no traffic for this long; 0 disables. */
   spliceIdleMs?: number;
+  /** xstate's inspection hook for every session actor: how tests and tools see each transition. */
+  inspect?: (event: InspectionEvent) => void;
   tokens?: TokenStore;
 }
 
@@ -106,7 +108,7 @@ export class SessionRegistry {
     const token = this.#tokens.mint(sessionId);
     const log = this.#options.log.child({ component: 'brokering', sessionId });
     const startedAt = Date.now();
-    const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}` });
+    const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}`, inspect: this.#options.inspect });
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));

@@ -1,0 +1,156 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { expect } from 'vitest';
+import type { Bus } from '../../src/bus/bus.js';
+import { Callbacks } from '../../src/eps/callbacks.js';
+import { createPeerServer, type PeerServer } from '../../src/grpc/peer-server.js';
+import type { Drivers } from './cases.js';
+import { A, B, Blackhole, Directory, PROXY, TLS, TcpServer, Trace, closedByFarSide, closedPort, connectNats, log, makeBus, settle, waitUntil, type Settled } from './harness.js';
+
+// B's callback machine driven through src/eps/callbacks.ts on B's real bus and its real gRPC
+// server; P is a test driver: it forwards over the bus and plays the splice endpoint B dials.
+
+export interface CallbackCtx {
+  trace: Trace;
+  cfg: { sender: string; requester: string; endpoint: 'splice' | 'closed' | 'blackhole'; direct: boolean; dialMs: number };
+  ncs: NatsConnection[];
+  pBus: Bus;
+  bBus: Bus;
+  server: PeerServer;
+  callbacks: Callbacks;
+  /** P's splice endpoint, played by the test: it only reads what B sends. */
+  splice: TcpServer;
+  received: Buffer;
+  blackhole?: Blackhole;
+  token: Buffer;
+  endpoint: string;
+  answer: Promise<Settled<unknown>>;
+}
+
+export function newCallbackCtx(): CallbackCtx {
+  return {
+    trace: new Trace('verifying'),
+    cfg: { sender: PROXY, requester: A, endpoint: 'splice', direct: false, dialMs: 5_000 },
+    token: randomBytes(32),
+    received: Buffer.alloc(0),
+  } as CallbackCtx;
+}
+
+export async function setupCallback(ctx: CallbackCtx, natsUrl: string): Promise<void> {
+  ctx.ncs = await Promise.all([connectNats(natsUrl), connectNats(natsUrl)]);
+  const [ncP, ncB] = ctx.ncs as [NatsConnection, NatsConnection];
+  const dirB = new Directory();
+  ctx.server = createPeerServer({ tls: TLS[B]!, log, shutdownGraceMs: 100, handle: async () => ({}) });
+  ctx.callbacks = new Callbacks({ self: B, directory: dirB, log, dialTimeoutMs: ctx.cfg.dialMs, injectSocket: (s) => ctx.server.injectSocket(s), inspect: ctx.trace.inspect });
+  ctx.bBus = makeBus(ncB, B, dirB);
+  ctx.bBus.serve('connectionForward', ctx.callbacks.handle);
+  ctx.pBus = makeBus(ncP, ctx.cfg.sender, new Directory());
+  ctx.splice = await TcpServer.start((s) => s.on('data', (d: Buffer) => (ctx.received = Buffer.concat([ctx.received, d]))));
+  if (ctx.cfg.endpoint === 'blackhole') ctx.blackhole = await Blackhole.start();
+  ctx.endpoint = await endpointOf(ctx);
+  await Promise.all(ctx.ncs.map((nc) => nc.flush()));
+}
+
+async function endpointOf(ctx: CallbackCtx): Promise<string> {
+  if (ctx.cfg.endpoint === 'closed') return closedPort();
+  return ctx.cfg.endpoint === 'blackhole' ? ctx.blackhole!.address : ctx.splice.address;
+}
+
+export function startCallback(ctx: CallbackCtx): void {
+  const params = { requester: ctx.cfg.requester, token: ctx.token.toString('base64'), endpoint: ctx.endpoint, sessionId: 'model' };
+  ctx.answer = settle(ctx.cfg.direct ? ctx.callbacks.handle(params, ctx.cfg.sender) : ctx.pBus.request(B, 'connectionForward', params, 5_000));
+}
+
+/** Over the bus the path starts once B has the request; a direct call starts it in this tick. */
+export const callbackReady = (ctx: CallbackCtx) => (ctx.cfg.direct ? undefined : waitUntil(() => ctx.trace.entries.length > 0, 'callback started'));
+
+export async function teardownCallback(ctx: CallbackCtx): Promise<void> {
+  ctx.callbacks?.shutdown();
+  ctx.pBus?.close();
+  ctx.bBus?.close();
+  await ctx.server?.close(100);
+  await ctx.splice?.stop();
+  await ctx.blackhole?.stop();
+  await Promise.all((ctx.ncs ?? []).map((nc) => nc.close()));
+}
+
+async function answered(ctx: CallbackCtx, expected: { ok: true } | { code: number; message: RegExp }): Promise<void> {
+  const r = await ctx.answer;
+  if ('ok' in expected) expect(r).toEqual({ ok: true, value: { accepted: true } });
+  else {
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.error.code).toBe(expected.code);
+      expect(r.error.message).toMatch(expected.message);
+    }
+  }
+}
+
+const outputIs = (ctx: CallbackCtx, output: object) => expect(ctx.trace.last?.output).toMatchObject(output);
+const spliceSide = (ctx: CallbackCtx): Socket => ctx.splice.sockets[0]!;
+
+export const callbackDrivers: Drivers<CallbackCtx> = {
+  'checkRequest.done': { check: (ctx) => answered(ctx, { ok: true }) },
+  'checkRequest.error': {
+    variants: {
+      'wrong proxy': {
+        // hd-1 may send on the bus, but it is not the proxy hd-2's directory entry names.
+        arrange: (ctx) => void (ctx.cfg.sender = A),
+        check: async (ctx) => {
+          await answered(ctx, { code: -32004, message: /^Brokering through the proxy failed: hd-2 is not reachable through hd-1$/ });
+          outputIs(ctx, { outcome: 'refused', detail: 'hd-2 is not reachable through hd-1' });
+        },
+      },
+      'unknown requester': {
+        arrange: (ctx) => void (ctx.cfg.requester = 'nobody'),
+        check: async (ctx) => {
+          await answered(ctx, { code: -32004, message: /^Brokering through the proxy failed: nobody is not in the service directory$/ });
+          outputIs(ctx, { outcome: 'refused', detail: 'nobody is not in the service directory' });
+        },
+      },
+    },
+  },
+  'dialProxy.done': {
+    // B presents exactly the token P forwarded, first thing on the socket.
+    check: async (ctx) => {
+      await waitUntil(() => ctx.received.length >= 32, 'token received');
+      expect(ctx.received.subarray(0, 32)).toEqual(ctx.token);
+    },
+  },
+  'dialProxy.error': {
+    arrange: (ctx) => void (ctx.cfg.endpoint = 'closed'),
+    check: async (ctx) => {
+      await answered(ctx, { ok: true });
+      outputIs(ctx, { outcome: 'dialFailed', detail: expect.stringMatching(/^cannot connect to 127\.0\.0\.1:\d+: connect ECONNREFUSED/) });
+    },
+  },
+  'after.dialTimeout': {
+    arrange: (ctx) => {
+      ctx.cfg.endpoint = 'blackhole';
+      ctx.cfg.dialMs = 200;
+    },
+    check: async (ctx) => {
+      outputIs(ctx, { outcome: 'dialFailed', detail: 'no connection to the proxy in time' });
+      await ctx.blackhole!.lateDialClosed();
+    },
+  },
+  SHUTDOWN: {
+    arrange: (ctx, step) => {
+      // verifying lasts one tick: only a direct call to the bus handler can shut down inside it.
+      if (step.from === 'verifying') ctx.cfg.direct = true;
+      if (step.from === 'dialing') ctx.cfg.endpoint = 'blackhole';
+    },
+    exec: (ctx) => ctx.callbacks.shutdown(),
+    check: async (ctx, step) => {
+      outputIs(ctx, { outcome: 'shutDown' });
+      if (step.from === 'verifying') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
+      if (step.from === 'dialing') await ctx.blackhole!.lateDialClosed();
+      if (step.from === 'serving') await closedByFarSide(spliceSide(ctx));
+    },
+  },
+  CONNECTION_CLOSED: {
+    exec: (ctx) => void spliceSide(ctx).destroy(),
+    check: (ctx) => outputIs(ctx, { outcome: 'closed', detail: 'connection to the proxy closed' }),
+  },
+};
