@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { subjectToken } from '../core/nats.js';
+import { subjectToken, whenConnected } from '../core/nats.js';
 import {
   ReplayCache,
   openEnvelope,
@@ -95,18 +95,25 @@ export class Bus {
       log.warn({ method, from: env.from }, 'bus call not permitted by the directory');
       return this.reply(msg, env.id, env.from, new RpcError('PERMISSION_DENIED', `${env.from} may not call ${this.self}.${method}`));
     }
+    let result: unknown;
     try {
-      const result = await handler(env.params, env.from);
-      this.reply(msg, env.id, env.from, undefined, result);
+      result = await handler(env.params, env.from);
     } catch (err) {
       const rpcErr = err instanceof RpcError ? err : new RpcError('INTERNAL_ERROR');
       if (!(err instanceof RpcError)) log.error({ err, method, from: env.from }, 'bus handler failed');
-      this.reply(msg, env.id, env.from, rpcErr);
+      return this.reply(msg, env.id, env.from, rpcErr);
     }
+    return this.reply(msg, env.id, env.from, undefined, result);
   }
 
-  private reply(msg: Msg, id: string | undefined, to: string, error?: RpcError, result?: unknown): void {
+  private async reply(msg: Msg, id: string | undefined, to: string, error?: RpcError, result?: unknown): Promise<void> {
     if (!msg.reply) return;
+    // A reply published while disconnected would be silently dropped; the requester may still be
+    // waiting (it has its own timeout), so send it once the bus is back.
+    if (!(await whenConnected(this.opts.nc, this.opts.requestTimeoutMs))) {
+      this.opts.log.warn({ to, id }, 'bus reply not sent: the bus stayed disconnected');
+      return;
+    }
     const env = sealEnvelope<ResponseEnvelope>(this.opts.signer, {
       kind: 'response',
       from: this.self,
@@ -127,10 +134,17 @@ export class Bus {
    */
   async request(to: string, method: string, params: Record<string, unknown>, timeoutMs = this.opts.requestTimeoutMs): Promise<unknown> {
     const id = randomUUID();
+    const startedAt = Date.now();
+    // Published while disconnected, the request would be dropped and only time out: wait for the
+    // bus within the same deadline, so a short outage costs a delay and a long one a clear error.
+    if (!(await whenConnected(this.opts.nc, timeoutMs))) {
+      throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: the bus is disconnected (not back within ${timeoutMs} ms)`);
+    }
+    const remainingMs = Math.max(1, timeoutMs - (Date.now() - startedAt));
     const env = sealEnvelope<RequestEnvelope>(this.opts.signer, { kind: 'request', from: this.self, to, id, method, params });
     let msg: Msg;
     try {
-      msg = await this.opts.nc.request(busSubject(to, method), JSON.stringify(env), { timeout: timeoutMs });
+      msg = await this.opts.nc.request(busSubject(to, method), JSON.stringify(env), { timeout: remainingMs });
     } catch (err) {
       const text = String((err as Error).message ?? err);
       if (/timeout/i.test(text) || (err as Error).name === 'TimeoutError') {

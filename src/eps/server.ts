@@ -76,8 +76,15 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     dialTimeoutMs: settings.timeouts.dialMs,
     injectSocket: (socket) => peerServer.injectSocket(socket),
   });
-  bus.serve('connectionForward', callbacks.handle);
-  bus.serve('_ping', async (params) => callLocal('_ping', params));
+  // Until the chain is loaded no envelope verifies: a forward answered now would be refused as
+  // from an unknown operator, which P reports to A as a permission denial. Not serving yet makes
+  // P tell A the truth at once (B is not on the bus yet).
+  let closing = false;
+  void directory.ready().then(() => {
+    if (closing) return;
+    bus.serve('connectionForward', callbacks.handle);
+    bus.serve('_ping', async (params) => callLocal('_ping', params));
+  });
 
   const channels = new PeerChannels({ self, tls, directory, bus, log, timeouts: settings.timeouts });
 
@@ -102,6 +109,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
 
   return {
     async close() {
+      closing = true;
       await new Promise<void>((resolve) => (gateway ? gateway.close(() => resolve()) : resolve()));
       gateway?.closeAllConnections();
       channels.close();

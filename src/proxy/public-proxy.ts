@@ -75,12 +75,19 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/metrics` }, 'metrics served');
   }
 
-  bus.serve('connectionRequest', requests.handle, { queue: settings.queueGroup });
-  log.info({ operator: settings.operator, queue: settings.queueGroup }, 'public proxy brokering');
+  // Serving before the chain is loaded would refuse every A as an unknown operator; until then
+  // A is told that nobody serves connectionRequest, which is what is true.
+  let closing = false;
+  void directory.ready().then(() => {
+    if (closing) return;
+    bus.serve('connectionRequest', requests.handle, { queue: settings.queueGroup });
+    log.info({ operator: settings.operator, queue: settings.queueGroup }, 'public proxy brokering');
+  });
 
   return {
     registry,
     async close() {
+      closing = true;
       bus.close();
       await registry.shutdown();
       await endpoint.close();

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { readFileSync } from 'node:fs';
 import { createSigner, sealEnvelope, type RequestEnvelope } from '../../src/bus/envelope.js';
@@ -77,7 +77,8 @@ describe('seed demo', () => {
     } finally {
       await nc.close();
     }
-    expect(roleLog(stack, 'hd-2')).toMatch(/bus envelope rejected/);
+    // hd-2's log reaches its file through a pipe, which may lag the NATS reply under load.
+    await vi.waitFor(() => expect(roleLog(stack, 'hd-2')).toMatch(/bus envelope rejected/), { timeout: 5000, interval: 50 });
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, PING)).body.result.serverInfo.name).toBe('hd-2');
   });
 });
