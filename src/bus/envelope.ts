@@ -108,10 +108,13 @@ export function openEnvelope(data: Uint8Array, opts: EnvelopeCheckOptions): Enve
   if (fingerprintOf(cert) !== known.fingerprint) {
     return { ok: false, code: 'UNKNOWN_SENDER', detail: `directory certificate of ${env.from} does not match its fingerprint` };
   }
-  const { sig, ...unsigned } = env;
+  // Verify what arrived, not the schema's output: zod drops a `__proto__` key inside `params`,
+  // so checking the parsed copy would accept bytes the sender never signed.
+  const { sig: _sig, ...received } = raw as Record<string, unknown>;
+  const { sig } = env;
   let valid = false;
   try {
-    valid = verify('sha256', signingBytes(unsigned), cert.publicKey, Buffer.from(sig, 'base64'));
+    valid = verify('sha256', signingBytes(received as Omit<Envelope, 'sig'>), cert.publicKey, Buffer.from(sig, 'base64'));
   } catch {
     valid = false;
   }
