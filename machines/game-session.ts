@@ -161,7 +161,9 @@ export const gameSessionMachine = setup({
       on: {
         // Expiry is checked before anything else an event would do: a late poll cannot revive
         // a game another instance may already have swept.
-        CLOCK_TICKED: [{ guard: 'hostPollTimedOut', target: 'expired' }, { actions: 'pruneSilentGuests' }],
+        // Pruning re-settles: a pruned guest may have been the only swapped pairing, and a game
+        // left in `paired` without one would misreport its state until the next poll or start.
+        CLOCK_TICKED: [{ guard: 'hostPollTimedOut', target: 'expired' }, { target: '.settling', actions: 'pruneSilentGuests' }],
         HOST_POLLED: { target: 'open', reenter: true, actions: 'recordHostPoll' },
         GUEST_STARTED: { guard: 'hasRoomForGuest', target: '.settling', actions: 'recordGuestStart' },
         RENAMED: { actions: 'rename' },

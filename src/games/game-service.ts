@@ -165,7 +165,8 @@ export class GameService {
   async sweep(): Promise<number> {
     let expired = 0;
     for (const name of await this.store.names()) {
-      const r = await this.mutate<{ type: 'gone' | 'kept' }>(name, () => ({ event: undefined }), (s) => ({ type: s.status === 'done' ? 'gone' : 'kept' }));
+      // An expired game answers requests as not found; the sweep counts it as what it expired.
+      const r = await this.mutate<{ type: 'gone' | 'kept' }>(name, () => ({ event: undefined }), () => ({ type: 'kept' }), () => ({ type: 'gone' }));
       if (r.type === 'gone') expired++;
     }
     return expired;
@@ -174,12 +175,14 @@ export class GameService {
   /**
    * The read-step-write loop. `decide` sees the ticked snapshot and either refuses (a status
    * value, nothing written) or names the event to apply; `answer` words the result from the
-   * snapshot after it. A snapshot that ends (expired, closed) deletes the key.
+   * snapshot after it. A snapshot that ends (expired, closed) deletes the key; an expired one is
+   * answered `expired` (not found, unless the caller words it).
    */
   private async mutate<R extends { type: string }>(
     name: string,
     decide: (s: Snapshot, stored: StoredGame) => { refuse: R } | { event: GameSessionEvent | undefined },
     answer: (s: Snapshot) => R,
+    expired: () => R | { type: 'notFound' } = () => ({ type: 'notFound' }),
   ): Promise<R | { type: 'notFound' }> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const stored = await this.store.get(name);
@@ -198,7 +201,7 @@ export class GameService {
         const output = next.output as GameSessionOutput;
         this.opts.log?.info({ game: name, outcome: output.outcome, detail: output.detail }, 'game ended');
         // An expired game is gone for the caller; a deletion is the caller's own success.
-        return output.outcome === 'expired' ? { type: 'notFound' } : answer(next);
+        return output.outcome === 'expired' ? expired() : answer(next);
       }
       if (refused) return refused;
       const record = this.recordOf(next, stored.record.secretHash);

@@ -21,6 +21,10 @@ const KNOWN_UNREACHABLE: Record<string, Record<string, string>> = {
     'holding --B_DIALED--> (stays)': 'route() sends A_DIALED for every dial after requested: one token cannot tell B from A',
     'holding.spliced --A_DIALED--> (stays)': 'the token store refuses the consumed token (TOKEN_USED) before the session sees it',
   },
+  game: {
+    'open --after.hostPollTimeout--> expired':
+      'GameService keeps no actor between requests, so no timer runs: a silent host expires by the hostPollTimedOut guard on the clock each request and the sweep show the machine (CLOCK_TICKED)',
+  },
   peerConnection: {
     'securing --CONNECTION_LOST--> failed': 'openChannel subscribes to the connection only after TLS is up; earlier losses fail openChannel',
   },

@@ -25,12 +25,16 @@ export interface RealTransition {
 }
 
 export interface ModelStep {
-  /** Abstract event, i.e. RealTransition.label. */
+  /** Abstract event, i.e. RealTransition.label (`+`-joined with the eventless ones it folds). */
   event: string;
   /** Atomic state paths ('requested.notifying'), before and after. */
   from: string;
   to: string;
   real: RealTransition;
+  /** Eventless (`always`) transitions the same macrostep takes after `real`, in order. */
+  eventless: RealTransition[];
+  /** Transient leaves the macrostep passes through on its way to `to`. */
+  via: string[];
 }
 
 export interface ModelPath {
@@ -50,7 +54,14 @@ export interface DerivedModel {
   /** The abstract machine handed to @xstate/graph. */
   abstract: AnyStateMachine;
   /** `${leaf}|${label}` → the real transition and the abstract target leaf. */
-  edges: Map<string, { real: RealTransition; to: string }>;
+  edges: Map<string, Edge>;
+}
+
+interface Edge {
+  real: RealTransition;
+  to: string;
+  eventless: RealTransition[];
+  via: string[];
 }
 
 const pathOf = (node: AnyNode): string => node.path.join('.');
@@ -94,13 +105,16 @@ export function realTransitions(machine: AnyStateMachine): RealTransition[] {
         out.push({ key: `${source || '(root)'} --${label}--> ${targets.join(',') || '(stays)'}`, source, eventType, label, targets });
       });
     }
-    // Eventless transitions have no event a driver could cause; listing them makes coverage fail
-    // loudly until the derivation learns them, rather than ignoring them.
-    for (const def of (node.always ?? []) as { target?: AnyNode[] }[]) {
+    // Eventless transitions have no event of their own: deriveModel folds them into the edge
+    // that enters their (transient) state, one abstract edge per candidate.
+    const always = (node.always ?? []) as { guard?: unknown; target?: AnyNode[] }[];
+    always.forEach((def, index) => {
       const source = pathOf(node);
       const targets = (def.target ?? []).map(pathOf);
-      out.push({ key: `${source || '(root)'} --always--> ${targets.join(',')}`, source, eventType: '', label: 'always', targets });
-    }
+      const guarded = always.length > 1 || def.guard !== undefined;
+      const label = guarded ? `always[${def.guard === undefined ? 'else' : guardName(def.guard, index)}]` : 'always';
+      out.push({ key: `${source || '(root)'} --${label}--> ${targets.join(',') || '(stays)'}`, source, eventType: '', label, targets });
+    });
   }
   return out;
 }
@@ -115,7 +129,12 @@ function initialLeaf(node: AnyNode): AnyNode {
   return initialLeaf(initial);
 }
 
-export function deriveModel(machine: AnyStateMachine): DerivedModel {
+/**
+ * `exclude` lists abstract edges (`${leaf}|${label}`) the machine's own context rules out, e.g. an
+ * eventless choice whose guard can never hold after that edge: they are left out of the model, so
+ * no generated path goes through them.
+ */
+export function deriveModel(machine: AnyStateMachine, exclude: ReadonlySet<string> = new Set()): DerivedModel {
   const root = machine.root as AnyNode;
   const nodes = allNodes(root);
   const transitions = realTransitions(machine);
@@ -124,7 +143,27 @@ export function deriveModel(machine: AnyStateMachine): DerivedModel {
   const byPath = new Map(nodes.map((n) => [pathOf(n), n]));
   const leaves = nodes.filter((n) => n !== root && Object.keys(n.states).length === 0);
   const finals = new Set(leaves.filter((n) => n.type === 'final').map(pathOf));
-  const edges = new Map<string, { real: RealTransition; to: string }>();
+  const edges = new Map<string, Edge>();
+  const alwaysOf = (leaf: string) => (bySource.get(leaf) ?? []).filter((t) => t.eventType === '');
+  // A leaf with eventless transitions is transient: the real machine never rests in it, so an
+  // edge entering it becomes one abstract edge per candidate it may leave by (chains included,
+  // in candidate order up to the first unguarded one), each named `${label}+${candidate}`.
+  const transient = new Set(leaves.map(pathOf).filter((l) => alwaysOf(l).length > 0));
+  const settle = (leaf: string, seen: string[] = []): { labels: string[]; eventless: RealTransition[]; via: string[]; to: string }[] => {
+    if (!transient.has(leaf)) return [{ labels: [], eventless: [], via: [], to: leaf }];
+    if (seen.includes(leaf)) throw new Error(`${machine.id}: eventless cycle through ${leaf}`);
+    const out: { labels: string[]; eventless: RealTransition[]; via: string[]; to: string }[] = [];
+    for (const t of alwaysOf(leaf)) {
+      const targetNode = t.targets[0] === undefined ? undefined : byPath.get(t.targets[0]);
+      const next = targetNode ? pathOf(initialLeaf(targetNode)) : leaf;
+      if (next === leaf) throw new Error(`${machine.id}: targetless eventless transition in ${leaf}`);
+      for (const rest of settle(next, [...seen, leaf])) {
+        out.push({ labels: [t.label, ...rest.labels], eventless: [t, ...rest.eventless], via: [leaf, ...rest.via], to: rest.to });
+      }
+      if (t.label === 'always' || t.label.endsWith('[else]')) break;
+    }
+    return out;
+  };
 
   // State keys of the abstract machine cannot contain dots (they would read as paths).
   const keyOf = (path: string) => path.replaceAll('.', '/');
@@ -136,6 +175,21 @@ export function deriveModel(machine: AnyStateMachine): DerivedModel {
       continue;
     }
     const on: Record<string, string> = {};
+    const add = (label: string, edge: Edge) => {
+      if (exclude.has(`${from}|${label}`)) return;
+      on[label] = keyOf(edge.to);
+      edges.set(`${from}|${label}`, edge);
+    };
+    if (transient.has(from)) {
+      // Only the initial state can be a resting transient one (nothing entered it by an edge):
+      // its abstract edges are its eventless candidates, taken as the machine starts.
+      for (const s of settle(from)) {
+        const [first, ...rest] = s.eventless;
+        add(s.labels.join('+'), { real: first!, to: s.to, eventless: rest, via: s.via.slice(1) });
+      }
+      states[keyOf(from)] = { on };
+      continue;
+    }
     const settled = new Set<string>();
     // xstate picks the deepest node with an enabled candidate; an unguarded candidate ends the
     // search for that event type, so ancestors' candidates for it are shadowed.
@@ -144,8 +198,7 @@ export function deriveModel(machine: AnyStateMachine): DerivedModel {
         if (settled.has(t.eventType) || t.label === 'always') continue;
         const targetNode = t.targets[0] === undefined ? undefined : byPath.get(t.targets[0]);
         const to = targetNode ? pathOf(initialLeaf(targetNode)) : from;
-        on[t.label] = keyOf(to);
-        edges.set(`${from}|${t.label}`, { real: t, to });
+        for (const s of settle(to)) add([t.label, ...s.labels].join('+'), { real: t, to: s.to, eventless: s.eventless, via: s.via });
         if (!t.label.includes('[') || t.label.endsWith('[else]')) settled.add(t.eventType);
       }
     }
@@ -174,7 +227,7 @@ function toModelPath(model: DerivedModel, path: AbstractPath, name?: string): Mo
     .map((s) => {
       const edge = model.edges.get(`${from}|${s.event.type}`);
       if (!edge) throw new Error(`${model.machine.id}: no ${s.event.type} from ${from}`);
-      const step = { event: s.event.type, from, to: edge.to, real: edge.real };
+      const step = { event: s.event.type, from, to: edge.to, real: edge.real, eventless: edge.eventless, via: edge.via };
       from = edge.to;
       return step;
     });
@@ -216,10 +269,10 @@ export interface Coverage {
 
 /** Which real states and transitions the given steps reach; the initial state counts as reached. */
 export function coverageOf(model: DerivedModel, steps: ModelStep[]): Coverage {
-  const reachedLeaves = new Set([model.initial, ...steps.flatMap((s) => [s.from, s.to])]);
+  const reachedLeaves = new Set([model.initial, ...steps.flatMap((s) => [s.from, ...s.via, s.to])]);
   // A compound state is reached whenever one of its descendants is.
   const coveredStates = model.states.filter((s) => [...reachedLeaves].some((l) => l === s || l.startsWith(`${s}.`)));
-  const taken = new Set(steps.map((s) => s.real.key));
+  const taken = new Set(steps.flatMap((s) => [s.real, ...s.eventless].map((t) => t.key)));
   return {
     states: { covered: coveredStates, missing: model.states.filter((s) => !coveredStates.includes(s)) },
     transitions: {
