@@ -1,41 +1,25 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestNatsServer } from '../helpers/nats-server.js';
+import { expect } from 'vitest';
 import { runCase } from './cases.js';
 import { gameReady, newGameCtx, setupGame, startGame, teardownGame } from './game-session.drivers.js';
 import { MODELS } from './paths.js';
+import { describeModelPaths } from './suite.js';
 
 // One case per path generated from machines/game-session.ts, driven through the real game service
 // (src/games/game-service.ts) over a real JetStream KV store, with an injected clock.
 
 const model = MODELS.game!;
 
-describe('game-session model paths (real game service, real JetStream KV, injected clock)', () => {
-  let nats: TestNatsServer;
-  beforeAll(async () => {
-    nats = await TestNatsServer.start();
-  });
-  afterAll(async () => {
-    await nats?.stop();
-  });
-
-  for (const c of model.cases) {
-    if (c.skip) {
-      it.skip(`game-session - ${c.name} (not drivable: ${c.skip})`, () => {});
-      continue;
-    }
-    it(`game-session - ${c.name}`, async () => {
-      const ctx = newGameCtx();
-      try {
-        await runCase(model, c, ctx, { setup: (x) => setupGame(x, nats.url), start: startGame, ready: gameReady });
-        const ended = model.model.finals.has(ctx.trace.current);
-        expect(ctx.trace.last?.status).toBe(ended ? 'done' : 'active');
-        // An ended game leaves no key behind (the checks may have reused the name); an open one
-        // is still the one record in the bucket.
-        const names = await ctx.store.names();
-        if (!ended) expect(names).toEqual([ctx.name]);
-      } finally {
-        await teardownGame(ctx);
-      }
-    });
+describeModelPaths('game-session', 'game-session model paths (real game service, real JetStream KV, injected clock)', model, async (c, natsUrl) => {
+  const ctx = newGameCtx();
+  try {
+    await runCase(model, c, ctx, { setup: (x) => setupGame(x, natsUrl), start: startGame, ready: gameReady });
+    const ended = model.model.finals.has(ctx.trace.current);
+    expect(ctx.trace.last?.status).toBe(ended ? 'done' : 'active');
+    // An ended game leaves no key behind (the checks may have reused the name); an open one
+    // is still the one record in the bucket.
+    const names = await ctx.store.names();
+    if (!ended) expect(names).toEqual([ctx.name]);
+  } finally {
+    await teardownGame(ctx);
   }
 });
