@@ -28,6 +28,7 @@ demo: install nats-server certs build
 
 ## Install everything and run the whole test suite.
 test: install nats-server coturn certs build
+	npx tsc -p tsconfig.test.json
 	npx vitest run
 
 ## Sign and submit the dev directory records (settings/dev/directory/) to the running sd.

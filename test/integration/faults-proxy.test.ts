@@ -95,7 +95,7 @@ describe('faults: public proxy', () => {
     }
     // B saw its proxy connection close and ended its callback.
     await waitFor('both Bs to end their callbacks', () =>
-      ['hd-2', 'public-proxy-hyper-1'].every((b) => /"outcome":"closed","detail":"connection to the proxy closed"/.test(roleLog(stack, b))),
+      (['hd-2', 'public-proxy-hyper-1'] as const).every((b) => /"outcome":"closed","detail":"connection to the proxy closed"/.test(roleLog(stack, b))),
     );
 
     const restartedAt = Date.now();

@@ -20,7 +20,7 @@ const log = pino({ level: process.env.LOG_LEVEL ?? 'silent' });
 class DumbRelay {
   readonly sockets = new Set<Socket>();
   private waiting: Socket | undefined;
-  private acceptedWaiters: Array<() => void> = [];
+  private acceptedWaiters: Array<() => boolean> = [];
   private accepted = 0;
   private readonly server: Server = createServer({ noDelay: true }, (s) => this.onConnection(s));
   port = 0;

@@ -6,6 +6,7 @@ import {
   type BrokeringEvent,
   type NotifyResult,
   type SplicerEvent,
+  type SplicerInput,
 } from '../../machines/brokering.js';
 
 const input = { sessionId: 's-1', a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:9999' };
@@ -72,7 +73,7 @@ describe('brokering machine (pure transitions)', () => {
       // The splicer must exist before B's socket is sent to it.
       expect(types.indexOf('xstate.spawnChild')).toBeLessThan(types.indexOf('xstate.sendTo'));
       const send = actions.find((a) => a.type === 'xstate.sendTo');
-      expect((send?.params as { event: SplicerEvent }).event).toEqual({ type: 'ATTACH_B', socket: bSocket, rest });
+      expect((send?.params as unknown as { event: SplicerEvent }).event).toEqual({ type: 'ATTACH_B', socket: bSocket, rest });
       expect(s.context).not.toHaveProperty('socket');
     }
   });
@@ -113,7 +114,7 @@ describe('brokering machine (pure transitions)', () => {
     const [s, actions] = step(at('confirmed'), { type: 'A_DIALED', socket: aSocket, rest });
     expect(s.value).toEqual({ holding: 'spliced' });
     const send = actions.find((a) => a.type === 'xstate.sendTo');
-    expect((send?.params as { event: SplicerEvent }).event).toEqual({ type: 'ATTACH_A', socket: aSocket, rest });
+    expect((send?.params as unknown as { event: SplicerEvent }).event).toEqual({ type: 'ATTACH_A', socket: aSocket, rest });
     // The splicer keeps running: it is neither stopped nor spawned again.
     expect(actionTypes(actions)).not.toContain('xstate.stopChild');
     expect(actionTypes(actions)).not.toContain('xstate.spawnChild');
@@ -163,7 +164,7 @@ describe('brokering machine (running with provided actors)', () => {
       actors: {
         notifyB: fromPromise(notify),
         confirmToA: fromPromise(async () => {}),
-        splicer: fromCallback<SplicerEvent>(({ receive }) => {
+        splicer: fromCallback<SplicerEvent, SplicerInput>(({ receive }) => {
           receive((e) => received.push(e));
           return () => cleanedUp++;
         }),

@@ -24,7 +24,7 @@ describe('dev roles', () => {
 
   for (const [role, { envVar, schema }] of Object.entries(roles)) {
     it(`dev roles - ${role} loads with its schema`, () => {
-      const s = loadSettings([envVar], schema, { [envVar]: `settings/dev/roles/${role}` }) as { name: string };
+      const s = loadSettings([envVar], schema, { [envVar]: `settings/dev/roles/${role}` }) as unknown as { name: string };
       expect(s.name).toBe(role);
     });
   }
