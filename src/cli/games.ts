@@ -1,19 +1,84 @@
 #!/usr/bin/env node
 // `games run`: the rendezvous server (REST + STUN) with the settings named by GAMES_SETTINGS.
-// `games host …` / `games guest …` (the peers) will plug in here as further verbs.
+// `games host …` / `games guest …`: the peers, which meet through it and punch a direct UDP path.
+import { parseArgs } from 'node:util';
+import { runGuest } from '../games/peer/guest.js';
+import { runHost } from '../games/peer/host.js';
+import type { PeerOptions } from '../games/peer/common.js';
 import { startGames } from '../games/server.js';
 import { gamesSettingsSchema } from '../settings/games-schema.js';
 import { loadSettings } from '../settings/load.js';
 import { runProcess, usage } from './run-process.js';
 
-const [verb, ...rest] = process.argv.slice(2);
-if (verb !== 'run' || rest.length > 0) {
-  usage(`usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
+const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
+       games host  --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS]
+       games guest --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS]
 
-  Runs the game rendezvous: REST on http.port, STUN on stun.port/udp. GAMES_SETTINGS names one
-  or more role folders (colon-separated); NATS_URL overrides nats.url.`);
+  run:   the game rendezvous: REST on http.port, STUN on stun.port/udp. GAMES_SETTINGS names one
+         or more role folders (colon-separated); NATS_URL overrides nats.url.
+  host:  registers GAME, waits for a guest, punches a direct UDP path to it.
+  guest: joins GAME, punches a direct UDP path to its host.
+         Both print one JSON line {"result":"direct","peer":"ip:port","rttMs":n} and exit 0, or
+         explain the failure on stderr and exit 1. STUN defaults to the server's host on 3478.
+         --verbose traces the steps on stderr.`;
+
+const [verb, ...rest] = process.argv.slice(2);
+
+function hostPort(text: string, what: string, defaultPort?: number): { host: string; port: number } {
+  const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(text);
+  const port = m?.[2] !== undefined ? Number(m[2]) : defaultPort;
+  if (!m || port === undefined || port > 65535) usage(`games: ${what} expects HOST:PORT, got "${text}"\n\n${USAGE}`);
+  return { host: m[1]!, port };
 }
-await runProcess('games', async (log) => {
-  const settings = loadSettings(['GAMES_SETTINGS'], gamesSettingsSchema);
-  return startGames(settings, log.child({ games: settings.name }));
-});
+
+if (verb === 'host' || verb === 'guest') {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: rest,
+      options: {
+        server: { type: 'string' },
+        name: { type: 'string' },
+        stun: { type: 'string' },
+        bind: { type: 'string' },
+        timeout: { type: 'string' },
+        verbose: { type: 'boolean', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    usage(`games: ${(err as Error).message}\n\n${USAGE}`);
+  }
+  if (!values.server || !values.name) usage(`games ${verb}: --server and --name are required\n\n${USAGE}`);
+  try {
+    new URL(values.server);
+  } catch {
+    usage(`games ${verb}: --server must be a URL like http://host:8000, got "${values.server}"`);
+  }
+  const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
+  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) usage(`games ${verb}: --timeout expects milliseconds`);
+  const opts: PeerOptions = {
+    server: values.server,
+    name: values.name,
+    ...(values.stun ? { stun: hostPort(values.stun, '--stun') } : {}),
+    ...(values.bind ? { bind: hostPort(values.bind, '--bind', 0) } : {}),
+    ...(timeout ? { timeoutMs: timeout } : {}),
+    ...(values.verbose ? { log: (m: string) => process.stderr.write(`games ${verb}: ${m}\n`) } : {}),
+  };
+  try {
+    const r = await (verb === 'host' ? runHost(opts) : runGuest(opts));
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+    process.exit(0);
+  } catch (err) {
+    process.stderr.write(`games ${verb}: failed: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+} else if (verb !== 'run' || rest.length > 0) {
+  usage(USAGE);
+} else {
+  await runProcess('games', async (log) => {
+    const settings = loadSettings(['GAMES_SETTINGS'], gamesSettingsSchema);
+    return startGames(settings, log.child({ games: settings.name }));
+  });
+}
