@@ -1,0 +1,89 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { networkInterfaces } from 'node:os';
+import { stunBinding } from '../stun-client.js';
+
+// What host and guest share: the one UDP socket, its candidates, and the rendezvous client.
+
+export interface PeerOptions {
+  /** The rendezvous base URL, e.g. http://203.0.113.1:8000 */
+  server: string;
+  name: string;
+  /** STUN server; default: the rendezvous host on 3478. */
+  stun?: { host: string; port: number };
+  /** Local address and port for the UDP socket (default 0.0.0.0, any port). */
+  bind?: { host: string; port: number };
+  /** Give up on the rendezvous after this long. */
+  timeoutMs?: number;
+  punchTimeoutMs?: number;
+  log?: (msg: string) => void;
+}
+
+export interface PeerResult {
+  result: 'direct';
+  peer: string;
+  rttMs: number;
+}
+
+export class PeerError extends Error {
+  override readonly name = 'PeerError';
+}
+
+export const POLL_INTERVAL_MS = 500;
+
+export function stunServerOf(opts: PeerOptions): { host: string; port: number } {
+  return opts.stun ?? { host: new URL(opts.server).hostname.replace(/^\[|\]$/g, ''), port: 3478 };
+}
+
+export async function openSocket(bind: PeerOptions['bind']): Promise<Socket> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(bind?.port ?? 0, bind?.host ?? '0.0.0.0', () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  return socket;
+}
+
+/** Local non-internal IPv4 addresses with the socket's port, then the STUN-mapped one (deduplicated). */
+export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promise<{ candidates: string[]; mapped: string }> {
+  const port = socket.address().port;
+  const bound = opts.bind?.host;
+  const local =
+    bound && bound !== '0.0.0.0'
+      ? [bound]
+      : Object.values(networkInterfaces())
+          .flat()
+          .filter((i) => i && i.family === 'IPv4' && !i.internal)
+          .map((i) => i!.address);
+  const stun = stunServerOf(opts);
+  let mappedText: string;
+  try {
+    const { mapped } = await stunBinding(stun, { socket, rtoMs: 250, capMs: 4000, software: 'eps-p2p games peer' });
+    if (mapped.family !== 'IPv4') throw new PeerError(`STUN mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`);
+    mappedText = `${mapped.address}:${mapped.port}`;
+  } catch (err) {
+    throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${(err as Error).message}`);
+  }
+  const candidates = [...new Set([...local.map((a) => `${a}:${port}`), mappedText])].slice(0, 16);
+  return { candidates, mapped: mappedText };
+}
+
+export async function api<T>(server: string, path: string, body: unknown): Promise<{ status: number; body: T }> {
+  const res = await fetch(new URL(path, server), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+}
+
+export function problemText(r: { status: number; body: unknown }): string {
+  const b = r.body as { detail?: string; title?: string } | undefined;
+  return `HTTP ${r.status}${b?.detail ? `: ${b.detail}` : b?.title ? `: ${b.title}` : ''}`;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

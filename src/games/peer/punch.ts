@@ -1,0 +1,188 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+
+// UDP hole punching between a host and a guest that learned each other's candidates through the
+// rendezvous, on the very socket they used for STUN (the NAT mapping belongs to that socket).
+//
+// Authentication. The guest's peerId is `g-<128-bit random hex>`; only the rendezvous and the
+// game's host ever see it (poll answers go to the host only, GET /games never shows peer ids),
+// and the host's own peerId is random too, so nobody else can poll as the host. Both sides derive
+//   K = HMAC-SHA256(guestNonce, "eps-p2p punch v1|" + gameName)
+// Every probe carries a fresh random tx and HMAC(K, "ping|<role>|<tx>"); the answer carries
+// HMAC(K, "pong|<role>|<tx>") for that same tx. A path counts only when our own fresh tx comes
+// back MACed by the other role, so:
+//   - a stale candidate (an old mapping now held by someone else, a previous guest, any service
+//     that happens to echo datagrams) cannot answer: it does not know this pairing's K;
+//   - a third party that sees probes on the path cannot replay them: tx is new per probe, and the
+//     role in the MAC stops a probe being reflected back at its sender (or a peer hearing itself
+//     through a shared private subnet);
+//   - the host's bearer secret is never used or shared.
+// It does not stop someone who can read the rendezvous HTTP traffic (they learn the guest nonce):
+// run the rendezvous behind TLS for that.
+
+export type Role = 'host' | 'guest';
+const MAGIC = Buffer.from('EPSP1');
+
+export function punchKey(guestNonce: string, gameName: string): Buffer {
+  return createHmac('sha256', guestNonce).update(`eps-p2p punch v1|${gameName}`).digest();
+}
+
+const mac = (key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string) => createHmac('sha256', key).update(`${kind}|${role}|${tx}`).digest('hex');
+
+function macOk(key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string, got: string): boolean {
+  const want = Buffer.from(mac(key, kind, role, tx), 'hex');
+  const have = Buffer.from(got, 'hex');
+  return want.length === have.length && timingSafeEqual(want, have);
+}
+
+interface Probe {
+  t: 'ping' | 'pong';
+  role: Role;
+  tx: string;
+  mac: string;
+}
+
+function encode(p: Probe): Buffer {
+  return Buffer.concat([MAGIC, Buffer.from(JSON.stringify(p))]);
+}
+
+function decode(msg: Buffer): Probe | undefined {
+  if (msg.length > 512 || !msg.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  try {
+    const p = JSON.parse(msg.subarray(MAGIC.length).toString('utf8')) as Probe;
+    if ((p.t !== 'ping' && p.t !== 'pong') || (p.role !== 'host' && p.role !== 'guest')) return undefined;
+    if (typeof p.tx !== 'string' || !/^[0-9a-f]{24}$/.test(p.tx) || typeof p.mac !== 'string' || !/^[0-9a-f]{64}$/.test(p.mac)) return undefined;
+    return p;
+  } catch {
+    return undefined;
+  }
+}
+
+export function parseAddress(a: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(a);
+  if (!m) throw new Error(`not an address: ${a}`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+const fmt = (r: { address: string; port: number }) => (isIPv6(r.address) ? `[${r.address}]:${r.port}` : `${r.address}:${r.port}`);
+
+export interface PunchTarget {
+  key: Buffer;
+  addresses: string[];
+}
+
+export interface PunchOptions {
+  socket: Socket;
+  role: Role;
+  /** The other side's candidates, each with the key of that pairing (a host may have several guests). */
+  targets: PunchTarget[];
+  intervalMs?: number;
+  timeoutMs?: number;
+  /** Ping-pong rounds on the found path to measure the RTT. */
+  rttRounds?: number;
+  /** After success, keep answering the other side's probes this long so it can finish too. */
+  lingerMs?: number;
+  log?: (msg: string) => void;
+}
+
+export interface PunchResult {
+  peer: string;
+  rttMs: number;
+  samples: number[];
+}
+
+export class PunchError extends Error {
+  override readonly name = 'PunchError';
+}
+
+/**
+ * Probes every candidate every intervalMs until one answers with a verified pong, then measures
+ * the RTT on that path with rttRounds sequential pings. Answers every verified ping meanwhile,
+ * and for lingerMs afterwards (the returned `done` resolves when the linger ends).
+ */
+export async function punch(opts: PunchOptions): Promise<PunchResult & { done: Promise<void> }> {
+  const { socket, role } = opts;
+  const other: Role = role === 'host' ? 'guest' : 'host';
+  const interval = opts.intervalMs ?? 100;
+  const timeout = opts.timeoutMs ?? 5000;
+  const rounds = opts.rttRounds ?? 5;
+  const log = opts.log ?? (() => {});
+  // tx → what it was sent with, so a pong is checked against that key and timed.
+  const pending = new Map<string, { key: Buffer; sentAt: number; resolve?: (rinfo: RemoteInfo) => void }>();
+  let found: ((v: { rinfo: RemoteInfo; key: Buffer; rtt: number }) => void) | undefined;
+
+  const sendPing = (key: Buffer, host: string, port: number, resolve?: (r: RemoteInfo) => void) => {
+    const tx = randomBytes(12).toString('hex');
+    pending.set(tx, { key, sentAt: performance.now(), ...(resolve ? { resolve } : {}) });
+    socket.send(encode({ t: 'ping', role, tx, mac: mac(key, 'ping', role, tx) }), port, host, () => {});
+  };
+
+  const onMessage = (msg: Buffer, rinfo: RemoteInfo) => {
+    const p = decode(msg);
+    if (!p || p.role !== other) return;
+    if (p.t === 'ping') {
+      const key = opts.targets.find((t) => macOk(t.key, 'ping', other, p.tx, p.mac))?.key;
+      if (!key) return log(`unverified ping from ${fmt(rinfo)} dropped`);
+      // Answer where it came from: behind a NAT that is the mapping, not any announced candidate.
+      socket.send(encode({ t: 'pong', role, tx: p.tx, mac: mac(key, 'pong', role, p.tx) }), rinfo.port, rinfo.address, () => {});
+      return;
+    }
+    const sent = pending.get(p.tx);
+    if (!sent || !macOk(sent.key, 'pong', other, p.tx, p.mac)) return log(`unverified pong from ${fmt(rinfo)} dropped`);
+    pending.delete(p.tx);
+    const rtt = performance.now() - sent.sentAt;
+    if (sent.resolve) sent.resolve(rinfo);
+    else found?.({ rinfo, key: sent.key, rtt });
+  };
+  const onError = (err: Error) => log(`socket error ignored: ${err.message}`);
+  socket.on('message', onMessage);
+  socket.on('error', onError);
+  const cleanup = () => {
+    socket.off('message', onMessage);
+    socket.off('error', onError);
+  };
+
+  const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseAddress(a) })));
+  let timer: NodeJS.Timeout | undefined;
+  let deadline: NodeJS.Timeout | undefined;
+  try {
+    const first = await new Promise<{ rinfo: RemoteInfo; key: Buffer; rtt: number }>((resolve, reject) => {
+      found = resolve;
+      const burst = () => targets.forEach((t) => sendPing(t.key, t.host, t.port));
+      burst();
+      timer = setInterval(burst, interval);
+      deadline = setTimeout(
+        () => reject(new PunchError(`no verified answer from any of ${targets.map((t) => fmt({ address: t.host, port: t.port })).join(', ') || '(no candidates)'} within ${timeout} ms`)),
+        timeout,
+      );
+    });
+    clearInterval(timer);
+    clearTimeout(deadline);
+    found = undefined;
+    const peer = first.rinfo;
+    const samples = [first.rtt];
+    // A few more messages over the found path: each must come back verified from the same peer.
+    for (let i = 0; i < rounds; i++) {
+      const started = performance.now();
+      const ok = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 1000);
+        sendPing(first.key, peer.address, peer.port, (r) => {
+          clearTimeout(t);
+          resolve(r.address === peer.address && r.port === peer.port);
+        });
+      });
+      if (ok) samples.push(performance.now() - started);
+    }
+    if (samples.length < 2) throw new PunchError(`path to ${fmt(peer)} answered once, then went silent`);
+    const sorted = [...samples].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    const done = new Promise<void>((resolve) => setTimeout(resolve, opts.lingerMs ?? 1500)).then(cleanup);
+    return { peer: fmt(peer), rttMs: Math.round(median * 100) / 100, samples, done };
+  } catch (err) {
+    clearInterval(timer);
+    clearTimeout(deadline);
+    cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,201 @@
+// Hole punching through two real NATs built from network namespaces, veth links and nftables
+// masquerade. Only documentation ranges (203.0.113.0/24) and 10.x live on links created here,
+// inside namespaces: nothing is routed to a real external address.
+//
+//   [eps-h-*] 10.1.0.2 ── 10.1.0.1 [eps-nat1-*] 203.0.113.11 ─┐
+//                                                            br0 203.0.113.1 [eps-pub-*]: nats-server, games run
+//   [eps-g-*] 10.2.0.2 ── 10.2.0.1 [eps-nat2-*] 203.0.113.12 ─┘
+//
+// Each NAT masquerades lan → wan (endpoint-independent mapping: masquerade keeps the source port
+// when it can) and forwards wan → lan only for established flows, so a peer is reachable only
+// through a hole it punched itself. Like any home router, a NAT drops unsolicited packets to its
+// own WAN address (input, ct state new): without that, a probe arriving before the local peer's
+// first one leaves a conntrack entry whose tuple clashes with the mapping the local peer needs,
+// masquerade picks another port, and the NAT behaves as a symmetric one (a relay case).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NATS_SERVER_BIN } from '../helpers/nats-server.js';
+import { resultOf, runPeer } from './games-peer-cli.js';
+
+const run = (cmd: string, args: string[], input?: string) =>
+  execFileSync(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000, ...(input ? { input } : {}) }).toString();
+
+function hasCommand(cmd: string): boolean {
+  try {
+    run('sh', ['-c', `command -v ${cmd}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why this file cannot run here, or undefined when it can. */
+function skipReason(): string | undefined {
+  if (process.platform !== 'linux') return 'not Linux: no network namespaces';
+  if (process.getuid?.() !== 0) return 'not root: creating network namespaces needs root';
+  const probe = `eps-probe-${randomBytes(3).toString('hex')}`;
+  try {
+    run('ip', ['netns', 'add', probe]);
+    run('ip', ['netns', 'del', probe]);
+  } catch (err) {
+    return `"ip netns" is unavailable: ${(err as Error).message.split('\n')[0]}`;
+  }
+  if (!hasCommand('nft')) {
+    try {
+      execFileSync('apt-get', ['install', '-y', 'nftables'], { stdio: 'ignore', timeout: 120_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    } catch {
+      // Reported below.
+    }
+    if (!hasCommand('nft')) return '"nft" is missing and "apt-get install -y nftables" failed';
+  }
+  return undefined;
+}
+
+const reason = skipReason();
+if (reason) console.warn(`games-nat: SKIPPED: ${reason}`);
+
+const sfx = randomBytes(3).toString('hex');
+const NS = { pub: `eps-pub-${sfx}`, nat1: `eps-nat1-${sfx}`, nat2: `eps-nat2-${sfx}`, h: `eps-h-${sfx}`, g: `eps-g-${sfx}` };
+const created: string[] = [];
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+const exec = (ns: string, ...args: string[]) => run('ip', ['netns', 'exec', ns, ...args]);
+const PUBLIC = '203.0.113.1';
+
+/** Starts a long-lived process inside a namespace and waits for a line saying it is ready. */
+function startIn(ns: string, argv: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<{ output: () => string }> {
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${argv[0]} in ${ns} not ready in 10 s:\n${output}`)), 10_000);
+    const onData = (d: Buffer) => {
+      output += d;
+      if (output.includes(ready)) {
+        clearTimeout(timer);
+        resolve({ output: () => output });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${argv[0]} in ${ns} exited ${code}:\n${output}`));
+    });
+  });
+}
+
+function buildNat(nat: string, inner: string, wanIp: string, lan: string): void {
+  // Both ends are created straight in their namespaces, so names never clash in the root one.
+  run('ip', ['link', 'add', 'wan', 'netns', nat, 'type', 'veth', 'peer', 'name', `p-${nat.slice(4, 8)}`, 'netns', NS.pub]);
+  exec(NS.pub, 'ip', 'link', 'set', `p-${nat.slice(4, 8)}`, 'master', 'br0', 'up');
+  run('ip', ['link', 'add', 'lan', 'netns', nat, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', inner]);
+  exec(nat, 'ip', 'addr', 'add', `${wanIp}/24`, 'dev', 'wan');
+  exec(nat, 'ip', 'addr', 'add', `${lan}.1/24`, 'dev', 'lan');
+  for (const dev of ['lo', 'wan', 'lan']) exec(nat, 'ip', 'link', 'set', dev, 'up');
+  exec(nat, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1');
+  run(
+    'ip',
+    ['netns', 'exec', nat, 'nft', '-f', '-'],
+    `table ip nat {
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "wan" masquerade; }
+}
+table ip filter {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" ct state new drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" oifname "wan" accept
+  }
+}
+`,
+  );
+  exec(inner, 'ip', 'addr', 'add', `${lan}.2/24`, 'dev', 'eth0');
+  for (const dev of ['lo', 'eth0']) exec(inner, 'ip', 'link', 'set', dev, 'up');
+  exec(inner, 'ip', 'route', 'add', 'default', 'via', `${lan}.1`);
+}
+
+describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip netns + nftables masquerade)', () => {
+  beforeAll(async () => {
+    for (const ns of Object.values(NS)) {
+      run('ip', ['netns', 'add', ns]);
+      created.push(ns);
+    }
+    exec(NS.pub, 'ip', 'link', 'set', 'lo', 'up');
+    exec(NS.pub, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
+    exec(NS.pub, 'ip', 'addr', 'add', `${PUBLIC}/24`, 'dev', 'br0');
+    exec(NS.pub, 'ip', 'link', 'set', 'br0', 'up');
+    buildNat(NS.nat1, NS.h, '203.0.113.11', '10.1.0');
+    buildNat(NS.nat2, NS.g, '203.0.113.12', '10.2.0');
+
+    const store = mkdtempSync(join(tmpdir(), 'eps-nats-ns-'));
+    const role = mkdtempSync(join(tmpdir(), 'games-role-ns-'));
+    dirs.push(store, role);
+    await startIn(NS.pub, [NATS_SERVER_BIN, '-a', '127.0.0.1', '-p', '4222', '-js', '-sd', store], 'Server is ready');
+    writeFileSync(
+      join(role, 'games.yml'),
+      [
+        'name: games-ns',
+        'http: { host: 0.0.0.0, port: 8000 }',
+        'stun: { host: 0.0.0.0, port: 3478 }',
+        'nats: { url: nats://127.0.0.1:4222 }',
+        `games: { bucket: GAMES_NS_${sfx} }`,
+      ].join('\n'),
+    );
+    await startIn(NS.pub, [process.execPath, 'dist/src/cli/games.js', 'run'], 'stun listening', {
+      ...process.env,
+      GAMES_SETTINGS: role,
+      NATS_URL: 'nats://127.0.0.1:4222',
+      LOG_FORMAT: 'json',
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
+    for (const ns of created) {
+      try {
+        run('ip', ['netns', 'del', ns]);
+      } catch (err) {
+        console.warn(`games-nat: could not delete namespace ${ns}: ${(err as Error).message}`);
+      }
+    }
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('games nat - host and guest behind separate masquerading NATs punch through and report direct', async () => {
+    // The peers really are private: neither can be reached on its own address from the other side.
+    expect(exec(NS.h, 'ip', '-4', 'addr', 'show', 'eth0')).toContain('10.1.0.2');
+    const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'nat-duel'];
+    // No --stun: the default, the rendezvous host on 3478, is what the peers use.
+    const host = runPeer('host', common, ['ip', 'netns', 'exec', NS.h]);
+    const guest = runPeer('guest', common, ['ip', 'netns', 'exec', NS.g]);
+    const [h, g] = await Promise.all([host, guest]);
+    const hr = resultOf(h);
+    const gr = resultOf(g);
+    console.log(`through NATs: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);
+    expect(hr.result).toBe('direct');
+    expect(gr.result).toBe('direct');
+    // Each saw the other at its NAT's public address, not at a private one.
+    expect(hr.peer).toMatch(/^203\.0\.113\.12:\d+$/);
+    expect(gr.peer).toMatch(/^203\.0\.113\.11:\d+$/);
+    // Both learned their mapping by STUN and announced it along with their private address.
+    expect(h.stderr).toMatch(/candidates 10\.1\.0\.2:\d+ 203\.0\.113\.11:\d+/);
+    expect(g.stderr).toMatch(/candidates 10\.2\.0\.2:\d+ 203\.0\.113\.12:\d+/);
+  });
+});
