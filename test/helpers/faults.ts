@@ -129,8 +129,20 @@ export async function proxyMetric(stack: DevStack, name: string, labels = ''): P
 }
 
 /** A free-port stack without the proxy operator's EPS server, which no fault test needs. */
-export async function startFaultStack(natsUrl: string, overrides: Partial<Record<RoleName, string>>): Promise<DevStack> {
-  const stack = new DevStack({ natsUrl, ports: await freePorts(), overrides });
+/** A's bus and call timeouts in every fault stack: what A's precise errors are measured against. */
+export const A_BUS_MS = 3000;
+export const A_CALL_MS = 3000;
+
+/** Short timeouts, so every fault resolves in seconds; a test overrides a role where it differs. */
+export const FAULT_TIMEOUTS: Partial<Record<RoleName, string>> = {
+  'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 2500, busRequestMs: 2000, preambleMs: 2000 }\n',
+  'hd-1': `timeouts: { busRequestMs: ${A_BUS_MS}, dialMs: 3000, callMs: ${A_CALL_MS} }\n`,
+  'hd-2': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
+  'public-proxy-hyper-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
+};
+
+export async function startFaultStack(natsUrl: string, overrides: Partial<Record<RoleName, string>> = {}): Promise<DevStack> {
+  const stack = new DevStack({ natsUrl, ports: await freePorts(), overrides: { ...FAULT_TIMEOUTS, ...overrides } });
   await stack.startAll(['sd-1', 'public-proxy-1', 'hd-1', 'hd-2', 'public-proxy-hyper-1']);
   await waitForPort(stack.opts.ports.metrics, 20_000);
   await sdSetup(stack, HYPER_AS_PEER);

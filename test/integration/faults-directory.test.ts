@@ -21,12 +21,6 @@ import {
 // reads the chain from the JetStream stream instead. The restarted sd replays the same chain,
 // and sd-setup finds nothing to add.
 
-const OVERRIDES = {
-  'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 2500, busRequestMs: 2000, preambleMs: 2000 }\n',
-  'hd-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'hd-2': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'public-proxy-hyper-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-};
 
 describe('faults: service directory', () => {
   let nats: TestNatsServer;
@@ -35,7 +29,7 @@ describe('faults: service directory', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    stack = await startFaultStack(nats.url, OVERRIDES);
+    stack = await startFaultStack(nats.url);
   }, 60_000);
 
   afterAll(async () => {

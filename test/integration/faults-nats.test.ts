@@ -13,6 +13,7 @@ import {
   sdSetup,
   signalRole,
   startFaultStack,
+  A_BUS_MS,
   waitFor,
   HYPER_AS_PEER,
 } from '../helpers/faults.js';
@@ -22,13 +23,6 @@ import {
 // stuck in `requested` (their B, public-proxy-hyper-1, is SIGSTOPped) must fail precisely and
 // within A's bus timeout; after the restart everything must reconnect on its own.
 
-const A_BUS_MS = 3000;
-const OVERRIDES = {
-  'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 2500, busRequestMs: 2000, preambleMs: 2000 }\n',
-  'hd-1': `timeouts: { busRequestMs: ${A_BUS_MS}, dialMs: 3000, callMs: 3000 }\n`,
-  'hd-2': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'public-proxy-hyper-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-};
 
 describe('faults: nats-server', () => {
   let nats: TestNatsServer;
@@ -38,7 +32,7 @@ describe('faults: nats-server', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    stack = await startFaultStack(nats.url, OVERRIDES);
+    stack = await startFaultStack(nats.url);
   }, 60_000);
 
   afterAll(async () => {

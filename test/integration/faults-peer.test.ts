@@ -18,12 +18,6 @@ import {
 // session must end as peerClosedEarly and the token must be dead. Meanwhile hd-1's channel to
 // public-proxy-hyper-1, spliced by the same proxy, must not notice anything.
 
-const OVERRIDES = {
-  'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 5000, busRequestMs: 2000, preambleMs: 2000 }\n',
-  'hd-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'hd-2': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'public-proxy-hyper-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-};
 
 const outcome = (name: string) => `{outcome="${name}"}`;
 
@@ -35,7 +29,11 @@ describe('faults: B dies', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    stack = await startFaultStack(nats.url, OVERRIDES);
+    stack = await startFaultStack(nats.url, {
+      // One case holds A's confirmation without dialing and kills B: P must still be waiting for A
+      // when B's socket closes, so the session ends peerClosedEarly rather than aNeverDialed.
+      'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 5000, busRequestMs: 2000, preambleMs: 2000 }\n',
+    });
     await callUntilOk(stack, 'public-proxy-hyper-1._ping');
     healthy = new Trickle(stack, 'public-proxy-hyper-1._ping');
     await healthy.okAfter(3);

@@ -11,6 +11,7 @@ import {
   proxyMetric,
   signalRole,
   startFaultStack,
+  A_CALL_MS as CALL_MS,
   waitFor,
   type CallOutcome,
 } from '../helpers/faults.js';
@@ -20,13 +21,6 @@ import {
 // connection close, every call must end with a precise error (never a hang, never -32603), and
 // once a new proxy process runs, the next calls broker again through it.
 
-const CALL_MS = 3000;
-const OVERRIDES = {
-  'public-proxy-1': 'timeouts: { bDialMs: 2500, aDialMs: 2500, busRequestMs: 2000, preambleMs: 2000 }\n',
-  'hd-1': `timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: ${CALL_MS} }\n`,
-  'hd-2': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-  'public-proxy-hyper-1': 'timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000 }\n',
-};
 
 /** What A may answer while its proxy is gone or coming back: each code names the failure. */
 function expectPrecise(outcomes: CallOutcome[]): void {
@@ -44,7 +38,7 @@ describe('faults: public proxy', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    stack = await startFaultStack(nats.url, OVERRIDES);
+    stack = await startFaultStack(nats.url);
   }, 60_000);
 
   afterAll(async () => {
