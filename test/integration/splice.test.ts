@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { NotifyResult } from '../../machines/brokering.js';
 import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
+import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 const log = pino({ level: 'silent' });
 const PREAMBLE_MS = 300;
@@ -81,25 +82,7 @@ async function assertNoOpenSockets(h: Harness): Promise<void> {
   expect(await Promise.race([closed, timeout])).toBe('closed');
 }
 
-function readAll(socket: Socket): Promise<string> {
-  const chunks: Buffer[] = [];
-  socket.on('data', (c: Buffer) => chunks.push(c));
-  return once(socket, 'end').then(() => Buffer.concat(chunks).toString());
-}
 
-function readUntil(socket: Socket, text: string): Promise<string> {
-  let got = '';
-  return new Promise((resolve) => {
-    const onData = (c: Buffer) => {
-      got += c.toString();
-      if (got.includes(text)) {
-        socket.off('data', onData);
-        resolve(got);
-      }
-    };
-    socket.on('data', onData);
-  });
-}
 
 // Clients are half-open, so the proxy closing its side shows up as 'end' (FIN) or 'close' (RST).
 const closedByProxy = (socket: Socket): Promise<void> =>
@@ -157,12 +140,12 @@ describe('splice (real TCP)', () => {
     await aDialed.promise;
 
     // A sends (with bytes in the same segment as its token), then half-closes.
-    const bGot = readAll(bSocket);
+    const bGot = readUntilEnd(bSocket);
     aSocket.end(' and more');
     expect(await bGot).toBe('hello from A and more');
 
     // B can still answer after A's FIN, then ends too.
-    const aGot = readAll(aSocket);
+    const aGot = readUntilEnd(aSocket);
     bSocket.end('reply from B');
     expect(await aGot).toBe('reply from B');
 

@@ -17,12 +17,11 @@ import {
   connectNats,
   deferred,
   makeBus,
-  readUntil,
-  readUntilEnd,
   settle,
   waitUntil,
   type Settled,
 } from './harness.js';
+import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 // P's brokering machine driven through the real proxy pieces: A and B are test drivers on the
 // real bus and real sockets, doing exactly what each step's event says.

@@ -201,25 +201,7 @@ export function closedByFarSide(socket: Socket): Promise<void> {
   });
 }
 
-export function readUntilEnd(socket: Socket): Promise<string> {
-  const chunks: Buffer[] = [];
-  socket.on('data', (c: Buffer) => chunks.push(c));
-  return once(socket, 'end').then(() => Buffer.concat(chunks).toString());
-}
 
-export function readUntil(socket: Socket, text: string): Promise<string> {
-  let got = '';
-  return new Promise((resolve) => {
-    const onData = (c: Buffer) => {
-      got += c.toString();
-      if (got.includes(text)) {
-        socket.off('data', onData);
-        resolve(got);
-      }
-    };
-    socket.on('data', onData);
-  });
-}
 
 /**
  * A port whose TCP handshake never completes: a listener with a full accept queue drops further
