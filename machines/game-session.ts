@@ -6,8 +6,9 @@ import { assign, setup } from 'xstate';
 // Pairings are per-guest entries in `context.guests`, not spawned child actors: the whole session
 // must fit in one KV record that any `games run` instance can rebuild and step, and a spawned
 // actor's persisted snapshot would multiply the record's shape for a two-flag state. A pairing's
-// `status` is a tagged field (`waiting` → `swapped`); the later peer states (`punched`, `relayed`,
-// `failed`) extend that union and arrive as events reported by the peers.
+// `status` is a tagged field: `waiting` → `swapped` once both peers were answered each other's
+// candidates, → `relayed` once the proxy granted the pair a brokered session because punching
+// failed (RELAY_GRANTED). Whether a punch succeeded is known only to the peers, so it is not a state here.
 //
 // Time is never read here. Every event that matters for expiry carries `at`, the reading of the
 // clock src injects, so the `hostPollTimedOut` guard gives the same answer on every instance and
@@ -15,7 +16,18 @@ import { assign, setup } from 'xstate';
 // in-process session, or a test with a simulated clock); the persisted path, which never keeps an
 // actor running between requests, relies on CLOCK_TICKED from requests and the periodic sweep.
 
-export type PairingStatus = 'waiting' | 'swapped';
+export type PairingStatus = 'waiting' | 'swapped' | 'relayed';
+
+/**
+ * A brokered session the proxy opened for one pairing: both peers dial `endpoint` and present
+ * `token` (base64 of the 32 bytes). Valid until `expiresAt`, when the proxy stops waiting for a dial.
+ */
+export interface RelayGrant {
+  sessionId: string;
+  token: string;
+  endpoint: string;
+  expiresAt: number;
+}
 
 export interface GuestPairing {
   peerId: string;
@@ -27,6 +39,7 @@ export interface GuestPairing {
   /** This guest has been answered a start that carried the host's candidates. */
   guestHasCandidates: boolean;
   status: PairingStatus;
+  relay?: RelayGrant;
 }
 
 export interface GameSessionInput {
@@ -54,6 +67,8 @@ export type GameSessionEvent =
   | { type: 'GUEST_STARTED'; at: number; peerId: string; addresses: string[] }
   /** The injected clock's reading: expires the game or prunes silent guests. */
   | { type: 'CLOCK_TICKED'; at: number }
+  /** The proxy granted the pairing of guest `peerId` a relay session (punching failed). */
+  | { type: 'RELAY_GRANTED'; at: number; peerId: string; relay: RelayGrant }
   | { type: 'RENAMED'; newName: string }
   | { type: 'DELETED' };
 
@@ -74,7 +89,10 @@ export type OpenState = (typeof OPEN_STATES)[number];
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 const pairingStatus = (g: Omit<GuestPairing, 'status'>): PairingStatus =>
-  g.hostHasCandidates && g.guestHasCandidates ? 'swapped' : 'waiting';
+  g.relay ? 'relayed' : g.hostHasCandidates && g.guestHasCandidates ? 'swapped' : 'waiting';
+
+/** A grant the proxy still honours at `at`; an older one is replaced by the next grant. */
+export const relayIsLive = (relay: RelayGrant | undefined, at: number): relay is RelayGrant => relay !== undefined && at < relay.expiresAt;
 
 export const gameSessionMachine = setup({
   types: {
@@ -122,6 +140,17 @@ export const gameSessionMachine = setup({
       if (event.type !== 'CLOCK_TICKED') return {};
       return { guests: context.guests.filter((g) => event.at - g.lastSeenAt <= context.hostPollTimeoutMs) };
     }),
+    /** Keeps a live grant: two peers asking at once must end up holding the same token. */
+    recordRelay: assign(({ context, event }) => {
+      if (event.type !== 'RELAY_GRANTED') return {};
+      return {
+        guests: context.guests.map((g) => {
+          if (g.peerId !== event.peerId || relayIsLive(g.relay, event.at)) return g;
+          const next = { ...g, relay: event.relay };
+          return { ...next, status: pairingStatus(next) };
+        }),
+      };
+    }),
     rename: assign(({ event }) => (event.type === 'RENAMED' ? { name: event.newName } : {})),
   },
   guards: {
@@ -131,7 +160,10 @@ export const gameSessionMachine = setup({
     hasRoomForGuest: ({ context, event }) =>
       event.type === 'GUEST_STARTED' &&
       (context.guests.some((g) => g.peerId === event.peerId) || context.guests.length < context.maxGuests),
-    anyPairingSwapped: ({ context }) => context.guests.some((g) => g.status === 'swapped'),
+    anyPairingSwapped: ({ context }) => context.guests.some((g) => g.status !== 'waiting'),
+    /** A relay is for a pair that swapped candidates and could not punch: never before the swap. */
+    pairingSwapped: ({ context, event }) =>
+      event.type === 'RELAY_GRANTED' && context.guests.some((g) => g.peerId === event.peerId && g.status !== 'waiting'),
     hostHasCandidates: ({ context }) => context.hostAddresses.length > 0,
   },
   // src provides the configured value; this default only keeps the machine runnable on its own.
@@ -166,6 +198,7 @@ export const gameSessionMachine = setup({
         CLOCK_TICKED: [{ guard: 'hostPollTimedOut', target: 'expired' }, { target: '.settling', actions: 'pruneSilentGuests' }],
         HOST_POLLED: { target: 'open', reenter: true, actions: 'recordHostPoll' },
         GUEST_STARTED: { guard: 'hasRoomForGuest', target: '.settling', actions: 'recordGuestStart' },
+        RELAY_GRANTED: { guard: 'pairingSwapped', target: '.settling', actions: 'recordRelay' },
         RENAMED: { actions: 'rename' },
         DELETED: { target: 'closed' },
       },
@@ -183,7 +216,7 @@ export const gameSessionMachine = setup({
         registered: {},
         /** The host's candidates are known; no pairing is complete. */
         hosting: {},
-        /** At least one guest and the host have each been answered the other's candidates. */
+        /** At least one guest and the host have each been answered the other's candidates (or were granted a relay). */
         paired: {},
       },
     },

@@ -11,15 +11,18 @@ import { loadSettings } from '../settings/load.js';
 import { runProcess, usage } from './run-process.js';
 
 const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
-       games host  --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS]
-       games guest --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS]
+       games host  --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never]
+       games guest --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never]
 
   run:   the game rendezvous: REST on http.port, STUN on stun.port/udp. GAMES_SETTINGS names one
          or more role folders (colon-separated); NATS_URL overrides nats.url.
   host:  registers GAME, waits for a guest, punches a direct UDP path to it.
   guest: joins GAME, punches a direct UDP path to its host.
-         Both print one JSON line {"result":"direct","peer":"ip:port","rttMs":n} and exit 0, or
-         explain the failure on stderr and exit 1. STUN defaults to the server's host on 3478.
+         When punching fails (--relay auto, the default) both ask the rendezvous for a relay and
+         meet through the P2P proxy; --relay always skips punching, --relay never fails instead.
+         Both print one JSON line {"result":"direct"|"relayed","peer":"ip:port","rttMs":n} and
+         exit 0, or explain the failure on stderr and exit 1. STUN defaults to the server's host
+         on 3478; for a relayed result, peer is the proxy endpoint the path goes through.
          --verbose traces the steps on stderr.`;
 
 const [verb, ...rest] = process.argv.slice(2);
@@ -42,6 +45,7 @@ if (verb === 'host' || verb === 'guest') {
         stun: { type: 'string' },
         bind: { type: 'string' },
         timeout: { type: 'string' },
+        relay: { type: 'string', default: 'auto' },
         verbose: { type: 'boolean', default: false },
       },
       strict: true,
@@ -58,7 +62,10 @@ if (verb === 'host' || verb === 'guest') {
   }
   const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
   if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) usage(`games ${verb}: --timeout expects milliseconds`);
+  const relay = values.relay;
+  if (relay !== 'auto' && relay !== 'always' && relay !== 'never') usage(`games ${verb}: --relay expects auto, always or never, got "${relay}"`);
   const opts: PeerOptions = {
+    relay,
     server: values.server,
     name: values.name,
     ...(values.stun ? { stun: hostPort(values.stun, '--stun') } : {}),

@@ -2,11 +2,15 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { initialTransition, transition } from 'xstate';
 import {
   gameSessionMachine,
+  relayIsLive,
   type GameSessionEvent,
+  type GuestPairing,
+  type RelayGrant,
   type GameSessionOutput,
   type OpenState,
 } from '../../machines/game-session.js';
 import type { Logger } from '../core/logger.js';
+import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import type { GameRecord, GameStore, StoredGame } from './game-store.js';
 
 // The games core: it knows the store and the machine, not HTTP. Every answer is a status value
@@ -41,6 +45,16 @@ export type StartResult =
   | { type: 'notFound' }
   | { type: 'isHost' }
   | { type: 'gameFull'; maxGuests: number };
+export type RelayResult =
+  | { type: 'relay'; sessionId: string; token: string; endpoint: string; dialWithinMs: number }
+  | { type: 'notFound' }
+  /** The caller is neither the host nor a guest of the game. */
+  | { type: 'notInGame' }
+  /** The host named a guest the game does not have. */
+  | { type: 'unknownGuest' }
+  /** A relay is for peers that swapped candidates and failed to punch; these have not swapped. */
+  | { type: 'notPaired' }
+  | { type: 'relayUnavailable'; detail: string };
 export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
 export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
 
@@ -58,6 +72,8 @@ export interface GameServiceOptions {
   log?: Logger;
   /** Attempts before a conflicting write gives up with StoreContentionError. */
   maxAttempts?: number;
+  /** Asks the proxy for a relay session (src/relay/client.ts); absent when none is configured. */
+  requestRelay?: (game: string) => Promise<RelaySession>;
 }
 
 type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
@@ -115,6 +131,51 @@ export class GameService {
         return { type: 'started', status: hostAddresses.length > 0 ? 1 : 0, addresses: hostAddresses };
       },
     );
+  }
+
+  /**
+   * A relay for the pairing of the calling guest (or, for the host, of the guest it names). Both
+   * peers of a pairing get the same grant: the first to ask makes the proxy open a session, and
+   * the machine keeps a live grant when a concurrent request brings a second one.
+   */
+  async relay(name: string, peerId: string, guest?: string): Promise<RelayResult> {
+    const stored = await this.store.get(name);
+    const s = stored && this.ticked(stored);
+    if (!s || s.status !== 'active') return { type: 'notFound' };
+    const found = pairingFor(s, peerId, guest);
+    if (found.type !== 'pairing') return found;
+    const live = found.pairing.relay;
+    if (relayIsLive(live, this.now())) return this.granted(live);
+    if (!this.opts.requestRelay) return { type: 'relayUnavailable', detail: 'this rendezvous has no relay configured' };
+    let session: RelaySession;
+    try {
+      session = await this.opts.requestRelay(s.context.name);
+    } catch (err) {
+      if (err instanceof RelayUnavailableError) return { type: 'relayUnavailable', detail: err.message };
+      throw err;
+    }
+    const { token, endpoint, sessionId } = session;
+    const grant: RelayGrant = { sessionId, token, endpoint, expiresAt: this.now() + session.dialWithinMs };
+    return this.mutate<RelayResult>(
+      name,
+      (snap) => {
+        const again = pairingFor(snap, peerId, guest);
+        if (again.type !== 'pairing') return { refuse: again };
+        return { event: { type: 'RELAY_GRANTED', at: this.now(), peerId: again.pairing.peerId, relay: grant } };
+      },
+      (snap) => {
+        const relay = pairingFor(snap, peerId, guest);
+        if (relay.type !== 'pairing' || !relay.pairing.relay) return { type: 'relayUnavailable', detail: 'the grant was not recorded' };
+        if (relay.pairing.relay.sessionId !== sessionId) this.opts.log?.info({ game: name, sessionId }, 'concurrent relay grant kept; this one will expire unused');
+        else this.opts.log?.info({ game: name, sessionId }, 'relay granted');
+        return this.granted(relay.pairing.relay);
+      },
+    );
+  }
+
+  private granted(relay: RelayGrant): RelayResult {
+    const { sessionId, token, endpoint } = relay;
+    return { type: 'relay', sessionId, token, endpoint, dialWithinMs: Math.max(0, relay.expiresAt - this.now()) };
   }
 
   async get(name: string): Promise<{ type: 'found'; game: GameView } | { type: 'notFound' }> {
@@ -255,6 +316,21 @@ export class GameService {
     const actual = hashSecret(secret);
     return expected.length === actual.length && timingSafeEqual(expected, actual);
   }
+}
+
+/** The pairing a relay request is about: the caller's own as a guest, or the named one for the host. */
+function pairingFor(
+  s: Snapshot,
+  peerId: string,
+  guest: string | undefined,
+): { type: 'pairing'; pairing: GuestPairing } | { type: 'notInGame' } | { type: 'unknownGuest' } | { type: 'notPaired' } {
+  const isHost = s.context.hostPeerId === peerId;
+  if (!isHost && guest !== undefined && guest !== peerId) return { type: 'notInGame' };
+  const wanted = isHost ? guest : peerId;
+  const pairing = wanted === undefined ? undefined : s.context.guests.find((g) => g.peerId === wanted);
+  if (!pairing) return isHost ? { type: 'unknownGuest' } : { type: 'notInGame' };
+  if (pairing.status === 'waiting') return { type: 'notPaired' };
+  return { type: 'pairing', pairing };
 }
 
 function openState(s: Snapshot): OpenState {

@@ -205,6 +205,56 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
   );
 
+  app.post<{ Body: { name: string; peerId: string; guest?: string } }>(
+    '/games/relay',
+    {
+      schema: {
+        summary: 'Host or guest whose punching failed: get a relay session through the P2P proxy',
+        description:
+          'Both peers of a pairing get the same token; each dials the endpoint and sends the 32 token bytes first. ' +
+          'The first to dial is held until the other dials, then the proxy splices the two connections.',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'peerId'],
+          properties: { name: nameSchema, peerId: peerIdSchema, guest: { ...peerIdSchema, description: "the host names the guest's peerId" } },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              sessionId: { type: 'string' },
+              token: { type: 'string', description: 'base64 of the 32 bytes to send first' },
+              endpoint: { type: 'string', description: 'host:port of the proxy splice endpoint' },
+              dialWithinMs: { type: 'integer' },
+            },
+            required: ['sessionId', 'token', 'endpoint', 'dialWithinMs'],
+          },
+          ...errors(403, 404, 409, ...commonErrors),
+        },
+      },
+    },
+    async (request) => {
+      const { name, peerId, guest } = request.body;
+      const r = await service.relay(name, peerId, guest);
+      switch (r.type) {
+        case 'relay':
+          return { sessionId: r.sessionId, token: r.token, endpoint: r.endpoint, dialWithinMs: r.dialWithinMs };
+        case 'notFound':
+          throw notFound(name);
+        case 'notInGame':
+          throw new ProblemError('FORBIDDEN', `peer "${peerId}" is neither the host of "${name}" nor one of its guests`);
+        case 'unknownGuest':
+          if (guest === undefined) throw new ProblemError('MALFORMED_REQUEST', 'body/guest: the host must name the guest to relay to');
+          throw new ProblemError('GAME_NOT_FOUND', `"${name}" has no guest "${guest}" (it may have given up)`);
+        case 'notPaired':
+          throw new ProblemError('NOT_PAIRED', 'the host and this guest have not been answered each other\'s candidates yet: punch first');
+        case 'relayUnavailable':
+          throw new ProblemError('RELAY_UNAVAILABLE', r.detail);
+      }
+    },
+  );
+
   app.get(
     '/games',
     {

@@ -11,11 +11,13 @@ export const PROBLEMS = {
   ROUTE_NOT_FOUND: { slug: 'route-not-found', status: 404, title: 'No such route' },
   NAME_TAKEN: { slug: 'name-taken', status: 409, title: 'The game name is taken' },
   GAME_FULL: { slug: 'game-full', status: 409, title: 'The game has no room for another guest' },
+  NOT_PAIRED: { slug: 'not-paired', status: 409, title: 'The peers have not swapped candidates yet' },
   PAYLOAD_TOO_LARGE: { slug: 'payload-too-large', status: 413, title: 'The request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { slug: 'unsupported-media-type', status: 415, title: 'The body must be application/json' },
   RATE_LIMITED: { slug: 'rate-limited', status: 429, title: 'Too many requests' },
   INTERNAL_ERROR: { slug: 'internal-error', status: 500, title: 'Internal error' },
   STORAGE_UNAVAILABLE: { slug: 'storage-unavailable', status: 503, title: 'Game storage is unavailable' },
+  RELAY_UNAVAILABLE: { slug: 'relay-unavailable', status: 503, title: 'No relay could be opened' },
 } as const;
 
 export type ProblemName = keyof typeof PROBLEMS;

@@ -2,6 +2,7 @@ import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
+import { relayClient } from '../relay/client.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
@@ -29,6 +30,9 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
+    ...(settings.relay
+      ? { requestRelay: relayClient({ nc, proxyOperator: settings.relay.proxy, requester: settings.name, timeoutMs: settings.relay.timeoutMs }) }
+      : {}),
   });
   const app = await buildGamesApi({
     service,

@@ -7,6 +7,7 @@ import { readTlsMaterial } from '../core/tls-material.js';
 import { DirectoryClient } from '../directory/client.js';
 import { natsUrl, type ProxySettings } from '../settings/schemas.js';
 import { ConnectionRequests } from './connection-requests.js';
+import { serveGameRelays } from './game-relays.js';
 import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
 import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
@@ -75,6 +76,20 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/metrics` }, 'metrics served');
   }
 
+  // Game relays need no directory (peers are not operators), so they are served at once.
+  const relays = settings.gameRelays
+    ? serveGameRelays({
+        nc,
+        operator: settings.operator,
+        queue: settings.queueGroup,
+        endpoint: settings.splice.endpoint,
+        dialWithinMs: settings.timeouts.bDialMs,
+        open: (request, messengers) => registry.open(request, messengers),
+        log,
+      })
+    : undefined;
+  if (relays) log.info({ operator: settings.operator }, 'public proxy relaying game peers');
+
   // Serving before the chain is loaded would refuse every A as an unknown operator; until then
   // A is told that nobody serves connectionRequest, which is what is true.
   let closing = false;
@@ -89,6 +104,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     async close() {
       closing = true;
       bus.close();
+      relays?.unsubscribe();
       await registry.shutdown();
       await endpoint.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));

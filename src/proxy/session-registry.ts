@@ -42,6 +42,9 @@ export interface SessionRegistryOptions {
   tokens?: TokenStore;
 }
 
+/** How a session reaches its parties over the control plane; the registry's options are the default. */
+export type SessionMessengers = Pick<SessionRegistryOptions, 'notifyB' | 'confirmToA'>;
+
 export interface OpenedSession {
   sessionId: string;
   token: Buffer;
@@ -53,6 +56,7 @@ interface Session {
   token: Buffer;
   actor: Actor<typeof brokeringMachine>;
   done: Promise<BrokeringOutput>;
+  messengers: SessionMessengers;
   /** Set by the machine's rejectDial action while route() is sending it a dial. */
   rejected: unknown;
 }
@@ -76,11 +80,11 @@ export class SessionRegistry {
       actors: {
         notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return options.notifyB(s.info, s.token);
+          return s.messengers.notifyB(s.info, s.token);
         }),
         confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return options.confirmToA(s.info, s.token, s.info.endpoint);
+          return s.messengers.confirmToA(s.info, s.token, s.info.endpoint);
         }),
         splicer: createSplicer({
           log: options.log.child({ component: 'splicer' }),
@@ -101,7 +105,11 @@ export class SessionRegistry {
     });
   }
 
-  open(request: { a: string; b: string; endpoint: string }): OpenedSession {
+  /**
+   * Starts a session. `messengers` replaces how B is told and A confirmed for this session only:
+   * a game relay hands its token to the rendezvous instead of to two operators on the bus.
+   */
+  open(request: { a: string; b: string; endpoint: string }, messengers: SessionMessengers = this.#options): OpenedSession {
     if (this.#shuttingDown) throw new Error('session registry is shutting down');
     const sessionId = randomUUID();
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
@@ -112,7 +120,7 @@ export class SessionRegistry {
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
-    const s: Session = { info, token, actor, done, rejected: undefined };
+    const s: Session = { info, token, actor, done, messengers, rejected: undefined };
     this.#sessions.set(sessionId, s);
 
     let last = '';

@@ -17,6 +17,8 @@ export const DEFAULT_GAMES_BODY_LIMIT = 16 * 1024;
 export const DEFAULT_RATE_LIMIT_MAX = 300;
 export const DEFAULT_RATE_LIMIT_WINDOW_MS = minute;
 export const DEFAULT_GAMES_BUCKET = 'EPS_GAMES';
+/** The proxy answers a relay request from memory; longer than this means it is not there. */
+export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 
 const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().positive();
@@ -51,5 +53,12 @@ export const gamesSettingsSchema = z.strictObject({
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
     })
     .prefault({}),
+  /** Where peers that cannot punch are relayed: the P2P proxy serving relays for this operator. */
+  relay: z
+    .strictObject({
+      proxy: z.string().min(1),
+      timeoutMs: ms.default(DEFAULT_RELAY_REQUEST_TIMEOUT_MS),
+    })
+    .optional(),
 });
 export type GamesSettings = z.infer<typeof gamesSettingsSchema>;

@@ -68,6 +68,8 @@ export const proxySettingsSchema = z.strictObject({
   maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
   /** Queue group shared by proxy instances so each connectionRequest is brokered once. */
   queueGroup: z.string().default('eps-proxy'),
+  /** Also relay game peers that could not punch, at the games rendezvous' request (src/relay/). */
+  gameRelays: z.boolean().default(false),
 });
 export type ProxySettings = z.infer<typeof proxySettingsSchema>;
 

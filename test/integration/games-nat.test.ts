@@ -4,7 +4,9 @@
 //
 //   [eps-h-*] 10.1.0.2 ── 10.1.0.1 [eps-nat1-*] 203.0.113.11 ─┐
 //                                                            br0 203.0.113.1 [eps-pub-*]: nats-server, games run
-//   [eps-g-*] 10.2.0.2 ── 10.2.0.1 [eps-nat2-*] 203.0.113.12 ─┘
+//   [eps-g-*] 10.2.0.2 ── 10.2.0.1 [eps-nat2-*] 203.0.113.12 ─┤   and proxy run public (splice 203.0.113.1:9999)
+//   [eps-h2-*] 10.3.0.2 ── 10.3.0.1 [eps-nat3-*] 203.0.113.13 ─┤   (symmetric NAT)
+//   [eps-g2-*] 10.4.0.2 ── 10.4.0.1 [eps-nat4-*] 203.0.113.14 ─┘   (symmetric NAT)
 //
 // Each NAT masquerades lan → wan (endpoint-independent mapping: masquerade keeps the source port
 // when it can) and forwards wan → lan only for established flows, so a peer is reachable only
@@ -12,6 +14,10 @@
 // own WAN address (input, ct state new): without that, a probe arriving before the local peer's
 // first one leaves a conntrack entry whose tuple clashes with the mapping the local peer needs,
 // masquerade picks another port, and the NAT behaves as a symmetric one (a relay case).
+//
+// nat3 and nat4 are symmetric on purpose: `masquerade fully-random` gives every new flow (every
+// destination) a random port, so the mapping STUN reports is not the one the other peer's probes
+// would have to reach. Punching fails there and the peers fall back to the proxy's relay.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,7 +65,17 @@ const reason = skipReason();
 if (reason) console.warn(`games-nat: SKIPPED: ${reason}`);
 
 const sfx = randomBytes(3).toString('hex');
-const NS = { pub: `eps-pub-${sfx}`, nat1: `eps-nat1-${sfx}`, nat2: `eps-nat2-${sfx}`, h: `eps-h-${sfx}`, g: `eps-g-${sfx}` };
+const NS = {
+  pub: `eps-pub-${sfx}`,
+  nat1: `eps-nat1-${sfx}`,
+  nat2: `eps-nat2-${sfx}`,
+  nat3: `eps-nat3-${sfx}`,
+  nat4: `eps-nat4-${sfx}`,
+  h: `eps-h-${sfx}`,
+  g: `eps-g-${sfx}`,
+  h2: `eps-h2-${sfx}`,
+  g2: `eps-g2-${sfx}`,
+};
 const created: string[] = [];
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
@@ -89,7 +105,7 @@ function startIn(ns: string, argv: string[], ready: string, env: NodeJS.ProcessE
   });
 }
 
-function buildNat(nat: string, inner: string, wanIp: string, lan: string): void {
+function buildNat(nat: string, inner: string, wanIp: string, lan: string, mapping: 'endpoint-independent' | 'symmetric' = 'endpoint-independent'): void {
   // Both ends are created straight in their namespaces, so names never clash in the root one.
   run('ip', ['link', 'add', 'wan', 'netns', nat, 'type', 'veth', 'peer', 'name', `p-${nat.slice(4, 8)}`, 'netns', NS.pub]);
   exec(NS.pub, 'ip', 'link', 'set', `p-${nat.slice(4, 8)}`, 'master', 'br0', 'up');
@@ -102,7 +118,7 @@ function buildNat(nat: string, inner: string, wanIp: string, lan: string): void 
     'ip',
     ['netns', 'exec', nat, 'nft', '-f', '-'],
     `table ip nat {
-  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "wan" masquerade; }
+  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname "wan" masquerade${mapping === 'symmetric' ? ' fully-random' : ''}; }
 }
 table ip filter {
   chain input {
@@ -134,6 +150,8 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     exec(NS.pub, 'ip', 'link', 'set', 'br0', 'up');
     buildNat(NS.nat1, NS.h, '203.0.113.11', '10.1.0');
     buildNat(NS.nat2, NS.g, '203.0.113.12', '10.2.0');
+    buildNat(NS.nat3, NS.h2, '203.0.113.13', '10.3.0', 'symmetric');
+    buildNat(NS.nat4, NS.g2, '203.0.113.14', '10.4.0', 'symmetric');
 
     const store = mkdtempSync(join(tmpdir(), 'eps-nats-ns-'));
     const role = mkdtempSync(join(tmpdir(), 'games-role-ns-'));
@@ -147,8 +165,19 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
         'stun: { host: 0.0.0.0, port: 3478 }',
         'nats: { url: nats://127.0.0.1:4222 }',
         `games: { bucket: GAMES_NS_${sfx} }`,
+        'relay: { proxy: public-proxy-eps-1 }',
       ].join('\n'),
     );
+    // The dev proxy, listening on the public segment; relays need no directory, so no sd runs here.
+    const proxyRole = mkdtempSync(join(tmpdir(), 'proxy-role-ns-'));
+    dirs.push(proxyRole);
+    writeFileSync(join(proxyRole, 'proxy.yml'), `splice: { listen: { host: 0.0.0.0, port: 9999 }, endpoint: "${PUBLIC}:9999" }\n`);
+    await startIn(NS.pub, [process.execPath, 'dist/src/cli/proxy.js', 'run', 'public'], 'relaying game peers', {
+      ...process.env,
+      PROXY_SETTINGS: `settings/dev/roles/public-proxy-1:${proxyRole}`,
+      NATS_URL: 'nats://127.0.0.1:4222',
+      LOG_FORMAT: 'json',
+    });
     await startIn(NS.pub, [process.execPath, 'dist/src/cli/games.js', 'run'], 'stun listening', {
       ...process.env,
       GAMES_SETTINGS: role,
@@ -197,5 +226,21 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     // Both learned their mapping by STUN and announced it along with their private address.
     expect(h.stderr).toMatch(/candidates 10\.1\.0\.2:\d+ 203\.0\.113\.11:\d+/);
     expect(g.stderr).toMatch(/candidates 10\.2\.0\.2:\d+ 203\.0\.113\.12:\d+/);
+  });
+
+  it('games nat - behind NATs that map each destination to a new port, punching fails and both peers report relayed through the proxy', async () => {
+    const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'symmetric-duel'];
+    const [h, g] = await Promise.all([runPeer('host', common, ['ip', 'netns', 'exec', NS.h2]), runPeer('guest', common, ['ip', 'netns', 'exec', NS.g2])]);
+    const hr = resultOf(h);
+    const gr = resultOf(g);
+    console.log(`through symmetric NATs: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);
+    // Both tried the direct path first, and it failed: the NATs are really symmetric.
+    expect(h.stderr).toMatch(/candidates 10\.3\.0\.2:\d+ 203\.0\.113\.13:\d+/);
+    expect(g.stderr).toMatch(/candidates 10\.4\.0\.2:\d+ 203\.0\.113\.14:\d+/);
+    expect(h.stderr).toContain('punching failed');
+    expect(g.stderr).toContain('punching failed');
+    expect(hr).toMatchObject({ result: 'relayed', peer: `${PUBLIC}:9999` });
+    expect(gr).toMatchObject({ result: 'relayed', peer: `${PUBLIC}:9999` });
+    expect(hr.rttMs).toBeGreaterThan(0);
   });
 });

@@ -3,6 +3,9 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { gameSessionMachine, type GameSessionContext } from '../../machines/game-session.js';
 import { GameService, type PollResult, type StartResult } from '../../src/games/game-service.js';
 import { KvGameStore } from '../../src/games/game-store.js';
+import { serveGameRelays } from '../../src/proxy/game-relays.js';
+import { SessionRegistry } from '../../src/proxy/session-registry.js';
+import { relayClient } from '../../src/relay/client.js';
 import type { Driver, DriverStep, Drivers } from './cases.js';
 import type { ModelStep } from './derive.js';
 import { connectNats, leafOf, log, Trace } from './harness.js';
@@ -43,6 +46,8 @@ export interface GameCtx {
   /** Off while a step is checked: looking must not count as the machine taking a step. */
   recording: boolean;
   restore?: () => void;
+  /** The proxy side of game relays, in process on the same nats-server: a real registry and subscription. */
+  relays: { registry: SessionRegistry; stop: () => void };
 }
 
 let cases = 0;
@@ -96,7 +101,30 @@ function recordMachine(ctx: GameCtx): () => void {
 export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   ctx.nc = await connectNats(natsUrl);
   ctx.store = await KvGameStore.open(ctx.nc, `games_model_${ctx.id}`);
-  ctx.service = new GameService({ store: ctx.store, now: () => ctx.clock.t, hostPollTimeoutMs: HOST_POLL_TIMEOUT_MS, maxGuests: MAX_GUESTS, log });
+  const operator = `relay-proxy-${process.pid}-${ctx.id}`;
+  const registry = new SessionRegistry({
+    log,
+    notifyB: () => Promise.reject(new Error('game relays never notify over the bus')),
+    confirmToA: () => Promise.reject(new Error('game relays never confirm over the bus')),
+  });
+  const sub = serveGameRelays({
+    nc: ctx.nc,
+    operator,
+    queue: 'model',
+    endpoint: '127.0.0.1:9',
+    dialWithinMs: 10_000,
+    open: (request, messengers) => registry.open(request, messengers),
+    log,
+  });
+  ctx.relays = { registry, stop: () => sub.unsubscribe() };
+  ctx.service = new GameService({
+    store: ctx.store,
+    now: () => ctx.clock.t,
+    hostPollTimeoutMs: HOST_POLL_TIMEOUT_MS,
+    maxGuests: MAX_GUESTS,
+    log,
+    requestRelay: relayClient({ nc: ctx.nc, proxyOperator: operator, requester: 'model', timeoutMs: 2_000 }),
+  });
   ctx.restore = recordMachine(ctx);
 }
 
@@ -113,6 +141,8 @@ export async function gameReady(ctx: GameCtx): Promise<void> {
 
 export async function teardownGame(ctx: GameCtx): Promise<void> {
   ctx.restore?.();
+  ctx.relays?.stop();
+  await ctx.relays?.registry.shutdown();
   await ctx.nc?.close();
 }
 
@@ -347,6 +377,50 @@ const gameDrivers: Drivers<GameCtx> = {
       ...(to === P ? { [R]: 'without host candidates a starting guest is answered none, so its pairing cannot be swapped' } : {}),
       ...(to === H ? { [R]: 'a guest starting never gives the host candidates' } : {}),
       ...(to === R ? { [H]: KEPT, [P]: KEPT } : {}),
+    },
+  })),
+
+  ...settling('RELAY_GRANTED[pairingSwapped]', (to) => ({
+    // Punching failed; a peer of the swapped pairing asks for a relay and the proxy grants one.
+    variants: Object.fromEntries(
+      (['the guest asks', 'the host asks'] as const).map((who) => [
+        who,
+        {
+          exec: async (ctx: GameCtx) => {
+            const { context } = (await stored(ctx)).record;
+            const pairing = context.guests.find((g) => g.status === 'swapped');
+            if (!pairing) throw new Error('no swapped pairing to relay');
+            later(ctx);
+            const liveBefore = ctx.relays.registry.liveCount();
+            const r =
+              who === 'the guest asks'
+                ? await ctx.service.relay(ctx.name, pairing.peerId)
+                : await ctx.service.relay(ctx.name, ctx.host, pairing.peerId);
+            expect(r).toMatchObject({ type: 'relay', endpoint: '127.0.0.1:9', dialWithinMs: 10_000 });
+            // The proxy opened exactly one session for it, waiting for the first peer to dial.
+            expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
+            const after = (await stored(ctx)).record.context.guests.find((g) => g.peerId === pairing.peerId);
+            expect(after).toMatchObject({ status: 'relayed', relay: { token: (r as { token: string }).token } });
+            // The other peer of the pairing is handed the very same grant, and no new session.
+            const other =
+              who === 'the guest asks'
+                ? await ctx.service.relay(ctx.name, ctx.host, pairing.peerId)
+                : await ctx.service.relay(ctx.name, pairing.peerId);
+            expect(other).toMatchObject({ type: 'relay', token: (r as { token: string }).token });
+            expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
+          },
+        },
+      ]),
+    ),
+    check: async (ctx) => {
+      // Nobody else gets a relay: not a stranger, not the host for a guest it does not have.
+      expect(await ctx.service.relay(ctx.name, 'stranger')).toEqual({ type: 'notInGame' });
+      expect(await ctx.service.relay(ctx.name, ctx.host, 'nobody')).toEqual({ type: 'unknownGuest' });
+    },
+    never: {
+      [R]: 'a relay needs a swapped pairing, and in registered none is swapped',
+      [H]: 'a relay needs a swapped pairing, and in hosting none is swapped',
+      ...(to !== P ? { [P]: 'a relay only adds to a pairing: the game stays paired' } : {}),
     },
   })),
 

@@ -262,8 +262,9 @@ export class Blackhole {
   /** After the dialer gave up: its late connection must be closed by the dialer, not kept. */
   async lateDialClosed(): Promise<void> {
     this.release();
-    // The filler plus the one dial the path made; SYNs are retried after about a second.
-    await waitUntil(() => this.accepted >= 2, 'the late dial got through', 5_000);
+    // The filler plus the one dial the path made. SYN retries back off (1, 2, 4, 8 s apart), so a
+    // slow machine that releases the queue late may wait up to 8 s for the next retry.
+    await waitUntil(() => this.accepted >= 2, 'the late dial got through', 20_000);
     await waitUntil(() => this.ended === this.accepted, 'the late connection was closed by its dialer', 2_000);
   }
 

@@ -119,4 +119,24 @@ describe('game-session machine (live actor, named delay)', () => {
     expect(actor.getSnapshot().value).toBe('expired');
     expect(actor.getSnapshot().output?.outcome).toBe('expired');
   });
+  it('game-session - a relay is granted only to a swapped pairing, and a live grant is kept over a concurrent one', () => {
+    const grant = (sessionId: string, expiresAt: number) => ({ sessionId, token: `${sessionId}-token`, endpoint: '203.0.113.9:9999', expiresAt });
+    let s = step(start(), { type: 'HOST_POLLED', at: 2_000, addresses: HOST }, { type: 'GUEST_STARTED', at: 2_500, peerId: 'g1', addresses: G1 });
+    // Still waiting for the host to see g1: no relay yet, nothing changes.
+    const refused = step(s, { type: 'RELAY_GRANTED', at: 2_600, peerId: 'g1', relay: grant('s0', 12_600) });
+    expect(refused.context).toEqual(s.context);
+    s = step(s, { type: 'HOST_POLLED', at: 3_000, addresses: HOST }, { type: 'RELAY_GRANTED', at: 3_100, peerId: 'g1', relay: grant('s1', 13_100) });
+    expect(s.value).toEqual({ open: 'paired' });
+    expect(s.context.guests[0]).toMatchObject({ status: 'relayed', relay: { sessionId: 's1' } });
+    // A second grant while the first is live (two instances asked at once) does not replace it.
+    s = step(s, { type: 'RELAY_GRANTED', at: 4_000, peerId: 'g1', relay: grant('s2', 14_000) });
+    expect(s.context.guests[0]?.relay?.sessionId).toBe('s1');
+    // Once the proxy stopped waiting for a dial, a new grant replaces the dead one.
+    s = step(s, { type: 'RELAY_GRANTED', at: 13_100, peerId: 'g1', relay: grant('s3', 23_100) });
+    expect(s.context.guests[0]?.relay?.sessionId).toBe('s3');
+    // New candidates from the guest do not take its relay away.
+    s = step(s, { type: 'GUEST_STARTED', at: 13_200, peerId: 'g1', addresses: G2 });
+    expect(s.context.guests[0]).toMatchObject({ status: 'relayed', hostHasCandidates: false });
+    expect(s.value).toEqual({ open: 'paired' });
+  });
 });

@@ -203,7 +203,7 @@ describe('games REST API (inject)', () => {
     expect(r.statusCode).toBe(200);
     const doc = json(r) as { openapi: string; paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, unknown> } };
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths).sort()).toEqual(['/games', '/games/poll', '/games/register', '/games/start', '/games/{name}']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/games', '/games/poll', '/games/register', '/games/relay', '/games/start', '/games/{name}']);
     expect(Object.keys(doc.paths['/games/{name}']!).sort()).toEqual(['delete', 'get', 'put']);
     expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['Problem', 'Game']));
     expect(JSON.stringify(doc.paths['/games/poll'])).toContain('addresses');
@@ -212,5 +212,14 @@ describe('games REST API (inject)', () => {
   it('games api - every problem status the routes can send is in the table', () => {
     const statuses = new Set(Object.values(PROBLEMS).map((p) => p.status));
     for (const s of [400, 401, 403, 404, 409, 413, 415, 429, 500, 503]) expect(statuses.has(s as never)).toBe(true);
+  });
+  it('games api - a relay request on a rendezvous without a relay is answered 503 relay-unavailable', async () => {
+    await register();
+    await post('/games/poll', { name: 'chess', peerId: 'host-1', addresses: HOST });
+    await post('/games/start', { name: 'chess', peerId: 'guest-1', addresses: GUEST });
+    await post('/games/poll', { name: 'chess', peerId: 'host-1', addresses: HOST });
+    const body = expectProblem(await post('/games/relay', { name: 'chess', peerId: 'guest-1' }), 503, 'relay-unavailable', '/games/relay');
+    expect(body.detail).toBe('this rendezvous has no relay configured');
+    expectProblem(await post('/games/relay', { name: 'chess', peerId: 'guest-1', guest: 'x'.repeat(129) }), 400, 'malformed-request');
   });
 });

@@ -15,11 +15,18 @@ export interface PeerOptions {
   /** Give up on the rendezvous after this long. */
   timeoutMs?: number;
   punchTimeoutMs?: number;
+  /** auto: relay through the P2P proxy when punching fails; always: skip punching; never: fail instead. */
+  relay?: RelayMode;
+  /** Give up on the relay (grant, dial, exchange) after this long. */
+  relayTimeoutMs?: number;
   log?: (msg: string) => void;
 }
 
+export type RelayMode = 'auto' | 'always' | 'never';
+
 export interface PeerResult {
-  result: 'direct';
+  result: 'direct' | 'relayed';
+  /** The other peer's address for a direct path; the proxy's splice endpoint for a relayed one. */
   peer: string;
   rttMs: number;
 }

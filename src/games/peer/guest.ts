@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { api, gatherCandidates, openSocket, PeerError, POLL_INTERVAL_MS, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { punch, punchKey } from './punch.js';
+import { directOrRelayed, relayThroughProxy } from './relay.js';
 
 /**
  * `games guest`: start with our candidates until the host's are known (status 1), then punch.
@@ -28,16 +29,24 @@ export async function runGuest(opts: PeerOptions): Promise<PeerResult> {
       await sleep(POLL_INTERVAL_MS);
     }
     log(`host candidates ${hostAddresses.join(' ')}`);
-    const result = await punch({
-      socket,
-      role: 'guest',
-      targets: [{ key: punchKey(nonce, opts.name), addresses: hostAddresses }],
-      // The host learns about us on its next poll: allow for that on top of the punching time.
-      timeoutMs: (opts.punchTimeoutMs ?? 5000) + 2 * POLL_INTERVAL_MS,
-      log,
-    });
-    await result.done;
-    return { result: 'direct', peer: result.peer, rttMs: result.rttMs };
+    const key = punchKey(nonce, opts.name);
+    const relay = () => relayThroughProxy(opts, { peerId, key, role: 'guest' });
+    return await directOrRelayed(
+      opts,
+      async () => {
+        const result = await punch({
+          socket,
+          role: 'guest',
+          targets: [{ key, addresses: hostAddresses }],
+          // The host learns about us on its next poll: allow for that on top of the punching time.
+          timeoutMs: (opts.punchTimeoutMs ?? 5000) + 2 * POLL_INTERVAL_MS,
+          log,
+        });
+        await result.done;
+        return { result: 'direct', peer: result.peer, rttMs: result.rttMs };
+      },
+      relay,
+    );
   } finally {
     socket.close();
   }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { api, gatherCandidates, openSocket, PeerError, POLL_INTERVAL_MS, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { punch, punchKey } from './punch.js';
+import { directOrRelayed, relayThroughProxy } from './relay.js';
 
 interface PollAnswer {
   status: 0 | 1;
@@ -36,9 +37,17 @@ export async function runHost(opts: PeerOptions): Promise<PeerResult> {
     }
     log(`guests ready: ${guests.map((g) => g.addresses.join(' ')).join(' | ')}`);
     const targets = guests.map((g) => ({ key: punchKey(g.peerId.slice(2), opts.name), addresses: g.addresses }));
-    const result = await punch({ socket, role: 'host', targets, timeoutMs: opts.punchTimeoutMs ?? 5000, log });
-    await result.done;
-    return { result: 'direct', peer: result.peer, rttMs: result.rttMs };
+    // A relay carries one pairing: the first guest that joined.
+    const relay = () => relayThroughProxy(opts, { peerId, guest: guests[0]!.peerId, key: targets[0]!.key, role: 'host' });
+    return await directOrRelayed(
+      opts,
+      async () => {
+        const result = await punch({ socket, role: 'host', targets, timeoutMs: opts.punchTimeoutMs ?? 5000, log });
+        await result.done;
+        return { result: 'direct', peer: result.peer, rttMs: result.rttMs };
+      },
+      relay,
+    );
   } finally {
     socket.close();
     if (secret) {

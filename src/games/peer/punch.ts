@@ -22,15 +22,17 @@ import { isIPv6 } from 'node:net';
 // run the rendezvous behind TLS for that.
 
 export type Role = 'host' | 'guest';
+export const otherRole = (role: Role): Role => (role === 'host' ? 'guest' : 'host');
 const MAGIC = Buffer.from('EPSP1');
 
 export function punchKey(guestNonce: string, gameName: string): Buffer {
   return createHmac('sha256', guestNonce).update(`eps-p2p punch v1|${gameName}`).digest();
 }
 
-const mac = (key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string) => createHmac('sha256', key).update(`${kind}|${role}|${tx}`).digest('hex');
+/** The MAC both the UDP probes and the relay exchange (relay.ts) carry. */
+export const mac = (key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string) => createHmac('sha256', key).update(`${kind}|${role}|${tx}`).digest('hex');
 
-function macOk(key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string, got: string): boolean {
+export function macOk(key: Buffer, kind: 'ping' | 'pong', role: Role, tx: string, got: string): boolean {
   const want = Buffer.from(mac(key, kind, role, tx), 'hex');
   const have = Buffer.from(got, 'hex');
   return want.length === have.length && timingSafeEqual(want, have);
@@ -103,7 +105,7 @@ export class PunchError extends Error {
  */
 export async function punch(opts: PunchOptions): Promise<PunchResult & { done: Promise<void> }> {
   const { socket, role } = opts;
-  const other: Role = role === 'host' ? 'guest' : 'host';
+  const other = otherRole(role);
   const interval = opts.intervalMs ?? 100;
   const timeout = opts.timeoutMs ?? 5000;
   const rounds = opts.rttRounds ?? 5;
