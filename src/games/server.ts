@@ -1,7 +1,12 @@
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
+import { gameSessionMachine } from '../../machines/game-session.js';
+import { gamesFeed } from '../inspector/feeds.js';
+import { INSPECT_PREFIX, InspectorHttp } from '../inspector/http.js';
+import { SessionLog } from '../inspector/session-log.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
@@ -11,6 +16,8 @@ export const STUN_SOFTWARE = 'eps-p2p games';
 
 export interface RunningGames {
   httpPort: number;
+  /** What the inspector has recorded, when it is enabled. */
+  inspector?: SessionLog;
   stunPort: number | undefined;
   close(): Promise<void>;
 }
@@ -23,12 +30,14 @@ export interface RunningGames {
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
   const store = await KvGameStore.open(nc, settings.games.bucket);
+  const inspector = settings.inspector.enabled ? gamesInspector(settings) : undefined;
   const service = new GameService({
     store,
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
+    ...(inspector ? { onTransition: inspector.feed } : {}),
   });
   const app = await buildGamesApi({
     service,
@@ -36,9 +45,11 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     rateLimit: settings.http.rateLimit,
     log: log.child({ component: 'http' }),
   });
+  if (inspector) serveInspector(app, inspector.http);
   await app.listen({ host: settings.http.host, port: settings.http.port });
   const httpPort = (app.server.address() as { port: number }).port;
   log.info({ host: settings.http.host, port: httpPort, bucket: settings.games.bucket }, 'games http listening');
+  if (inspector) log.info({ path: INSPECT_PREFIX, allowRemote: settings.inspector.allowRemote }, 'inspector served');
 
   let stun: StunServer | undefined;
   if (settings.stun) {
@@ -63,12 +74,41 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   return {
     httpPort,
     stunPort: stun?.port,
+    ...(inspector ? { inspector: inspector.log } : {}),
     async close() {
       clearInterval(sweepTimer);
+      // Open event streams would keep the http server from closing.
+      inspector?.http.close();
       await app.close();
       await stun?.close();
       await sweeping;
       await nc.drain();
     },
   };
+}
+
+/** The session log, its feed from the games service and its page. */
+function gamesInspector(settings: GamesSettings) {
+  const log = new SessionLog({ maxFinished: settings.inspector.maxFinished, maxTimeline: settings.inspector.maxTimeline });
+  const http = new InspectorHttp({
+    log,
+    machines: [gameSessionMachine],
+    title: `games ${settings.name}`,
+    allowRemote: settings.inspector.allowRemote,
+  });
+  return { log, http, feed: gamesFeed(log) };
+}
+
+/**
+ * Hands /inspect and everything below it to the inspector's node:http handler, which answers
+ * loopback clients only (unless allowed): the games listener faces the internet, so the page
+ * cannot rely on the bind address as the proxy's metrics listener does.
+ */
+export function serveInspector(app: FastifyInstance, http: InspectorHttp): void {
+  for (const url of [INSPECT_PREFIX, `${INSPECT_PREFIX}/*`]) {
+    app.get(url, { schema: { hide: true } }, (request, reply) => {
+      reply.hijack();
+      http.handle(request.raw, reply.raw);
+    });
+  }
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { natsSchema } from './schemas.js';
+import { inspectorSchema, natsSchema } from './schemas.js';
 import { minute, second } from '../core/constants.js';
 
 // Kept apart from schemas.ts so the games process can evolve without touching the settings every
@@ -51,5 +51,7 @@ export const gamesSettingsSchema = z.strictObject({
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
     })
     .prefault({}),
+  /** Served at /inspect on the http listener, to loopback clients only unless allowRemote. */
+  inspector: inspectorSchema,
 });
 export type GamesSettings = z.infer<typeof gamesSettingsSchema>;
