@@ -60,7 +60,7 @@ export class InspectorHttp {
     this.#opts = opts;
     // Read once: served from the source folder, which tsc does not copy into dist/.
     const dir = join(packageRoot, 'src/inspector/page');
-    this.#page = readFileSync(join(dir, 'index.html'), 'utf8').replace('{{title}}', escapeHtml(opts.title));
+    this.#page = readFileSync(join(dir, 'index.html'), 'utf8').replaceAll('{{title}}', escapeHtml(opts.title));
     for (const name of Object.keys(ASSETS)) this.#assets.set(name, readFileSync(join(dir, name)));
   }
 

@@ -65,7 +65,7 @@ function renderSessions() {
   const list = [...sessions.values()].sort((a, b) => b.startedAt - a.startedAt);
   const rows = list.map((s) => {
     const end = s.finishedAt ?? now;
-    const relayed = s.bytes ? `${bytes(s.bytes.aToB)} → / ${bytes(s.bytes.bToA)} ←` : '—';
+    const relayed = s.bytes ? `A→B ${bytes(s.bytes.aToB)} · B→A ${bytes(s.bytes.bToA)}` : '—';
     const tr = el(
       'tr',
       { 'data-id': s.id, 'data-state': s.state, class: `${s.status}${s.id === selected ? ' selected' : ''}` },
