@@ -5,8 +5,9 @@ import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { gameSessionMachine } from '../../machines/game-session.js';
 import { gamesFeed } from '../inspector/feeds.js';
-import { INSPECT_PREFIX, InspectorHttp } from '../inspector/http.js';
-import { SessionLog } from '../inspector/session-log.js';
+import { INSPECT_PREFIX, type InspectorHttp } from '../inspector/http.js';
+import { createInspector } from '../inspector/index.js';
+import type { SessionLog } from '../inspector/session-log.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
@@ -30,14 +31,14 @@ export interface RunningGames {
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
   const store = await KvGameStore.open(nc, settings.games.bucket);
-  const inspector = settings.inspector.enabled ? gamesInspector(settings) : undefined;
+  const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
-    ...(inspector ? { onTransition: inspector.feed } : {}),
+    ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
   });
   const app = await buildGamesApi({
     service,
@@ -85,18 +86,6 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await nc.drain();
     },
   };
-}
-
-/** The session log, its feed from the games service and its page. */
-function gamesInspector(settings: GamesSettings) {
-  const log = new SessionLog({ maxFinished: settings.inspector.maxFinished, maxTimeline: settings.inspector.maxTimeline });
-  const http = new InspectorHttp({
-    log,
-    machines: [gameSessionMachine],
-    title: `games ${settings.name}`,
-    allowRemote: settings.inspector.allowRemote,
-  });
-  return { log, http, feed: gamesFeed(log) };
 }
 
 /**

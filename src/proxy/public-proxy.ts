@@ -7,8 +7,8 @@ import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { DirectoryClient } from '../directory/client.js';
 import { brokeringFeed } from '../inspector/feeds.js';
-import { InspectorHttp } from '../inspector/http.js';
-import { SessionLog } from '../inspector/session-log.js';
+import { createInspector } from '../inspector/index.js';
+import type { SessionLog } from '../inspector/session-log.js';
 import { natsUrl, type ProxySettings } from '../settings/schemas.js';
 import { ConnectionRequests } from './connection-requests.js';
 import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
@@ -47,7 +47,8 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
 
   let registry: SessionRegistry;
   const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
-  const inspector = settings.inspector.enabled ? proxyInspector(settings) : undefined;
+  const inspector = settings.inspector.enabled ? createInspector(settings.inspector, brokeringMachine, `proxy ${settings.name}`) : undefined;
+  const feed = inspector && brokeringFeed(inspector.log);
   const metricHooks = registryMetricHooks(metrics);
   let requests: ConnectionRequests;
   registry = new SessionRegistry({
@@ -57,12 +58,12 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     confirmToA: (session, token, endpoint) => requests.confirmToA(session, token, endpoint),
     ...metricHooks,
     // Without the inspector nothing is added to the per-chunk path or to the actors.
-    ...(inspector
+    ...(feed
       ? {
-          inspect: inspector.feed.inspect,
+          inspect: feed.inspect,
           onRelayed: (direction, bytes, sessionId) => {
             metricHooks.onRelayed(direction, bytes);
-            inspector.feed.relayed(direction, bytes, sessionId);
+            feed.relayed(direction, bytes, sessionId);
           },
         }
       : {}),
@@ -124,16 +125,4 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
       await nc.drain().catch(() => {});
     },
   };
-}
-
-/** The session log, its feed from the brokering actors and its page, served on the metrics listener. */
-function proxyInspector(settings: ProxySettings) {
-  const log = new SessionLog({ maxFinished: settings.inspector.maxFinished, maxTimeline: settings.inspector.maxTimeline });
-  const http = new InspectorHttp({
-    log,
-    machines: [brokeringMachine],
-    title: `proxy ${settings.name}`,
-    allowRemote: settings.inspector.allowRemote,
-  });
-  return { log, http, feed: brokeringFeed(log) };
 }
