@@ -1,4 +1,7 @@
+import { Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
+import { createActor, fromCallback, fromPromise, type InspectionEvent } from 'xstate';
+import { brokeringMachine, type BrokeringEvent, type BrokeringInput, type NotifyResult, type SplicerEvent, type SplicerInput } from '../machines/brokering.js';
 import { brokeringFeed } from '../src/inspector/feeds.js';
 import { SessionLog } from '../src/inspector/session-log.js';
 import type { SessionRegistryOptions } from '../src/proxy/session-registry.js';
@@ -6,14 +9,56 @@ import { DEFAULT_INSPECTOR_MAX_FINISHED, DEFAULT_INSPECTOR_MAX_TIMELINE } from '
 import { runSoak } from './soak.js';
 import { splicedPair, stream } from './splice-throughput.js';
 
-// What the live inspector costs the proxy: the same soak (same seed, so the same brokerings and
-// faults) and the same bulk stream through the splice, with the inspector off, enabled with
+// What the live inspector costs the proxy, three ways, each with the inspector off, enabled with
 // nobody watching, and watched (a subscriber that serialises every batch as the event stream
-// does). Rounds alternate between the modes so that each sees the same machine load; the median
-// of the rounds is reported. `npm run bench:inspector` (BENCH_ROUNDS, SOAK_COUNT to change).
+// does):
+// - the brokering machine alone (its bus calls and splicer stubbed, no sockets), which isolates
+//   the CPU the inspection adds to each session: XState's inspection events and our log;
+// - the soak (same seed, so the same brokerings and faults through real sockets), CPU per
+//   brokering, which includes both ends of every connection;
+// - a 512 MiB stream through the splice, which counts each relayed chunk.
+// Rounds alternate between the modes so that each sees the same machine load; the median and the
+// range of the rounds are reported. `npm run bench:inspector` (BENCH_ROUNDS, SOAK_COUNT).
 
 type Mode = 'off' | 'unwatched' | 'watched';
 const MODES: Mode[] = ['off', 'unwatched', 'watched'];
+
+/** A brokering from request to closed with no I/O: the machine, its actors stubbed. */
+const stubbed = (() => {
+  let report: ((e: BrokeringEvent) => void) | undefined;
+  const machine = brokeringMachine.provide({
+    actors: {
+      notifyB: fromPromise<NotifyResult, BrokeringInput>(async () => ({ accepted: true })),
+      confirmToA: fromPromise<void, BrokeringInput>(async () => {}),
+      splicer: fromCallback<SplicerEvent, SplicerInput>(({ sendBack }) => {
+        report = sendBack;
+      }),
+    },
+  });
+  const socket = new Socket();
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 3; i++) await null;
+  };
+  return async (i: number, inspect: ((ev: InspectionEvent) => void) | undefined): Promise<void> => {
+    const actor = createActor(machine, { input: { sessionId: `s${i}`, a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:9999' }, ...(inspect ? { inspect } : {}) });
+    actor.start();
+    await settle();
+    actor.send({ type: 'B_DIALED', socket, rest: new Uint8Array(0) });
+    await settle();
+    actor.send({ type: 'A_DIALED', socket, rest: new Uint8Array(0) });
+    report!({ type: 'SPLICE_ENDED', reason: 'completed', bytesAToB: 1, bytesBToA: 1 });
+    if (actor.getSnapshot().status !== 'done') throw new Error('stubbed brokering did not finish');
+  };
+})();
+
+async function machineRound(mode: Mode, count: number): Promise<number> {
+  const { hooks, stop } = hooksFor(mode);
+  const cpu = process.cpuUsage();
+  for (let i = 0; i < count; i++) await stubbed(i, hooks.inspect);
+  const used = process.cpuUsage(cpu);
+  stop();
+  return (used.user + used.system) / count;
+}
 
 function hooksFor(mode: Mode): { hooks: Pick<SessionRegistryOptions, 'inspect' | 'onRelayed'>; stop: () => void } {
   if (mode === 'off') return { hooks: {}, stop: () => {} };
@@ -26,6 +71,8 @@ function hooksFor(mode: Mode): { hooks: Pick<SessionRegistryOptions, 'inspect' |
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const range = (xs: number[], digits: number): string => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+const vsOff = (x: number, off: number): string => `${x >= off ? '+' : ''}${((x / off - 1) * 100).toFixed(1)}%`;
 
 async function soakRound(mode: Mode, count: number): Promise<{ cpuMsPerBrokering: number; perSecond: number; heapMiB: number }> {
   const { hooks, stop } = hooksFor(mode);
@@ -37,6 +84,20 @@ async function soakRound(mode: Mode, count: number): Promise<{ cpuMsPerBrokering
   // A fault that lands on the other side of a deadline under load is the soak's business, not ours.
   if (s.mismatches > 0) console.log(`  (${mode}: ${s.mismatches} brokerings ended otherwise than their fault implies: ${s.examples[0]})`);
   return { cpuMsPerBrokering: (used.user + used.system) / 1000 / count, perSecond: count / (s.durationMs / 1000), heapMiB: s.heapAfterMiB };
+}
+
+/** The per-chunk hook alone: what each relayed chunk costs, in ns. */
+function relayedCost(mode: Mode, calls: number): number {
+  const { hooks, stop } = hooksFor(mode);
+  const relayed = hooks.onRelayed;
+  if (!relayed) return 0;
+  // A live session to count against, as during a splice.
+  hooks.inspect?.({ type: '@xstate.snapshot', rootId: 'r', actorRef: { sessionId: 'r' }, event: { type: 'xstate.init' }, snapshot: { value: 'x', status: 'active', context: { sessionId: 'live', a: 'a', b: 'b' } } } as unknown as InspectionEvent);
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < calls; i++) relayed(i & 1 ? 'aToB' : 'bToA', 65536, 'live');
+  const ns = Number(process.hrtime.bigint() - started) / calls;
+  stop();
+  return ns;
 }
 
 async function streamRound(mode: Mode): Promise<number> {
@@ -53,11 +114,17 @@ async function main(): Promise<void> {
   const count = Number(process.env.SOAK_COUNT ?? 2000);
   const soak: Record<Mode, { cpu: number[]; rate: number[] }> = { off: { cpu: [], rate: [] }, unwatched: { cpu: [], rate: [] }, watched: { cpu: [], rate: [] } };
   const streams: Record<Mode, number[]> = { off: [], unwatched: [], watched: [] };
-  console.log(`inspector cost: ${rounds} rounds of a ${count}-brokering soak and a 512 MiB splice stream per mode`);
+  const machine: Record<Mode, number[]> = { off: [], unwatched: [], watched: [] };
+  const chunk: Record<Mode, number[]> = { off: [], unwatched: [], watched: [] };
+  const machineCount = 20_000;
+  console.log(`inspector cost: ${rounds} rounds of ${machineCount} stubbed brokerings, a ${count}-brokering soak and a 512 MiB splice stream per mode`);
+  for (const mode of MODES) await machineRound(mode, 2000); // warm-up
   for (let r = 0; r < rounds; r++) {
     // Rotate the order so no mode always runs first (cold) or last.
     const order = MODES.map((_, i) => MODES[(i + r) % MODES.length]!);
     for (const mode of order) {
+      machine[mode].push(await machineRound(mode, machineCount));
+      chunk[mode].push(relayedCost(mode, 2_000_000));
       const s = await soakRound(mode, count);
       soak[mode].cpu.push(s.cpuMsPerBrokering);
       soak[mode].rate.push(s.perSecond);
@@ -65,14 +132,17 @@ async function main(): Promise<void> {
     }
     console.log(`  round ${r + 1} done`);
   }
-  const base = { cpu: median(soak.off.cpu), stream: median(streams.off) };
+  const base = { machine: median(machine.off), cpu: median(soak.off.cpu), stream: median(streams.off) };
+  console.log('median (range over the rounds), and the change against off:');
   for (const mode of MODES) {
+    const m = median(machine[mode]);
     const cpu = median(soak[mode].cpu);
     const mibps = median(streams[mode]);
-    console.log(
-      `${mode.padEnd(10)} soak: ${cpu.toFixed(3)} ms CPU per brokering (${((cpu / base.cpu - 1) * 100).toFixed(1)}% vs off), ` +
-        `${median(soak[mode].rate).toFixed(0)} brokerings/s; stream: ${mibps.toFixed(0)} MiB/s (${((mibps / base.stream - 1) * 100).toFixed(1)}% vs off)`,
-    );
+    console.log(`${mode}:`);
+    console.log(`  machine alone  ${m.toFixed(1)} µs CPU per brokering (${range(machine[mode], 1)}), ${vsOff(m, base.machine)}, ${(m - base.machine).toFixed(1)} µs`);
+    console.log(`  soak           ${(cpu * 1000).toFixed(0)} µs CPU per brokering (${range(soak[mode].cpu.map((x) => x * 1000), 0)}), ${vsOff(cpu, base.cpu)}; ${median(soak[mode].rate).toFixed(0)} brokerings/s`);
+    console.log(`  splice stream  ${mibps.toFixed(0)} MiB/s (${range(streams[mode], 0)}), ${vsOff(mibps, base.stream)}`);
+    console.log(`  per chunk      ${median(chunk[mode]).toFixed(0)} ns in the relayed-bytes hook (${range(chunk[mode], 0)})`);
   }
 }
 

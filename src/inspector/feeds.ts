@@ -9,6 +9,7 @@ import { eventDetail, statePath, type SessionLog } from './session-log.js';
 
 /** xstate's internal event types, worded as the diagrams word them. */
 export function eventLabel(type: string): string {
+  if (!type.startsWith('xstate.')) return type;
   const actor = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type);
   if (actor) return `${actor[2]}.${actor[1]}`;
   const after = /^xstate\.after\.([^.]+)\./.exec(type);

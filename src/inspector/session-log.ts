@@ -133,7 +133,6 @@ export class SessionLog {
     if (!rec) return;
     rec.bytes ??= { aToB: 0, bToA: 0 };
     rec.bytes[direction] += n;
-    rec.updatedAt = this.#opts.now();
     this.#touch(rec);
   }
 
