@@ -13,6 +13,8 @@ export interface GamesProcessOptions {
   stunPort?: number;
   hostPollTimeoutMs?: number;
   sweepIntervalMs?: number;
+  /** Serve the live inspector at /inspect. */
+  inspector?: boolean;
 }
 
 export class GamesProcess {
@@ -45,6 +47,7 @@ export class GamesProcess {
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
+        ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
       ].join('\n'),
     );
     const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {

@@ -82,5 +82,10 @@ describe.skipIf(!haveChromium)('inspector in a browser', () => {
     // Everything the page loaded came from the proxy itself.
     expect(requested.length).toBeGreaterThan(3);
     for (const url of requested) expect(url.startsWith(`${base}/inspect`), url).toBe(true);
+
+    // The page's open event stream must not hold the proxy up when it stops (5 s, else exit 1).
+    const proxy = stack.child('public-proxy-1')!;
+    await stack.stopRole('public-proxy-1');
+    expect(proxy.exitCode).toBe(0);
   }, 60_000);
 });
