@@ -64,7 +64,7 @@ describe.skipIf(!haveChromium)('inspector in a browser', () => {
 
     await page.waitForSelector('#diagram g.state.current[data-path="holding.spliced"]', { timeout: 10_000 });
     expect(await page.locator('#diagram g.state.current').evaluateAll((gs) => gs.map((g) => g.getAttribute('data-path')))).toEqual(['holding', 'holding.spliced']);
-    const fill = await page.locator('#diagram g.state.current[data-path="holding.spliced"] > rect').first().evaluate('(e) => getComputedStyle(e).fill');
+    const fill = await page.locator('#diagram g.state.current[data-path="holding.spliced"] > rect').first().evaluate((e) => (globalThis as unknown as { getComputedStyle(e: unknown): { fill: string } }).getComputedStyle(e).fill);
     expect(fill).toBe('rgb(255, 231, 163)');
     expect(await page.locator('#diagram g.state.current[data-path="holding.confirmed"]').count()).toBe(0);
 
