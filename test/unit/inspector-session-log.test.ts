@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Socket } from 'node:net';
-import { createActor, fromCallback, fromPromise } from 'xstate';
-import { brokeringMachine, type BrokeringInput, type NotifyResult, type SplicerEvent, type SplicerInput } from '../../machines/brokering.js';
+import { createActor } from 'xstate';
+import { stubbedBrokeringMachine } from '../../bench/inspector-cost.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
 import { brokeringFeed, eventLabel, gamesFeed } from '../../src/inspector/feeds.js';
@@ -106,16 +106,7 @@ describe('inspector feeds', () => {
   it('feeds - a real brokering actor, seen through the inspection API, ends spliced then closed with no socket kept', async () => {
     const { log } = manualLog({ maxTimeline: 50 });
     const feed = brokeringFeed(log);
-    let report: ((e: { type: 'SPLICE_ENDED'; reason: 'completed'; bytesAToB: number; bytesBToA: number }) => void) | undefined;
-    const machine = brokeringMachine.provide({
-      actors: {
-        notifyB: fromPromise<NotifyResult, BrokeringInput>(async () => ({ accepted: true })),
-        confirmToA: fromPromise<void, BrokeringInput>(async () => {}),
-        splicer: fromCallback<SplicerEvent, SplicerInput>(({ sendBack }) => {
-          report = sendBack;
-        }),
-      },
-    });
+    const { machine, endSplice } = stubbedBrokeringMachine();
     const input = { sessionId: 'sess-1', a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:9999' };
     const actor = createActor(machine, { input, inspect: feed.inspect });
     actor.start();
@@ -127,7 +118,7 @@ describe('inspector feeds', () => {
     actor.send({ type: 'A_DIALED', socket: aSocket, rest: new Uint8Array(5) });
     expect(log.detail('sess-1')!.summary.state).toBe('holding.spliced');
     feed.relayed('aToB', 100, 'sess-1');
-    report!({ type: 'SPLICE_ENDED', reason: 'completed', bytesAToB: 100, bytesBToA: 0 });
+    endSplice({ type: 'SPLICE_ENDED', reason: 'completed', bytesAToB: 100, bytesBToA: 0 });
     const d = log.detail('sess-1')!;
     expect(d.summary).toMatchObject({ machine: 'brokering', parties: 'hd-1 → hd-2', state: 'closed', status: 'finished', outcome: 'closed', bytes: { aToB: 100, bToA: 0 } });
     expect(d.timeline.map((e) => `${e.event}: ${e.from} → ${e.to}`)).toEqual([
