@@ -36,3 +36,6 @@ export const DEFAULT_INSPECTOR_MAX_FINISHED = 200;
 
 /** Timeline entries kept per session: a brokering takes about ten; a long-lived game is trimmed. */
 export const DEFAULT_INSPECTOR_MAX_TIMELINE = 100;
+
+/** Live sessions the inspector tracks at most (a games instance cannot see games end elsewhere). */
+export const DEFAULT_INSPECTOR_MAX_LIVE = 10_000;

@@ -1,3 +1,4 @@
+import { DEFAULT_INSPECTOR_MAX_LIVE } from '../core/constants.js';
 import { redact } from './redact.js';
 
 // What the inspector knows: every live session and the most recently finished ones, each with its
@@ -51,6 +52,12 @@ export interface SessionChange {
 export interface SessionLogOptions {
   maxFinished: number;
   maxTimeline: number;
+  /**
+   * Live sessions kept at most; past it the one updated longest ago is dropped. A proxy's live
+   * sessions end by themselves, but a games instance never sees the end of a game another
+   * instance deleted, so without this bound such games would pile up.
+   */
+  maxLive?: number;
   now?: () => number;
   /** How long changes gather before one push to subscribers. */
   flushMs?: number;
@@ -88,7 +95,7 @@ export class SessionLog {
   readonly #opts: Required<Omit<SessionLogOptions, 'schedule'>> & Pick<SessionLogOptions, 'schedule'>;
 
   constructor(options: SessionLogOptions) {
-    this.#opts = { now: Date.now, flushMs: 100, ...options };
+    this.#opts = { now: Date.now, flushMs: 100, maxLive: DEFAULT_INSPECTOR_MAX_LIVE, ...options };
   }
 
   /** Starts a session (or restarts one whose id came back, e.g. a game registered again). */
@@ -113,6 +120,7 @@ export class SessionLog {
       pushed: 0,
     };
     this.#sessions.set(id, rec);
+    if (this.liveCount() > this.#opts.maxLive) this.#dropStalestLive();
     this.#append(rec, { event: s.event, from: '', to: s.state, detail: s.detail });
   }
 
@@ -200,6 +208,16 @@ export class SessionLog {
     }
     this.#dirty.clear();
     for (const listener of this.#listeners) listener(changes);
+  }
+
+  #dropStalestLive(): void {
+    let stalest: Rec | undefined;
+    for (const rec of this.#sessions.values()) {
+      if (rec.finishedAt === undefined && (!stalest || rec.updatedAt < stalest.updatedAt)) stalest = rec;
+    }
+    if (!stalest) return;
+    this.#sessions.delete(stalest.id);
+    this.#dirty.delete(stalest.id);
   }
 
   #append(rec: Rec, e: Omit<TimelineEntry, 'seq' | 'at'>): void {

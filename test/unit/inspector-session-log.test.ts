@@ -54,6 +54,21 @@ describe('inspector session log', () => {
     expect(log.liveCount()).toBe(1);
   });
 
+  it('session log - live sessions are bounded too: the one updated longest ago goes first', () => {
+    let now = 0;
+    const log = new SessionLog({ maxFinished: 3, maxTimeline: 5, maxLive: 2, now: () => now, schedule: () => {} });
+    for (const id of ['a', 'b']) {
+      now += 1;
+      log.open(id, { machine: 'm', parties: '', state: 'x', event: 'xstate.init' });
+    }
+    now += 1;
+    log.step('a', { event: 'GO', state: 'y' });
+    now += 1;
+    log.open('c', { machine: 'm', parties: '', state: 'x', event: 'xstate.init' });
+    expect(log.list().map((s) => s.id).sort()).toEqual(['a', 'c']);
+    expect(log.liveCount()).toBe(2);
+  });
+
   it('session log - nothing is scheduled, redacted or pushed while nobody watches', () => {
     const { log, scheduled } = manualLog();
     log.open('s1', { machine: 'm', parties: '', state: 'a', event: 'xstate.init', detail: { token: 'secret' } });
