@@ -55,11 +55,11 @@ export interface GameServiceOptions {
   now: () => number;
   hostPollTimeoutMs: number;
   maxGuests: number;
+  /** Sees each step once it is written (the inspector's feed); never changes what is written. */
+  onTransition?: (game: string, event: { type: string } & Record<string, unknown>, snapshot: Snapshot) => void;
   log?: Logger;
   /** Attempts before a conflicting write gives up with StoreContentionError. */
   maxAttempts?: number;
-  /** Sees each step once it is written (the inspector's feed); never changes what is written. */
-  onTransition?: (game: string, event: { type: string } & Record<string, unknown>, snapshot: Snapshot) => void;
 }
 
 type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;

@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import type { Logger } from '../core/logger.js';
-import { connectBus } from '../core/nats.js';
-import type { GamesSettings } from '../settings/games-schema.js';
-import { natsUrl } from '../settings/schemas.js';
 import { gameSessionMachine } from '../../machines/game-session.js';
 import { gamesFeed } from '../inspector/feeds.js';
 import { INSPECT_PREFIX, type InspectorHttp } from '../inspector/http.js';
 import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
+import type { Logger } from '../core/logger.js';
+import { connectBus } from '../core/nats.js';
+import type { GamesSettings } from '../settings/games-schema.js';
+import { natsUrl } from '../settings/schemas.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
@@ -34,11 +34,11 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
+    ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
-    ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
   });
   const app = await buildGamesApi({
     service,

@@ -24,6 +24,8 @@ const ms = z.number().int().positive();
 export const gamesSettingsSchema = z.strictObject({
   name: z.string().min(1),
   nats: natsSchema,
+  /** Served at /inspect on the http listener, to loopback clients only unless allowRemote. */
+  inspector: inspectorSchema,
   http: z.strictObject({
     host: z.string().default('0.0.0.0'),
     port,
@@ -51,7 +53,5 @@ export const gamesSettingsSchema = z.strictObject({
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
     })
     .prefault({}),
-  /** Served at /inspect on the http listener, to loopback clients only unless allowRemote. */
-  inspector: inspectorSchema,
 });
 export type GamesSettings = z.infer<typeof gamesSettingsSchema>;

@@ -57,7 +57,7 @@ export const sdSettingsSchema = z.strictObject({
 });
 export type SdSettings = z.infer<typeof sdSettingsSchema>;
 
-export const proxySettingsSchema = z.strictObject({
+const proxySettingsFields = z.strictObject({
   name: z.string().min(1),
   /** The operator whose identity the proxy uses on the bus (its EPS server's name). */
   operator: z.string().min(1),
@@ -84,7 +84,9 @@ export const proxySettingsSchema = z.strictObject({
   maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
   /** Queue group shared by proxy instances so each connectionRequest is brokered once. */
   queueGroup: z.string().default('eps-proxy'),
-}).refine((s) => !s.inspector.enabled || s.metrics !== undefined, {
+});
+
+export const proxySettingsSchema = proxySettingsFields.refine((s) => !s.inspector.enabled || s.metrics !== undefined, {
   path: ['inspector', 'enabled'],
   message: 'the inspector is served on the metrics listener: set metrics { host, port } too',
 });

@@ -9,12 +9,12 @@ import { freePort } from '../helpers/ports.js';
 export interface GamesProcessOptions {
   natsUrl: string;
   bucket: string;
+  /** Serve the live inspector at /inspect. */
+  inspector?: boolean;
   httpPort?: number;
   stunPort?: number;
   hostPollTimeoutMs?: number;
   sweepIntervalMs?: number;
-  /** Serve the live inspector at /inspect. */
-  inspector?: boolean;
 }
 
 export class GamesProcess {
@@ -42,12 +42,12 @@ export class GamesProcess {
       join(folder, 'games.yml'),
       [
         `name: games-${httpPort}`,
+        ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
         `http: { host: 127.0.0.1, port: ${httpPort} }`,
         `stun: { host: 127.0.0.1, port: ${stunPort} }`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
-        ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
       ].join('\n'),
     );
     const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {
