@@ -31,6 +31,12 @@ const ASSETS: Record<string, string> = {
 /** An idle proxy in between (or the browser) may drop a silent stream; a comment keeps it open. */
 const HEARTBEAT_MS = 15_000;
 
+/**
+ * A page that stops reading (a suspended tab) would make its stream buffer grow without end; past
+ * this it is dropped, and its EventSource reconnects to a fresh `hello` when it wakes up.
+ */
+const MAX_STREAM_BACKLOG_BYTES = 1024 * 1024;
+
 const SECURITY_HEADERS = {
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
@@ -55,6 +61,8 @@ export class InspectorHttp {
   readonly #assets = new Map<string, Buffer>();
   readonly #diagrams = new Map<string, string>();
   readonly #streams = new Set<ServerResponse>();
+  /** One serialisation of each pushed batch, however many pages watch. */
+  readonly #batches = new WeakMap<SessionChange[], string>();
 
   constructor(opts: InspectorHttpOptions) {
     this.#opts = opts;
@@ -117,11 +125,22 @@ export class InspectorHttp {
   #stream(req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive' });
     res.socket?.setNoDelay(true);
-    const write = (event: string, data: unknown): void => {
-      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const write = (event: string, json: string): void => {
+      if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
+        res.destroy();
+        return;
+      }
+      res.write(`event: ${event}\ndata: ${json}\n\n`);
     };
-    write('hello', { now: Date.now(), title: this.#opts.title, sessions: this.#opts.log.list() });
-    const unsubscribe = this.#opts.log.subscribe((changes: SessionChange[]) => write('changes', { now: Date.now(), changes }));
+    write('hello', JSON.stringify({ now: Date.now(), title: this.#opts.title, sessions: this.#opts.log.list() }));
+    const unsubscribe = this.#opts.log.subscribe((changes: SessionChange[]) => {
+      let json = this.#batches.get(changes);
+      if (json === undefined) {
+        json = JSON.stringify({ now: Date.now(), changes });
+        this.#batches.set(changes, json);
+      }
+      write('changes', json);
+    });
     const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS).unref();
     this.#streams.add(res);
     const done = (): void => {

@@ -143,6 +143,17 @@ describe('inspector http', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(log.watched).toBe(false);
   });
+
+  it('inspector http - every open page gets the same pushes', async () => {
+    const until = (ev: { event: string }[]) => ev.some((e) => e.event === 'changes');
+    const pages = [readEvents(`${base}/inspect/api/events`, until), readEvents(`${base}/inspect/api/events`, until)];
+    await new Promise((r) => setTimeout(r, 100));
+    log.step('s-1', { event: 'B_DIALED', state: 'holding.bConnected' });
+    const [one, two] = await Promise.all(pages);
+    const pushed = (ev: { event: string; data: any }[]) => ev.find((e) => e.event === 'changes')!.data.changes;
+    expect(pushed(one!)).toEqual(pushed(two!));
+    expect(pushed(one!)[0].entries.map((e: { event: string }) => e.event)).toEqual(['B_DIALED']);
+  });
 });
 
 describe('inspector on the games app', () => {
