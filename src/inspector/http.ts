@@ -92,7 +92,14 @@ export class InspectorHttp {
     if (rest === '/api/sessions') return json(res, 200, { now: Date.now(), sessions: this.#opts.log.list() }), true;
     const session = /^\/api\/sessions\/([^/]+)$/.exec(rest);
     if (session) {
-      const detail = this.#opts.log.detail(decodeURIComponent(session[1]!));
+      // The proxy serves this from a plain node:http callback, where a throw would end the process.
+      let id: string;
+      try {
+        id = decodeURIComponent(session[1]!);
+      } catch {
+        return json(res, 400, { error: 'the session id is not valid percent-encoding' }), true;
+      }
+      const detail = this.#opts.log.detail(id);
       return (detail ? json(res, 200, { now: Date.now(), ...detail }) : json(res, 404, { error: 'no such session (finished sessions are kept a while only)' })), true;
     }
     const machine = /^\/api\/machines\/([A-Za-z0-9_-]+)\.svg$/.exec(rest);
@@ -126,6 +133,7 @@ export class InspectorHttp {
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive' });
     res.socket?.setNoDelay(true);
     const write = (event: string, json: string): void => {
+      if (res.destroyed || res.writableEnded) return;
       if (res.writableLength > MAX_STREAM_BACKLOG_BYTES) {
         res.destroy();
         return;

@@ -106,6 +106,8 @@ describe('inspector http', () => {
     expect(detail.context).toEqual({ sessionId: 's-1', endpoint: 'private:9999', token: '[redacted]' });
     expect(detail.timeline).toHaveLength(1);
     expect((await fetchText(`${base}/inspect/api/sessions/nope`)).status).toBe(404);
+    expect((await fetchText(`${base}/inspect/api/sessions/%E0%A4%A`)).status).toBe(400);
+    expect((await fetchText(`${base}/inspect/api/sessions/s%2D1`)).status).toBe(200);
   });
 
   it("inspector http - a machine's diagram is the generated SVG with every state addressable by path", async () => {
