@@ -26,24 +26,18 @@ export function brokeringFeed(log: SessionLog): {
   inspect: (ev: InspectionEvent) => void;
   relayed: (direction: 'aToB' | 'bToA', bytes: number, sessionId: string) => void;
 } {
-  // xstate's root actor id → our session id, for the live actors only.
-  const sessions = new Map<string, string>();
   return {
     inspect(ev) {
       if (ev.type !== '@xstate.snapshot' || ev.actorRef.sessionId !== ev.rootId) return;
       const snap = ev.snapshot as unknown as { value: unknown; status: string; context: BrokeringContext; output?: BrokeringOutput };
       const state = statePath(snap.value);
-      let id = sessions.get(ev.rootId);
-      if (id === undefined) {
-        id = snap.context.sessionId;
-        sessions.set(ev.rootId, id);
+      const id = snap.context.sessionId;
+      if (!log.has(id)) {
         log.open(id, { machine: 'brokering', parties: `${snap.context.a} → ${snap.context.b}`, state, event: ev.event.type, context: snap.context });
       } else {
         log.step(id, { event: eventLabel(ev.event.type), state, context: snap.context, detail: eventDetail(ev.event) });
       }
-      if (snap.status === 'active') return;
-      sessions.delete(ev.rootId);
-      log.finish(id, snap.output?.outcome ?? snap.status);
+      if (snap.status !== 'active') log.finish(id, snap.output?.outcome ?? snap.status);
     },
     relayed(direction, bytes, sessionId) {
       log.addBytes(sessionId, direction, bytes);
