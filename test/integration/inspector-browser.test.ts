@@ -69,7 +69,9 @@ describe.skipIf(!haveChromium)('inspector in a browser', () => {
     expect(await page.locator('#diagram g.state.current[data-path="holding.confirmed"]').count()).toBe(0);
 
     const events = await page.locator('#timeline tbody tr').evaluateAll((rows) => rows.map((tr) => tr.getAttribute('data-event')));
-    expect(events).toEqual(['xstate.init', 'notifyB.done', 'B_DIALED', 'confirmToA.done', 'A_DIALED']);
+    // B may dial before its bus reply reaches the proxy: then B_DIALED ends `notifying` first and
+    // there is no notifyB.done (the machine allows both orders).
+    expect(events.filter((e) => e !== 'notifyB.done')).toEqual(['xstate.init', 'B_DIALED', 'confirmToA.done', 'A_DIALED']);
     const last = await page.locator('#timeline tbody tr').last().locator('td').nth(2).textContent();
     expect(last).toBe('holding.confirmed → holding.spliced');
     expect(await page.locator('#selected-state').textContent()).toBe('holding.spliced');
