@@ -183,6 +183,11 @@ export class SessionLog {
     return this.#listeners.size > 0;
   }
 
+  /** How many subscribers (open pages) there are. */
+  get watchers(): number {
+    return this.#listeners.size;
+  }
+
   /** Pushes batches of changes to `listener` until the returned function is called. */
   subscribe(listener: SessionListener): () => void {
     if (this.#listeners.size === 0) {

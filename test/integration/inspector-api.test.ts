@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, get, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { brokeringMachine } from '../../machines/brokering.js';
@@ -129,8 +129,7 @@ describe('inspector http', () => {
 
   it('inspector http - the event stream says hello with the list, then pushes each change', async () => {
     const events = readEvents(`${base}/inspect/api/events`, (ev) => ev.some((e) => e.event === 'changes'));
-    await new Promise((r) => setTimeout(r, 100));
-    expect(log.watched).toBe(true);
+    await vi.waitFor(() => expect(log.watched).toBe(true), { timeout: 5000, interval: 20 });
     log.step('s-1', { event: 'notifyB.done', state: 'requested.forwarded' });
     const got = await events;
     expect(got[0]).toMatchObject({ event: 'hello', data: { sessions: [expect.objectContaining({ id: 's-1' })] } });
@@ -142,14 +141,14 @@ describe('inspector http', () => {
       },
     ]);
     // The client went away: nobody watches, nothing is gathered any more.
-    await new Promise((r) => setTimeout(r, 100));
-    expect(log.watched).toBe(false);
+    await vi.waitFor(() => expect(log.watched).toBe(false), { timeout: 5000, interval: 20 });
   });
 
   it('inspector http - every open page gets the same pushes', async () => {
     const until = (ev: { event: string }[]) => ev.some((e) => e.event === 'changes');
     const pages = [readEvents(`${base}/inspect/api/events`, until), readEvents(`${base}/inspect/api/events`, until)];
-    await new Promise((r) => setTimeout(r, 100));
+    // Both pages have had their hello: both are subscribed.
+    await vi.waitFor(() => expect(log.watchers).toBe(2), { timeout: 5000, interval: 20 });
     log.step('s-1', { event: 'B_DIALED', state: 'holding.bConnected' });
     const [one, two] = await Promise.all(pages);
     const pushed = (ev: { event: string; data: any }[]) => ev.find((e) => e.event === 'changes')!.data.changes;
