@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install build certs nats-server coturn sd-setup bench clean-certs
+.PHONY: demo test install build certs nats-server coturn chromium sd-setup bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -22,12 +22,16 @@ nats-server:
 coturn:
 	@bash scripts/ensure-coturn.sh >/dev/null || true
 
+# chromium is only needed by the inspector's browser test, which skips without it.
+chromium:
+	@bash scripts/ensure-chromium.sh >/dev/null || true
+
 ## Install everything, start the whole stack, ping hd-2 through the proxy, run until Ctrl-C.
 demo: install nats-server certs build
 	node dist/src/cli/demo.js
 
 ## Install everything and run the whole test suite.
-test: install nats-server coturn certs build
+test: install nats-server coturn chromium certs build
 	npx tsc -p tsconfig.test.json
 	npx vitest run
 

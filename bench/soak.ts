@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { BROKERING_OUTCOMES, type BrokeringOutcome, type NotifyResult } from '../machines/brokering.js';
 import { TOKEN_BYTES } from '../src/core/constants.js';
-import { SessionRegistry, type SessionInfo } from '../src/proxy/session-registry.js';
+import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
 import { REJECT_REASONS, SpliceEndpoint, type RejectReason } from '../src/proxy/splice-endpoint.js';
 import { TokenStore } from '../src/proxy/token-store.js';
 
@@ -45,6 +45,8 @@ export interface SoakOptions {
   timeouts?: { bDialMs?: number; aDialMs?: number; preambleMs?: number };
   /** Called every `every` brokerings, for a progress line. */
   progress?: { every: number; report: (done: number) => void };
+  /** Hooks added to the registry as the proxy adds them (bench/inspector-cost.ts: the inspector's). */
+  hooks?: Pick<SessionRegistryOptions, 'inspect' | 'onRelayed'>;
 }
 
 export interface SoakLeaks {
@@ -224,6 +226,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
 
   const tokens = new TokenStore();
   const registry = new SessionRegistry({
+    ...options.hooks,
     log,
     tokens,
     timeouts: { bDialMs, aDialMs },

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pino } from 'pino';
-import { SessionRegistry } from '../src/proxy/session-registry.js';
+import { pathToFileURL } from 'node:url';
+import { SessionRegistry, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
 import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
 
 // What the splice costs: one bulk stream and many small round trips, first over a direct
@@ -39,7 +40,7 @@ async function directPair(): Promise<{ a: Socket; b: Socket; close: () => Promis
 }
 
 /** A connected pair whose bytes go through the splice: B dials first, then A, both with the token. */
-async function splicedPair(): Promise<{ a: Socket; b: Socket; close: () => Promise<void> }> {
+export async function splicedPair(hooks: Pick<SessionRegistryOptions, 'inspect' | 'onRelayed'> = {}): Promise<{ a: Socket; b: Socket; close: () => Promise<void> }> {
   let port = 0;
   const dial = async (token: Buffer): Promise<Socket> => {
     const s = connect({ host: '127.0.0.1', port, noDelay: true, allowHalfOpen: true });
@@ -53,6 +54,7 @@ async function splicedPair(): Promise<{ a: Socket; b: Socket; close: () => Promi
   let resolveA!: (s: Socket) => void;
   const aReady = new Promise<Socket>((r) => (resolveA = r));
   const registry = new SessionRegistry({
+    ...hooks,
     log,
     notifyB: async (_s, token) => {
       b = await dial(token);
@@ -80,7 +82,7 @@ async function splicedPair(): Promise<{ a: Socket; b: Socket; close: () => Promi
   };
 }
 
-async function stream(a: Socket, b: Socket): Promise<{ bytes: number; ms: number }> {
+export async function stream(a: Socket, b: Socket): Promise<{ bytes: number; ms: number }> {
   const chunk = Buffer.alloc(64 * 1024, 7);
   let received = 0;
   let sending = true;
@@ -153,9 +155,11 @@ async function measure(name: string, make: () => Promise<{ a: Socket; b: Socket;
   return { mibps, p50: percentile(rtts, 50) };
 }
 
-const direct = await measure('direct', directPair);
-const spliced = await measure('spliced', splicedPair);
-console.log(
-  `spliced/direct throughput ${(spliced.mibps / direct.mibps).toFixed(2)}x; ` +
-    `round trip p50 ${(spliced.p50 / direct.p50).toFixed(2)}x`,
-);
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const direct = await measure('direct', directPair);
+  const spliced = await measure('spliced', () => splicedPair());
+  console.log(
+    `spliced/direct throughput ${(spliced.mibps / direct.mibps).toFixed(2)}x; ` +
+      `round trip p50 ${(spliced.p50 / direct.p50).toFixed(2)}x`,
+  );
+}

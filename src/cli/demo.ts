@@ -81,6 +81,8 @@ Try it yourself:
   curl --cert settings/dev/certs/hd-1.crt --key settings/dev/certs/hd-1.key --cacert settings/dev/certs/root.crt --resolve hd-1:5555:127.0.0.1 https://hd-1:5555/jsonrpc --header "Content-Type: application/json" --data '{"method": "hd-2._ping", "id": "1", "params": {}, "jsonrpc": "2.0"}' | jq .
   curl -s http://127.0.0.1:${DEV_PORTS.metrics}/metrics | grep eps_proxy_
 
+Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_PORTS.metrics}/inspect
+
 Running until Ctrl-C.`);
 } catch (err) {
   console.error(`demo failed: ${(err as Error).message}\n(see the logs in ${logDir})`);

@@ -30,3 +30,12 @@ export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+
+/** Finished sessions the inspector keeps listed: enough to look back over a burst, a few MB at most. */
+export const DEFAULT_INSPECTOR_MAX_FINISHED = 200;
+
+/** Timeline entries kept per session: a brokering takes about ten; a long-lived game is trimmed. */
+export const DEFAULT_INSPECTOR_MAX_TIMELINE = 100;
+
+/** Live sessions the inspector tracks at most (a games instance cannot see games end elsewhere). */
+export const DEFAULT_INSPECTOR_MAX_LIVE = 10_000;

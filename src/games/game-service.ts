@@ -69,6 +69,8 @@ export interface GameServiceOptions {
   now: () => number;
   hostPollTimeoutMs: number;
   maxGuests: number;
+  /** Sees each step once it is written (the inspector's feed); never changes what is written. */
+  onTransition?: (game: string, event: { type: string } & Record<string, unknown>, snapshot: Snapshot) => void;
   log?: Logger;
   /** Attempts before a conflicting write gives up with StoreContentionError. */
   maxAttempts?: number;
@@ -105,6 +107,7 @@ export class GameService {
     const record = this.recordOf(snapshot, hashSecret(secret).toString('hex'));
     const created = await this.createReclaiming(name, record);
     if (created.type === 'exists') return { type: 'nameTaken' };
+    this.opts.onTransition?.(name, { type: 'xstate.init' }, snapshot);
     this.opts.log?.info({ game: name }, 'game registered');
     return { type: 'registered', game: this.view(snapshot), secret };
   }
@@ -206,6 +209,7 @@ export class GameService {
       if (created.type === 'exists') return { type: 'nameTaken' };
       const removed = await this.store.remove(name, stored.revision);
       if (removed.type === 'removed') {
+        this.opts.onTransition?.(name, { type: 'RENAMED', newName }, renamed);
         this.opts.log?.info({ game: name, newName }, 'game renamed');
         return { type: 'renamed', game: this.view(renamed) };
       }
@@ -251,14 +255,17 @@ export class GameService {
       const ticked = this.ticked(stored);
       let next = ticked;
       let refused: R | undefined;
+      // What the inspector is told moved the game: the request's event, else the clock.
+      let event: GameSessionEvent | { type: 'CLOCK_TICKED' } = { type: 'CLOCK_TICKED' };
       if (ticked.status === 'active') {
         const d = decide(ticked, stored);
         if ('refuse' in d) refused = d.refuse;
-        else if (d.event) next = transition(gameSessionMachine, ticked, d.event)[0];
+        else if (d.event) next = transition(gameSessionMachine, ticked, (event = d.event))[0];
       }
       if (next.status === 'done') {
         const removed = await this.store.remove(name, stored.revision);
         if (removed.type === 'conflict') continue;
+        this.opts.onTransition?.(name, event, next);
         const output = next.output as GameSessionOutput;
         this.opts.log?.info({ game: name, outcome: output.outcome, detail: output.detail }, 'game ended');
         // An expired game is gone for the caller; a deletion is the caller's own success.
@@ -269,7 +276,10 @@ export class GameService {
       // A tick that changed nothing (the common sweep) costs no write.
       if (JSON.stringify(record) === JSON.stringify(stored.record)) return answer(next);
       const updated = await this.store.update(name, record, stored.revision);
-      if (updated.type === 'updated') return answer(next);
+      if (updated.type === 'updated') {
+        this.opts.onTransition?.(name, event, next);
+        return answer(next);
+      }
     }
     throw new StoreContentionError(`game ${name}: writes kept conflicting after ${this.maxAttempts} attempts`);
   }

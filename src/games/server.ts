@@ -1,3 +1,9 @@
+import type { FastifyInstance } from 'fastify';
+import { gameSessionMachine } from '../../machines/game-session.js';
+import { gamesFeed } from '../inspector/feeds.js';
+import { INSPECT_PREFIX, type InspectorHttp } from '../inspector/http.js';
+import { createInspector } from '../inspector/index.js';
+import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import type { GamesSettings } from '../settings/games-schema.js';
@@ -12,6 +18,8 @@ export const STUN_SOFTWARE = 'eps-p2p games';
 
 export interface RunningGames {
   httpPort: number;
+  /** What the inspector has recorded, when it is enabled. */
+  inspector?: SessionLog;
   stunPort: number | undefined;
   close(): Promise<void>;
 }
@@ -24,8 +32,10 @@ export interface RunningGames {
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
   const store = await KvGameStore.open(nc, settings.games.bucket);
+  const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
+    ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
@@ -40,9 +50,11 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     rateLimit: settings.http.rateLimit,
     log: log.child({ component: 'http' }),
   });
+  if (inspector) serveInspector(app, inspector.http);
   await app.listen({ host: settings.http.host, port: settings.http.port });
   const httpPort = (app.server.address() as { port: number }).port;
   log.info({ host: settings.http.host, port: httpPort, bucket: settings.games.bucket }, 'games http listening');
+  if (inspector) log.info({ path: INSPECT_PREFIX, allowRemote: settings.inspector.allowRemote }, 'inspector served');
 
   let stun: StunServer | undefined;
   if (settings.stun) {
@@ -67,12 +79,29 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   return {
     httpPort,
     stunPort: stun?.port,
+    ...(inspector ? { inspector: inspector.log } : {}),
     async close() {
       clearInterval(sweepTimer);
+      // Open event streams would keep the http server from closing.
+      inspector?.http.close();
       await app.close();
       await stun?.close();
       await sweeping;
       await nc.drain();
     },
   };
+}
+
+/**
+ * Hands /inspect and everything below it to the inspector's node:http handler, which answers
+ * loopback clients only (unless allowed): the games listener faces the internet, so the page
+ * cannot rely on the bind address as the proxy's metrics listener does.
+ */
+export function serveInspector(app: FastifyInstance, http: InspectorHttp): void {
+  for (const url of [INSPECT_PREFIX, `${INSPECT_PREFIX}/*`]) {
+    app.get(url, { schema: { hide: true } }, (request, reply) => {
+      reply.hijack();
+      http.handle(request.raw, reply.raw);
+    });
+  }
 }

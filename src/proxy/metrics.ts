@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { BROKERING_OUTCOMES } from '../../machines/brokering.js';
 import { REJECT_REASONS, type SpliceEndpoint } from './splice-endpoint.js';
@@ -69,10 +69,19 @@ export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetr
   return metrics;
 }
 
-/** Serves GET /metrics from `registry`; anything else is 404. */
-export function startMetricsServer(options: { host: string; port: number; registry: Registry }): Server {
+/**
+ * Serves GET /metrics from `registry`; `extra` (the inspector) may answer other paths first by
+ * returning true; anything else is 404.
+ */
+export function startMetricsServer(options: {
+  host: string;
+  port: number;
+  registry: Registry;
+  extra?: (req: IncomingMessage, res: ServerResponse) => boolean;
+}): Server {
   const { registry } = options;
   const server = createServer((req, res) => {
+    if (options.extra?.(req, res)) return;
     const path = (req.url ?? '').split('?')[0];
     if (req.method !== 'GET' || path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

@@ -1,10 +1,14 @@
 import type { Server } from 'node:http';
+import { brokeringMachine } from '../../machines/brokering.js';
 import { Bus } from '../bus/bus.js';
 import { createSigner } from '../bus/envelope.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { DirectoryClient } from '../directory/client.js';
+import { brokeringFeed } from '../inspector/feeds.js';
+import { createInspector } from '../inspector/index.js';
+import type { SessionLog } from '../inspector/session-log.js';
 import { natsUrl, type ProxySettings } from '../settings/schemas.js';
 import { ConnectionRequests } from './connection-requests.js';
 import { serveGameRelays } from './game-relays.js';
@@ -14,6 +18,8 @@ import { SpliceEndpoint } from './splice-endpoint.js';
 
 export interface RunningProxy {
   registry: SessionRegistry;
+  /** What the inspector has recorded, when it is enabled. */
+  inspector?: SessionLog;
   close(): Promise<void>;
 }
 
@@ -42,13 +48,26 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
 
   let registry: SessionRegistry;
   const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
+  const inspector = settings.inspector.enabled ? createInspector(settings.inspector, brokeringMachine, `proxy ${settings.name}`) : undefined;
+  const feed = inspector && brokeringFeed(inspector.log);
+  const metricHooks = registryMetricHooks(metrics);
   let requests: ConnectionRequests;
   registry = new SessionRegistry({
     log,
     timeouts: { bDialMs: settings.timeouts.bDialMs, aDialMs: settings.timeouts.aDialMs },
     notifyB: (session, token) => requests.notifyB(session, token),
     confirmToA: (session, token, endpoint) => requests.confirmToA(session, token, endpoint),
-    ...registryMetricHooks(metrics),
+    ...metricHooks,
+    // Without the inspector nothing is added to the per-chunk path or to the actors.
+    ...(feed
+      ? {
+          inspect: feed.inspect,
+          onRelayed: (direction, bytes, sessionId) => {
+            metricHooks.onRelayed(direction, bytes);
+            feed.relayed(direction, bytes, sessionId);
+          },
+        }
+      : {}),
   });
   requests = new ConnectionRequests({
     operator: settings.operator,
@@ -72,8 +91,14 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
 
   let metricsServer: Server | undefined;
   if (settings.metrics) {
-    metricsServer = startMetricsServer({ host: settings.metrics.host, port: settings.metrics.port, registry: metrics.registry });
+    metricsServer = startMetricsServer({
+      host: settings.metrics.host,
+      port: settings.metrics.port,
+      registry: metrics.registry,
+      ...(inspector ? { extra: (req, res) => inspector.http.handle(req, res) } : {}),
+    });
     log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/metrics` }, 'metrics served');
+    if (inspector) log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/inspect` }, 'inspector served');
   }
 
   // Game relays need no directory (peers are not operators), so they are served at once.
@@ -101,12 +126,15 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
 
   return {
     registry,
+    ...(inspector ? { inspector: inspector.log } : {}),
     async close() {
       closing = true;
       bus.close();
       relays?.unsubscribe();
       await registry.shutdown();
       await endpoint.close();
+      // Open event streams would keep the metrics server from closing.
+      inspector?.http.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       metricsServer?.closeAllConnections();
       await directory.close();

@@ -34,7 +34,7 @@ export interface SessionRegistryOptions {
   confirmToA: (session: SessionInfo, token: Buffer, endpoint: string) => Promise<void>;
   onSpliced?: (session: SessionInfo) => void;
   onFinished?: (session: SessionInfo, output: BrokeringOutput, stats: SessionStats) => void;
-  onRelayed?: (direction: Direction, bytes: number) => void;
+  onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
   /** Ends a splice with no traffic for this long; 0 disables. */
   spliceIdleMs?: number;
   /** xstate's inspection hook for every session actor: how tests and tools see each transition. */

@@ -14,7 +14,7 @@ export interface SplicerOptions {
   /** Ends a splice with no traffic either way for this long; 0 or absent disables it. */
   idleMs?: number;
   /** Called per relayed chunk, so counters move while a long-lived channel is open. */
-  onRelayed?: (direction: Direction, bytes: number) => void;
+  onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
 }
 
 /**
@@ -99,7 +99,7 @@ export function createSplicer(options: SplicerOptions) {
       const relay = (src: Socket, dst: Socket, direction: Direction) => (chunk: Buffer) => {
         if (direction === 'aToB') bytesAToB += chunk.length;
         else bytesBToA += chunk.length;
-        onRelayed?.(direction, chunk.length);
+        onRelayed?.(direction, chunk.length, input.sessionId);
         if (!dst.write(chunk)) src.pause();
       };
 

@@ -5,6 +5,8 @@ import {
   DEFAULT_BUS_REQUEST_TIMEOUT_MS,
   DEFAULT_CHANNEL_IDLE_TIMEOUT_MS,
   DEFAULT_ENVELOPE_MAX_AGE_MS,
+  DEFAULT_INSPECTOR_MAX_FINISHED,
+  DEFAULT_INSPECTOR_MAX_TIMELINE,
   DEFAULT_MAX_BODY_BYTES,
   DEFAULT_MAX_ENVELOPE_BYTES,
   DEFAULT_NATS_URL,
@@ -30,6 +32,18 @@ export const directoryClientSchema = z.strictObject({
   serverName: z.string().default('sd-1'),
 });
 
+/** The live inspector (src/inspector/): off unless enabled; the dev roles enable it. */
+export const inspectorSchema = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    /** Answer clients that are not on loopback too: the page shows who talks to whom. */
+    allowRemote: z.boolean().default(false),
+    maxFinished: z.number().int().positive().max(100_000).default(DEFAULT_INSPECTOR_MAX_FINISHED),
+    maxTimeline: z.number().int().positive().max(10_000).default(DEFAULT_INSPECTOR_MAX_TIMELINE),
+  })
+  .prefault({});
+export type InspectorSettings = z.infer<typeof inspectorSchema>;
+
 export const sdSettingsSchema = z.strictObject({
   name: z.string().min(1),
   nats: natsSchema,
@@ -43,7 +57,7 @@ export const sdSettingsSchema = z.strictObject({
 });
 export type SdSettings = z.infer<typeof sdSettingsSchema>;
 
-export const proxySettingsSchema = z.strictObject({
+const proxySettingsFields = z.strictObject({
   name: z.string().min(1),
   /** The operator whose identity the proxy uses on the bus (its EPS server's name). */
   operator: z.string().min(1),
@@ -56,6 +70,8 @@ export const proxySettingsSchema = z.strictObject({
     endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
   }),
   metrics: listenSchema.optional(),
+  /** Served on the metrics listener, at /inspect. */
+  inspector: inspectorSchema,
   timeouts: z
     .strictObject({
       preambleMs: ms.default(DEFAULT_PREAMBLE_TIMEOUT_MS),
@@ -70,6 +86,11 @@ export const proxySettingsSchema = z.strictObject({
   queueGroup: z.string().default('eps-proxy'),
   /** Also relay game peers that could not punch, at the games rendezvous' request (src/relay/). */
   gameRelays: z.boolean().default(false),
+});
+
+export const proxySettingsSchema = proxySettingsFields.refine((s) => !s.inspector.enabled || s.metrics !== undefined, {
+  path: ['inspector', 'enabled'],
+  message: 'the inspector is served on the metrics listener: set metrics { host, port } too',
 });
 export type ProxySettings = z.infer<typeof proxySettingsSchema>;
 

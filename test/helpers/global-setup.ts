@@ -14,4 +14,10 @@ export default function setup(): void {
   } catch {
     // The coturn interop tests skip with a message saying so.
   }
+  // chromium is the browser the inspector's end-to-end test drives.
+  try {
+    execFileSync('bash', ['scripts/ensure-chromium.sh'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } catch {
+    // The browser test skips with a message saying so.
+  }
 }

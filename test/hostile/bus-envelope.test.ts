@@ -216,6 +216,9 @@ describe('hostile bus envelopes over NATS', () => {
         return { pong: true };
       });
     }
+    // The subscriptions must reach the server before the attacker's first request, which travels
+    // on another connection: under load it could otherwise find no responders.
+    await serverNc.flush();
   });
 
   afterAll(async () => {

@@ -9,6 +9,8 @@ import { freePort } from '../helpers/ports.js';
 export interface GamesProcessOptions {
   natsUrl: string;
   bucket: string;
+  /** Serve the live inspector at /inspect. */
+  inspector?: boolean;
   httpPort?: number;
   stunPort?: number;
   hostPollTimeoutMs?: number;
@@ -42,6 +44,7 @@ export class GamesProcess {
       join(folder, 'games.yml'),
       [
         `name: games-${httpPort}`,
+        ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
         `http: { host: 127.0.0.1, port: ${httpPort} }`,
         `stun: { host: 127.0.0.1, port: ${stunPort} }`,
         // Deliberately wrong: NATS_URL must win, as for every process.
