@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
@@ -257,6 +257,21 @@ export class Blackhole {
   release(): void {
     this.filler.destroy();
     this.child.stdin!.write('go\n');
+  }
+
+  /**
+   * Until the dialer's SYN is out (the kernel holds it in SYN-SENT, retrying): a path that cancels
+   * the dial must cancel one that really started, not one still on its way to connect().
+   */
+  async dialInFlight(): Promise<void> {
+    const synSent = () => {
+      try {
+        return execFileSync('ss', ['-Htn', 'state', 'syn-sent', 'dst', `127.0.0.1:${this.port}`]).toString().trim() !== '';
+      } catch {
+        return false;
+      }
+    };
+    await waitUntil(synSent, 'the dial to the black hole started', 5_000);
   }
 
   /** After the dialer gave up: its late connection must be closed by the dialer, not kept. */

@@ -271,6 +271,7 @@ export const peerConnectionDrivers: Drivers<PeerCtx> = {
       // Held in requesting by P's confirmation: wait until P holds B's socket.
       if (step.from === 'requesting') await waitUntil(() => ctx.pTrace.entries.some((e) => e.leaf === 'holding.bConnected'), 'P holds B');
       if (step.from === 'open') await callServed(ctx);
+      if (step.from === 'dialing') await ctx.blackhole!.dialInFlight();
       ctx.channels.close();
     },
     check: async (ctx, step) => {
