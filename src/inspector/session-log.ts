@@ -120,7 +120,7 @@ export class SessionLog {
       pushed: 0,
     };
     this.#sessions.set(id, rec);
-    if (this.liveCount() > this.#opts.maxLive) this.#dropStalestLive();
+    if (this.liveCount() > this.#opts.maxLive) this.#dropStalestLive(id);
     this.#append(rec, { event: s.event, from: '', to: s.state, detail: s.detail });
   }
 
@@ -215,10 +215,10 @@ export class SessionLog {
     for (const listener of this.#listeners) listener(changes);
   }
 
-  #dropStalestLive(): void {
+  #dropStalestLive(keep: string): void {
     let stalest: Rec | undefined;
     for (const rec of this.#sessions.values()) {
-      if (rec.finishedAt === undefined && (!stalest || rec.updatedAt < stalest.updatedAt)) stalest = rec;
+      if (rec.id !== keep && rec.finishedAt === undefined && (!stalest || rec.updatedAt < stalest.updatedAt)) stalest = rec;
     }
     if (!stalest) return;
     this.#sessions.delete(stalest.id);
