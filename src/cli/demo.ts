@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `make demo`: the seed's five shells in one command. Starts nats-server when none answers, then
 // sd, the proxy and the three EPS servers, runs sd-setup, pings hd-2 through the proxy from
-// hd-1's gateway, prints the answer and the curl command to try, and runs until Ctrl-C.
+// hd-1's gateway, prints the answer and the curl command to try; then starts the games
+// rendezvous and has a host and a guest meet through it twice (punched, then relayed by the
+// proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +14,20 @@ import { splitHostPort } from '../core/dial.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
+
+/** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
+async function duel(name: string, extra: string[]): Promise<string[]> {
+  const args = ['--server', `http://127.0.0.1:${DEV_PORTS.games}`, '--name', name, '--stun', `127.0.0.1:${DEV_PORTS.stun}`, ...extra];
+  const run = (verb: 'host' | 'guest') =>
+    new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('close', () => resolve(`games ${verb.padEnd(5)} ${out.trim()}`));
+    });
+  return Promise.all([run('host'), run('guest')]);
+}
 
 const natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
 const certs = join(packageRoot, 'settings/dev/certs');
@@ -81,7 +97,19 @@ Try it yourself:
   curl --cert settings/dev/certs/hd-1.crt --key settings/dev/certs/hd-1.key --cacert settings/dev/certs/root.crt --resolve hd-1:5555:127.0.0.1 https://hd-1:5555/jsonrpc --header "Content-Type: application/json" --data '{"method": "hd-2._ping", "id": "1", "params": {}, "jsonrpc": "2.0"}' | jq .
   curl -s http://127.0.0.1:${DEV_PORTS.metrics}/metrics | grep eps_proxy_
 
-Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_PORTS.metrics}/inspect
+Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_PORTS.metrics}/inspect`);
+
+  stack.start('games-1');
+  await waitForPort(DEV_PORTS.games, 20_000);
+  console.log(`\nstarted games run (REST on ${DEV_PORTS.games}, STUN on ${DEV_PORTS.stun}/udp); a host and a guest meet through it:`);
+  for (const line of await duel('demo duel', [])) console.log(`  ${line}`);
+  console.log('and again, relayed through the proxy as when their NATs defeat punching (--relay always):');
+  for (const line of await duel('demo relay', ['--relay', 'always'])) console.log(`  ${line}`);
+  console.log(`
+Try it yourself, in two shells:
+  npx games host  --server http://127.0.0.1:${DEV_PORTS.games} --name mine --verbose
+  npx games guest --server http://127.0.0.1:${DEV_PORTS.games} --name mine --verbose
+The games' sessions are at http://127.0.0.1:${DEV_PORTS.games}/inspect
 
 Running until Ctrl-C.`);
 } catch (err) {

@@ -15,9 +15,12 @@ export interface StackPorts {
   jsonrpc: number;
   splice: number;
   metrics: number;
+  /** games run: its REST port, and STUN on UDP. */
+  games: number;
+  stun: number;
 }
 
-export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191 };
+export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191, games: 8000, stun: 3478 };
 
 export interface StackOptions {
   natsUrl: string;
@@ -30,7 +33,7 @@ export interface StackOptions {
   inheritOutput?: boolean;
 }
 
-export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1';
+export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1' | 'games-1';
 
 const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> = {
   'sd-1': { bin: 'sd', args: ['run'], env: 'SD_SETTINGS' },
@@ -40,6 +43,7 @@ const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> =
   'public-proxy-eps-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   // The Hyper edition of the seed: same server, its own bin and settings variable.
   'public-proxy-hyper-1': { bin: 'hyper', args: ['server', 'run'], env: 'HYPER_SETTINGS' },
+  'games-1': { bin: 'games', args: ['run'], env: 'GAMES_SETTINGS' },
 };
 
 /** The file a bin names in package.json: what `npx <bin>` runs. */
@@ -81,6 +85,8 @@ export class DevStack {
       'hd-2': directory,
       'public-proxy-eps-1': directory,
       'public-proxy-hyper-1': directory,
+      // Ports only: the dev role's hosts (every interface) stay, as a rendezvous faces peers.
+      'games-1': `http: { port: ${ports.games} }\nstun: { port: ${ports.stun} }\n`,
     };
     writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
     writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');

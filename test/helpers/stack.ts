@@ -11,7 +11,7 @@ const run = promisify(execFile);
 export const CERTS = 'settings/dev/certs';
 
 export async function freePorts(): Promise<StackPorts> {
-  return { sd: await freePort(), jsonrpc: await freePort(), splice: await freePort(), metrics: await freePort() };
+  return { sd: await freePort(), jsonrpc: await freePort(), splice: await freePort(), metrics: await freePort(), games: await freePort(), stun: await freePort() };
 }
 
 export async function startStack(natsUrl: string, opts: { overrides?: Partial<Record<RoleName, string>>; order?: RoleName[] } = {}): Promise<DevStack> {
