@@ -46,7 +46,9 @@ describe('faults: service directory', () => {
 
     const killedAt = Date.now();
     await crash(stack, 'sd-1');
-    await expect(sdTip(stack)).rejects.toThrow(/ECONNREFUSED/);
+    // Refused on a new connection; "socket hang up" when the call went out on a kept-alive socket
+    // to the killed sd that the agent had not yet seen close. Either way: the sd is gone.
+    await expect(sdTip(stack)).rejects.toThrow(/ECONNREFUSED|socket hang up|ECONNRESET/);
 
     // A brokering nobody asked for before the crash: every party finds the other in its cache.
     const splicedBefore = await proxyMetric(stack, 'eps_proxy_spliced_total');
