@@ -161,7 +161,11 @@ export const gameSessionMachine = setup({
       event.type === 'GUEST_STARTED' &&
       (context.guests.some((g) => g.peerId === event.peerId) || context.guests.length < context.maxGuests),
     anyPairingSwapped: ({ context }) => context.guests.some((g) => g.status !== 'waiting'),
-    /** A relay is for a pair that swapped candidates and could not punch: never before the swap. */
+    /**
+     * A relay is for a pair that swapped candidates and could not punch: never before the first
+     * swap. A relayed pairing stays relayed (a guest's new candidates do not undo the failed
+     * punch), so it may be granted a fresh relay once its last grant has expired.
+     */
     pairingSwapped: ({ context, event }) =>
       event.type === 'RELAY_GRANTED' && context.guests.some((g) => g.peerId === event.peerId && g.status !== 'waiting'),
     hostHasCandidates: ({ context }) => context.hostAddresses.length > 0,

@@ -39,3 +39,9 @@ export const DEFAULT_INSPECTOR_MAX_TIMELINE = 100;
 
 /** Live sessions the inspector tracks at most (a games instance cannot see games end elsewhere). */
 export const DEFAULT_INSPECTOR_MAX_LIVE = 10_000;
+
+/** Both game peers must dial a relay within this long of its grant (punching already cost them ~5 s). */
+export const DEFAULT_RELAY_DIAL_WITHIN_MS = 10 * second;
+
+/** Relay sessions a proxy holds at once: bounds what a flood of relay requests can take. */
+export const DEFAULT_MAX_RELAY_SESSIONS = 1000;

@@ -1,12 +1,17 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from '../core/logger.js';
 import { relayRequestSchema, relaySubject, type RelayReply } from '../relay/protocol.js';
-import type { OpenedSession, SessionMessengers } from './session-registry.js';
+import type { OpenedSession, SessionMessengers, SessionOptions } from './session-registry.js';
 
 // The proxy side of the relay protocol (src/relay/protocol.ts): each request opens a session of
 // the same brokering machine and splicer that EPS operators use, and the reply carries its token.
 // Nobody is on the operator bus to notify or confirm, so both messengers succeed at once: "B was
 // told" means the rendezvous holds the token, and both peers already hold it when one is spliced.
+// They must stay free of I/O: a second peer dialing right behind the first is accepted only once
+// confirmToA is done, which today happens in the same microtask drain as B_DIALED.
+//
+// The subject is plain NATS (see src/relay/protocol.ts), so a publisher is trusted only as far as
+// NATS permissions say; the cap on live relay sessions bounds what a flood of requests can hold.
 
 const RELAY_MESSENGERS: SessionMessengers = {
   notifyB: async () => ({ accepted: true }),
@@ -19,19 +24,24 @@ export interface GameRelaysOptions {
   operator: string;
   queue: string;
   endpoint: string;
-  /** How long the first peer has to dial (the brokering machine's bDialTimeout). */
+  /** Both peers must have dialed this long after the grant; the session ends then otherwise. */
   dialWithinMs: number;
-  open: (request: { a: string; b: string; endpoint: string }, messengers: SessionMessengers) => OpenedSession;
+  /** Relay sessions open at once (waiting or spliced); more requests are refused until some end. */
+  maxLive: number;
+  open: (request: { a: string; b: string; endpoint: string }, via: SessionOptions) => OpenedSession;
   log: Logger;
 }
 
 /** Serves relay requests until the returned subscription is unsubscribed. */
 export function serveGameRelays(opts: GameRelaysOptions): Subscription {
   const log = opts.log.child({ component: 'game-relays' });
+  let live = 0;
   return opts.nc.subscribe(relaySubject(opts.operator), {
     queue: opts.queue,
     callback: (err, msg) => {
       if (err) return log.warn({ err }, 'relay subscription failed');
+      // Nobody could receive the token: opening a session would only hold a slot until it expires.
+      if (!msg.reply) return log.warn('relay request without a reply subject dropped');
       const answer = (reply: RelayReply) => {
         if (!msg.respond(JSON.stringify(reply))) log.warn('relay request without a reply subject dropped');
       };
@@ -49,12 +59,21 @@ export function serveGameRelays(opts: GameRelaysOptions): Subscription {
         return answer({ ok: false, error: `malformed relay request: ${error}` });
       }
       const { game, requester } = checked.data;
+      if (live >= opts.maxLive) {
+        log.warn({ live, game, requester }, 'relay refused: too many relay sessions open');
+        return answer({ ok: false, error: `the proxy has ${opts.maxLive} relay sessions open, its limit; retry shortly` });
+      }
       let session: OpenedSession;
       try {
-        session = opts.open({ a: `${requester}/${game}/second`, b: `${requester}/${game}/first`, endpoint: opts.endpoint }, RELAY_MESSENGERS);
+        session = opts.open(
+          { a: `${requester}/${game}/second`, b: `${requester}/${game}/first`, endpoint: opts.endpoint },
+          { messengers: RELAY_MESSENGERS, dialWithinMs: opts.dialWithinMs },
+        );
       } catch (e) {
         return answer({ ok: false, error: (e as Error).message });
       }
+      live++;
+      void session.done.then(() => live--);
       log.info({ sessionId: session.sessionId, game, requester }, 'relay session opened');
       answer({ ok: true, sessionId: session.sessionId, token: session.token.toString('base64'), endpoint: opts.endpoint, dialWithinMs: opts.dialWithinMs });
     },

@@ -102,14 +102,15 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   }
 
   // Game relays need no directory (peers are not operators), so they are served at once.
-  const relays = settings.gameRelays
+  const relays = settings.gameRelays.enabled
     ? serveGameRelays({
         nc,
         operator: settings.operator,
         queue: settings.queueGroup,
         endpoint: settings.splice.endpoint,
-        dialWithinMs: settings.timeouts.bDialMs,
-        open: (request, messengers) => registry.open(request, messengers),
+        dialWithinMs: settings.gameRelays.dialWithinMs,
+        maxLive: settings.gameRelays.maxSessions,
+        open: (request, via) => registry.open(request, via),
         log,
       })
     : undefined;

@@ -45,6 +45,17 @@ export interface SessionRegistryOptions {
 /** How a session reaches its parties over the control plane; the registry's options are the default. */
 export type SessionMessengers = Pick<SessionRegistryOptions, 'notifyB' | 'confirmToA'>;
 
+export interface SessionOptions {
+  /** Replaces how B is told and A confirmed, for this session only. */
+  messengers?: SessionMessengers;
+  /**
+   * One deadline for both dials, this long after opening, instead of bDialMs then aDialMs: a
+   * game relay's grant says "dial within this long" to both peers, and the session must end then
+   * too, whichever peer dials first, so the rendezvous never hands out a dead token as live.
+   */
+  dialWithinMs?: number;
+}
+
 export interface OpenedSession {
   sessionId: string;
   token: Buffer;
@@ -63,6 +74,11 @@ interface Session {
 
 export class SessionRegistry {
   readonly #sessions = new Map<string, Session>();
+  /**
+   * Absolute times (ms) by which both dials must have arrived, for sessions opened with one. Apart
+   * from #sessions because the machine reads its first delay while the actor is being created.
+   */
+  readonly #dialDeadlines = new Map<string, number>();
   readonly #tokens: TokenStore;
   readonly #options: SessionRegistryOptions;
   readonly #machine;
@@ -99,28 +115,29 @@ export class SessionRegistry {
         },
       },
       delays: {
-        bDialTimeout: options.timeouts?.bDialMs ?? DEFAULT_B_DIAL_TIMEOUT_MS,
-        aDialTimeout: options.timeouts?.aDialMs ?? DEFAULT_A_DIAL_TIMEOUT_MS,
+        bDialTimeout: ({ context }) => this.#waitFor(context.sessionId, options.timeouts?.bDialMs ?? DEFAULT_B_DIAL_TIMEOUT_MS),
+        aDialTimeout: ({ context }) => this.#waitFor(context.sessionId, options.timeouts?.aDialMs ?? DEFAULT_A_DIAL_TIMEOUT_MS),
       },
     });
   }
 
   /**
-   * Starts a session. `messengers` replaces how B is told and A confirmed for this session only:
-   * a game relay hands its token to the rendezvous instead of to two operators on the bus.
+   * Starts a session. A game relay passes its own messengers (its token goes to the rendezvous,
+   * not to two operators on the bus) and one dial deadline for both peers.
    */
-  open(request: { a: string; b: string; endpoint: string }, messengers: SessionMessengers = this.#options): OpenedSession {
+  open(request: { a: string; b: string; endpoint: string }, via: SessionOptions = {}): OpenedSession {
     if (this.#shuttingDown) throw new Error('session registry is shutting down');
     const sessionId = randomUUID();
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
     const token = this.#tokens.mint(sessionId);
     const log = this.#options.log.child({ component: 'brokering', sessionId });
     const startedAt = Date.now();
+    if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);
     const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}`, inspect: this.#options.inspect });
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
-    const s: Session = { info, token, actor, done, messengers, rejected: undefined };
+    const s: Session = { info, token, actor, done, messengers: via.messengers ?? this.#options, rejected: undefined };
     this.#sessions.set(sessionId, s);
 
     let last = '';
@@ -176,6 +193,12 @@ export class SessionRegistry {
     return 'ROUTED';
   }
 
+  /** A named dial delay: the fixed one, or what is left until the session's own deadline. */
+  #waitFor(sessionId: string, fixedMs: number): number {
+    const deadline = this.#dialDeadlines.get(sessionId);
+    return deadline === undefined ? fixedMs : Math.max(0, deadline - Date.now());
+  }
+
   liveCount(): number {
     return this.#sessions.size;
   }
@@ -193,6 +216,7 @@ export class SessionRegistry {
   #finish(s: Session, log: Logger, output: BrokeringOutput, stats: SessionStats): void {
     if (!this.#sessions.has(s.info.sessionId)) return;
     this.#sessions.delete(s.info.sessionId);
+    this.#dialDeadlines.delete(s.info.sessionId);
     this.#tokens.release(s.info.sessionId);
     log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);

@@ -26,6 +26,7 @@ export function relayClient(opts: RelayClientOptions): (game: string) => Promise
   const subject = relaySubject(opts.proxyOperator);
   return async (game) => {
     let data: unknown;
+    const sentAt = Date.now();
     try {
       const msg = await opts.nc.request(subject, JSON.stringify({ v: RELAY_PROTOCOL_VERSION, game, requester: opts.requester }), {
         timeout: opts.timeoutMs,
@@ -40,6 +41,8 @@ export function relayClient(opts: RelayClientOptions): (game: string) => Promise
     if (!reply.success) throw new RelayUnavailableError(`the proxy's relay reply is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`);
     if (!reply.data.ok) throw new RelayUnavailableError(`the proxy refused the relay: ${reply.data.error}`);
     const { sessionId, token, endpoint, dialWithinMs } = reply.data;
-    return { sessionId, token, endpoint, dialWithinMs };
+    // The proxy's window started before its reply left: count the round trip against it, so the
+    // grant never looks live after the session has ended.
+    return { sessionId, token, endpoint, dialWithinMs: Math.max(0, dialWithinMs - (Date.now() - sentAt)) };
   };
 }

@@ -31,7 +31,7 @@ export const relayReplySchema = z.discriminatedUnion('ok', [
     /** base64 of the 32-byte token both peers present. */
     token: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected base64 of 32 bytes'),
     endpoint: z.string().min(3).max(300),
-    /** The first peer must dial within this long, the second within as long again. */
+    /** Both peers must have dialed within this long of the reply being sent; the session ends then. */
     dialWithinMs: z.number().int().positive(),
   }),
   z.strictObject({ ok: z.literal(false), error: z.string().min(1).max(1000) }),

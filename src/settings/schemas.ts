@@ -9,7 +9,9 @@ import {
   DEFAULT_INSPECTOR_MAX_TIMELINE,
   DEFAULT_MAX_BODY_BYTES,
   DEFAULT_MAX_ENVELOPE_BYTES,
+  DEFAULT_MAX_RELAY_SESSIONS,
   DEFAULT_NATS_URL,
+  DEFAULT_RELAY_DIAL_WITHIN_MS,
   DEFAULT_PREAMBLE_TIMEOUT_MS,
 } from '../core/constants.js';
 
@@ -85,7 +87,13 @@ const proxySettingsFields = z.strictObject({
   /** Queue group shared by proxy instances so each connectionRequest is brokered once. */
   queueGroup: z.string().default('eps-proxy'),
   /** Also relay game peers that could not punch, at the games rendezvous' request (src/relay/). */
-  gameRelays: z.boolean().default(false),
+  gameRelays: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      dialWithinMs: ms.default(DEFAULT_RELAY_DIAL_WITHIN_MS),
+      maxSessions: z.number().int().positive().default(DEFAULT_MAX_RELAY_SESSIONS),
+    })
+    .prefault({}),
 });
 
 export const proxySettingsSchema = proxySettingsFields.refine((s) => !s.inspector.enabled || s.metrics !== undefined, {

@@ -1,5 +1,8 @@
 import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { serveGameRelays } from '../../src/proxy/game-relays.js';
+import { SessionRegistry } from '../../src/proxy/session-registry.js';
 import { relaySubject } from '../../src/relay/protocol.js';
 import { DevStack, waitForPort } from '../../src/devstack/stack.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
@@ -13,6 +16,7 @@ import { resultOf, runPeer } from './games-peer-cli.js';
 // fallback happening on its own behind NATs that map each destination to a new port.
 
 const PROXY_OPERATOR = 'public-proxy-eps-1';
+const silent = pino({ level: 'silent' });
 let nats: TestNatsServer;
 let stack: DevStack;
 let games: GamesProcess;
@@ -120,16 +124,49 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
     const nc = await connect({ servers: nats.url });
     try {
       const ask = async (data: string) => (await nc.request(relaySubject(PROXY_OPERATOR), data, { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
+      // Sessions ever opened: live ones plus every finished one, whatever its outcome. It only
+      // grows, so a session from an earlier test expiring meanwhile cannot hide a new one.
+      const opened = async () => {
+        const text = await metrics(metricsPort);
+        const live = Number(/^eps_proxy_live_sessions (\d+)/m.exec(text)?.[1]);
+        const finished = [...text.matchAll(/^eps_proxy_sessions_total\{outcome="[^"]+"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+        expect(Number.isInteger(live)).toBe(true);
+        return live + finished;
+      };
+      const before = await opened();
       expect(await ask('not json')).toEqual({ ok: false, error: 'the request is not JSON' });
       expect(await ask(JSON.stringify({ v: 2, game: 'g', requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('v: ') });
       expect(await ask(JSON.stringify({ v: 1, game: 'g', requester: 'r', extra: 1 }))).toMatchObject({ ok: false, error: expect.stringContaining('Unrecognized key') });
       expect(await ask(JSON.stringify({ v: 1, game: 'x'.repeat(65), requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('game') });
-      const live = (text: string) => Number(/^eps_proxy_live_sessions (\d+)/m.exec(text)?.[1] ?? NaN);
-      const before = live(await metrics(metricsPort));
-      expect(before).toBeGreaterThanOrEqual(0);
+      // A well-formed request nobody can receive the answer to opens nothing either.
+      nc.publish(relaySubject(PROXY_OPERATOR), JSON.stringify({ v: 1, game: 'g', requester: 'no-reply' }));
+      await nc.flush();
+      expect(await opened()).toBe(before);
       expect(await ask(JSON.stringify({ v: 1, game: 'fine', requester: 'test' }))).toMatchObject({ ok: true, endpoint: `127.0.0.1:${splicePort}` });
-      expect(live(await metrics(metricsPort))).toBe(before + 1);
+      expect(await opened()).toBe(before + 1);
     } finally {
+      await nc.close();
+    }
+  });
+
+  it('games relay - a proxy holding its limit of relay sessions refuses more with a precise error until one ends', async () => {
+    const nc = await connect({ servers: nats.url });
+    const registry = new SessionRegistry({ log: silent, notifyB: () => new Promise(() => {}), confirmToA: () => new Promise(() => {}) });
+    const operator = `capped-proxy-${process.pid}`;
+    // Sessions nobody dials end at their 300 ms deadline, which frees their slots.
+    const sub = serveGameRelays({ nc, operator, queue: 'cap', endpoint: '127.0.0.1:9', dialWithinMs: 300, maxLive: 2, open: (r, via) => registry.open(r, via), log: silent });
+    try {
+      const ask = async () =>
+        (await nc.request(relaySubject(operator), JSON.stringify({ v: 1, game: 'busy', requester: 'test' }), { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
+      expect((await ask()).ok).toBe(true);
+      expect((await ask()).ok).toBe(true);
+      expect(await ask()).toEqual({ ok: false, error: 'the proxy has 2 relay sessions open, its limit; retry shortly' });
+      expect(registry.liveCount()).toBe(2);
+      await expect.poll(() => registry.liveCount(), { timeout: 2000, interval: 20 }).toBe(0);
+      expect((await ask()).ok).toBe(true);
+    } finally {
+      sub.unsubscribe();
+      await registry.shutdown();
       await nc.close();
     }
   });

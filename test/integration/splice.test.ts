@@ -372,4 +372,25 @@ describe('splice (real TCP)', () => {
     await closedByProxy(socket);
     expect(h.endpoint.unroutedCount()).toBe(0);
   });
+
+  it('splice - a session with one dial deadline (a game relay) ends at it whoever dialed first, not aDialMs after B', async () => {
+    const h = await harness({ notifyB: async () => ({ accepted: true }), confirmToA: async () => {}, timeouts: { bDialMs: 5_000, aDialMs: 5_000 } });
+    const relay = { notifyB: async () => ({ accepted: true }) as const, confirmToA: async () => {} };
+    const started = Date.now();
+    const { token, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 400 });
+    // The first peer dials 250 ms in: with bDialMs then aDialMs it would be held for 5 s more.
+    await new Promise((r) => setTimeout(r, 250));
+    const first = await h.dial(token);
+    expect((await done).outcome).toBe('aNeverDialed');
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(390);
+    expect(took).toBeLessThan(1_500);
+    await closedByProxy(first);
+    // Nobody dialing at all ends at the same deadline.
+    const secondAt = Date.now();
+    const second = h.registry.open(session, { messengers: relay, dialWithinMs: 200 });
+    expect((await second.done).outcome).toBe('bNeverDialed');
+    expect(Date.now() - secondAt).toBeLessThan(1_500);
+    await assertNoOpenSockets(h);
+  });
 });

@@ -26,6 +26,22 @@ describe('punch (authenticated UDP probes)', () => {
     await Promise.all([hr.done, gr.done]);
   });
 
+  it('games punch - a verified ping from an unannounced address is probed too (peer-reflexive), so both sides find the path', async () => {
+    // The host was told a candidate that leads nowhere (the guest's NAT maps each destination to
+    // a new port); only the guest's own probes show where it really is.
+    const [h, g, elsewhere] = await Promise.all([udp(), udp(), udp()]);
+    const key = punchKey('11'.repeat(16), 'duel');
+    const lines: string[] = [];
+    const [hr, gr] = await Promise.all([
+      punch({ socket: h, role: 'host', targets: [{ key, addresses: [addr(elsewhere)] }], lingerMs: 200, timeoutMs: 2000, log: (m) => lines.push(m) }),
+      punch({ socket: g, role: 'guest', targets: [{ key, addresses: [addr(h)] }], lingerMs: 200, timeoutMs: 2000 }),
+    ]);
+    expect(hr.peer).toBe(addr(g));
+    expect(gr.peer).toBe(addr(h));
+    expect(lines).toContain(`peer-reflexive candidate ${addr(g)} added`);
+    await Promise.all([hr.done, gr.done]);
+  });
+
   it('games punch - a stale candidate answering with another pairing key is not a path', async () => {
     const [h, stale] = await Promise.all([udp(), udp()]);
     // The stale side is a real peer of an older pairing: it answers every ping it can verify, and

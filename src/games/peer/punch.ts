@@ -24,6 +24,8 @@ import { isIPv6 } from 'node:net';
 export type Role = 'host' | 'guest';
 export const otherRole = (role: Role): Role => (role === 'host' ? 'guest' : 'host');
 const MAGIC = Buffer.from('EPSP1');
+/** Announced candidates (16 per peer) plus the peer-reflexive ones a few guests may add. */
+const MAX_TARGETS = 64;
 
 export function punchKey(guestNonce: string, gameName: string): Buffer {
   return createHmac('sha256', guestNonce).update(`eps-p2p punch v1|${gameName}`).digest();
@@ -120,12 +122,20 @@ export async function punch(opts: PunchOptions): Promise<PunchResult & { done: P
     socket.send(encode({ t: 'ping', role, tx, mac: mac(key, 'ping', role, tx) }), port, host, () => {});
   };
 
+  const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseAddress(a) })));
   const onMessage = (msg: Buffer, rinfo: RemoteInfo) => {
     const p = decode(msg);
     if (!p || p.role !== other) return;
     if (p.t === 'ping') {
       const key = opts.targets.find((t) => macOk(t.key, 'ping', other, p.tx, p.mac))?.key;
       if (!key) return log(`unverified ping from ${fmt(rinfo)} dropped`);
+      // A verified ping from an address nobody announced is the other side's mapping towards us
+      // (a NAT that maps each destination to a new port): probe it too, or only the other side
+      // would ever find the path and we would give up on one that works.
+      if (!targets.some((t) => t.host === rinfo.address && t.port === rinfo.port) && targets.length < MAX_TARGETS) {
+        log(`peer-reflexive candidate ${fmt(rinfo)} added`);
+        targets.push({ key, host: rinfo.address, port: rinfo.port });
+      }
       // Answer where it came from: behind a NAT that is the mapping, not any announced candidate.
       socket.send(encode({ t: 'pong', role, tx: p.tx, mac: mac(key, 'pong', role, p.tx) }), rinfo.port, rinfo.address, () => {});
       return;
@@ -145,7 +155,6 @@ export async function punch(opts: PunchOptions): Promise<PunchResult & { done: P
     socket.off('error', onError);
   };
 
-  const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseAddress(a) })));
   let timer: NodeJS.Timeout | undefined;
   let deadline: NodeJS.Timeout | undefined;
   try {

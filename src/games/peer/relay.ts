@@ -23,8 +23,9 @@ async function askForRelay(opts: PeerOptions, peerId: string, guest: string | un
   for (;;) {
     const r = await api<Grant>(opts.server, '/games/relay', { name: opts.name, peerId, ...(guest ? { guest } : {}) });
     if (r.status === 200) return r.body;
-    // 409: the other side's candidates have not been answered yet; 429: polling too fast.
-    if (r.status !== 409 && r.status !== 429) throw new PeerError(`relay refused: ${problemText(r)}`);
+    // 409: the other side's candidates have not been answered yet; 429: polling too fast; 503: the
+    // proxy is away or full for now. Anything else waiting cannot fix.
+    if (r.status !== 409 && r.status !== 429 && r.status !== 503) throw new PeerError(`relay refused: ${problemText(r)}`);
     if (Date.now() > deadline) throw new PeerError(`no relay granted in time (${problemText(r)})`);
     await sleep(500);
   }
