@@ -46,6 +46,7 @@ export type StartResult =
   | { type: 'isHost' }
   | { type: 'gameFull'; maxGuests: number };
 export type RelayResult =
+  /** `token` is the caller's own leg token. */
   | { type: 'relay'; sessionId: string; token: string; endpoint: string; dialWithinMs: number }
   | { type: 'notFound' }
   /** The caller is neither the host nor a guest of the game. */
@@ -148,7 +149,8 @@ export class GameService {
     const found = pairingFor(s, peerId, guest);
     if (found.type !== 'pairing') return found;
     const live = found.pairing.relay;
-    if (relayIsLive(live, this.now())) return this.granted(live);
+    const forHost = s.context.hostPeerId === peerId;
+    if (relayIsLive(live, this.now())) return this.granted(live, forHost);
     if (!this.opts.requestRelay) return { type: 'relayUnavailable', detail: 'this rendezvous has no relay configured' };
     let session: RelaySession;
     try {
@@ -157,8 +159,8 @@ export class GameService {
       if (err instanceof RelayUnavailableError) return { type: 'relayUnavailable', detail: err.message };
       throw err;
     }
-    const { token, endpoint, sessionId } = session;
-    const grant: RelayGrant = { sessionId, token, endpoint, expiresAt: this.now() + session.dialWithinMs };
+    const { tokens, endpoint, sessionId } = session;
+    const grant: RelayGrant = { sessionId, tokens, endpoint, expiresAt: this.now() + session.dialWithinMs };
     return this.mutate<RelayResult>(
       name,
       (snap) => {
@@ -171,13 +173,14 @@ export class GameService {
         if (relay.type !== 'pairing' || !relay.pairing.relay) return { type: 'relayUnavailable', detail: 'the grant was not recorded' };
         if (relay.pairing.relay.sessionId !== sessionId) this.opts.log?.info({ game: name, sessionId }, 'concurrent relay grant kept; this one will expire unused');
         else this.opts.log?.info({ game: name, sessionId }, 'relay granted');
-        return this.granted(relay.pairing.relay);
+        return this.granted(relay.pairing.relay, forHost);
       },
     );
   }
 
-  private granted(relay: RelayGrant): RelayResult {
-    const { sessionId, token, endpoint } = relay;
+  private granted(relay: RelayGrant, forHost: boolean): RelayResult {
+    const { sessionId, endpoint } = relay;
+    const token = forHost ? relay.tokens.host : relay.tokens.guest;
     return { type: 'relay', sessionId, token, endpoint, dialWithinMs: Math.max(0, relay.expiresAt - this.now()) };
   }
 

@@ -6,7 +6,8 @@ import { RELAY_PROTOCOL_VERSION, relayReplySchema, relaySubject } from './protoc
 
 export interface RelaySession {
   sessionId: string;
-  token: string;
+  /** Each peer's own leg token (base64): the host dials as the proxy's leg b, the guest as a. */
+  tokens: { host: string; guest: string };
   endpoint: string;
   dialWithinMs: number;
 }
@@ -40,9 +41,9 @@ export function relayClient(opts: RelayClientOptions): (game: string) => Promise
     const reply = relayReplySchema.safeParse(data);
     if (!reply.success) throw new RelayUnavailableError(`the proxy's relay reply is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`);
     if (!reply.data.ok) throw new RelayUnavailableError(`the proxy refused the relay: ${reply.data.error}`);
-    const { sessionId, token, endpoint, dialWithinMs } = reply.data;
+    const { sessionId, tokens, endpoint, dialWithinMs } = reply.data;
     // The proxy's window started before its reply left: count the round trip against it, so the
     // grant never looks live after the session has ended.
-    return { sessionId, token, endpoint, dialWithinMs: Math.max(0, dialWithinMs - (Date.now() - sentAt)) };
+    return { sessionId, tokens: { host: tokens.b, guest: tokens.a }, endpoint, dialWithinMs: Math.max(0, dialWithinMs - (Date.now() - sentAt)) };
   };
 }

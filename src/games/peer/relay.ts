@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { encodePreamble } from '../../core/splice-wire.js';
 import { api, PeerError, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { mac, macOk, otherRole, parseAddress, PunchError, type Role } from './punch.js';
 
 // The fallback when punching finds no path (a NAT that maps every destination to a new port):
 // ask the rendezvous for a relay, dial the P2P proxy's splice endpoint with the token it hands
-// both peers, and prove over the spliced stream, with the same MACs as the UDP probes, that the
+// this peer (each peer has its own), and prove over the spliced stream, with the same MACs as the UDP probes, that the
 // other end is the peer of this pairing. The proxy sees those messages (the relay is not
 // encrypted end to end): a game that needs privacy runs its own TLS or DTLS over the path.
 
@@ -45,7 +46,8 @@ function dial(endpoint: string, token: Buffer, timeoutMs: number): Promise<Socke
     });
     socket.once('connect', () => {
       clearTimeout(timer);
-      socket.write(token);
+      // The splice preamble without a proof: game peers hold no operator key.
+      socket.write(encodePreamble(token));
       resolve(socket);
     });
   });
