@@ -102,11 +102,8 @@ export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   ctx.nc = await connectNats(natsUrl);
   ctx.store = await KvGameStore.open(ctx.nc, `games_model_${ctx.id}`);
   const operator = `relay-proxy-${process.pid}-${ctx.id}`;
-  const registry = new SessionRegistry({
-    log,
-    notifyB: () => Promise.reject(new Error('game relays never notify over the bus')),
-    confirmToA: () => Promise.reject(new Error('game relays never confirm over the bus')),
-  });
+  // Relay sessions carry no proofs, so the registry is never asked for a certificate.
+  const registry = new SessionRegistry({ log, operator, certificateOf: () => undefined });
   const sub = serveGameRelays({
     nc: ctx.nc,
     operator,
@@ -404,13 +401,17 @@ const gameDrivers: Drivers<GameCtx> = {
             // The proxy opened exactly one session for it, waiting for the first peer to dial.
             expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
             const after = (await stored(ctx)).record.context.guests.find((g) => g.peerId === pairing.peerId);
-            expect(after).toMatchObject({ status: 'relayed', relay: { token: (r as { token: string }).token } });
-            // The other peer of the pairing is handed the very same grant, and no new session.
+            const mine = (r as { token: string }).token;
+            const asker = who === 'the guest asks' ? 'guest' : 'host';
+            expect(after).toMatchObject({ status: 'relayed', relay: { tokens: { [asker]: mine } } });
+            // The other peer of the pairing is handed the same session with its own token, and no new session.
             const other =
               who === 'the guest asks'
                 ? await ctx.service.relay(ctx.name, ctx.host, pairing.peerId)
                 : await ctx.service.relay(ctx.name, pairing.peerId);
-            expect(other).toMatchObject({ type: 'relay', token: (r as { token: string }).token });
+            const theirs = after!.relay!.tokens[asker === 'guest' ? 'host' : 'guest'];
+            expect(other).toMatchObject({ type: 'relay', sessionId: (r as { sessionId: string }).sessionId, token: theirs });
+            expect(theirs).not.toBe(mine);
             expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
           },
         },
