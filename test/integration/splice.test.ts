@@ -1,19 +1,36 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NotifyResult } from '../../machines/brokering.js';
-import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
+import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.js';
+import { fingerprintOf } from '../../src/core/tls-material.js';
+import { SessionRegistry, type LegPass, type SessionInfo, type SessionMessengers, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
 import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 const log = pino({ level: 'silent' });
 const PREAMBLE_MS = 300;
 
+const PROXY = 'public-proxy-eps-1';
+const CERTS = 'settings/dev/certs';
+const OPERATOR: Record<Leg, string> = { a: 'hd-1', b: 'hd-2' };
+const KEY = { a: createPrivateKey(readFileSync(`${CERTS}/hd-1.key`)), b: createPrivateKey(readFileSync(`${CERTS}/hd-2.key`)) };
+function certificateOf(operator: string) {
+  if (operator !== 'hd-1' && operator !== 'hd-2') return undefined;
+  const cert = new X509Certificate(readFileSync(`${CERTS}/${operator}.crt`));
+  return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
+}
+/** The preamble the leg's real operator sends: its token and its proof. */
+const preambleOf = (session: SessionInfo, leg: Leg, pass: LegPass) =>
+  encodePreamble(pass.token, signProof(KEY[leg], { proxy: PROXY, sessionId: session.sessionId, leg, token: pass.token, challenge: pass.challenge }));
+
+/** How B and A behave; each is handed the full preamble its leg's real operator would send. */
 type Behaviour = {
-  notifyB?: (session: SessionInfo, token: Buffer) => Promise<NotifyResult>;
-  confirmToA?: (session: SessionInfo, token: Buffer) => Promise<void>;
+  notifyB?: (session: SessionInfo, preamble: Buffer) => Promise<NotifyResult>;
+  confirmToA?: (session: SessionInfo, preamble: Buffer) => Promise<void>;
   timeouts?: SessionRegistryOptions['timeouts'];
 };
 
@@ -24,7 +41,9 @@ interface Harness {
   rejections: RejectReason[];
   spliced: string[];
   finished: { outcome: string; bytesAToB: number; bytesBToA: number }[];
-  dial: (token: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
+  dial: (preamble: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
+  /** The behaviour's messengers: the one way a session is opened. */
+  messengers: SessionMessengers;
 }
 
 const harnesses: Harness[] = [];
@@ -36,9 +55,9 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
   const finished: Harness['finished'] = [];
   const registry = new SessionRegistry({
     log,
+    operator: PROXY,
+    certificateOf,
     timeouts: behaviour.timeouts ?? { bDialMs: 5_000, aDialMs: 5_000 },
-    notifyB: (s, t) => (behaviour.notifyB ? behaviour.notifyB(s, t) : new Promise(() => {})),
-    confirmToA: (s, t) => (behaviour.confirmToA ? behaviour.confirmToA(s, t) : new Promise(() => {})),
     onSpliced: (s) => spliced.push(s.sessionId),
     onFinished: (_s, output, stats) => finished.push({ outcome: output.outcome, bytesAToB: stats.bytesAToB, bytesBToA: stats.bytesBToA }),
   });
@@ -47,8 +66,12 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     port: 0,
     log,
     preambleTimeoutMs: PREAMBLE_MS,
-    route: (token, socket, rest) => registry.route(token, socket, rest),
+    route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
   });
+  const messengers: SessionMessengers = {
+    notifyB: (s, pass) => (behaviour.notifyB ? behaviour.notifyB(s, preambleOf(s, 'b', pass)) : new Promise(() => {})),
+    confirmToA: (s, pass) => (behaviour.confirmToA ? behaviour.confirmToA(s, preambleOf(s, 'a', pass)) : new Promise(() => {})),
+  };
   endpoint.on('rejected', (reason) => rejections.push(reason));
   const { port } = await endpoint.listen();
 
@@ -68,7 +91,7 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     if (opts.extra) socket.write(opts.extra);
     return socket;
   };
-  const h = { registry, endpoint, port, rejections, spliced, finished, dial };
+  const h = { registry, endpoint, port, rejections, spliced, finished, dial, messengers };
   harnesses.push(h);
   return h;
 }
@@ -136,7 +159,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
 
     // A sends (with bytes in the same segment as its token), then half-closes.
@@ -173,7 +196,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     expect(await readUntil(aSocket, 'early B')).toBe('early B');
     aSocket.write('ping');
@@ -188,7 +211,7 @@ describe('splice (real TCP)', () => {
 
   it('splice - an unknown token is refused and the socket closed', async () => {
     const h = await harness({});
-    const socket = await h.dial(randomBytes(32));
+    const socket = await h.dial(encodePreamble(randomBytes(32)));
     await closedByProxy(socket);
     expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
     await assertNoOpenSockets(h);
@@ -212,7 +235,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     await waitFor(() => h.spliced.length === 1);
 
@@ -241,7 +264,7 @@ describe('splice (real TCP)', () => {
         return new Promise(() => {});
       },
     });
-    h.registry.open(session);
+    h.registry.open(session, { messengers: h.messengers });
     const token = await confirming.promise;
     const early = await h.dial(token);
     await closedByProxy(early);
@@ -255,12 +278,12 @@ describe('splice (real TCP)', () => {
   it('splice - B never dialing ends bNeverDialed at the configured timeout', async () => {
     const h = await harness({ notifyB: async () => ({ accepted: true }), timeouts: { bDialMs: 150, aDialMs: 5_000 } });
     const started = Date.now();
-    const { token, done } = h.registry.open(session);
+    const { tokens, done } = h.registry.open(session, { messengers: h.messengers });
     expect((await done).outcome).toBe('bNeverDialed');
     expect(Date.now() - started).toBeLessThan(1_000);
     expect(h.registry.liveCount()).toBe(0);
     // The token slot was freed with the session.
-    const late = await h.dial(token);
+    const late = await h.dial(encodePreamble(tokens.b));
     await closedByProxy(late);
     expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
     await assertNoOpenSockets(h);
@@ -268,7 +291,7 @@ describe('splice (real TCP)', () => {
 
   it('splice - B refusing over the bus ends bRefused and frees the token', async () => {
     const h = await harness({ notifyB: async () => ({ accepted: false, reason: 'busy' }) });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     expect(await done).toEqual({ outcome: 'bRefused', detail: 'busy' });
     expect(h.registry.liveCount()).toBe(0);
     await assertNoOpenSockets(h);
@@ -284,7 +307,7 @@ describe('splice (real TCP)', () => {
       confirmToA: async () => {},
       timeouts: { bDialMs: 5_000, aDialMs: 150 },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     expect((await done).outcome).toBe('aNeverDialed');
     await closedByProxy(bSocket);
     await assertNoOpenSockets(h);
@@ -301,7 +324,7 @@ describe('splice (real TCP)', () => {
         setImmediate(() => bSocket.end());
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     const output = await done;
     expect(output.outcome).toBe('peerClosedEarly');
     await closedByProxy(bSocket);
@@ -341,7 +364,7 @@ describe('splice (real TCP)', () => {
           });
         },
       });
-      const { done } = h.registry.open(session);
+      const { done } = h.registry.open(session, { messengers: h.messengers });
       await reached.promise;
       expect(h.registry.liveCount(), state).toBe(1);
       await h.registry.shutdown();
@@ -377,10 +400,10 @@ describe('splice (real TCP)', () => {
     const h = await harness({ notifyB: async () => ({ accepted: true }), confirmToA: async () => {}, timeouts: { bDialMs: 5_000, aDialMs: 5_000 } });
     const relay = { notifyB: async () => ({ accepted: true }) as const, confirmToA: async () => {} };
     const started = Date.now();
-    const { token, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 400 });
+    const { tokens, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 400, proofs: false });
     // The first peer dials 250 ms in: with bDialMs then aDialMs it would be held for 5 s more.
     await new Promise((r) => setTimeout(r, 250));
-    const first = await h.dial(token);
+    const first = await h.dial(encodePreamble(tokens.a));
     expect((await done).outcome).toBe('aNeverDialed');
     const took = Date.now() - started;
     expect(took).toBeGreaterThanOrEqual(390);
@@ -388,7 +411,7 @@ describe('splice (real TCP)', () => {
     await closedByProxy(first);
     // Nobody dialing at all ends at the same deadline.
     const secondAt = Date.now();
-    const second = h.registry.open(session, { messengers: relay, dialWithinMs: 200 });
+    const second = h.registry.open(session, { messengers: relay, dialWithinMs: 200, proofs: false });
     expect((await second.done).outcome).toBe('bNeverDialed');
     expect(Date.now() - secondAt).toBeLessThan(1_500);
     await assertNoOpenSockets(h);
