@@ -76,14 +76,15 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
     await expect.poll(async () => closed(await metrics(metricsPort)) - closed(before)).toBe(1);
   });
 
-  it('games relay - both peers of a pairing get the same grant; refusals are precise problem documents', async () => {
+  it('games relay - both peers of a pairing get the same session, each with its own token; refusals are precise problem documents', async () => {
     const { host, guest } = await pairedGame('granted');
     const byGuest = await games.request('POST', '/games/relay', { name: 'granted', peerId: guest });
     expect(byGuest.status).toBe(200);
     expect(byGuest.body).toMatchObject({ endpoint: `127.0.0.1:${splicePort}`, token: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/) });
     expect(byGuest.body!.dialWithinMs).toBeGreaterThan(0);
     const byHost = await games.request('POST', '/games/relay', { name: 'granted', peerId: host, guest });
-    expect(byHost.body).toEqual({ ...byGuest.body, dialWithinMs: expect.any(Number) });
+    expect(byHost.body).toEqual({ ...byGuest.body, token: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/), dialWithinMs: expect.any(Number) });
+    expect(byHost.body!.token).not.toBe(byGuest.body!.token);
     expect((await games.request('GET', '/games/granted')).body).toMatchObject({ state: 'paired' });
 
     const refusals = [
@@ -134,7 +135,7 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
         return live + finished;
       };
       const before = await opened();
-      expect(await ask('not json')).toEqual({ ok: false, error: 'the request is not JSON' });
+      expect(await ask('not json')).toEqual({ ok: false, reason: 'NOT_JSON', error: 'the request is not JSON' });
       expect(await ask(JSON.stringify({ v: 2, game: 'g', requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('v: ') });
       expect(await ask(JSON.stringify({ v: 1, game: 'g', requester: 'r', extra: 1 }))).toMatchObject({ ok: false, error: expect.stringContaining('Unrecognized key') });
       expect(await ask(JSON.stringify({ v: 1, game: 'x'.repeat(65), requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('game') });
@@ -151,8 +152,8 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
 
   it('games relay - a proxy holding its limit of relay sessions refuses more with a precise error until one ends', async () => {
     const nc = await connect({ servers: nats.url });
-    const registry = new SessionRegistry({ log: silent, notifyB: () => new Promise(() => {}), confirmToA: () => new Promise(() => {}) });
     const operator = `capped-proxy-${process.pid}`;
+    const registry = new SessionRegistry({ log: silent, operator, certificateOf: () => undefined });
     // Sessions nobody dials end at their 300 ms deadline, which frees their slots.
     const sub = serveGameRelays({ nc, operator, queue: 'cap', endpoint: '127.0.0.1:9', dialWithinMs: 300, maxLive: 2, open: (r, via) => registry.open(r, via), log: silent });
     try {
@@ -160,7 +161,7 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
         (await nc.request(relaySubject(operator), JSON.stringify({ v: 1, game: 'busy', requester: 'test' }), { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
       expect((await ask()).ok).toBe(true);
       expect((await ask()).ok).toBe(true);
-      expect(await ask()).toEqual({ ok: false, error: 'the proxy has 2 relay sessions open, its limit; retry shortly' });
+      expect(await ask()).toEqual({ ok: false, reason: 'TOO_MANY_SESSIONS', error: 'the proxy has 2 relay sessions open, its limit; retry shortly' });
       expect(registry.liveCount()).toBe(2);
       await expect.poll(() => registry.liveCount(), { timeout: 2000, interval: 20 }).toBe(0);
       expect((await ask()).ok).toBe(true);

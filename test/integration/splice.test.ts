@@ -416,4 +416,79 @@ describe('splice (real TCP)', () => {
     expect(Date.now() - secondAt).toBeLessThan(1_500);
     await assertNoOpenSockets(h);
   });
+
+  it('splice - a proof for another session, leg, proxy or challenge, or by another key, is refused BAD_PROOF; the real B still gets in', async () => {
+    let bPass!: LegPass;
+    let bInfo!: SessionInfo;
+    const forwarded = deferred();
+    const h = await harness({});
+    const messengers: SessionMessengers = {
+      notifyB: async (s, pass) => {
+        bPass = pass;
+        bInfo = s;
+        forwarded.resolve();
+        return { accepted: true };
+      },
+      confirmToA: () => new Promise(() => {}),
+    };
+    const other = h.registry.open(session, { messengers: h.messengers });
+    const { done } = h.registry.open(session, { messengers });
+    await forwarded.promise;
+    const sign = (over: Partial<{ key: (typeof KEY)['a']; proxy: string; sessionId: string; leg: Leg; challenge: Buffer }>) =>
+      encodePreamble(
+        bPass.token,
+        signProof(over.key ?? KEY.b, {
+          proxy: over.proxy ?? PROXY,
+          sessionId: over.sessionId ?? bInfo.sessionId,
+          leg: over.leg ?? 'b',
+          token: bPass.token,
+          challenge: over.challenge ?? bPass.challenge,
+        }),
+      );
+    const forgeries = [
+      sign({ sessionId: other.sessionId }),
+      sign({ leg: 'a' }),
+      sign({ proxy: 'public-proxy-hyper-1' }),
+      sign({ challenge: randomBytes(32) }),
+      sign({ key: KEY.a }),
+      encodePreamble(bPass.token, randomBytes(72)),
+      encodePreamble(bPass.token),
+    ];
+    for (const bytes of forgeries) await closedByProxy(await h.dial(bytes));
+    expect(h.rejections).toEqual(forgeries.map(() => 'BAD_PROOF'));
+    // The token was not spent: B's real preamble is held, and the session moves on to confirm A.
+    const real = await h.dial(preambleOf(bInfo, 'b', bPass));
+    await waitFor(() => h.registry.liveCount() === 2 && h.rejections.length === forgeries.length);
+    expect(real.closed).toBe(false);
+    // A's token with B's valid proof is still B's proof: refused.
+    const aToken = encodePreamble(other.tokens.a, signProof(KEY.b, { proxy: PROXY, sessionId: other.sessionId, leg: 'a', token: other.tokens.a, challenge: other.challenge }));
+    await closedByProxy(await h.dial(aToken));
+    expect(h.rejections.at(-1)).toBe('BAD_PROOF');
+    await h.registry.shutdown();
+    expect((await done).outcome).toBe('shutDown');
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - without proofs (a game relay) either leg may dial first and is held; the same leg twice is TOKEN_USED', async () => {
+    const relay = { notifyB: async () => ({ accepted: true }) as const, confirmToA: async () => {} };
+    const h = await harness({});
+    for (const first of ['a', 'b'] as const) {
+      const second = first === 'a' ? 'b' : 'a';
+      const { tokens, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 5_000, proofs: false });
+      const held = await h.dial(encodePreamble(tokens[first]), { extra: Buffer.from(`early ${first}`) });
+      await waitFor(() => h.registry.liveCount() === 1);
+      const again = await h.dial(encodePreamble(tokens[first]));
+      await closedByProxy(again);
+      expect(h.rejections.at(-1)).toBe('TOKEN_USED');
+      const joined = await h.dial(encodePreamble(tokens[second]));
+      expect(await readUntil(joined, `early ${first}`)).toBe(`early ${first}`);
+      joined.write(`hello from ${second}`);
+      expect(await readUntil(held, `hello from ${second}`)).toBe(`hello from ${second}`);
+      held.destroy();
+      joined.destroy();
+      expect((await done).outcome).toBe('closed');
+    }
+    expect(h.rejections).toEqual(['TOKEN_USED', 'TOKEN_USED']);
+    await assertNoOpenSockets(h);
+  });
 });
