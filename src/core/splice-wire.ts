@@ -92,20 +92,35 @@ export function signProof(key: KeyObject, s: ProofSubject): Buffer {
 
 export type ProofCheck = { ok: true } | { ok: false; detail: string };
 
-/** Checks a proof against the dialer's certificate as the signed directory lists it. */
-export function verifyProof(proof: Uint8Array, s: ProofSubject, listed: { certificate: string; fingerprint: string } | undefined): ProofCheck {
-  if (!listed) return { ok: false, detail: 'the dialer is not in the directory' };
-  if (proof.length === 0) return { ok: false, detail: 'no proof' };
+// Parsing and fingerprinting the certificate cost more than the signature check itself, on every
+// dial, so each listed certificate's key is kept once its fingerprint was checked.
+const MAX_CACHED_KEYS = 1024;
+const checkedKeys = new Map<string, { fingerprint: string; key: KeyObject }>();
+
+function listedKey(listed: { certificate: string; fingerprint: string }): KeyObject | string {
+  const cached = checkedKeys.get(listed.certificate);
+  if (cached && cached.fingerprint === listed.fingerprint) return cached.key;
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(listed.certificate);
   } catch {
-    return { ok: false, detail: 'the directory certificate does not parse' };
+    return 'the directory certificate does not parse';
   }
-  if (fingerprintOf(cert) !== listed.fingerprint) return { ok: false, detail: 'the directory certificate does not match its fingerprint' };
+  if (fingerprintOf(cert) !== listed.fingerprint) return 'the directory certificate does not match its fingerprint';
+  if (checkedKeys.size >= MAX_CACHED_KEYS) checkedKeys.clear();
+  checkedKeys.set(listed.certificate, { fingerprint: listed.fingerprint, key: cert.publicKey });
+  return cert.publicKey;
+}
+
+/** Checks a proof against the dialer's certificate as the signed directory lists it. */
+export function verifyProof(proof: Uint8Array, s: ProofSubject, listed: { certificate: string; fingerprint: string } | undefined): ProofCheck {
+  if (!listed) return { ok: false, detail: 'the dialer is not in the directory' };
+  if (proof.length === 0) return { ok: false, detail: 'no proof' };
+  const key = listedKey(listed);
+  if (typeof key === 'string') return { ok: false, detail: key };
   let valid = false;
   try {
-    valid = verify(digestFor(cert.publicKey), proofMessage(s), cert.publicKey, proof);
+    valid = verify(digestFor(key), proofMessage(s), key, proof);
   } catch {
     valid = false;
   }
