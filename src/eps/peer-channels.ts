@@ -118,10 +118,14 @@ export class PeerChannels {
           if (route.type === 'direct') return;
           const { token, challenge, sessionId, proxy } = channel.confirmation!;
           // The preamble is the routing key: P reads exactly it (A's token and proof), then splices.
-          await presentPreamble(socket, {
-            token: Buffer.from(token, 'base64'),
-            prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
-          });
+          try {
+            await presentPreamble(socket, {
+              token: Buffer.from(token, 'base64'),
+              prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
+            });
+          } catch (err) {
+            throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
+          }
         }),
         openChannel: fromPromise(async () => {
           const entry = opts.directory.entry(peer);
