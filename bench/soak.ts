@@ -288,11 +288,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
           throw new Error('no answer on the bus');
         case 'bNeverDials':
           return { accepted: true };
-        case 'stolenToken':
-          // The token alone, with no proof: refused, and the session still waits for B.
-          await refused(encodePreamble(pass.token));
+        case 'stolenToken': {
+          // The token alone, with no proof, sent before B's: refused, and the session still takes B.
+          // Not awaited: the refusal is checked with the rest of the brokering's work, so a slow
+          // machine does not spend B's dial deadline on it.
+          const thief = await dial();
+          thief.write(encodePreamble(pass.token));
+          plan.work.push(closedByProxy(thief).then((ok) => ok || Promise.reject(new Error('thief still open'))));
           plan.bSocket = await dialWith(token);
           return { accepted: true };
+        }
         default:
           plan.bSocket = await dialWith(token);
           return { accepted: true };
@@ -343,7 +348,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
             case 'oversizedProof': {
               const header = encodePreamble(pass.token);
               header.writeUInt16BE(0xffff, TOKEN_BYTES);
-              await refused(header);
+              const liar = await dial();
+              liar.write(header);
+              plan.work.push(closedByProxy(liar).then((ok) => ok || Promise.reject(new Error('oversized preamble still open'))));
               break;
             }
             default:
