@@ -37,14 +37,7 @@ export interface ConnectionRequestsOptions {
  * so nothing has to look A up by session id.
  */
 export class ConnectionRequests {
-  #waiting = 0;
-
   constructor(private readonly opts: ConnectionRequestsOptions) {}
-
-  /** A requests not yet answered. */
-  get waiting(): number {
-    return this.#waiting;
-  }
 
   /** Bus handler for `connectionRequest`; `from` is A, proven by its envelope signature. */
   handle = async (params: Record<string, unknown>, from: string): Promise<Confirmation> => {
@@ -59,29 +52,24 @@ export class ConnectionRequests {
     if (proxyFor(entry) !== this.opts.operator) {
       throw new RpcError('PERMISSION_DENIED', `${to} is not reachable through ${this.opts.operator}`);
     }
-    this.#waiting++;
-    try {
-      return await new Promise<Confirmation>((resolve, reject) => {
-        let answered = false;
-        const messengers: SessionMessengers = {
-          notifyB: (session, pass) => this.notifyB(session, pass),
-          confirmToA: async (session, pass) => {
-            if (answered) throw new Error('A is no longer waiting for its confirmation');
-            answered = true;
-            resolve({ token: pass.token.toString('base64'), challenge: pass.challenge.toString('base64'), endpoint: session.endpoint, sessionId: session.sessionId });
-          },
-        };
-        const { done } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
-        void done.then((output) => {
-          // Once confirmed, later outcomes reach A as a closed connection.
-          if (answered) return;
+    return new Promise<Confirmation>((resolve, reject) => {
+      let answered = false;
+      const messengers: SessionMessengers = {
+        notifyB: (session, pass) => this.notifyB(session, pass),
+        confirmToA: async (session, pass) => {
+          if (answered) throw new Error('A is no longer waiting for its confirmation');
           answered = true;
-          reject(this.failure(to, output));
-        });
+          resolve({ token: pass.token.toString('base64'), challenge: pass.challenge.toString('base64'), endpoint: session.endpoint, sessionId: session.sessionId });
+        },
+      };
+      const { done } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
+      void done.then((output) => {
+        // Once confirmed, later outcomes reach A as a closed connection.
+        if (answered) return;
+        answered = true;
+        reject(this.failure(to, output));
       });
-    } finally {
-      this.#waiting--;
-    }
+    });
   };
 
   /** Forwards A's request to B with B's leg token and the challenge. */
