@@ -127,7 +127,9 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
     try {
       lastSeq = (await jsm.streams.info(settings.stream)).state.last_seq;
     } catch (err) {
-      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) {
+        throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
+      }
       await ensureStream(jsm, settings.stream, log);
     }
     if (lastSeq < state.tip().seq) {
