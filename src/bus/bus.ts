@@ -32,6 +32,8 @@ export interface BusOptions {
   requestTimeoutMs: number;
 }
 
+type ReplyCheck = { ok: true; envelope: ResponseEnvelope } | { ok: false; code: string; detail: string };
+
 /** Methods are tokens in a subject, so they must not contain the subject separators. */
 const METHOD_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
@@ -151,7 +153,8 @@ export class Bus {
     let lastRefusal = '';
     try {
       // The timer strategy collects every reply until the deadline; we stop at the first valid one.
-      const replies = await this.opts.nc.requestMany(busSubject(to, method), JSON.stringify(env), { maxWait: remainingMs, strategy: 'timer' });
+      const subject = busSubject(to, method);
+      const replies = await this.opts.nc.requestMany(subject, JSON.stringify(env), { maxWait: remainingMs, strategy: 'timer' });
       for await (const msg of replies) {
         const checked = this.checkReply(msg.data, to, id);
         if (checked.ok) {
@@ -160,20 +163,22 @@ export class Bus {
         }
         rejected += 1;
         lastRefusal = `${checked.code}: ${checked.detail}`;
-        this.opts.log.warn({ to, method, id, refusal: checked.code, detail: checked.detail, rejected }, 'bus reply rejected; still waiting for a valid one');
+        const { code: refusal, detail } = checked;
+        this.opts.log.warn({ to, method, id, refusal, detail, rejected }, 'bus reply rejected; still waiting for a valid one');
       }
     } catch (err) {
       throw new BusError(target, classifyNatsError(err, timeoutMs), { cause: err });
     }
     if (!answer) {
-      throw new BusError(target, rejected > 0 ? { type: 'replyRejected', waitedMs: timeoutMs, rejected, lastRefusal } : { type: 'timeout', waitedMs: timeoutMs });
+      const waitedMs = timeoutMs;
+      throw new BusError(target, rejected > 0 ? { type: 'replyRejected', waitedMs, rejected, lastRefusal } : { type: 'timeout', waitedMs });
     }
     if (answer.error) throw RpcError.fromWire(answer.error);
     return answer.result;
   }
 
   /** A reply counts only if it verifies and is `to`'s response to request `id`. */
-  private checkReply(data: Uint8Array, to: string, id: string): { ok: true; envelope: ResponseEnvelope } | { ok: false; code: string; detail: string } {
+  private checkReply(data: Uint8Array, to: string, id: string): ReplyCheck {
     const checked = this.open(data);
     if (!checked.ok) return checked;
     const reply = checked.envelope;

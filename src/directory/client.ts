@@ -6,7 +6,7 @@ import type { NatsConnection } from '../core/nats.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DirectoryState, isPermitted, type Tip } from './chain.js';
-import { applyStored, damageMessage, missingRecord, UnparsableRecord, type ChainDamage } from './damage.js';
+import { applyNext, damageMessage, isNewDamage, UnparsableRecord, type ChainDamage } from './damage.js';
 import type { SignerPolicy } from './records.js';
 import { signedRecordSchema, type ChainedRecord, type DirectoryEntry } from './types.js';
 
@@ -251,12 +251,10 @@ export class DirectoryClient {
   private accept(seq: number, raw: unknown, via: 'sd' | 'stream'): RecordOutcome {
     const tip = this.state.tip().seq;
     if (seq <= tip) return 'old';
-    // A record after a gap: the follower starts after our tip, so the gap is in the stream itself.
-    const result = seq > tip + 1 ? { ok: false as const, damage: missingRecord(this.stream, tip + 1, seq) } : applyStored(this.state, this.stream, seq, raw, this.policy);
+    const result = applyNext(this.state, this.stream, seq, raw, this.policy);
     if (!result.ok) {
       const d = result.damage;
-      // The follower reads the same bad record again until it is repaired: say it once.
-      if (this.damaged?.seq !== d.seq || this.damaged.contentHash !== d.contentHash) {
+      if (isNewDamage(this.damaged, d)) {
         this.damaged = d;
         this.log.error({ stream: d.stream, seq: d.seq, code: d.code, detail: d.detail, via }, damageMessage(d));
       }

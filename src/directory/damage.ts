@@ -36,6 +36,21 @@ export interface ChainDamage {
 
 export type StoredApply = { ok: true; status: Extract<ApplyStatus, { ok: true }> } | { ok: false; damage: ChainDamage };
 
+/**
+ * Applies the record the stream holds at `seq` if it extends the chain. A record beyond the tip
+ * means the ones between are not in the stream (readers always resume right after their tip).
+ */
+export function applyNext(state: DirectoryState, stream: string, seq: number, raw: unknown, policy: SignerPolicy): StoredApply {
+  const tip = state.tip().seq;
+  if (seq > tip + 1) return { ok: false, damage: missingRecord(stream, tip + 1, seq) };
+  return applyStored(state, stream, seq, raw, policy);
+}
+
+/** True when `d` is news: readers retry the same bad record until it is repaired, and say it once. */
+export function isNewDamage(known: ChainDamage | undefined, d: ChainDamage): boolean {
+  return known?.seq !== d.seq || known.contentHash !== d.contentHash;
+}
+
 /** Verifies a record read from the stream and appends it to `state` if it extends the chain. */
 export function applyStored(state: DirectoryState, stream: string, seq: number, raw: unknown, policy: SignerPolicy): StoredApply {
   const contentHash = createHash('sha256')

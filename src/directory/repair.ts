@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type
 import type { NatsConnection } from '../core/nats.js';
 import { DirectoryState } from './chain.js';
 import { SD_RECORDS_SUBJECT } from './client.js';
-import { applyStored, missingRecord, UnparsableRecord, type ChainDamage } from './damage.js';
+import { applyNext, missingRecord, UnparsableRecord, type ChainDamage } from './damage.js';
 import { recordHash, type SignerPolicy } from './records.js';
 import type { SignedRecord } from './types.js';
 
@@ -50,11 +50,6 @@ export async function scanStream(nc: NatsConnection, stream: string, policy: Sig
   const good: StoredRecord[] = [];
   let damage: ChainDamage | undefined;
   for (const m of stored) {
-    const expected = state.tip().seq + 1;
-    if (m.seq !== expected) {
-      damage = missingRecord(stream, expected, m.seq);
-      break;
-    }
     const text = Buffer.from(m.data).toString('utf8');
     let raw: unknown;
     try {
@@ -62,13 +57,15 @@ export async function scanStream(nc: NatsConnection, stream: string, policy: Sig
     } catch {
       raw = new UnparsableRecord(text.slice(0, 200));
     }
-    const result = applyStored(state, stream, m.seq, raw, policy);
+    const result = applyNext(state, stream, m.seq, raw, policy);
     if (!result.ok) {
       damage = result.damage;
       break;
     }
     good.push(m);
   }
+  // Records deleted from the end leave the stream's counter ahead of the chain: appends would fail.
+  if (!damage && info.state.last_seq > good.length) damage = missingRecord(stream, good.length + 1, undefined);
   return { stream, config: info.config, stored, lastSeq: info.state.last_seq, good, ...(damage ? { damage } : {}) };
 }
 

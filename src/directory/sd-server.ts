@@ -10,7 +10,7 @@ import { startJsonRpcServer, type RpcHandler } from '../jsonrpc/server.js';
 import type { SdSettings } from '../settings/schemas.js';
 import { DirectoryState, type Tip } from './chain.js';
 import { followRecordStream, SD_RECORDS_SUBJECT } from './client.js';
-import { applyStored, damageMessage, missingRecord, type ChainDamage } from './damage.js';
+import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage } from './damage.js';
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
 
@@ -94,11 +94,10 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       onRecord: (seq, raw) => {
         const tip = state.tip().seq;
         if (seq <= tip) return 'old';
-        // After a gap: the follower starts after our tip, so the gap is in the stream itself.
-        const result = seq > tip + 1 ? { ok: false as const, damage: missingRecord(settings.stream, tip + 1, seq) } : applyStored(state, settings.stream, seq, raw, replayPolicy);
+        const result = applyNext(state, settings.stream, seq, raw, replayPolicy);
         if (!result.ok) {
           const d = result.damage;
-          if (damage?.seq !== d.seq || damage.contentHash !== d.contentHash) {
+          if (isNewDamage(damage, d)) {
             damage = d;
             log.error({ stream: d.stream, seq: d.seq, code: d.code, detail: d.detail }, damageMessage(d));
           }
@@ -114,7 +113,8 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       },
     });
     await replayed;
-    log.info({ tip: state.tip(), stream: settings.stream, damagedAt: (damage as ChainDamage | undefined)?.seq }, 'chain replayed from the stream');
+    const damagedAt = (damage as ChainDamage | undefined)?.seq;
+    log.info({ tip: state.tip(), stream: settings.stream, damagedAt }, 'chain replayed from the stream');
   }
   await replay();
 
@@ -132,10 +132,21 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       }
       await ensureStream(jsm, settings.stream, log);
     }
-    if (lastSeq < state.tip().seq) {
-      log.warn({ stream: settings.stream, lastSeq, tip: state.tip() }, 'the record stream is shorter than the replayed chain (reset or repaired); replaying it');
+    const stored = (seq: number) => jsm.streams.getMessage(settings.stream, { seq }).then((m) => m !== null);
+    // The stream is the truth: if it no longer holds what we replayed (reset, repaired, a record
+    // deleted), replay it rather than append to a chain nobody else can read.
+    const tip = state.tip();
+    if (lastSeq < tip.seq || (tip.seq > 0 && !(await stored(tip.seq)))) {
+      log.warn({ stream: settings.stream, lastSeq, tip }, 'the record stream no longer holds the replayed chain (reset, repaired or a record deleted); replaying it');
       await replay();
-    } else if (damage && lastSeq === state.tip().seq) {
+    }
+    const now = state.tip().seq;
+    if (!damage && lastSeq > now && !(await stored(now + 1))) {
+      // Records deleted from the end leave no gap for a follower to see, but the stream's counter
+      // stays ahead of the chain, so no append could match the expected last sequence.
+      damage = missingRecord(settings.stream, now + 1, undefined);
+      log.error({ stream: settings.stream, seq: damage.seq, code: damage.code, detail: damage.detail }, damageMessage(damage));
+    } else if (damage && lastSeq === now) {
       log.info({ stream: settings.stream, tip: state.tip() }, 'the damaged records are gone from the stream; accepting submissions again');
       damage = undefined;
     }
@@ -153,7 +164,8 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
     await reconcile();
     if (damage) {
       const { stream, seq, code, detail } = damage;
-      throw new RpcError('INTERNAL_ERROR', `${damageMessage(damage)}; submissions are refused until then`, { data: { damage: { stream, seq, code, detail } } });
+      const data = { damage: { stream, seq, code, detail } };
+      throw new RpcError('INTERNAL_ERROR', `${damageMessage(damage)}; submissions are refused until then`, { data });
     }
     // Check the whole batch on a copy first, so a bad record late in a batch persists nothing.
     const scratch = state.clone();

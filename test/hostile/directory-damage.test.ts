@@ -329,4 +329,20 @@ describe('hostile directory stream', () => {
       rmSync(otherCerts, { recursive: true, force: true });
     }
   }, 40_000);
+
+  it('directory - a record deleted from the end of the stream is named as missing at the next submit, and sd repair --yes makes appends possible again', async () => {
+    const tip = await rpc<Tip>('getTip');
+    const jsm = await jetstreamManager(attacker);
+    // Deleting leaves JetStream's sequence counter where it was: no append can match the chain's tip.
+    expect(await jsm.streams.deleteMessage(STREAM, tip.seq)).toBe(true);
+    const refused = await rpcError('submitRecords', { records: [signRecord({ kind: 'group', name: 'after-delete' }, tip.hash, admin)] });
+    expect(refused.message).toContain(`damaged at record ${tip.seq} (MISSING: record ${tip.seq} is not in the stream; nothing is stored after it)`);
+
+    const fixed = await repair('--yes');
+    expect(fixed.out).toContain(`damaged at record ${tip.seq} (MISSING: record ${tip.seq} is not in the stream; nothing is stored after it)`);
+    expect(fixed.out).toContain(`rebuild ${STREAM} with records 1..${tip.seq - 1}`);
+    expect(fixed.code).toBe(0);
+    expect(await submit([{ kind: 'group', name: 'after-delete' }])).toMatchObject({ accepted: 1, tip: { seq: tip.seq } });
+    expect(sd.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('the record stream no longer holds the replayed chain'))).toBe(true);
+  }, 30_000);
 });
