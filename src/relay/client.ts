@@ -1,3 +1,4 @@
+import { classifyNatsError } from '../bus/bus-errors.js';
 import type { NatsConnection } from '../core/nats.js';
 import { RELAY_PROTOCOL_VERSION, relayReplySchema, relaySubject } from './protocol.js';
 
@@ -34,7 +35,7 @@ export function relayClient(opts: RelayClientOptions): (game: string) => Promise
       data = msg.json();
     } catch (err) {
       const text = (err as Error).message;
-      const why = /no responders/i.test(text) ? `no proxy serves relays for ${opts.proxyOperator}` : `the proxy did not answer: ${text}`;
+      const why = classifyNatsError(err, opts.timeoutMs).type === 'noResponders' ? `no proxy serves relays for ${opts.proxyOperator}` : `the proxy did not answer: ${text}`;
       throw new RelayUnavailableError(why, { cause: err });
     }
     const reply = relayReplySchema.safeParse(data);
