@@ -235,6 +235,15 @@ describe('relay trust (real stack, signed relayRequest)', () => {
     await Promise.all([closedByProxy(h), closedByProxy(g)]);
     expect(gGot.bytes()).toBeLessThanOrEqual(LIMITS.bytes);
     await expect.poll(() => spliceEnds('byteLimit'), { timeout: 2_000 }).toBe(bytesBefore + 1);
+    // The inspector shows the same final output as the metric counts.
+    const seen = (await (await fetch(`http://127.0.0.1:${ports.metrics}/inspect/api/sessions/${a.host.sessionId}`)).json()) as {
+      summary: { status: string; outcome: string };
+      context: { detail: string; bytesAToB: number; bytesBToA: number };
+    };
+    expect(seen.summary).toMatchObject({ status: 'finished', outcome: 'closed' });
+    // Only the host sent; whichever peer dialed first is the session's B, so count both ways.
+    expect(seen.context.detail).toBe('byteLimit');
+    expect(seen.context.bytesAToB + seen.context.bytesBToA).toBe(LIMITS.bytes);
 
     const durationBefore = await spliceEnds('durationLimit');
     const b = await grants('duration');
