@@ -18,6 +18,7 @@ export const JSONRPC_ERRORS = {
   STALE_PARENT: { code: -32012, message: 'Stale parent: the record does not extend the current tip' },
   INVALID_RECORD: { code: -32013, message: 'Invalid record' },
   NOT_AUTHENTICATED: { code: -32020, message: 'Client certificate required' },
+  RELAY_CAPACITY: { code: -32030, message: 'Relay refused: too many relay sessions open' },
 } as const;
 
 export type JsonRpcErrorName = keyof typeof JSONRPC_ERRORS;

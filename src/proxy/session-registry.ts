@@ -10,8 +10,10 @@ import {
   type NotifyResult,
 } from '../../machines/brokering.js';
 import type { RouteStatus } from './splice-endpoint.js';
-import { createSplicer, type Direction } from './splicer.js';
-import { TokenStore } from './token-store.js';
+import { createSplicer, type Direction, type SpliceLimits } from './splicer.js';
+import { TokenStore, type Leg } from './token-store.js';
+
+export type { Leg } from './token-store.js';
 
 // One brokering actor per session, and the glue between the splice endpoint (tokens and
 // sockets), the machine (what a session is) and the bus (notifyB / confirmToA, provided by the
@@ -54,17 +56,31 @@ export interface SessionOptions {
    * too, whichever peer dials first, so the rendezvous never hands out a dead token as live.
    */
   dialWithinMs?: number;
+  /**
+   * Default true: a brokered session, whose B dials first. Game relays pass false: game peers
+   * hold no operator key and either may dial first; the first one is held (the machine's B).
+   * (Minimal version on this branch: brokered sessions still share one token between the legs;
+   * sessions without proofs get one single-use token per leg.)
+   */
+  proofs?: boolean;
+  /** A relay grant's limits, enforced by the splicer; the reason lands in the session's output. */
+  limits?: SpliceLimits;
 }
 
 export interface OpenedSession {
   sessionId: string;
-  token: Buffer;
+  /** One token per leg; in a session without proofs they differ and each is single use. */
+  tokens: Record<Leg, Buffer>;
   done: Promise<BrokeringOutput>;
 }
 
 interface Session {
   info: SessionInfo;
-  token: Buffer;
+  tokens: Record<Leg, Buffer>;
+  /** Either leg may dial first (a game relay): the first is held as the machine's B. */
+  eitherFirst: boolean;
+  /** The leg held as B, once one dialed. */
+  heldLeg: Leg | undefined;
   actor: Actor<typeof brokeringMachine>;
   done: Promise<BrokeringOutput>;
   messengers: SessionMessengers;
@@ -79,6 +95,8 @@ export class SessionRegistry {
    * from #sessions because the machine reads its first delay while the actor is being created.
    */
   readonly #dialDeadlines = new Map<string, number>();
+  /** Relay grants' limits, read by each session's splicer when it starts. */
+  readonly #limits = new Map<string, SpliceLimits>();
   readonly #tokens: TokenStore;
   readonly #options: SessionRegistryOptions;
   readonly #machine;
@@ -96,15 +114,16 @@ export class SessionRegistry {
       actors: {
         notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return s.messengers.notifyB(s.info, s.token);
+          return s.messengers.notifyB(s.info, s.tokens.b);
         }),
         confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return s.messengers.confirmToA(s.info, s.token, s.info.endpoint);
+          return s.messengers.confirmToA(s.info, s.tokens.a, s.info.endpoint);
         }),
         splicer: createSplicer({
           log: options.log.child({ component: 'splicer' }),
           idleMs: options.spliceIdleMs ?? 0,
+          limitsOf: (sessionId) => this.#limits.get(sessionId),
           onRelayed: options.onRelayed,
         }),
       },
@@ -129,7 +148,10 @@ export class SessionRegistry {
     if (this.#shuttingDown) throw new Error('session registry is shutting down');
     const sessionId = randomUUID();
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
-    const token = this.#tokens.mint(sessionId);
+    const eitherFirst = via.proofs === false;
+    const a = this.#tokens.mint(sessionId, 'a');
+    const tokens = { a, b: eitherFirst ? this.#tokens.mint(sessionId, 'b') : a };
+    if (via.limits) this.#limits.set(sessionId, via.limits);
     const log = this.#options.log.child({ component: 'brokering', sessionId });
     const startedAt = Date.now();
     if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);
@@ -137,7 +159,7 @@ export class SessionRegistry {
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
-    const s: Session = { info, token, actor, done, messengers: via.messengers ?? this.#options, rejected: undefined };
+    const s: Session = { info, tokens, eitherFirst, heldLeg: undefined, actor, done, messengers: via.messengers ?? this.#options, rejected: undefined };
     this.#sessions.set(sessionId, s);
 
     let last = '';
@@ -169,7 +191,7 @@ export class SessionRegistry {
     });
     log.debug({ a: info.a, b: info.b, endpoint: info.endpoint }, 'brokering session opened');
     actor.start();
-    return { sessionId, token, done };
+    return { sessionId, tokens, done };
   }
 
   /** Called by the splice endpoint with a socket that presented `token`. */
@@ -181,15 +203,20 @@ export class SessionRegistry {
     if (!s || s.actor.getSnapshot().status !== 'active') return 'UNKNOWN_TOKEN';
 
     // B dials first (while the session is `requested`); the only other dialer is A. Which of
-    // the two may dial now is the machine's call: it rejects a dial it cannot use.
+    // the two may dial now is the machine's call: it rejects a dial it cannot use. In a session
+    // where either leg may dial first, the first is B and only the other leg's token can be A.
     const isB = s.actor.getSnapshot().matches('requested');
+    const leg: Leg = s.tokens.a.equals(token) ? 'a' : 'b';
+    if (s.eitherFirst && !isB && leg === s.heldLeg) return 'TOKEN_USED';
     s.rejected = undefined;
     s.actor.send(isB ? { type: 'B_DIALED', socket, rest } : { type: 'A_DIALED', socket, rest });
     // Sends to an idle actor are processed synchronously, so the verdict is already in.
     const rejected = s.rejected === socket;
     s.rejected = undefined;
     if (rejected) return 'WRONG_STATE';
-    if (!isB) this.#tokens.consume(token);
+    // A shared token must stay valid for A; a leg's own token is spent once it dialed.
+    if (!isB || s.eitherFirst) this.#tokens.consume(token);
+    if (isB) s.heldLeg = leg;
     return 'ROUTED';
   }
 
@@ -217,6 +244,7 @@ export class SessionRegistry {
     if (!this.#sessions.has(s.info.sessionId)) return;
     this.#sessions.delete(s.info.sessionId);
     this.#dialDeadlines.delete(s.info.sessionId);
+    this.#limits.delete(s.info.sessionId);
     this.#tokens.release(s.info.sessionId);
     log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);

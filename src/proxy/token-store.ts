@@ -11,6 +11,9 @@ export const DEFAULT_USED_TOKEN_TTL_MS = 10 * minute;
 /** Caps the memory of consumed tokens if a flood of sessions outpaces the TTL. */
 export const DEFAULT_MAX_USED_TOKENS = 100_000;
 
+/** A session's two sides: `a` requested it, `b` is held first (see machines/brokering.ts). */
+export type Leg = 'a' | 'b';
+
 export type TokenLookup = { status: 'OK'; sessionId: string } | { status: 'UNKNOWN' } | { status: 'USED' };
 
 export interface TokenStoreOptions {
@@ -35,7 +38,7 @@ export function tokenId(token: Uint8Array): string {
 
 export class TokenStore {
   readonly #live = new Map<string, LiveToken>();
-  readonly #hashBySession = new Map<string, string>();
+  readonly #hashBySession = new Map<string, Map<Leg, string>>();
   // Insertion order is expiry order (one TTL for all), so pruning stops at the first live one.
   readonly #used = new Map<string, number>();
   readonly #usedTtlMs: number;
@@ -48,13 +51,16 @@ export class TokenStore {
     this.#now = options.now ?? Date.now;
   }
 
-  /** One token per session; minting again for the same session replaces the old token. */
-  mint(sessionId: string): Buffer {
-    this.release(sessionId);
+  /** One token per leg of a session; minting again for the same leg replaces its old token. */
+  mint(sessionId: string, leg: Leg = 'a'): Buffer {
+    const legs = this.#hashBySession.get(sessionId) ?? new Map<Leg, string>();
+    const old = legs.get(leg);
+    if (old !== undefined) this.#live.delete(old);
     const token = randomBytes(TOKEN_BYTES);
     const hash = digest(token);
     this.#live.set(hash, { token: Buffer.from(token), sessionId });
-    this.#hashBySession.set(sessionId, hash);
+    legs.set(leg, hash);
+    this.#hashBySession.set(sessionId, legs);
     return token;
   }
 
@@ -90,10 +96,10 @@ export class TokenStore {
    * ends: EPS only freed token slots on success and leaked them on each failure.
    */
   release(sessionId: string): void {
-    const hash = this.#hashBySession.get(sessionId);
-    if (hash === undefined) return;
+    const legs = this.#hashBySession.get(sessionId);
+    if (legs === undefined) return;
     this.#hashBySession.delete(sessionId);
-    this.#live.delete(hash);
+    for (const hash of legs.values()) this.#live.delete(hash);
   }
 
   /** Tokens that a dialer could still present (for tests and gauges). */

@@ -6,7 +6,7 @@ describe('error table', () => {
   const readme = readFileSync('README.md', 'utf8');
 
   it('errors - the table is pinned: a new code must be added here and documented', () => {
-    expect(Object.keys(JSONRPC_ERRORS)).toHaveLength(15);
+    expect(Object.keys(JSONRPC_ERRORS)).toHaveLength(16);
   });
 
   it('errors - every code is unique and documented in the README', () => {
