@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install build certs nats-server coturn chromium sd-setup bench clean-certs
+.PHONY: demo test install build certs nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -38,6 +38,14 @@ test: install nats-server coturn chromium certs build
 ## Sign and submit the dev directory records (settings/dev/directory/) to the running sd.
 sd-setup: install certs build
 	node dist/src/cli/sd-setup.js
+
+## Check the dev directory stream and show what a repair would remove; YES=--yes applies it.
+sd-repair: install build
+	SD_SETTINGS=settings/dev/roles/sd-1 node dist/src/cli/sd.js repair $(YES)
+
+## Delete the dev directory stream (e.g. written under other certificates); YES=--yes applies it.
+sd-reset: install build
+	SD_SETTINGS=settings/dev/roles/sd-1 node dist/src/cli/sd.js repair --reset $(YES)
 
 bench: install build
 	node dist/bench/splice-throughput.js

@@ -28,15 +28,23 @@ export interface BrokeringContext extends BrokeringInput {
 
 export type NotifyResult = { accepted: true } | { accepted: false; reason: string; notPermitted?: boolean };
 
-/** Why the splicer stopped relaying; `completed` means both directions ended cleanly. */
-export type SpliceEndReason =
-  | 'completed'
-  | 'aError'
-  | 'bError'
-  | 'aClosed'
-  | 'bClosed'
-  | 'bClosedBeforeA'
-  | 'idle';
+/**
+ * Why the splicer stopped relaying; `completed` means both directions ended cleanly. `idle`,
+ * `durationLimit` and `byteLimit` are the proxy's own limits (a relay grant's, or the idle
+ * timeout every splice has), so a held session always ends and says which limit ended it.
+ */
+export const SPLICE_END_REASONS = [
+  'completed',
+  'aError',
+  'bError',
+  'aClosed',
+  'bClosed',
+  'bClosedBeforeA',
+  'idle',
+  'durationLimit',
+  'byteLimit',
+] as const;
+export type SpliceEndReason = (typeof SPLICE_END_REASONS)[number];
 
 export type BrokeringEvent =
   /** B's socket presented B's token (and proof). `rest` holds bytes B sent after the preamble. */

@@ -20,13 +20,16 @@ export type PairingStatus = 'waiting' | 'swapped' | 'relayed';
 
 /**
  * A brokered session the proxy opened for one pairing: both peers dial `endpoint`, each presenting
- * its own token (base64 of the 32 bytes). Valid until `expiresAt`, when the proxy stops waiting for a dial.
+ * its own token (base64 of the 32 bytes; only the host is handed `tokens.host`, only the guest
+ * `tokens.guest`). Valid until `expiresAt`, when the proxy stops waiting for a dial; once spliced,
+ * the proxy ends the session at `limits`.
  */
 export interface RelayGrant {
   sessionId: string;
   tokens: { host: string; guest: string };
   endpoint: string;
   expiresAt: number;
+  limits: { maxDurationMs: number; maxBytesPerDirection: number };
 }
 
 export interface GuestPairing {

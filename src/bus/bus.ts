@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { RpcError } from '../core/errors.js';
+import { BusError, classifyNatsError } from './bus-errors.js';
 import type { Logger } from '../core/logger.js';
 import { subjectToken, whenConnected } from '../core/nats.js';
 import {
@@ -30,6 +31,8 @@ export interface BusOptions {
   maxBytes: number;
   requestTimeoutMs: number;
 }
+
+type ReplyCheck = { ok: true; envelope: ResponseEnvelope } | { ok: false; code: string; detail: string };
 
 /** Methods are tokens in a subject, so they must not contain the subject separators. */
 const METHOD_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
@@ -130,42 +133,59 @@ export class Bus {
 
   /**
    * Calls `to.method` and returns its result; a refusal by the peer arrives as its RpcError, a
-   * bus failure (no responder, timeout, disconnect) as PEER_UNREACHABLE or PEER_TIMEOUT.
+   * bus failure as a BusError (see bus-errors.ts). Whoever can publish on the bus can answer a
+   * request first, so a reply that does not verify, or verifies but does not answer this request
+   * from `to`, is logged and skipped: the call keeps waiting for the real answer until its deadline.
    */
   async request(to: string, method: string, params: Record<string, unknown>, timeoutMs = this.opts.requestTimeoutMs): Promise<unknown> {
+    const target = `${to}.${method}`;
     const id = randomUUID();
     const startedAt = Date.now();
     // Published while disconnected, the request would be dropped and only time out: wait for the
     // bus within the same deadline, so a short outage costs a delay and a long one a clear error.
     if (!(await whenConnected(this.opts.nc, timeoutMs))) {
-      throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: the bus is disconnected (not back within ${timeoutMs} ms)`);
+      throw new BusError(target, { type: 'disconnected', waitedMs: timeoutMs });
     }
     const remainingMs = Math.max(1, timeoutMs - (Date.now() - startedAt));
     const env = sealEnvelope<RequestEnvelope>(this.opts.signer, { kind: 'request', from: this.self, to, id, method, params });
-    let msg: Msg;
+    let answer: ResponseEnvelope | undefined;
+    let rejected = 0;
+    let lastRefusal = '';
     try {
-      msg = await this.opts.nc.request(busSubject(to, method), JSON.stringify(env), { timeout: remainingMs });
+      // The timer strategy collects every reply until the deadline; we stop at the first valid one.
+      const subject = busSubject(to, method);
+      const replies = await this.opts.nc.requestMany(subject, JSON.stringify(env), { maxWait: remainingMs, strategy: 'timer' });
+      for await (const msg of replies) {
+        const checked = this.checkReply(msg.data, to, id);
+        if (checked.ok) {
+          answer = checked.envelope;
+          break;
+        }
+        rejected += 1;
+        lastRefusal = `${checked.code}: ${checked.detail}`;
+        const { code: refusal, detail } = checked;
+        this.opts.log.warn({ to, method, id, refusal, detail, rejected }, 'bus reply rejected; still waiting for a valid one');
+      }
     } catch (err) {
-      const text = String((err as Error).message ?? err);
-      if (/timeout/i.test(text) || (err as Error).name === 'TimeoutError') {
-        throw new RpcError('PEER_TIMEOUT', `${to}.${method}: no answer on the bus within ${timeoutMs} ms`, { cause: err });
-      }
-      if (/no responders/i.test(text) || (err as Error).name === 'NoRespondersError') {
-        throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: nobody serves it on the bus`, { cause: err });
-      }
-      throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: bus failure: ${text}`, { cause: err });
+      throw new BusError(target, classifyNatsError(err, timeoutMs), { cause: err });
     }
-    const checked = this.open(msg.data);
-    if (!checked.ok) {
-      this.opts.log.warn({ to, method, refusal: checked.code, detail: checked.detail }, 'bus reply rejected');
-      throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: reply rejected (${checked.code}: ${checked.detail})`);
+    if (!answer) {
+      const waitedMs = timeoutMs;
+      throw new BusError(target, rejected > 0 ? { type: 'replyRejected', waitedMs, rejected, lastRefusal } : { type: 'timeout', waitedMs });
     }
+    if (answer.error) throw RpcError.fromWire(answer.error);
+    return answer.result;
+  }
+
+  /** A reply counts only if it verifies and is `to`'s response to request `id`. */
+  private checkReply(data: Uint8Array, to: string, id: string): ReplyCheck {
+    const checked = this.open(data);
+    if (!checked.ok) return checked;
     const reply = checked.envelope;
-    if (reply.kind !== 'response' || reply.from !== to || reply.id !== id) {
-      throw new RpcError('PEER_UNREACHABLE', `${to}.${method}: reply does not answer this request`);
-    }
-    if (reply.error) throw RpcError.fromWire(reply.error);
-    return reply.result;
+    if (reply.kind !== 'response') return { ok: false, code: 'NOT_A_RESPONSE', detail: `a ${reply.kind} envelope from ${reply.from}` };
+    if (reply.from !== to) return { ok: false, code: 'WRONG_SENDER', detail: `signed by ${reply.from}, not ${to}` };
+    if (reply.id !== id) return { ok: false, code: 'WRONG_ID', detail: `answers request ${reply.id}, not ${id}` };
+    return { ok: true, envelope: reply };
   }
 
   /** Both directions check envelopes the same way: requests served and replies received. */

@@ -138,6 +138,9 @@ async function fetchChain(rpc: JsonRpcClientOptions, deadline: number, log: Retu
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`sd-setup: ${err instanceof Error ? err.message : String(err)}\n`);
+  // A damaged stream is not an internal error of the sd: say what it is and what to run.
+  const damaged = err instanceof RpcError && typeof err.data === 'object' && err.data !== null && 'damage' in err.data;
+  if (damaged) process.stderr.write(`sd-setup: the sd refuses new records: ${err.detail}\n`);
+  else process.stderr.write(`sd-setup: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

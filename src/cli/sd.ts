@@ -1,21 +1,33 @@
 #!/usr/bin/env node
-import { createRootLogger } from '../core/logger.js';
-import { connectBus } from '../core/nats.js';
+import { tmpdir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { createRootLogger, type Logger } from '../core/logger.js';
+import { connectBus, type NatsConnection } from '../core/nats.js';
 import { loadSettings, SettingsError } from '../settings/load.js';
-import { natsUrl, sdSettingsSchema } from '../settings/schemas.js';
+import { natsUrl, sdSettingsSchema, type SdSettings } from '../settings/schemas.js';
 import { startSd } from '../directory/sd-server.js';
+import { damageMessage } from '../directory/damage.js';
+import { deleteStream, scanStream, truncateStream, writeBackup } from '../directory/repair.js';
 
 const USAGE = `usage: sd run
+       sd repair [--reset] [--yes] [--backup DIR]
 
-  Runs the service directory. Settings come from the role folders in SD_SETTINGS
-  (colon-separated), e.g. SD_SETTINGS=settings/dev/roles/sd-1 sd run.
-  NATS_URL overrides nats.url.`;
+  run     Runs the service directory.
+  repair  Checks the record stream as the sd replays it. If a record does not verify, shows what
+          it would remove (that record and every later one) and, with --yes, rebuilds the stream
+          with the records before it, after writing a backup of every stored record to DIR
+          (default: the system's temporary folder).
+          --reset deletes the whole stream instead (development: a directory written under other
+          certificates); the sd recreates it empty, and sd-setup fills it again.
+          Without --yes nothing is changed.
 
-async function run(): Promise<void> {
-  const log = createRootLogger('sd');
-  let settings;
+  Settings come from the role folders in SD_SETTINGS (colon-separated), e.g.
+  SD_SETTINGS=settings/dev/roles/sd-1 sd run. NATS_URL overrides nats.url.`;
+
+function readSettings(): SdSettings {
   try {
-    settings = loadSettings(['SD_SETTINGS'], sdSettingsSchema);
+    return loadSettings(['SD_SETTINGS'], sdSettingsSchema);
   } catch (err) {
     if (err instanceof SettingsError) {
       process.stderr.write(`${err.message}\n`);
@@ -23,6 +35,19 @@ async function run(): Promise<void> {
     }
     throw err;
   }
+}
+
+/**
+ * The repair deletes and recreates the directory stream, which only an admin principal may do
+ * once the bus enforces per-principal permissions: this is the one place to connect as it.
+ */
+function connectAsStreamAdmin(settings: SdSettings, log: Logger): Promise<NatsConnection> {
+  return connectBus(natsUrl(settings), `${settings.name}-repair`, log);
+}
+
+async function run(): Promise<void> {
+  const log = createRootLogger('sd');
+  const settings = readSettings();
   const nc = await connectBus(natsUrl(settings), settings.name, log);
   const sd = await startSd(settings, nc, log);
 
@@ -44,12 +69,77 @@ async function run(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
+/** Exit codes: 0 done or nothing to do, 2 refused (no --yes, or bad usage), 1 failed. */
+async function repair(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { yes: { type: 'boolean', default: false }, reset: { type: 'boolean', default: false }, backup: { type: 'string', default: tmpdir() } },
+  });
+  const settings = readSettings();
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const log = createRootLogger('sd-repair', process.env.LOG_LEVEL ?? 'warn');
+  const nc = await connectAsStreamAdmin(settings, log);
+  try {
+    const stream = settings.stream;
+    const scan = await scanStream(nc, stream, { rootCa: readFileSync(settings.tls.ca), anyCodeSigningCert: true });
+    if (!scan) {
+      out(`stream ${stream} does not exist; nothing to ${values.reset ? 'reset' : 'repair'} (the sd creates it when it starts)`);
+      return 0;
+    }
+    const n = scan.stored.length;
+    out(`stream ${stream} holds ${n} record${n === 1 ? '' : 's'}; ${scan.good.length} verify from the first one on`);
+    if (scan.damage) out(damageMessage(scan.damage));
+    if (values.reset) {
+      out(`will delete stream ${stream} and its ${n} record${n === 1 ? '' : 's'}`);
+      if (!values.yes) {
+        out('refusing to change the stream without --yes');
+        return 2;
+      }
+      out(`backup of every stored record: ${writeBackup(scan, values.backup)}`);
+      await deleteStream(nc, stream);
+      out(`deleted stream ${stream}; the sd recreates it on its next submit: run sd-setup, and restart the servers so they drop the old chain`);
+      return 0;
+    }
+    if (!scan.damage) {
+      out(`the chain in ${stream} verifies; nothing to repair`);
+      return 0;
+    }
+    const from = scan.damage.seq;
+    const removed = scan.stored.filter((m) => m.seq >= from);
+    const seqs = removed.map((m) => m.seq);
+    out(
+      `will remove ${removed.length} stored record${removed.length === 1 ? '' : 's'} (${seqs.length ? `sequences ${seqs[0]}..${seqs.at(-1)}` : 'none; the sequence gap goes'}) ` +
+        `and rebuild ${stream} with records 1..${scan.good.length}`,
+    );
+    if (!values.yes) {
+      out('refusing to change the stream without --yes');
+      return 2;
+    }
+    out(`backup of every stored record: ${writeBackup(scan, values.backup)}`);
+    await truncateStream(nc, scan);
+    out(`repaired: ${stream} holds records 1..${scan.good.length}; the sd accepts submissions again and the servers follow on`);
+    return 0;
+  } finally {
+    await nc.close();
+  }
+}
+
 const [command, ...rest] = process.argv.slice(2);
-if (command !== 'run' || rest.length > 0) {
+const fail = (err: unknown) => {
+  process.stderr.write(`sd: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+};
+if (command === 'run' && rest.length === 0) {
+  run().catch(fail);
+} else if (command === 'repair') {
+  repair(rest).then((code) => process.exit(code), (err: unknown) => {
+    if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`${err.message}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    fail(err);
+  });
+} else {
   process.stderr.write(`${USAGE}\n`);
   process.exit(2);
 }
-run().catch((err: unknown) => {
-  process.stderr.write(`sd: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
-});

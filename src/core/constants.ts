@@ -51,3 +51,22 @@ export const DEFAULT_RELAY_DIAL_WITHIN_MS = 10 * second;
 
 /** Relay sessions a proxy holds at once: bounds what a flood of relay requests can take. */
 export const DEFAULT_MAX_RELAY_SESSIONS = 1000;
+
+/**
+ * Relay sessions one requester (a rendezvous operator) holds at once: one misbehaving or
+ * compromised rendezvous cannot take the whole proxy's capacity from the others.
+ */
+export const DEFAULT_MAX_RELAY_SESSIONS_PER_REQUESTER = 500;
+
+/** A relayed game session ends after this long: games are minutes long, a stuck one is not. */
+export const DEFAULT_RELAY_MAX_DURATION_MS = 60 * minute;
+
+/** Bytes a relayed game session may carry in each direction: game traffic, not a file transfer. */
+export const DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION = 256 * 1024 * 1024;
+
+/**
+ * Every spliced session (brokered or relayed) with no byte either way for this long is closed.
+ * Longer than an EPS channel's own idle timeout (DEFAULT_CHANNEL_IDLE_TIMEOUT_MS), so healthy
+ * peers always close first; this only reclaims sockets whose peers went silent for good.
+ */
+export const DEFAULT_SPLICE_IDLE_TIMEOUT_MS = 2 * minute;

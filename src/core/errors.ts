@@ -1,6 +1,6 @@
 // Every error the system puts on a wire, in one module: JSON-RPC codes (operators and sd), the
 // games REST API's problem types, the reasons the splice endpoint closes a connection, and the
-// proxy's relay refusals. test/unit/errors.test.ts pins each table against the README's, so a new
+// caps a relay request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
 // entry cannot appear without being documented.
 
 export const JSONRPC_ERRORS = {
@@ -20,6 +20,7 @@ export const JSONRPC_ERRORS = {
   STALE_PARENT: { code: -32012, message: 'Stale parent: the record does not extend the current tip' },
   INVALID_RECORD: { code: -32013, message: 'Invalid record' },
   NOT_AUTHENTICATED: { code: -32020, message: 'Client certificate required' },
+  RELAY_CAPACITY: { code: -32030, message: 'Relay refused: too many relay sessions open' },
 } as const;
 
 export type JsonRpcErrorName = keyof typeof JSONRPC_ERRORS;
@@ -71,15 +72,16 @@ export const SPLICE_CLOSE_REASONS = {
 
 export type SpliceCloseReason = keyof typeof SPLICE_CLOSE_REASONS;
 
-/** Why the proxy refuses a game relay request; the reply's `reason`, with a sentence in `error`. */
-export const RELAY_REFUSALS = {
-  NOT_JSON: 'the request is not JSON',
-  MALFORMED: 'the request does not match the relay protocol',
-  TOO_MANY_SESSIONS: 'the proxy has its maximum of relay sessions open; retry shortly',
-  UNAVAILABLE: 'the proxy cannot open a session now (shutting down)',
+/**
+ * Which cap a refused relay request hit: the `data.limit` of its RELAY_CAPACITY error (a malformed
+ * request is INVALID_PARAMS, an unpermitted signer PERMISSION_DENIED, like any bus request).
+ */
+export const RELAY_CAPACITY_LIMITS = {
+  requester: 'the requesting rendezvous holds its maximum of relay sessions',
+  proxy: 'the proxy holds its maximum of relay sessions, all requesters together',
 } as const;
 
-export type RelayRefusal = keyof typeof RELAY_REFUSALS;
+export type RelayCapacityLimit = keyof typeof RELAY_CAPACITY_LIMITS;
 
 /**
  * Every problem type the games REST API answers with (RFC 9457). Types are relative URIs: RFC 9457

@@ -86,7 +86,7 @@ export class DevStack {
       'public-proxy-eps-1': directory,
       'public-proxy-hyper-1': directory,
       // Ports only: the dev role's hosts (every interface) stay, as a rendezvous faces peers.
-      'games-1': `http: { port: ${ports.games} }\nstun: { port: ${ports.stun} }\n`,
+      'games-1': directory + `http: { port: ${ports.games} }\nstun: { port: ${ports.stun} }\n`,
     };
     writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
     writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');

@@ -6,8 +6,9 @@ import type { NatsConnection } from '../core/nats.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DirectoryState, isPermitted, type Tip } from './chain.js';
-import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
-import { signedRecordSchema, type ChainedRecord, type DirectoryEntry, type SignedRecord } from './types.js';
+import { applyNext, damageMessage, isNewDamage, UnparsableRecord, type ChainDamage } from './damage.js';
+import type { SignerPolicy } from './records.js';
+import { signedRecordSchema, type ChainedRecord, type DirectoryEntry } from './types.js';
 
 /** The subject the sd publishes accepted records on; the stream captures exactly this subject. */
 export const SD_RECORDS_SUBJECT = 'eps.sd.records';
@@ -31,13 +32,22 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', done, { once: true });
   });
 
+/**
+ * What the follower's owner did with a record: `old` (already held), `applied`, or `stuck` (the
+ * record does not extend the chain, or a record is missing before it). After `stuck` the follower
+ * drops its consumer and, with backoff, starts again after the owner's tip: a damaged record is
+ * read again until an operator repairs the stream, and then the repaired stream is followed.
+ */
+export type RecordOutcome = 'old' | 'applied' | 'stuck';
+
 export interface StreamFollowerOptions {
   nc: NatsConnection;
   stream: string;
   log: Logger;
   /** Sequence of the last record already held; the follower resumes after it on every restart. */
   tipSeq: () => number;
-  onRecord: (seq: number, record: unknown) => void;
+  /** `record` is the parsed JSON, or an UnparsableRecord. */
+  onRecord: (seq: number, record: unknown) => RecordOutcome;
   /** Called whenever the follower knows it holds every record the stream had (may repeat). */
   onCaughtUp: () => void;
   retry?: { initialMs: number; maxMs: number };
@@ -55,6 +65,7 @@ export function followRecordStream(opts: StreamFollowerOptions): { stop: () => P
   let messages: ConsumerMessages | undefined;
   const done = (async () => {
     let wait = retry.initialMs;
+    let stuck = false;
     const js = jetstream(opts.nc);
     while (!abort.signal.aborted) {
       try {
@@ -64,10 +75,18 @@ export function followRecordStream(opts: StreamFollowerOptions): { stop: () => P
         const consumer = await js.consumers.get(opts.stream, { opt_start_seq: opts.tipSeq() + 1, filter_subjects: SD_RECORDS_SUBJECT });
         if (abort.signal.aborted) break;
         messages = await consumer.consume({ max_messages: 256 });
-        wait = retry.initialMs;
+        // A consumer that starts is progress, unless the last one stopped at a bad record.
+        if (!stuck) wait = retry.initialMs;
+        stuck = false;
         for await (const m of messages) {
-          handle(m);
+          const outcome = handle(m);
+          if (outcome === 'applied') wait = retry.initialMs;
+          if (outcome === 'stuck') {
+            stuck = true;
+            break;
+          }
         }
+        if (stuck) await messages.close().catch(() => undefined);
       } catch (err) {
         if (abort.signal.aborted) break;
         const missing = err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
@@ -79,16 +98,16 @@ export function followRecordStream(opts: StreamFollowerOptions): { stop: () => P
     }
   })();
 
-  function handle(m: JsMsg) {
+  function handle(m: JsMsg): RecordOutcome {
     let record: unknown;
     try {
       record = m.json();
     } catch {
-      opts.log.error({ seq: m.seq }, 'record stream holds a message that is not JSON');
-      return;
+      record = new UnparsableRecord(m.string().slice(0, 200));
     }
-    opts.onRecord(m.seq, record);
-    if (m.info.pending === 0) opts.onCaughtUp();
+    const outcome = opts.onRecord(m.seq, record);
+    if (outcome !== 'stuck' && m.info.pending === 0) opts.onCaughtUp();
+    return outcome;
   }
 
   return {
@@ -133,8 +152,12 @@ export class DirectoryClient {
   private follower: { stop: () => Promise<void> } | undefined;
   private readonly readyPromise: Promise<void>;
   private markReady!: () => void;
-  /** Chain broken at this sequence: later records cannot be applied until it is repaired. */
-  private rejectedSeq: number | undefined;
+  /** The first stored record that does not verify, until a record that does takes its place. */
+  private damaged: ChainDamage | undefined;
+
+  private get stream(): string {
+    return this.opts.stream ?? DEFAULT_SD_STREAM;
+  }
 
   constructor(private readonly opts: DirectoryClientOptions) {
     this.log = opts.log.child({ component: 'directory-client' });
@@ -148,7 +171,7 @@ export class DirectoryClient {
     if (this.follower) return;
     this.follower = followRecordStream({
       nc: this.opts.nc,
-      stream: this.opts.stream ?? DEFAULT_SD_STREAM,
+      stream: this.stream,
       log: this.log,
       retry: this.opts.retry,
       tipSeq: () => this.state.tip().seq,
@@ -177,6 +200,11 @@ export class DirectoryClient {
 
   tip(): Tip {
     return this.state.tip();
+  }
+
+  /** Set while the chain stops at a record that does not verify; entries are those before it. */
+  damage(): ChainDamage | undefined {
+    return this.damaged;
   }
 
   /** Called for every record applied after this call; returns the function that unsubscribes. */
@@ -220,32 +248,33 @@ export class DirectoryClient {
   }
 
   /** Both channels deliver the same records; whichever comes first applies, the other is skipped. */
-  private accept(seq: number, raw: unknown, via: 'sd' | 'stream'): void {
+  private accept(seq: number, raw: unknown, via: 'sd' | 'stream'): RecordOutcome {
     const tip = this.state.tip().seq;
-    if (seq <= tip) return;
-    if (seq > tip + 1) {
-      // Only possible if the stream lost records; the next fetch or consumer restart fills the gap.
-      this.log.warn({ seq, tip, via }, 'directory record arrived out of order; ignored');
-      return;
+    if (seq <= tip) return 'old';
+    const result = applyNext(this.state, this.stream, seq, raw, this.policy);
+    if (!result.ok) {
+      const d = result.damage;
+      if (isNewDamage(this.damaged, d)) {
+        this.damaged = d;
+        this.log.error({ stream: d.stream, seq: d.seq, code: d.code, detail: d.detail, via }, damageMessage(d));
+      }
+      // What verified is all there is: serve it rather than wait for a repair.
+      this.markReady();
+      return 'stuck';
     }
-    if (this.rejectedSeq !== undefined && seq >= this.rejectedSeq) return;
-    const verdict = verifyRecord(raw, this.policy);
-    if (!verdict.ok) return this.reject(seq, via, verdict.code, verdict.detail);
-    const record = raw as SignedRecord;
-    const applied = this.state.applyChained({ seq, hash: recordHash(record), record });
-    if (!applied.ok) return this.reject(seq, via, applied.code, applied.detail);
-    this.log.debug({ seq, kind: record.data.kind, via }, 'directory record applied');
+    if (this.damaged) {
+      this.log.info({ stream: this.stream, seq }, 'the directory stream was repaired; following it again');
+      this.damaged = undefined;
+    }
+    const { chained } = result.status;
+    this.log.debug({ seq, kind: chained.record.data.kind, via }, 'directory record applied');
     for (const l of this.listeners) {
       try {
-        l(applied.chained);
+        l(chained);
       } catch (err) {
         this.log.error({ err }, 'directory change listener failed');
       }
     }
-  }
-
-  private reject(seq: number, via: string, code: string, detail: string): void {
-    this.rejectedSeq = seq;
-    this.log.error({ seq, via, code, detail }, 'directory record rejected; entries stay at the last good record');
+    return 'applied';
   }
 }

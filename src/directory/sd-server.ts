@@ -10,6 +10,7 @@ import { startJsonRpcServer, type RpcHandler } from '../jsonrpc/server.js';
 import type { SdSettings } from '../settings/schemas.js';
 import { DirectoryState, type Tip } from './chain.js';
 import { followRecordStream, SD_RECORDS_SUBJECT } from './client.js';
+import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage } from './damage.js';
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
 
@@ -72,31 +73,84 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, settings.stream, log);
   const js = jetstream(nc);
-  const state = new DirectoryState();
-  let broken = false;
+  let state = new DirectoryState();
+  /** Set while the stream holds a record that does not verify: reads serve the records before it. */
+  let damage: ChainDamage | undefined;
+  let follower: { stop: () => Promise<void> } | undefined;
 
-  let caughtUp!: () => void;
-  const replayed = new Promise<void>((resolve) => (caughtUp = resolve));
-  const follower = followRecordStream({
-    nc,
-    stream: settings.stream,
-    log,
-    tipSeq: () => state.tip().seq,
-    onCaughtUp: () => caughtUp(),
-    onRecord: (seq, raw) => {
-      if (seq <= state.tip().seq || broken) return;
-      const verdict = verifyRecord(raw, replayPolicy);
-      const applied = verdict.ok
-        ? state.applyChained({ seq, hash: recordHash(raw as SignedRecord), record: raw as SignedRecord })
-        : verdict;
-      if (!applied.ok) {
-        broken = true;
-        log.error({ seq, code: applied.code, detail: applied.detail }, 'the record stream holds a record that does not verify; refusing further submissions');
+  /** (Re)builds the state from the stream: at start, and after an operator reset or truncated it. */
+  async function replay(): Promise<void> {
+    await follower?.stop();
+    state = new DirectoryState();
+    damage = undefined;
+    let caughtUp!: () => void;
+    const replayed = new Promise<void>((resolve) => (caughtUp = resolve));
+    follower = followRecordStream({
+      nc,
+      stream: settings.stream,
+      log,
+      tipSeq: () => state.tip().seq,
+      onCaughtUp: () => caughtUp(),
+      onRecord: (seq, raw) => {
+        const tip = state.tip().seq;
+        if (seq <= tip) return 'old';
+        const result = applyNext(state, settings.stream, seq, raw, replayPolicy);
+        if (!result.ok) {
+          const d = result.damage;
+          if (isNewDamage(damage, d)) {
+            damage = d;
+            log.error({ stream: d.stream, seq: d.seq, code: d.code, detail: d.detail }, damageMessage(d));
+          }
+          // The good prefix is all there is to replay: serve it.
+          caughtUp();
+          return 'stuck';
+        }
+        if (damage) {
+          log.info({ stream: settings.stream, seq }, 'a verifying record replaced the damaged one; accepting submissions again');
+          damage = undefined;
+        }
+        return 'applied';
+      },
+    });
+    await replayed;
+    const damagedAt = (damage as ChainDamage | undefined)?.seq;
+    log.info({ tip: state.tip(), stream: settings.stream, damagedAt }, 'chain replayed from the stream');
+  }
+  await replay();
+
+  /**
+   * Before a submit, looks at the stream itself: an operator may have repaired it (the bad tail
+   * is gone, so the stream ends at our tip) or reset it (it is gone or shorter than our chain).
+   */
+  async function reconcile(): Promise<void> {
+    let lastSeq = 0;
+    try {
+      lastSeq = (await jsm.streams.info(settings.stream)).state.last_seq;
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) {
+        throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
       }
-    },
-  });
-  await replayed;
-  log.info({ tip: state.tip(), stream: settings.stream }, 'chain replayed from the stream');
+      await ensureStream(jsm, settings.stream, log);
+    }
+    const stored = (seq: number) => jsm.streams.getMessage(settings.stream, { seq }).then((m) => m !== null);
+    // The stream is the truth: if it no longer holds what we replayed (reset, repaired, a record
+    // deleted), replay it rather than append to a chain nobody else can read.
+    const tip = state.tip();
+    if (lastSeq < tip.seq || (tip.seq > 0 && !(await stored(tip.seq)))) {
+      log.warn({ stream: settings.stream, lastSeq, tip }, 'the record stream no longer holds the replayed chain (reset, repaired or a record deleted); replaying it');
+      await replay();
+    }
+    const now = state.tip().seq;
+    if (!damage && lastSeq > now && !(await stored(now + 1))) {
+      // Records deleted from the end leave no gap for a follower to see, but the stream's counter
+      // stays ahead of the chain, so no append could match the expected last sequence.
+      damage = missingRecord(settings.stream, now + 1, undefined);
+      log.error({ stream: settings.stream, seq: damage.seq, code: damage.code, detail: damage.detail }, damageMessage(damage));
+    } else if (damage && lastSeq === now) {
+      log.info({ stream: settings.stream, tip: state.tip() }, 'the damaged records are gone from the stream; accepting submissions again');
+      damage = undefined;
+    }
+  }
 
   // Submissions run one at a time: each must see the tip the previous one left.
   let queue: Promise<unknown> = Promise.resolve();
@@ -107,7 +161,12 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   };
 
   async function submit(records: SignedRecord[]): Promise<{ accepted: number; tip: Tip }> {
-    if (broken) throw new RpcError('INTERNAL_ERROR', 'the stored chain does not verify; see the sd log');
+    await reconcile();
+    if (damage) {
+      const { stream, seq, code, detail } = damage;
+      const data = { damage: { stream, seq, code, detail } };
+      throw new RpcError('INTERNAL_ERROR', `${damageMessage(damage)}; submissions are refused until then`, { data });
+    }
     // Check the whole batch on a copy first, so a bad record late in a batch persists nothing.
     const scratch = state.clone();
     records.forEach((record, i) => {
@@ -187,7 +246,7 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       handle,
     });
   } catch (err) {
-    await follower.stop();
+    await follower?.stop();
     throw err;
   }
   const address = server.address();
@@ -200,7 +259,7 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
     close: async () => {
       server.closeIdleConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await follower.stop();
+      await follower?.stop();
     },
   };
 }

@@ -46,8 +46,8 @@ export type StartResult =
   | { type: 'isHost' }
   | { type: 'gameFull'; maxGuests: number };
 export type RelayResult =
-  /** `token` is the caller's own leg token. */
-  | { type: 'relay'; sessionId: string; token: string; endpoint: string; dialWithinMs: number }
+  /** The caller's view of the grant: its own token only. */
+  | { type: 'relay'; sessionId: string; token: string; endpoint: string; dialWithinMs: number; limits: RelayGrant['limits'] }
   | { type: 'notFound' }
   /** The caller is neither the host nor a guest of the game. */
   | { type: 'notInGame' }
@@ -139,8 +139,9 @@ export class GameService {
 
   /**
    * A relay for the pairing of the calling guest (or, for the host, of the guest it names). Both
-   * peers of a pairing get the same grant: the first to ask makes the proxy open a session, and
-   * the machine keeps a live grant when a concurrent request brings a second one.
+   * peers of a pairing get the same session, each with its own token: the first to ask makes the
+   * proxy open a session, and the machine keeps a live grant when a concurrent request brings a
+   * second one.
    */
   async relay(name: string, peerId: string, guest?: string): Promise<RelayResult> {
     const stored = await this.store.get(name);
@@ -148,9 +149,9 @@ export class GameService {
     if (!s || s.status !== 'active') return { type: 'notFound' };
     const found = pairingFor(s, peerId, guest);
     if (found.type !== 'pairing') return found;
+    const role = s.context.hostPeerId === peerId ? 'host' : 'guest';
     const live = found.pairing.relay;
-    const forHost = s.context.hostPeerId === peerId;
-    if (relayIsLive(live, this.now())) return this.granted(live, forHost);
+    if (relayIsLive(live, this.now())) return this.granted(live, role);
     if (!this.opts.requestRelay) return { type: 'relayUnavailable', detail: 'this rendezvous has no relay configured' };
     let session: RelaySession;
     try {
@@ -159,8 +160,8 @@ export class GameService {
       if (err instanceof RelayUnavailableError) return { type: 'relayUnavailable', detail: err.message };
       throw err;
     }
-    const { tokens, endpoint, sessionId } = session;
-    const grant: RelayGrant = { sessionId, tokens, endpoint, expiresAt: this.now() + session.dialWithinMs };
+    const { tokens, endpoint, sessionId, limits } = session;
+    const grant: RelayGrant = { sessionId, tokens, endpoint, limits, expiresAt: this.now() + session.dialWithinMs };
     return this.mutate<RelayResult>(
       name,
       (snap) => {
@@ -173,15 +174,15 @@ export class GameService {
         if (relay.type !== 'pairing' || !relay.pairing.relay) return { type: 'relayUnavailable', detail: 'the grant was not recorded' };
         if (relay.pairing.relay.sessionId !== sessionId) this.opts.log?.info({ game: name, sessionId }, 'concurrent relay grant kept; this one will expire unused');
         else this.opts.log?.info({ game: name, sessionId }, 'relay granted');
-        return this.granted(relay.pairing.relay, forHost);
+        return this.granted(relay.pairing.relay, role);
       },
     );
   }
 
-  private granted(relay: RelayGrant, forHost: boolean): RelayResult {
-    const { sessionId, endpoint } = relay;
-    const token = forHost ? relay.tokens.host : relay.tokens.guest;
-    return { type: 'relay', sessionId, token, endpoint, dialWithinMs: Math.max(0, relay.expiresAt - this.now()) };
+  /** Each peer is handed only its own token: the other's is the other leg of the session. */
+  private granted(relay: RelayGrant, role: 'host' | 'guest'): RelayResult {
+    const { sessionId, endpoint, limits } = relay;
+    return { type: 'relay', sessionId, token: relay.tokens[role], endpoint, limits, dialWithinMs: Math.max(0, relay.expiresAt - this.now()) };
   }
 
   async get(name: string): Promise<{ type: 'found'; game: GameView } | { type: 'notFound' }> {

@@ -211,8 +211,8 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
       schema: {
         summary: 'Host or guest whose punching failed: get a relay session through the P2P proxy',
         description:
-          'Each peer of a pairing gets its own token; each dials the endpoint and sends the 32 token bytes, then two zero bytes (no proof), first. ' +
-          'The first to dial is held until the other dials, then the proxy splices the two connections.',
+          'Both peers of a pairing get the same session, each with its own single-use token; each dials the endpoint and sends its 32 token bytes first. ' +
+          'The first to dial is held until the other dials, then the proxy splices the two connections until either closes or a limit is reached.',
         body: {
           type: 'object',
           additionalProperties: false,
@@ -224,11 +224,17 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
             type: 'object',
             properties: {
               sessionId: { type: 'string' },
-              token: { type: 'string', description: 'base64 of the caller\'s own 32 token bytes, sent first (then two zero bytes)' },
+              token: { type: 'string', description: 'base64 of the 32 bytes to send first' },
               endpoint: { type: 'string', description: 'host:port of the proxy splice endpoint' },
               dialWithinMs: { type: 'integer' },
+              limits: {
+                type: 'object',
+                description: 'the proxy ends the relayed session after this long spliced, or after this many bytes in either direction',
+                properties: { maxDurationMs: { type: 'integer' }, maxBytesPerDirection: { type: 'integer' } },
+                required: ['maxDurationMs', 'maxBytesPerDirection'],
+              },
             },
-            required: ['sessionId', 'token', 'endpoint', 'dialWithinMs'],
+            required: ['sessionId', 'token', 'endpoint', 'dialWithinMs', 'limits'],
           },
           ...errors(403, 404, 409, ...commonErrors),
         },
@@ -239,7 +245,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
       const r = await service.relay(name, peerId, guest);
       switch (r.type) {
         case 'relay':
-          return { sessionId: r.sessionId, token: r.token, endpoint: r.endpoint, dialWithinMs: r.dialWithinMs };
+          return { sessionId: r.sessionId, token: r.token, endpoint: r.endpoint, dialWithinMs: r.dialWithinMs, limits: r.limits };
         case 'notFound':
           throw notFound(name);
         case 'notInGame':

@@ -5,7 +5,12 @@ import { INSPECT_PREFIX, type InspectorHttp } from '../inspector/http.js';
 import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
-import { connectBus } from '../core/nats.js';
+import { Bus } from '../bus/bus.js';
+import { createSigner } from '../bus/envelope.js';
+import { DEFAULT_BUS_REQUEST_TIMEOUT_MS } from '../core/constants.js';
+import { connectBus, type NatsConnection } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
+import { DirectoryClient } from '../directory/client.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { relayClient } from '../relay/client.js';
@@ -31,6 +36,7 @@ export interface RunningGames {
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
+  const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
   const store = await KvGameStore.open(nc, settings.games.bucket);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
@@ -40,8 +46,8 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
-    ...(settings.relay
-      ? { requestRelay: relayClient({ nc, proxyOperator: settings.relay.proxy, requester: settings.name, timeoutMs: settings.relay.timeoutMs }) }
+    ...(relay && settings.relay
+      ? { requestRelay: relayClient({ bus: relay.bus, proxyOperator: settings.relay.proxy, timeoutMs: settings.relay.timeoutMs }) }
       : {}),
   });
   const app = await buildGamesApi({
@@ -87,9 +93,34 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await app.close();
       await stun?.close();
       await sweeping;
+      relay?.bus.close();
+      await relay?.directory.close();
       await nc.drain();
     },
   };
+}
+
+/**
+ * The rendezvous as a bus operator: its certificate's CN is its name on the bus, its key signs
+ * relay requests, and the directory (followed over NATS like every operator's) verifies the
+ * proxy's grants. Until the directory has loaded, a relay request fails as an unverifiable reply.
+ */
+function startRelayBus(settings: GamesSettings, nc: NatsConnection, log: Logger): { bus: Bus; directory: DirectoryClient } {
+  if (!settings.tls || !settings.directory) throw new Error('relay needs tls and directory settings');
+  const tls = readTlsMaterial(settings.tls);
+  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
+  directory.start();
+  const bus = new Bus({
+    nc,
+    signer: createSigner(tls.commonName, tls.key),
+    directory,
+    log: log.child({ component: 'bus' }),
+    maxAgeMs: settings.envelopeMaxAgeMs,
+    maxBytes: settings.maxEnvelopeBytes,
+    requestTimeoutMs: settings.relay?.timeoutMs ?? DEFAULT_BUS_REQUEST_TIMEOUT_MS,
+  });
+  log.info({ operator: tls.commonName, proxy: settings.relay?.proxy }, 'asking for relays on the bus');
+  return { bus, directory };
 }
 
 /**

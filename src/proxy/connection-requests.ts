@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { BrokeringOutput, NotifyResult } from '../../machines/brokering.js';
 import type { Bus } from '../bus/bus.js';
+import { busFailureOf } from '../bus/bus-errors.js';
 import { RpcError } from '../core/errors.js';
 import { proxyFor } from '../directory/chain.js';
 import type { DirectoryEntry } from '../directory/types.js';
@@ -86,8 +87,9 @@ export class ConnectionRequests {
     } catch (err) {
       if (!(err instanceof RpcError)) throw err;
       if (err.code === -32002 || err.code === -32001) return { accepted: false, reason: err.detail, notPermitted: true };
-      if (err.code === -32003 && /nobody serves it/.test(err.message)) return { accepted: false, reason: `${session.b} is not on the bus` };
-      if (err.code === -32005 || err.code === -32003) throw err; // a bus failure, not B's answer
+      const failure = busFailureOf(err);
+      if (failure?.type === 'noResponders') return { accepted: false, reason: `${session.b} is not on the bus` };
+      if (failure) throw err; // a bus failure, not B's answer
       return { accepted: false, reason: err.detail };
     }
   }

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { BROKERING_OUTCOMES } from '../../machines/brokering.js';
+import { BROKERING_OUTCOMES, SPLICE_END_REASONS, type BrokeringOutput } from '../../machines/brokering.js';
 import { REJECT_REASONS, type SpliceEndpoint } from './splice-endpoint.js';
 
 // Proxy metrics on their own registry (not prom-client's global one), so tests and several
@@ -10,6 +10,7 @@ export interface ProxyMetrics {
   registry: Registry;
   spliced: Counter;
   sessions: Counter<'outcome'>;
+  spliceEnds: Counter<'reason'>;
   liveSessions: Gauge;
   preambleRejections: Counter<'reason'>;
   relayedBytes: Counter<'direction'>;
@@ -35,6 +36,12 @@ export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetr
       name: 'eps_proxy_sessions_total',
       help: 'Brokering sessions finished, by final state',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    spliceEnds: new Counter({
+      name: 'eps_proxy_splice_ends_total',
+      help: 'Spliced sessions finished (outcome closed), by why the splice ended: the detail of their output',
+      labelNames: ['reason'],
       registers: [registry],
     }),
     liveSessions: new Gauge({
@@ -64,6 +71,7 @@ export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetr
   };
   // Zero series up front, so dashboards and alerts see every label before it first happens.
   for (const outcome of BROKERING_OUTCOMES) metrics.sessions.inc({ outcome }, 0);
+  for (const reason of SPLICE_END_REASONS) metrics.spliceEnds.inc({ reason }, 0);
   for (const reason of REJECT_REASONS) metrics.preambleRejections.inc({ reason }, 0);
   for (const direction of ['aToB', 'bToA']) metrics.relayedBytes.inc({ direction }, 0);
   return metrics;
@@ -100,7 +108,11 @@ export function startMetricsServer(options: {
 export function registryMetricHooks(metrics: ProxyMetrics) {
   return {
     onSpliced: (): void => metrics.spliced.inc(),
-    onFinished: (_session: unknown, output: { outcome: string }): void => metrics.sessions.inc({ outcome: output.outcome }),
+    onFinished: (_session: unknown, output: BrokeringOutput): void => {
+      metrics.sessions.inc({ outcome: output.outcome });
+      // The same value the inspector shows as the session's output detail.
+      if (output.outcome === 'closed' && output.detail !== undefined) metrics.spliceEnds.inc({ reason: output.detail });
+    },
     onRelayed: (direction: string, bytes: number): void => metrics.relayedBytes.inc({ direction }, bytes),
   };
 }

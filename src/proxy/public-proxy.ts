@@ -11,7 +11,8 @@ import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import { natsUrl, type ProxySettings } from '../settings/schemas.js';
 import { ConnectionRequests } from './connection-requests.js';
-import { serveGameRelays } from './game-relays.js';
+import { RELAY_METHOD } from '../relay/protocol.js';
+import { GameRelays } from './game-relays.js';
 import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
 import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
@@ -56,6 +57,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     operator: settings.operator,
     certificateOf: (operator) => directory.entry(operator),
     timeouts: { bDialMs: settings.timeouts.bDialMs, aDialMs: settings.timeouts.aDialMs },
+    spliceIdleMs: settings.timeouts.spliceIdleMs,
     ...metricHooks,
     // Without the inspector nothing is added to the per-chunk path or to the actors.
     ...(feed
@@ -100,28 +102,31 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     if (inspector) log.info({ url: `http://${settings.metrics.host}:${settings.metrics.port}/inspect` }, 'inspector served');
   }
 
-  // Game relays need no directory (peers are not operators), so they are served at once.
-  const relays = settings.gameRelays.enabled
-    ? serveGameRelays({
-        nc,
-        operator: settings.operator,
-        queue: settings.queueGroup,
+  const relaySettings = settings.gameRelays;
+  const relays = relaySettings.enabled
+    ? new GameRelays({
         endpoint: settings.splice.endpoint,
-        dialWithinMs: settings.gameRelays.dialWithinMs,
-        maxLive: settings.gameRelays.maxSessions,
+        dialWithinMs: relaySettings.dialWithinMs,
+        maxLive: relaySettings.maxSessions,
+        maxLivePerRequester: relaySettings.maxSessionsPerRequester,
+        limits: { maxDurationMs: relaySettings.maxDurationMs, maxBytesPerDirection: relaySettings.maxBytesPerDirection },
         open: (request, via) => registry.open(request, via),
         log,
       })
     : undefined;
-  if (relays) log.info({ operator: settings.operator }, 'public proxy relaying game peers');
 
-  // Serving before the chain is loaded would refuse every A as an unknown operator; until then
-  // A is told that nobody serves connectionRequest, which is what is true.
+  // Serving before the chain is loaded would refuse every caller as an unknown operator; until
+  // then callers are told that nobody serves the method, which is what is true. Relay requests
+  // are signed by the rendezvous operator, so they wait for the directory too.
   let closing = false;
   void directory.ready().then(() => {
     if (closing) return;
     bus.serve('connectionRequest', requests.handle, { queue: settings.queueGroup });
     log.info({ operator: settings.operator, queue: settings.queueGroup }, 'public proxy brokering');
+    if (relays) {
+      bus.serve(RELAY_METHOD, relays.handle, { queue: settings.queueGroup });
+      log.info({ operator: settings.operator }, 'public proxy relaying game peers');
+    }
   });
 
   return {
@@ -130,7 +135,6 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     async close() {
       closing = true;
       bus.close();
-      relays?.unsubscribe();
       await registry.shutdown();
       await endpoint.close();
       // Open event streams would keep the metrics server from closing.

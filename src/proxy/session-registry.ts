@@ -11,7 +11,7 @@ import {
   type NotifyResult,
 } from '../../machines/brokering.js';
 import type { RouteStatus } from './splice-endpoint.js';
-import { createSplicer, type Direction } from './splicer.js';
+import { createSplicer, type Direction, type SpliceLimits } from './splicer.js';
 import { TokenStore } from './token-store.js';
 
 // One brokering actor per session, and the glue between the splice endpoint (tokens, proofs and
@@ -74,8 +74,8 @@ export interface SessionOptions {
    * first; the first one is held (the machine's B).
    */
   proofs?: boolean;
-  /** Enforced by the splicer (not on this branch yet); the reason lands in the session's output. */
-  limits?: { maxDurationMs?: number; maxBytesPerDirection?: number };
+  /** A relay grant's limits, enforced by the splicer; the reason lands in the session's output. */
+  limits?: SpliceLimits;
 }
 
 export interface OpenedSession {
@@ -114,6 +114,8 @@ export class SessionRegistry {
    * from #sessions because the machine reads its first delay while the actor is being created.
    */
   readonly #dialDeadlines = new Map<string, number>();
+  /** Relay grants' limits, read by each session's splicer when it starts. */
+  readonly #limits = new Map<string, SpliceLimits>();
   readonly #tokens: TokenStore;
   readonly #options: SessionRegistryOptions;
   readonly #machine;
@@ -140,6 +142,7 @@ export class SessionRegistry {
         splicer: createSplicer({
           log: options.log.child({ component: 'splicer' }),
           idleMs: options.spliceIdleMs ?? 0,
+          limitsOf: (sessionId) => this.#limits.get(sessionId),
           onRelayed: options.onRelayed,
         }),
       },
@@ -166,6 +169,7 @@ export class SessionRegistry {
     const log = this.#options.log.child({ component: 'brokering', sessionId });
     const startedAt = Date.now();
     if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);
+    if (via.limits) this.#limits.set(sessionId, via.limits);
     const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}`, inspect: this.#options.inspect });
 
     let resolveDone!: (output: BrokeringOutput) => void;
@@ -279,6 +283,7 @@ export class SessionRegistry {
     if (!this.#sessions.has(s.info.sessionId)) return;
     this.#sessions.delete(s.info.sessionId);
     this.#dialDeadlines.delete(s.info.sessionId);
+    this.#limits.delete(s.info.sessionId);
     this.#tokens.release(s.info.sessionId, [...s.dialed]);
     log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);

@@ -9,10 +9,20 @@ import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from
 
 export type Direction = 'aToB' | 'bToA';
 
+/** A relay grant's limits, enforced on the splice (a brokered session has none). */
+export interface SpliceLimits {
+  /** From the moment both sockets are spliced. */
+  maxDurationMs?: number;
+  /** Per direction, counting what B sent before A attached. */
+  maxBytesPerDirection?: number;
+}
+
 export interface SplicerOptions {
   log: Logger;
   /** Ends a splice with no traffic either way for this long; 0 or absent disables it. */
   idleMs?: number;
+  /** The session's limits, read when its splicer starts; absent means none. */
+  limitsOf?: (sessionId: string) => SpliceLimits | undefined;
   /** Called per relayed chunk, so counters move while a long-lived channel is open. */
   onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
 }
@@ -28,6 +38,9 @@ export function createSplicer(options: SplicerOptions) {
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
     const log = options.log.child({ sessionId: input.sessionId });
+    const limits = options.limitsOf?.(input.sessionId) ?? {};
+    const maxBytes = limits.maxBytesPerDirection ?? Infinity;
+    let durationTimer: NodeJS.Timeout | undefined;
     let b: Socket | undefined;
     let a: Socket | undefined;
     let ended = false;
@@ -97,16 +110,29 @@ export function createSplicer(options: SplicerOptions) {
       let bFinished = false;
 
       const relay = (src: Socket, dst: Socket, direction: Direction) => (chunk: Buffer) => {
-        if (direction === 'aToB') bytesAToB += chunk.length;
-        else bytesBToA += chunk.length;
-        onRelayed?.(direction, chunk.length, input.sessionId);
-        if (!dst.write(chunk)) src.pause();
+        if (ended) return;
+        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
+        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
+        const over = sent + chunk.length > maxBytes;
+        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
+        if (direction === 'aToB') bytesAToB += part.length;
+        else bytesBToA += part.length;
+        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
+        if (over) {
+          // end() destroys both sockets; flush the allowed part first so the peer sees it.
+          if (part.length > 0) dst.write(part);
+          end('byteLimit');
+          return;
+        }
+        if (!dst.write(part)) src.pause();
       };
 
       // Whatever each side sent before the splice goes first, in order.
       if (aRest.length > 0) relay(aSocket, bSocket, 'aToB')(Buffer.from(aRest));
       for (const chunk of early) relay(bSocket, aSocket, 'bToA')(chunk);
       early.length = 0;
+      // What was sent before the splice may already have hit the byte limit.
+      if (ended) return;
 
       aSocket.on('data', relay(aSocket, bSocket, 'aToB'));
       bSocket.on('data', relay(bSocket, aSocket, 'bToA'));
@@ -137,6 +163,7 @@ export function createSplicer(options: SplicerOptions) {
         aSocket.setTimeout(idleMs, () => end('idle'));
         bSocket.setTimeout(idleMs, () => end('idle'));
       }
+      if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), limits.maxDurationMs);
       // The early bytes above may already have filled a write buffer; respect that.
       if (bSocket.writableNeedDrain) aSocket.pause();
       else aSocket.resume();
@@ -156,6 +183,7 @@ export function createSplicer(options: SplicerOptions) {
     }
 
     function destroyAll(): void {
+      clearTimeout(durationTimer);
       a?.setTimeout(0);
       b?.setTimeout(0);
       a?.destroy();

@@ -2,6 +2,8 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { minute, TOKEN_BYTES } from '../core/constants.js';
 import type { Leg } from '../core/splice-wire.js';
 
+export type { Leg };
+
 // Splice tokens, with no sockets in sight: the splice endpoint asks, this answers with a status.
 // Lookups go through the SHA-256 of the presented bytes, so the Map probe leaks nothing useful
 // about a live token; the final comparison is constant time anyway, as defence in depth.

@@ -1,15 +1,20 @@
-import type { NatsConnection } from '../core/nats.js';
-import { RELAY_PROTOCOL_VERSION, relayReplySchema, relaySubject } from './protocol.js';
+import { busFailureOf } from '../bus/bus-errors.js';
+import type { Bus } from '../bus/bus.js';
+import { RpcError } from '../core/errors.js';
+import { RELAY_METHOD, RELAY_PROTOCOL_VERSION, relayGrantSchema, type RelayLimits } from './protocol.js';
 
-// The rendezvous side of the relay protocol: one request, a validated reply, and every way it can
-// fail turned into a RelayUnavailableError whose message says which.
+// The rendezvous side of `relayRequest`: one signed request to the proxy operator, whose signed
+// reply the bus has already checked against the directory (a reply from anyone else is rejected
+// there), then the grant validated here, and every way it can fail turned into a
+// RelayUnavailableError whose message says which.
 
 export interface RelaySession {
   sessionId: string;
-  /** Each peer's own leg token (base64): the host dials as the proxy's leg b, the guest as a. */
+  /** base64 of each peer's own token. */
   tokens: { host: string; guest: string };
   endpoint: string;
   dialWithinMs: number;
+  limits: RelayLimits;
 }
 
 export class RelayUnavailableError extends Error {
@@ -17,33 +22,30 @@ export class RelayUnavailableError extends Error {
 }
 
 export interface RelayClientOptions {
-  nc: NatsConnection;
+  bus: Pick<Bus, 'request'>;
   proxyOperator: string;
-  requester: string;
   timeoutMs: number;
 }
 
 export function relayClient(opts: RelayClientOptions): (game: string) => Promise<RelaySession> {
-  const subject = relaySubject(opts.proxyOperator);
   return async (game) => {
-    let data: unknown;
+    let result: unknown;
     const sentAt = Date.now();
     try {
-      const msg = await opts.nc.request(subject, JSON.stringify({ v: RELAY_PROTOCOL_VERSION, game, requester: opts.requester }), {
-        timeout: opts.timeoutMs,
-      });
-      data = msg.json();
+      result = await opts.bus.request(opts.proxyOperator, RELAY_METHOD, { v: RELAY_PROTOCOL_VERSION, game }, opts.timeoutMs);
     } catch (err) {
-      const text = (err as Error).message;
-      const why = /no responders/i.test(text) ? `no proxy serves relays for ${opts.proxyOperator}` : `the proxy did not answer: ${text}`;
+      if (!(err instanceof RpcError)) throw err;
+      const why = busFailureOf(err)?.type === 'noResponders' ? `no proxy serves relays for ${opts.proxyOperator}` : `the proxy refused or failed: ${err.message}`;
       throw new RelayUnavailableError(why, { cause: err });
     }
-    const reply = relayReplySchema.safeParse(data);
-    if (!reply.success) throw new RelayUnavailableError(`the proxy's relay reply is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`);
-    if (!reply.data.ok) throw new RelayUnavailableError(`the proxy refused the relay: ${reply.data.error}`);
-    const { sessionId, tokens, endpoint, dialWithinMs } = reply.data;
+    const grant = relayGrantSchema.safeParse(result);
+    if (!grant.success) {
+      const detail = grant.error.issues.map((i) => `${i.path.join('.') || 'grant'}: ${i.message}`).join('; ');
+      throw new RelayUnavailableError(`the proxy's relay grant is malformed: ${detail}`);
+    }
+    const { sessionId, tokens, endpoint, dialWithinMs, limits } = grant.data;
     // The proxy's window started before its reply left: count the round trip against it, so the
     // grant never looks live after the session has ended.
-    return { sessionId, tokens: { host: tokens.b, guest: tokens.a }, endpoint, dialWithinMs: Math.max(0, dialWithinMs - (Date.now() - sentAt)) };
+    return { sessionId, tokens, endpoint, limits, dialWithinMs: Math.max(0, dialWithinMs - (Date.now() - sentAt)) };
   };
 }

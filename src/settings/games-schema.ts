@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { inspectorSchema, natsSchema } from './schemas.js';
-import { minute, second } from '../core/constants.js';
+import { directoryClientSchema, inspectorSchema, natsSchema, tlsSchema } from './schemas.js';
+import { DEFAULT_ENVELOPE_MAX_AGE_MS, DEFAULT_MAX_ENVELOPE_BYTES, minute, second } from '../core/constants.js';
 
 // Kept apart from schemas.ts so the games process can evolve without touching the settings every
 // other process shares; the defaults are named here because only this process uses them.
@@ -23,9 +23,18 @@ export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().positive();
 
-export const gamesSettingsSchema = z.strictObject({
+const gamesSettingsFields = z.strictObject({
   name: z.string().min(1),
   nats: natsSchema,
+  /**
+   * The rendezvous operator's certificate and key (dev: games-1): it signs relay requests on the
+   * bus as that operator (the certificate's CN), and checks the proxy's signed grants.
+   */
+  tls: tlsSchema.optional(),
+  /** Where the service directory answers: the proxy's grants are checked against it. */
+  directory: directoryClientSchema.optional(),
+  envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
+  maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
   /** Served at /inspect on the http listener, to loopback clients only unless allowRemote. */
   inspector: inspectorSchema,
   http: z.strictObject({
@@ -62,5 +71,12 @@ export const gamesSettingsSchema = z.strictObject({
       timeoutMs: ms.default(DEFAULT_RELAY_REQUEST_TIMEOUT_MS),
     })
     .optional(),
+});
+
+/** A relay is asked for on the signed bus: the rendezvous needs an operator identity and the directory. */
+export const gamesSettingsSchema = gamesSettingsFields.superRefine((s, ctx) => {
+  if (!s.relay) return;
+  if (!s.tls) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'relay is set: the rendezvous signs relay requests, so set tls { ca, cert, key }' });
+  if (!s.directory) ctx.addIssue({ code: 'custom', path: ['directory'], message: 'relay is set: the proxy\'s grants are checked against the directory, so set directory { url }' });
 });
 export type GamesSettings = z.infer<typeof gamesSettingsSchema>;

@@ -11,6 +11,10 @@ import {
   DEFAULT_MAX_BODY_BYTES,
   DEFAULT_MAX_ENVELOPE_BYTES,
   DEFAULT_MAX_RELAY_SESSIONS,
+  DEFAULT_MAX_RELAY_SESSIONS_PER_REQUESTER,
+  DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION,
+  DEFAULT_RELAY_MAX_DURATION_MS,
+  DEFAULT_SPLICE_IDLE_TIMEOUT_MS,
   DEFAULT_NATS_URL,
   DEFAULT_RELAY_DIAL_WITHIN_MS,
   DEFAULT_PREAMBLE_TIMEOUT_MS,
@@ -81,18 +85,29 @@ const proxySettingsFields = z.strictObject({
       bDialMs: ms.default(DEFAULT_B_DIAL_TIMEOUT_MS),
       aDialMs: ms.default(DEFAULT_A_DIAL_TIMEOUT_MS),
       busRequestMs: ms.default(DEFAULT_BUS_REQUEST_TIMEOUT_MS),
+      /** Every spliced session, brokered or relayed, with no traffic either way for this long is closed. */
+      spliceIdleMs: ms.default(DEFAULT_SPLICE_IDLE_TIMEOUT_MS),
     })
     .prefault({}),
   envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
   maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
   /** Queue group shared by proxy instances so each connectionRequest is brokered once. */
   queueGroup: z.string().default('eps-proxy'),
-  /** Also relay game peers that could not punch, at the games rendezvous' request (src/relay/). */
+  /**
+   * Also relay game peers that could not punch, when a rendezvous operator the directory permits
+   * calls `relayRequest` (src/relay/protocol.ts).
+   */
   gameRelays: z
     .strictObject({
       enabled: z.boolean().default(false),
       dialWithinMs: ms.default(DEFAULT_RELAY_DIAL_WITHIN_MS),
+      /** Relay sessions open at once, all requesters together. */
       maxSessions: z.number().int().positive().default(DEFAULT_MAX_RELAY_SESSIONS),
+      /** Relay sessions open at once for one requester (the operator that signed the request). */
+      maxSessionsPerRequester: z.number().int().positive().default(DEFAULT_MAX_RELAY_SESSIONS_PER_REQUESTER),
+      /** Granted with every relay and enforced by the splicer. */
+      maxDurationMs: ms.default(DEFAULT_RELAY_MAX_DURATION_MS),
+      maxBytesPerDirection: z.number().int().positive().default(DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION),
     })
     .prefault({}),
 });

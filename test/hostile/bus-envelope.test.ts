@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Bus, busSubject } from '../../src/bus/bus.js';
+import { busFailureOf } from '../../src/bus/bus-errors.js';
 import {
   ReplayCache,
   createSigner,
@@ -14,9 +15,11 @@ import {
   type ResponseEnvelope,
 } from '../../src/bus/envelope.js';
 import { canonicalJson } from '../../src/core/canonical-json.js';
+import type { RpcError } from '../../src/core/errors.js';
 import { connectBus } from '../../src/core/nats.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
+import { waitFor } from './helpers.js';
 
 // Forged, replayed, stale, oversized and malformed envelopes: fast-check mutates one valid
 // sealed envelope, and each mutation names the refusal it must get, first from openEnvelope
@@ -291,5 +294,130 @@ describe('hostile bus envelopes over NATS', () => {
     attacker.publish(busSubject(SELF, '_ping'), JSON.stringify({ ...sealed(), id: 'tampered' }));
     expect(await send(Buffer.from(JSON.stringify(sealed())))).toEqual({ result: { pong: true } });
     expect(calls).toHaveLength(2);
+  });
+});
+
+// A hostile responder: it hears every request to hd-2 and answers first with junk. The caller must
+// log and skip each junk reply and still return hd-2's real answer; only the deadline ends a call.
+describe('hostile bus replies', () => {
+  let nats: TestNatsServer;
+  let callerNc: NatsConnection;
+  let serverNc: NatsConnection;
+  let attacker: NatsConnection;
+  let caller: Bus;
+  let server: Bus;
+  const warnings: Obj[] = [];
+  /** Probes the attacker has finished answering: hd-2 answers only after, so junk always comes first. */
+  const junkSent = new Set<number>();
+  let captured: Uint8Array | undefined;
+  let attackerSubs: { unsubscribe(): void }[] = [];
+  const proxySigner = createSigner('public-proxy-eps-1', pem('public-proxy-eps-1.key'));
+
+  const dir = {
+    entry: (name: string) => (Object.hasOwn(directory, name) ? directory[name] : undefined),
+    isPermitted: (caller: string, _t: string, method: string) => caller === 'hd-1' && method === '_ping',
+  };
+  const busFor = (nc: NatsConnection, name: string, logger = log) =>
+    new Bus({ nc, signer: createSigner(name, pem(`${name}.key`)), directory: dir, log: logger, maxAgeMs: MAX_AGE_MS, maxBytes: MAX_BYTES, requestTimeoutMs: 2_000 });
+
+  /** Every kind of junk, aimed at the request the attacker just heard. */
+  function junkFor(request: RequestEnvelope): { what: string; data: Uint8Array }[] {
+    const forgedByProxy = sealEnvelope<ResponseEnvelope>(proxySigner, { kind: 'response', from: 'hd-2', to: 'hd-1', id: request.id, result: { pong: 'forged' } });
+    const flipped = sealEnvelope<ResponseEnvelope>(proxySigner, { kind: 'response', from: 'public-proxy-eps-1', to: 'hd-1', id: request.id, result: { pong: 'proxy' } });
+    const bytes = Buffer.from(flipped.sig, 'base64');
+    bytes[5]! ^= 0x01;
+    const junk: { what: string; data: Uint8Array }[] = [
+      { what: 'not JSON', data: Buffer.from('{"kind":') },
+      { what: 'wrong shape', data: Buffer.from(JSON.stringify({ kind: 'response', result: { pong: 'junk' } })) },
+      { what: 'claims hd-2, signed by the proxy', data: Buffer.from(JSON.stringify(forgedByProxy)) },
+      { what: 'the proxy, signature tampered', data: Buffer.from(JSON.stringify({ ...flipped, sig: bytes.toString('base64') })) },
+      {
+        what: 'another operator answering in its own name',
+        data: Buffer.from(JSON.stringify(sealEnvelope<ResponseEnvelope>(proxySigner, { kind: 'response', from: 'public-proxy-eps-1', to: 'hd-1', id: request.id, result: { pong: 'proxy' } }))),
+      },
+      { what: 'an unknown operator', data: Buffer.from(JSON.stringify({ ...forgedByProxy, from: 'mallory' })) },
+    ];
+    if (captured) junk.push({ what: "hd-2's earlier genuine reply, replayed", data: captured });
+    return junk;
+  }
+
+  beforeAll(async () => {
+    nats = await TestNatsServer.start();
+    [callerNc, serverNc] = await Promise.all([connectBus(nats.url, 'caller', log), connectBus(nats.url, 'server', log)]);
+    attacker = await connect({ servers: nats.url });
+    const collect = { write: (line: string) => void warnings.push(JSON.parse(line) as Obj) };
+    caller = busFor(callerNc, 'hd-1', pino({ level: 'warn' }, collect));
+    server = busFor(serverNc, 'hd-2');
+    server.serve('_ping', async (params) => {
+      await waitFor(() => !attackerSubs.length || junkSent.has(params.probe as number), 2_000, 'the attacker to answer first');
+      return { pong: true, probe: params.probe };
+    });
+    await serverNc.flush();
+  });
+
+  afterAll(async () => {
+    caller?.close();
+    server?.close();
+    await attacker?.close();
+    await callerNc?.drain();
+    await serverNc?.drain();
+    await nats?.stop();
+  });
+
+  function startAttacker(): void {
+    const requests = attacker.subscribe(busSubject('hd-2', '_ping'), {
+      callback: (_err, msg) => {
+        const request = JSON.parse(Buffer.from(msg.data).toString('utf8')) as RequestEnvelope;
+        for (const j of junkFor(request)) msg.respond(j.data);
+        void attacker.flush().then(() => junkSent.add(request.params.probe as number));
+      },
+    });
+    attackerSubs.push(requests);
+  }
+
+  it('bus - a call answered first with every kind of junk still returns the real answer, and each junk reply is logged', async () => {
+    // A genuine exchange the attacker records, to replay later.
+    const spy = attacker.subscribe('_INBOX.>', { callback: (_e, m) => {
+        captured ??= m.data;
+      },
+    });
+    await attacker.flush();
+    expect(await caller.request('hd-2', '_ping', { probe: 0 })).toEqual({ pong: true, probe: 0 });
+    await waitFor(() => captured !== undefined, 2_000, 'the attacker to capture a genuine reply');
+    spy.unsubscribe();
+    expect(warnings).toEqual([]);
+
+    startAttacker();
+    await attacker.flush();
+    for (let probe = 1; probe <= 5; probe++) {
+      const before = warnings.length;
+      expect(await caller.request('hd-2', '_ping', { probe })).toEqual({ pong: true, probe });
+      const rejected = warnings.slice(before).filter((w) => w.msg === 'bus reply rejected; still waiting for a valid one');
+      const refusals = rejected.map((w) => w.refusal).sort();
+      expect(refusals).toEqual(['BAD_SIGNATURE', 'BAD_SIGNATURE', 'MALFORMED', 'MALFORMED', 'REPLAYED', 'UNKNOWN_SENDER', 'WRONG_SENDER']);
+      expect(rejected.every((w) => w.to === 'hd-2' && w.method === '_ping' && typeof w.detail === 'string')).toBe(true);
+    }
+  });
+
+  it('bus - with only junk answering, the call ends at its deadline saying how many replies it rejected', async () => {
+    if (!attackerSubs.length) startAttacker();
+    server.close(); // hd-2 goes away; the attacker keeps answering
+    await serverNc.flush();
+    const startedAt = Date.now();
+    const err = await caller.request('hd-2', '_ping', { probe: 99 }, 600).then(() => undefined, (e: unknown) => e);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(590);
+    expect(busFailureOf(err)).toMatchObject({ type: 'replyRejected', waitedMs: 600, rejected: 7 });
+    expect((err as Error).message).toMatch(/^Peer did not answer in time: hd-2\._ping: no valid answer on the bus within 600 ms; 7 replies rejected \(last: /);
+    expect((err as RpcError).code).toBe(-32005);
+
+    // Nobody at all: NATS says so at once, and that is a different failure.
+    for (const s of attackerSubs) s.unsubscribe();
+    attackerSubs = [];
+    await attacker.flush();
+    const fast = Date.now();
+    const gone = await caller.request('hd-2', '_ping', { probe: 100 }, 2_000).then(() => undefined, (e: unknown) => e);
+    expect(busFailureOf(gone)).toEqual({ type: 'noResponders' });
+    expect((gone as Error).message).toBe('Peer unreachable: hd-2._ping: nobody serves it on the bus');
+    expect(Date.now() - fast).toBeLessThan(1_000);
   });
 });

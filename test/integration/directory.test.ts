@@ -204,7 +204,8 @@ describe('directory', () => {
     expect(first.stdout).toContain('directory records submitted');
     const tip = await rpc<Tip>('getTip');
     // hd-1, hd-2, group peers and hd-1's membership were submitted by an earlier test.
-    expect(tip.seq).toBe(4 + 12);
+    // The dev directory: 15 records (games-1, its rendezvous group and membership among them).
+    expect(tip.seq).toBe(4 + 15);
 
     const second = await run(process.execPath, ['dist/src/cli/sd-setup.js'], { env });
     expect(second.stdout).toContain('nothing to do');
@@ -213,7 +214,11 @@ describe('directory', () => {
     const { entries } = await rpc<{ entries: DirectoryEntry[] }>('getEntries');
     const hd2 = entries.find((e) => e.name === 'hd-2')!;
     expect(hd2.channels).toEqual([{ type: 'grpc_server', proxy: 'public-proxy-eps-1' }]);
-    expect(entries.map((e) => e.name).sort()).toEqual(['hd-1', 'hd-2', 'public-proxy-eps-1', 'public-proxy-hyper-1']);
+    expect(entries.map((e) => e.name).sort()).toEqual(['games-1', 'hd-1', 'hd-2', 'public-proxy-eps-1', 'public-proxy-hyper-1']);
+    // The rendezvous may ask the proxy operator for relays, and nothing else.
+    expect(entries.find((e) => e.name === 'public-proxy-eps-1')!.services).toContainEqual(
+      expect.objectContaining({ permissions: expect.arrayContaining([{ group: 'rendezvous', methods: ['relayRequest'] }]) }),
+    );
   });
 
   it('directory - records survive an sd restart and clients keep serving entries while it is down', async () => {

@@ -1,4 +1,9 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SD_RECORDS_SUBJECT } from '../../src/directory/client.js';
+import { signRecord } from '../../src/directory/records.js';
 import { waitForPort, type DevStack } from '../../src/devstack/stack.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 import { roleLog } from '../helpers/stack.js';
@@ -86,4 +91,43 @@ describe('faults: service directory', () => {
     expect(all.filter((o) => o.startedAt >= killedAt && o.startedAt < restartedAt && o.ok).length).toBeGreaterThan(0);
     expect(all.filter((o) => o.startedAt >= restartedAt && !o.ok), describeOutcomes(all)).toEqual([]);
   }, 30_000);
+
+  it('directory - a record appended behind the sd\'s back: every process names it, calls and brokerings go on, sd repair --yes brings submissions back', async () => {
+    const tip = await sdTip(stack);
+    const bad = tip.seq + 1;
+    // An attacker with bus access (or a damaged disk): a record on the stream the sd never checked.
+    const admin = { certPem: readFileSync('settings/dev/certs/sd-admin.crt'), keyPem: readFileSync('settings/dev/certs/sd-admin.key') };
+    const forged = { ...signRecord({ kind: 'group', name: 'intruders' }, tip.hash, admin), createdAt: new Date(Date.now() - 1000).toISOString() };
+    const attacker = await connect({ servers: nats.url });
+    attacker.publish(SD_RECORDS_SUBJECT, JSON.stringify(forged));
+    await attacker.flush();
+    await attacker.close();
+
+    const named = new RegExp(`damaged at record ${bad} \\(BAD_SIGNATURE: `);
+    for (const role of ['sd-1', 'hd-1', 'hd-2', 'public-proxy-1'] as const) {
+      await waitFor(`${role} to name record ${bad}`, () => named.test(roleLog(stack, role)));
+    }
+    // The good prefix keeps serving: a call on an open channel and a brokering of a new one.
+    const ping = await call(stack, 'hd-2._ping');
+    expect(ping.ok, describeOutcomes([ping])).toBe(true);
+    expect(await sdTip(stack)).toEqual(tip);
+    await expect(sdSetup(stack, `${HYPER_AS_PEER}\n- { kind: group, name: later }\n`)).rejects.toThrow(
+      new RegExp(`sd-setup: the sd refuses new records: the directory stream EPS_SD_RECORDS is damaged at record ${bad} `),
+    );
+
+    const repair = await new Promise<{ code: number; out: string }>((done) =>
+      execFile(process.execPath, ['dist/src/cli/sd.js', 'repair', '--yes'], { env: { ...process.env, SD_SETTINGS: stack.roleFolders('sd-1'), NATS_URL: nats.url } }, (err, out, errOut) =>
+        done({ code: err ? Number(err.code) : 0, out: out + errOut }),
+      ),
+    );
+    expect(repair.out).toContain(`repaired: EPS_SD_RECORDS holds records 1..${tip.seq}`);
+    expect(repair.code).toBe(0);
+    expect(await sdSetup(stack, `${HYPER_AS_PEER}\n- { kind: group, name: later }\n`)).toMatch(/directory records submitted/);
+    expect((await sdTip(stack)).seq).toBe(bad);
+    for (const role of ['hd-1', 'hd-2', 'public-proxy-1'] as const) {
+      await waitFor(`${role} to follow the repaired stream`, () => /the directory stream was repaired; following it again/.test(roleLog(stack, role)), 15_000);
+    }
+    const after = await call(stack, 'public-proxy-hyper-1._ping');
+    expect(after.ok, describeOutcomes([after])).toBe(true);
+  }, 45_000);
 });

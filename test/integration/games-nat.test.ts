@@ -22,7 +22,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NATS_SERVER_BIN } from '../helpers/nats-server.js';
 import { resultOf, runPeer } from './games-peer-cli.js';
@@ -138,6 +138,8 @@ table ip filter {
   exec(inner, 'ip', 'route', 'add', 'default', 'via', `${lan}.1`);
 }
 
+const CERTS = resolve('settings/dev/certs');
+
 describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip netns + nftables masquerade)', () => {
   beforeAll(async () => {
     for (const ns of Object.values(NS)) {
@@ -166,9 +168,20 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
         'nats: { url: nats://127.0.0.1:4222 }',
         `games: { bucket: GAMES_NS_${sfx} }`,
         'relay: { proxy: public-proxy-eps-1 }',
+        // The rendezvous signs relay requests as games-1 and checks the proxy's grants.
+        `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
+        'directory: { url: "https://127.0.0.1:3322/jsonrpc", serverName: sd-1 }',
       ].join('\n'),
     );
-    // The dev proxy, listening on the public segment; relays need no directory, so no sd runs here.
+    // Relay requests are signed envelopes checked against the directory: the dev sd and its records.
+    await startIn(NS.pub, [process.execPath, 'dist/src/cli/sd.js', 'run'], 'sd listening', {
+      ...process.env,
+      SD_SETTINGS: 'settings/dev/roles/sd-1',
+      NATS_URL: 'nats://127.0.0.1:4222',
+      LOG_FORMAT: 'json',
+    });
+    exec(NS.pub, process.execPath, 'dist/src/cli/sd-setup.js');
+    // The dev proxy, listening on the public segment.
     const proxyRole = mkdtempSync(join(tmpdir(), 'proxy-role-ns-'));
     dirs.push(proxyRole);
     writeFileSync(join(proxyRole, 'proxy.yml'), `splice: { listen: { host: 0.0.0.0, port: 9999 }, endpoint: "${PUBLIC}:9999" }\n`);

@@ -2,9 +2,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { freePort } from '../helpers/ports.js';
+
+const certs = resolve('settings/dev/certs');
 
 export interface GamesProcessOptions {
   natsUrl: string;
@@ -17,6 +19,10 @@ export interface GamesProcessOptions {
   sweepIntervalMs?: number;
   /** The proxy operator that relays peers which cannot punch; no relay section without it. */
   relayProxy?: string;
+  /** The sd's JSON-RPC URL: with relayProxy, the rendezvous checks the proxy's grants against it. */
+  directoryUrl?: string;
+  /** The operator the rendezvous signs relay requests as (its certificate in settings/dev/certs). */
+  operator?: string;
 }
 
 export class GamesProcess {
@@ -50,7 +56,13 @@ export class GamesProcess {
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
-        ...(opts.relayProxy ? [`relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000 }`] : []),
+        ...(opts.relayProxy
+          ? [
+              `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000 }`,
+              `tls: { ca: ${certs}/root.crt, cert: ${certs}/${opts.operator ?? 'games-1'}.crt, key: ${certs}/${opts.operator ?? 'games-1'}.key }`,
+              `directory: { url: "${opts.directoryUrl ?? 'https://127.0.0.1:1/jsonrpc'}", serverName: sd-1 }`,
+            ]
+          : []),
       ].join('\n'),
     );
     const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {

@@ -1,22 +1,22 @@
 import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
-import { serveGameRelays } from '../../src/proxy/game-relays.js';
-import { SessionRegistry } from '../../src/proxy/session-registry.js';
-import { relaySubject } from '../../src/relay/protocol.js';
+import { RpcError } from '../../src/core/errors.js';
 import { DevStack, waitForPort } from '../../src/devstack/stack.js';
+import { RELAY_METHOD, relayGrantSchema } from '../../src/relay/protocol.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
+import { fixedDirectory, testBus } from '../helpers/relay-bus.js';
 import { freePorts, metrics } from '../helpers/stack.js';
 import { GamesProcess } from './games-process.js';
 import { resultOf, runPeer } from './games-peer-cli.js';
 
-// The relay fallback on loopback, with the real processes: `proxy run public` (dev role, game
-// relays on), `games run` configured to ask that proxy, and the peer CLIs told to relay at once
-// (--relay always), since nothing on loopback stops a punch. games-nat.test.ts shows the same
-// fallback happening on its own behind NATs that map each destination to a new port.
+// The relay fallback on loopback, with the real processes: sd with the dev directory, `proxy run
+// public` (dev role, game relays on), `games run` as the directory operator games-1 asking that
+// proxy over the signed bus, and the peer CLIs told to relay at once (--relay always), since
+// nothing on loopback stops a punch. games-nat.test.ts shows the same fallback happening on its
+// own behind NATs that map each destination to a new port; test/hostile/relay-trust.test.ts
+// replays the attacks on relays.
 
 const PROXY_OPERATOR = 'public-proxy-eps-1';
-const silent = pino({ level: 'silent' });
 let nats: TestNatsServer;
 let stack: DevStack;
 let games: GamesProcess;
@@ -28,17 +28,32 @@ beforeAll(async () => {
   const ports = await freePorts();
   splicePort = ports.splice;
   metricsPort = ports.metrics;
-  // The directory is not needed for game relays: the proxy serves them before it has one.
   stack = new DevStack({ natsUrl: nats.url, ports });
-  stack.start('public-proxy-1');
+  // The proxy serves relayRequest once it holds the directory: the requests are signed.
+  await stack.startAll(['sd-1', 'public-proxy-1']);
+  await stack.sdSetup();
   await waitForPort(splicePort, 15_000);
-  games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_R${process.pid}`, relayProxy: PROXY_OPERATOR });
-});
+  games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_R${process.pid}`, relayProxy: PROXY_OPERATOR, directoryUrl: stack.sdUrl });
+  // Both ends of relayRequest have learned the directory once one grant comes through.
+  const { guest } = await pairedGame('warm-up');
+  await relayOnceReady({ name: 'warm-up', peerId: guest });
+}, 60_000);
 afterAll(async () => {
   await games?.stop();
   await stack?.stop();
   await nats?.stop();
 });
+
+/** POST /games/relay until the proxy (and games run) hold the directory and the grant comes. */
+async function relayOnceReady(body: Record<string, string>, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await games.request('POST', '/games/relay', body);
+    if (r.status === 200) return r;
+    if (Date.now() > deadline) throw new Error(`no relay within ${timeoutMs} ms: ${r.status} ${JSON.stringify(r.body)}`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+}
 
 const peer = (name: string, extra: string[] = []) => ['--server', `http://127.0.0.1:${games.httpPort}`, '--name', name, '--stun', `127.0.0.1:${games.stunPort}`, ...extra];
 
@@ -76,15 +91,22 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
     await expect.poll(async () => closed(await metrics(metricsPort)) - closed(before)).toBe(1);
   });
 
-  it('games relay - both peers of a pairing get the same session, each with its own token; refusals are precise problem documents', async () => {
+  it('games relay - both peers of a pairing get the same session, each only its own token, with the limits; refusals are precise problem documents', async () => {
     const { host, guest } = await pairedGame('granted');
     const byGuest = await games.request('POST', '/games/relay', { name: 'granted', peerId: guest });
     expect(byGuest.status).toBe(200);
-    expect(byGuest.body).toMatchObject({ endpoint: `127.0.0.1:${splicePort}`, token: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/) });
+    expect(byGuest.body).toMatchObject({
+      endpoint: `127.0.0.1:${splicePort}`,
+      token: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/),
+      // The dev proxy role's gameRelays limits, as the proxy signed them.
+      limits: { maxDurationMs: 3_600_000, maxBytesPerDirection: 268_435_456 },
+    });
     expect(byGuest.body!.dialWithinMs).toBeGreaterThan(0);
     const byHost = await games.request('POST', '/games/relay', { name: 'granted', peerId: host, guest });
     expect(byHost.body).toEqual({ ...byGuest.body, token: expect.stringMatching(/^[A-Za-z0-9+/]{43}=$/), dialWithinMs: expect.any(Number) });
     expect(byHost.body!.token).not.toBe(byGuest.body!.token);
+    // Asking again hands each peer its own token again, never the other's.
+    expect((await games.request('POST', '/games/relay', { name: 'granted', peerId: guest })).body!.token).toBe(byGuest.body!.token);
     expect((await games.request('GET', '/games/granted')).body).toMatchObject({ state: 'paired' });
 
     const refusals = [
@@ -118,13 +140,16 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
     stack.start('public-proxy-1');
     await waitForPort(splicePort, 15_000);
     await expect
-      .poll(async () => (await games.request('POST', '/games/relay', { name: 'outage', peerId: guest })).status, { timeout: 10_000, interval: 300 })
+      .poll(async () => (await games.request('POST', '/games/relay', { name: 'outage', peerId: guest })).status, { timeout: 20_000, interval: 300 })
       .toBe(200);
   });
-  it('games relay - malformed relay requests on the bus get a precise refusal, open no session, and the proxy keeps relaying', async () => {
+  it('games relay - relayRequest with malformed params signed by the rendezvous is refused precisely, opens nothing, and the proxy keeps relaying', async () => {
     const nc = await connect({ servers: nats.url });
+    const proxy = { name: PROXY_OPERATOR, cert: PROXY_OPERATOR };
+    const rendezvous = { name: 'games-1', cert: 'games-1' };
+    // The test signs as games-1 with its dev key; the proxy checks it against the real directory.
+    const bus = testBus(nc, rendezvous, fixedDirectory([proxy, rendezvous], []));
     try {
-      const ask = async (data: string) => (await nc.request(relaySubject(PROXY_OPERATOR), data, { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
       // Sessions ever opened: live ones plus every finished one, whatever its outcome. It only
       // grows, so a session from an earlier test expiring meanwhile cannot hide a new one.
       const opened = async () => {
@@ -134,40 +159,22 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
         expect(Number.isInteger(live)).toBe(true);
         return live + finished;
       };
+      const ask = (params: Record<string, unknown>) =>
+        bus.request(PROXY_OPERATOR, RELAY_METHOD, params).then(
+          (grant) => ({ ok: true as const, grant }),
+          (err: RpcError) => ({ ok: false as const, code: err.code, message: err.message }),
+        );
       const before = await opened();
-      expect(await ask('not json')).toEqual({ ok: false, reason: 'NOT_JSON', error: 'the request is not JSON' });
-      expect(await ask(JSON.stringify({ v: 2, game: 'g', requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('v: ') });
-      expect(await ask(JSON.stringify({ v: 1, game: 'g', requester: 'r', extra: 1 }))).toMatchObject({ ok: false, error: expect.stringContaining('Unrecognized key') });
-      expect(await ask(JSON.stringify({ v: 1, game: 'x'.repeat(65), requester: 'r' }))).toMatchObject({ ok: false, error: expect.stringContaining('game') });
-      // A well-formed request nobody can receive the answer to opens nothing either.
-      nc.publish(relaySubject(PROXY_OPERATOR), JSON.stringify({ v: 1, game: 'g', requester: 'no-reply' }));
-      await nc.flush();
+      expect(await ask({ v: 2, game: 'g' })).toMatchObject({ ok: false, code: -32602, message: expect.stringContaining('v: ') });
+      expect(await ask({ v: 1, game: 'g', requester: 'someone-else' })).toMatchObject({ ok: false, code: -32602, message: expect.stringContaining('Unrecognized key') });
+      expect(await ask({ v: 1, game: 'x'.repeat(65) })).toMatchObject({ ok: false, code: -32602, message: expect.stringContaining('game') });
       expect(await opened()).toBe(before);
-      expect(await ask(JSON.stringify({ v: 1, game: 'fine', requester: 'test' }))).toMatchObject({ ok: true, endpoint: `127.0.0.1:${splicePort}` });
+      const fine = await ask({ v: 1, game: 'fine' });
+      expect(fine.ok).toBe(true);
+      expect(relayGrantSchema.parse((fine as { grant: unknown }).grant)).toMatchObject({ endpoint: `127.0.0.1:${splicePort}` });
       expect(await opened()).toBe(before + 1);
     } finally {
-      await nc.close();
-    }
-  });
-
-  it('games relay - a proxy holding its limit of relay sessions refuses more with a precise error until one ends', async () => {
-    const nc = await connect({ servers: nats.url });
-    const operator = `capped-proxy-${process.pid}`;
-    const registry = new SessionRegistry({ log: silent, operator, certificateOf: () => undefined });
-    // Sessions nobody dials end at their 300 ms deadline, which frees their slots.
-    const sub = serveGameRelays({ nc, operator, queue: 'cap', endpoint: '127.0.0.1:9', dialWithinMs: 300, maxLive: 2, open: (r, via) => registry.open(r, via), log: silent });
-    try {
-      const ask = async () =>
-        (await nc.request(relaySubject(operator), JSON.stringify({ v: 1, game: 'busy', requester: 'test' }), { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
-      expect((await ask()).ok).toBe(true);
-      expect((await ask()).ok).toBe(true);
-      expect(await ask()).toEqual({ ok: false, reason: 'TOO_MANY_SESSIONS', error: 'the proxy has 2 relay sessions open, its limit; retry shortly' });
-      expect(registry.liveCount()).toBe(2);
-      await expect.poll(() => registry.liveCount(), { timeout: 2000, interval: 20 }).toBe(0);
-      expect((await ask()).ok).toBe(true);
-    } finally {
-      sub.unsubscribe();
-      await registry.shutdown();
+      bus.close();
       await nc.close();
     }
   });

@@ -32,6 +32,7 @@ type Behaviour = {
   notifyB?: (session: SessionInfo, preamble: Buffer) => Promise<NotifyResult>;
   confirmToA?: (session: SessionInfo, preamble: Buffer) => Promise<void>;
   timeouts?: SessionRegistryOptions['timeouts'];
+  spliceIdleMs?: number;
 };
 
 interface Harness {
@@ -58,6 +59,7 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     operator: PROXY,
     certificateOf,
     timeouts: behaviour.timeouts ?? { bDialMs: 5_000, aDialMs: 5_000 },
+    ...(behaviour.spliceIdleMs ? { spliceIdleMs: behaviour.spliceIdleMs } : {}),
     onSpliced: (s) => spliced.push(s.sessionId),
     onFinished: (_s, output, stats) => finished.push({ outcome: output.outcome, bytesAToB: stats.bytesAToB, bytesBToA: stats.bytesBToA }),
   });
@@ -469,26 +471,104 @@ describe('splice (real TCP)', () => {
     await assertNoOpenSockets(h);
   });
 
-  it('splice - without proofs (a game relay) either leg may dial first and is held; the same leg twice is TOKEN_USED', async () => {
-    const relay = { notifyB: async () => ({ accepted: true }) as const, confirmToA: async () => {} };
+  const RELAY = { notifyB: async () => ({ accepted: true }) as const, confirmToA: async () => {} };
+  const received = (socket: Socket) => {
+    let n = 0;
+    socket.on('data', (c: Buffer) => (n += c.length));
+    return () => n;
+  };
+
+  it('splice - a relay session: either leg dials first, each leg has its own single-use token', async () => {
     const h = await harness({});
     for (const first of ['a', 'b'] as const) {
-      const second = first === 'a' ? 'b' : 'a';
-      const { tokens, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 5_000, proofs: false });
-      const held = await h.dial(encodePreamble(tokens[first]), { extra: Buffer.from(`early ${first}`) });
-      await waitFor(() => h.registry.liveCount() === 1);
-      const again = await h.dial(encodePreamble(tokens[first]));
-      await closedByProxy(again);
+      const other = first === 'a' ? 'b' : 'a';
+      const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false });
+      expect(tokens.a.equals(tokens.b)).toBe(false);
+      const held = await h.dial(encodePreamble(tokens[first]));
+      await waitFor(() => h.registry.liveCount() === 1 && h.endpoint.unroutedCount() === 0);
+      // The held leg's token again, as if it were the other peer: spent, and the session waits on.
+      const thief = await h.dial(encodePreamble(tokens[first]));
+      await closedByProxy(thief);
       expect(h.rejections.at(-1)).toBe('TOKEN_USED');
-      const joined = await h.dial(encodePreamble(tokens[second]));
-      expect(await readUntil(joined, `early ${first}`)).toBe(`early ${first}`);
-      joined.write(`hello from ${second}`);
-      expect(await readUntil(held, `hello from ${second}`)).toBe(`hello from ${second}`);
-      held.destroy();
-      joined.destroy();
-      expect((await done).outcome).toBe('closed');
+      const joined = await h.dial(encodePreamble(tokens[other]), { extra: Buffer.from('hi') });
+      expect(await readUntil(held, 'hi')).toBe('hi');
+      expect(h.spliced).toHaveLength(first === 'a' ? 1 : 2);
+      // Once spliced, neither token opens anything.
+      for (const t of [tokens.a, tokens.b]) await closedByProxy(await h.dial(encodePreamble(t)));
+      expect(h.rejections.slice(-2)).toEqual(['TOKEN_USED', 'TOKEN_USED']);
+      held.end();
+      joined.end();
+      expect(await done).toEqual({ outcome: 'closed', detail: 'completed' });
     }
-    expect(h.rejections).toEqual(['TOKEN_USED', 'TOKEN_USED']);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - a relay session ends at its byte limit with byteLimit, having relayed no more than the limit', async () => {
+    const h = await harness({});
+    const limit = 100_000;
+    const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false, limits: { maxBytesPerDirection: limit } });
+    const b = await h.dial(encodePreamble(tokens.b));
+    const a = await h.dial(encodePreamble(tokens.a));
+    const bGot = received(b);
+    await waitFor(() => h.spliced.length === 1);
+    a.write(randomBytes(limit + 50_000));
+    expect(await done).toEqual({ outcome: 'closed', detail: 'byteLimit' });
+    await closedByProxy(b);
+    expect(bGot()).toBeLessThanOrEqual(limit);
+    expect(h.finished.at(-1)).toMatchObject({ outcome: 'closed', bytesAToB: limit });
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - a relay session under its byte limit carries on; its duration limit ends it with durationLimit', async () => {
+    const h = await harness({});
+    const started = Date.now();
+    const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false, limits: { maxDurationMs: 400, maxBytesPerDirection: 1_000 } });
+    const b = await h.dial(encodePreamble(tokens.b));
+    const a = await h.dial(encodePreamble(tokens.a), { extra: Buffer.from('x'.repeat(1_000)) });
+    expect((await readUntil(b, 'x'.repeat(1_000))).length).toBe(1_000);
+    expect(await done).toEqual({ outcome: 'closed', detail: 'durationLimit' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(390);
+    await Promise.all([closedByProxy(a), closedByProxy(b)]);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - an idle spliced session, brokered or relayed, is closed after spliceIdleMs with idle; traffic keeps it open', async () => {
+    let bSocket!: Socket;
+    let aSocket!: Socket;
+    const aDialed = deferred();
+    const h = await harness({
+      spliceIdleMs: 300,
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async (_s, token) => {
+        setImmediate(async () => {
+          aSocket = await h.dial(token);
+          aDialed.resolve();
+        });
+      },
+    });
+    const brokered = h.registry.open(session, { messengers: h.messengers });
+    await aDialed.promise;
+    const started = Date.now();
+    // Traffic every 100 ms for 600 ms: twice the idle timeout without a silence as long as it.
+    for (let i = 0; i < 6; i++) {
+      aSocket.write('.');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(h.registry.liveCount()).toBe(1);
+    expect(await brokered.done).toEqual({ outcome: 'closed', detail: 'idle' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+    await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
+
+    const relayed = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false });
+    const g = await h.dial(encodePreamble(relayed.tokens.b));
+    const host = await h.dial(encodePreamble(relayed.tokens.a));
+    const silentFrom = Date.now();
+    expect(await relayed.done).toEqual({ outcome: 'closed', detail: 'idle' });
+    expect(Date.now() - silentFrom).toBeGreaterThanOrEqual(250);
+    await Promise.all([closedByProxy(g), closedByProxy(host)]);
     await assertNoOpenSockets(h);
   });
 });

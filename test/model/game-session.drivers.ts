@@ -3,7 +3,9 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { gameSessionMachine, type GameSessionContext } from '../../machines/game-session.js';
 import { GameService, type PollResult, type StartResult } from '../../src/games/game-service.js';
 import { KvGameStore } from '../../src/games/game-store.js';
-import { serveGameRelays } from '../../src/proxy/game-relays.js';
+import { GameRelays } from '../../src/proxy/game-relays.js';
+import { RELAY_METHOD } from '../../src/relay/protocol.js';
+import { fixedDirectory, testBus } from '../helpers/relay-bus.js';
 import { SessionRegistry } from '../../src/proxy/session-registry.js';
 import { relayClient } from '../../src/relay/client.js';
 import type { Driver, DriverStep, Drivers } from './cases.js';
@@ -46,7 +48,7 @@ export interface GameCtx {
   /** Off while a step is checked: looking must not count as the machine taking a step. */
   recording: boolean;
   restore?: () => void;
-  /** The proxy side of game relays, in process on the same nats-server: a real registry and subscription. */
+  /** The proxy side of game relays, in process on the same nats-server: a real registry, served on a signed bus. */
   relays: { registry: SessionRegistry; stop: () => void };
 }
 
@@ -101,27 +103,30 @@ function recordMachine(ctx: GameCtx): () => void {
 export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   ctx.nc = await connectNats(natsUrl);
   ctx.store = await KvGameStore.open(ctx.nc, `games_model_${ctx.id}`);
-  const operator = `relay-proxy-${process.pid}-${ctx.id}`;
+  const proxy = { name: `relay-proxy-${process.pid}-${ctx.id}`, cert: 'public-proxy-eps-1' };
+  const rendezvous = { name: `rendezvous-${process.pid}-${ctx.id}`, cert: 'games-1' };
+  const directory = fixedDirectory([proxy, rendezvous], [[rendezvous.name, proxy.name, RELAY_METHOD]]);
   // Relay sessions carry no proofs, so the registry is never asked for a certificate.
-  const registry = new SessionRegistry({ log, operator, certificateOf: () => undefined });
-  const sub = serveGameRelays({
-    nc: ctx.nc,
-    operator,
-    queue: 'model',
+  const registry = new SessionRegistry({ log, operator: proxy.name, certificateOf: () => undefined });
+  const relays = new GameRelays({
     endpoint: '127.0.0.1:9',
     dialWithinMs: 10_000,
     maxLive: 100,
+    maxLivePerRequester: 100,
+    limits: { maxDurationMs: 60_000, maxBytesPerDirection: 1 << 20 },
     open: (request, via) => registry.open(request, via),
     log,
   });
-  ctx.relays = { registry, stop: () => sub.unsubscribe() };
+  const proxyBus = testBus(ctx.nc, proxy, directory);
+  proxyBus.serve(RELAY_METHOD, relays.handle, { queue: 'model' });
+  ctx.relays = { registry, stop: () => proxyBus.close() };
   ctx.service = new GameService({
     store: ctx.store,
     now: () => ctx.clock.t,
     hostPollTimeoutMs: HOST_POLL_TIMEOUT_MS,
     maxGuests: MAX_GUESTS,
     log,
-    requestRelay: relayClient({ nc: ctx.nc, proxyOperator: operator, requester: 'model', timeoutMs: 2_000 }),
+    requestRelay: relayClient({ bus: testBus(ctx.nc, rendezvous, directory), proxyOperator: proxy.name, timeoutMs: 2_000 }),
   });
   ctx.restore = recordMachine(ctx);
 }
@@ -401,17 +406,15 @@ const gameDrivers: Drivers<GameCtx> = {
             // The proxy opened exactly one session for it, waiting for the first peer to dial.
             expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
             const after = (await stored(ctx)).record.context.guests.find((g) => g.peerId === pairing.peerId);
-            const mine = (r as { token: string }).token;
-            const asker = who === 'the guest asks' ? 'guest' : 'host';
-            expect(after).toMatchObject({ status: 'relayed', relay: { tokens: { [asker]: mine } } });
+            const mine = who === 'the guest asks' ? 'guest' : 'host';
+            expect(after).toMatchObject({ status: 'relayed', relay: { tokens: { [mine]: (r as { token: string }).token } } });
             // The other peer of the pairing is handed the same session with its own token, and no new session.
             const other =
               who === 'the guest asks'
                 ? await ctx.service.relay(ctx.name, ctx.host, pairing.peerId)
                 : await ctx.service.relay(ctx.name, pairing.peerId);
-            const theirs = after!.relay!.tokens[asker === 'guest' ? 'host' : 'guest'];
-            expect(other).toMatchObject({ type: 'relay', sessionId: (r as { sessionId: string }).sessionId, token: theirs });
-            expect(theirs).not.toBe(mine);
+            expect(other).toMatchObject({ type: 'relay', sessionId: (r as { sessionId: string }).sessionId, token: after!.relay!.tokens[mine === 'guest' ? 'host' : 'guest'] });
+            expect((other as { token: string }).token).not.toBe((r as { token: string }).token);
             expect(ctx.relays.registry.liveCount()).toBe(liveBefore + 1);
           },
         },

@@ -120,7 +120,13 @@ describe('game-session machine (live actor, named delay)', () => {
     expect(actor.getSnapshot().output?.outcome).toBe('expired');
   });
   it('game-session - a relay is granted only to a swapped pairing, and a live grant is kept over a concurrent one', () => {
-    const grant = (sessionId: string, expiresAt: number) => ({ sessionId, tokens: { host: `${sessionId}-host`, guest: `${sessionId}-guest` }, endpoint: '203.0.113.9:9999', expiresAt });
+    const grant = (sessionId: string, expiresAt: number) => ({
+      sessionId,
+      tokens: { host: `${sessionId}-host`, guest: `${sessionId}-guest` },
+      endpoint: '203.0.113.9:9999',
+      expiresAt,
+      limits: { maxDurationMs: 60_000, maxBytesPerDirection: 1 << 20 },
+    });
     let s = step(start(), { type: 'HOST_POLLED', at: 2_000, addresses: HOST }, { type: 'GUEST_STARTED', at: 2_500, peerId: 'g1', addresses: G1 });
     // Still waiting for the host to see g1: no relay yet, nothing changes.
     const refused = step(s, { type: 'RELAY_GRANTED', at: 2_600, peerId: 'g1', relay: grant('s0', 12_600) });

@@ -12,4 +12,24 @@ describe('games settings', () => {
     expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4222');
     expect(natsUrl(s, { NATS_URL: 'nats://10.0.0.1:4222' })).toBe('nats://10.0.0.1:4222');
   });
+
+  it('games settings - the dev role asks for relays as the operator games-1, with the directory', () => {
+    const s = loadSettings(['GAMES_SETTINGS'], gamesSettingsSchema, { GAMES_SETTINGS: 'settings/dev/roles/games-1' });
+    expect(s.relay).toMatchObject({ proxy: 'public-proxy-eps-1' });
+    expect(s.tls?.cert).toMatch(/\/certs\/games-1\.crt$/);
+    expect(s.directory).toMatchObject({ url: 'https://127.0.0.1:3322/jsonrpc', serverName: 'sd-1' });
+  });
+
+  it('games settings - a relay without tls or directory is refused, naming what to set', () => {
+    const base = { name: 'g', http: { port: 8000 }, relay: { proxy: 'public-proxy-eps-1' } };
+    const r = gamesSettingsSchema.safeParse(base);
+    expect(r.success).toBe(false);
+    const issues = r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    expect(issues).toEqual([
+      'tls: relay is set: the rendezvous signs relay requests, so set tls { ca, cert, key }',
+      "directory: relay is set: the proxy's grants are checked against the directory, so set directory { url }",
+    ]);
+    // Without a relay the rendezvous needs neither.
+    expect(gamesSettingsSchema.safeParse({ name: 'g', http: { port: 8000 } }).success).toBe(true);
+  });
 });

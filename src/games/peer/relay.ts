@@ -1,22 +1,26 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { encodePreamble, parseHostPort } from '../../core/splice-wire.js';
 import { api, PeerError, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
+import { encodePreamble, parseHostPort } from '../../core/splice-wire.js';
 import { mac, macOk, otherRole, PunchError, type Role } from './punch.js';
 
 // The fallback when punching finds no path (a NAT that maps every destination to a new port):
 // ask the rendezvous for a relay, dial the P2P proxy's splice endpoint with the token it hands
-// this peer (each peer has its own), and prove over the spliced stream, with the same MACs as the UDP probes, that the
+// this peer (the other peer has its own, for the other leg of the same session), and prove over the spliced stream, with the same MACs as the UDP probes, that the
 // other end is the peer of this pairing. The proxy sees those messages (the relay is not
 // encrypted end to end): a game that needs privacy runs its own TLS or DTLS over the path.
 
 const MAX_LINE = 1024;
 
+/** What POST /games/relay answers a peer: its own view of the proxy's grant. */
 interface Grant {
   sessionId: string;
+  /** This peer's own token, single use. */
   token: string;
   endpoint: string;
   dialWithinMs: number;
+  /** The proxy ends the relayed session at these. */
+  limits?: { maxDurationMs: number; maxBytesPerDirection: number };
 }
 
 /** POST /games/relay until the rendezvous grants one; a refusal that waiting cannot fix fails at once. */
@@ -166,7 +170,8 @@ export async function relayThroughProxy(opts: PeerOptions, plan: RelayPlan): Pro
   const timeoutMs = opts.relayTimeoutMs ?? 20_000;
   const deadline = Date.now() + timeoutMs;
   const grant = await askForRelay(opts, plan.peerId, plan.guest, deadline);
-  log(`relay granted at ${grant.endpoint} (session ${grant.sessionId}, dial within ${grant.dialWithinMs} ms)`);
+  const limits = grant.limits ? `, at most ${grant.limits.maxDurationMs} ms and ${grant.limits.maxBytesPerDirection} bytes each way` : '';
+  log(`relay granted at ${grant.endpoint} (session ${grant.sessionId}, dial within ${grant.dialWithinMs} ms${limits})`);
   const socket = await dial(grant.endpoint, Buffer.from(grant.token, 'base64'), 5000);
   const samples = await exchangeOverRelay({ socket, key: plan.key, role: plan.role, timeoutMs: Math.max(1000, deadline - Date.now()), log });
   const sorted = [...samples].sort((a, b) => a - b);
