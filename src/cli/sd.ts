@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { createRootLogger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
 import { loadSettings, SettingsError } from '../settings/load.js';
 import { natsUrl, sdSettingsSchema } from '../settings/schemas.js';
 import { startSd } from '../directory/sd-server.js';
@@ -23,7 +24,7 @@ async function run(): Promise<void> {
     }
     throw err;
   }
-  const nc = await connectBus(natsUrl(settings), settings.name, log);
+  const nc = await connectBus({ url: natsUrl(settings), name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
   const sd = await startSd(settings, nc, log);
 
   let stopping = false;

@@ -6,6 +6,7 @@ import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { relayClient } from '../relay/client.js';
@@ -30,7 +31,7 @@ export interface RunningGames {
  * them can run behind a load balancer.
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
-  const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
+  const nc = await connectBus({ url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls) }, log.child({ component: 'bus' }));
   const store = await KvGameStore.open(nc, settings.games.bucket);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({

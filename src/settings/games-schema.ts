@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { inspectorSchema, natsSchema } from './schemas.js';
+import { inspectorSchema, natsSchema, tlsSchema } from './schemas.js';
 import { minute, second } from '../core/constants.js';
 
 // Kept apart from schemas.ts so the games process can evolve without touching the settings every
@@ -26,6 +26,8 @@ const ms = z.number().int().positive();
 export const gamesSettingsSchema = z.strictObject({
   name: z.string().min(1),
   nats: natsSchema,
+  /** Its certificate on the bus: nats-server maps it to the games principal. */
+  tls: tlsSchema,
   /** Served at /inspect on the http listener, to loopback clients only unless allowRemote. */
   inspector: inspectorSchema,
   http: z.strictObject({
