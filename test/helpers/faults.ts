@@ -219,8 +219,8 @@ export class BusClientAsHd1 {
 
   static async connect(natsUrl: string, stack: DevStack): Promise<BusClientAsHd1> {
     const log = pino({ level: 'silent' });
-    const nc = await connectBus(natsUrl, 'faults-test-a', log);
     const tls = hd1Tls();
+    const nc = await connectBus({ url: natsUrl, name: 'faults-test-a', tls }, log);
     const directory = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls, nc, log });
     directory.start();
     await directory.ready();

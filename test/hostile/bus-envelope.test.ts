@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +14,6 @@ import {
   type ResponseEnvelope,
 } from '../../src/bus/envelope.js';
 import { canonicalJson } from '../../src/core/canonical-json.js';
-import { connectBus } from '../../src/core/nats.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 
@@ -196,8 +195,10 @@ describe('hostile bus envelopes over NATS', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    serverNc = await connectBus(nats.url, 'hostile-bus-server', log);
-    attacker = await connect({ servers: nats.url });
+    serverNc = await nats.connectAs(SELF);
+    // The bus refuses strangers (test/hostile/bus-access.test.ts); these attacks come from a
+    // principal that may reach every method of hd-2, to pin the envelope checks behind the bus.
+    attacker = await nats.admin();
     bus = new Bus({
       nc: serverNc,
       signer: createSigner(SELF, pem('hd-2.key')),
