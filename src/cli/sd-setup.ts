@@ -10,7 +10,6 @@ import { createRootLogger } from '../core/logger.js';
 import { callJsonRpc, type JsonRpcClientOptions } from '../jsonrpc/client.js';
 import { canonicalJson, recordHash, signRecord } from '../directory/records.js';
 import { readRecordFiles } from '../directory/record-files.js';
-import type { RecordData } from '../directory/types.js';
 import type { Tip } from '../directory/chain.js';
 
 // Signs the dev directory records and submits those the chain does not hold yet, so running it

@@ -33,6 +33,28 @@ export interface TestNatsOptions {
 }
 
 /**
+ * Writes `<dir>/nats.conf` as `make nats-config` does for the dev settings, on `port` with its
+ * JetStream store in `<dir>/store`; returns the file and the principals it configures.
+ */
+export function writeTestNatsConfig(dir: string, port: number, opts: TestNatsOptions = {}): { configFile: string; storeDir: string; principals: BusPrincipal[] } {
+  const storeDir = join(dir, 'store');
+  mkdirSync(storeDir, { recursive: true });
+  const configFile = join(dir, 'nats.conf');
+  const principals = busPolicy({ ...readPolicyInput(DEV_SETTINGS, [BUS_ADMIN]), extraStreams: opts.streams ?? [], extraBuckets: opts.buckets ?? [] });
+  writeFileSync(
+    configFile,
+    renderNatsConfig(principals, {
+      host: '127.0.0.1',
+      port,
+      storeDir,
+      tls: { cert: join(DEV_CERTS, 'nats-server.crt'), key: join(DEV_CERTS, 'nats-server.key'), ca: join(DEV_CERTS, 'root.crt') },
+      source: 'test/helpers/nats-server.ts',
+    }),
+  );
+  return { configFile, storeDir, principals };
+}
+
+/**
  * A real nats-server on a free port with the configuration `make nats-config` generates from the
  * dev directory and roles (TLS, client certificates mapped to principals, least privilege), its
  * own JetStream store, owned by one test file so it can be killed and restarted (same port, same
@@ -50,20 +72,7 @@ export class TestNatsServer {
   private constructor(port: number, dir: string, opts: TestNatsOptions) {
     this.port = port;
     this.dir = dir;
-    this.storeDir = join(dir, 'store');
-    mkdirSync(this.storeDir);
-    this.configFile = join(dir, 'nats.conf');
-    this.principals = busPolicy({ ...readPolicyInput(DEV_SETTINGS, [BUS_ADMIN]), extraStreams: opts.streams ?? [], extraBuckets: opts.buckets ?? [] });
-    writeFileSync(
-      this.configFile,
-      renderNatsConfig(this.principals, {
-        host: '127.0.0.1',
-        port,
-        storeDir: this.storeDir,
-        tls: { cert: join(DEV_CERTS, 'nats-server.crt'), key: join(DEV_CERTS, 'nats-server.key'), ca: join(DEV_CERTS, 'root.crt') },
-        source: 'test/helpers/nats-server.ts',
-      }),
-    );
+    ({ configFile: this.configFile, storeDir: this.storeDir, principals: this.principals } = writeTestNatsConfig(dir, port, opts));
   }
 
   get url(): string {

@@ -1,4 +1,3 @@
-import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { serveGameRelays } from '../../src/proxy/game-relays.js';
@@ -24,7 +23,7 @@ let splicePort: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ buckets: [`GAMES_R${process.pid}`] });
   const ports = await freePorts();
   splicePort = ports.splice;
   metricsPort = ports.metrics;
@@ -121,7 +120,7 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
       .toBe(200);
   });
   it('games relay - malformed relay requests on the bus get a precise refusal, open no session, and the proxy keeps relaying', async () => {
-    const nc = await connect({ servers: nats.url });
+    const nc = await nats.connectAs('games-1');
     try {
       const ask = async (data: string) => (await nc.request(relaySubject(PROXY_OPERATOR), data, { timeout: 2000 })).json<{ ok: boolean; error?: string }>();
       // Sessions ever opened: live ones plus every finished one, whatever its outcome. It only
@@ -150,7 +149,8 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
   });
 
   it('games relay - a proxy holding its limit of relay sessions refuses more with a precise error until one ends', async () => {
-    const nc = await connect({ servers: nats.url });
+    // A made-up proxy operator no generated principal serves: the admin plays both sides.
+    const nc = await nats.admin();
     const registry = new SessionRegistry({ log: silent, notifyB: () => new Promise(() => {}), confirmToA: () => new Promise(() => {}) });
     const operator = `capped-proxy-${process.pid}`;
     // Sessions nobody dials end at their 300 ms deadline, which frees their slots.
