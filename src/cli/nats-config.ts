@@ -1,11 +1,8 @@
 #!/usr/bin/env node
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../core/package-root.js';
-import { busPolicy } from '../natsconf/policy.js';
-import { renderNatsConfig } from '../natsconf/render.js';
-import { readPolicyInput } from '../natsconf/sources.js';
+import { DEFAULT_BUS_ADMIN, writeNatsConfig } from '../natsconf/generate.js';
 
 // `make nats-config`: the dev bus's nats-server configuration, generated from the directory's
 // record files and the role folders. The output holds absolute paths and is gitignored, like the
@@ -27,7 +24,7 @@ const { values, positionals } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string', default: '4333' },
     store: { type: 'string', default: join(packageRoot, '.demo/nats') },
-    admin: { type: 'string', multiple: true, default: ['nats-admin'] },
+    admin: { type: 'string', multiple: true, default: [DEFAULT_BUS_ADMIN] },
     help: { type: 'boolean', default: false },
   },
   allowPositionals: true,
@@ -37,19 +34,14 @@ if (values.help || positionals.length > 0) {
   process.exit(values.help ? 0 : 2);
 }
 try {
-  const root = resolve(values.settings);
-  const certs = join(root, 'certs');
-  const principals = busPolicy(readPolicyInput(root, values.admin));
-  const text = renderNatsConfig(principals, {
+  const out = resolve(values.out ?? join(values.settings, 'nats/nats.conf'));
+  const principals = writeNatsConfig(out, {
+    settings: values.settings,
     host: values.host,
     port: Number(values.port),
-    storeDir: resolve(values.store),
-    tls: { cert: join(certs, 'nats-server.crt'), key: join(certs, 'nats-server.key'), ca: join(certs, 'root.crt') },
-    source: `${root}/{directory,roles}`,
+    storeDir: values.store,
+    admins: values.admin,
   });
-  const out = resolve(values.out ?? join(root, 'nats/nats.conf'));
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, text);
   process.stdout.write(`nats-server configuration for ${principals.map((p) => p.name).join(', ')} in ${out}\n`);
 } catch (err) {
   process.stderr.write(`nats-config: ${(err as Error).message}\n`);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
@@ -9,15 +9,14 @@ import { waitForPort } from '../../src/devstack/stack.js';
 import { connectBus } from '../../src/core/nats.js';
 import { packageRoot } from '../../src/core/package-root.js';
 import { readTlsMaterial, type TlsMaterial } from '../../src/core/tls-material.js';
-import { busPolicy, type BusPrincipal } from '../../src/natsconf/policy.js';
-import { renderNatsConfig } from '../../src/natsconf/render.js';
-import { readPolicyInput } from '../../src/natsconf/sources.js';
+import { DEFAULT_BUS_ADMIN, writeNatsConfig } from '../../src/natsconf/generate.js';
+import type { BusPrincipal } from '../../src/natsconf/policy.js';
 
 export const NATS_SERVER_BIN = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p)) ?? 'nats-server';
 export const DEV_SETTINGS = join(packageRoot, 'settings/dev');
 export const DEV_CERTS = join(DEV_SETTINGS, 'certs');
 /** The bus admin of the dev PKI: every right, for test setup and inspection. */
-export const BUS_ADMIN = 'nats-admin';
+export const BUS_ADMIN = DEFAULT_BUS_ADMIN;
 
 const silent = pino({ level: 'silent' });
 
@@ -38,19 +37,16 @@ export interface TestNatsOptions {
  */
 export function writeTestNatsConfig(dir: string, port: number, opts: TestNatsOptions = {}): { configFile: string; storeDir: string; principals: BusPrincipal[] } {
   const storeDir = join(dir, 'store');
-  mkdirSync(storeDir, { recursive: true });
   const configFile = join(dir, 'nats.conf');
-  const principals = busPolicy({ ...readPolicyInput(DEV_SETTINGS, [BUS_ADMIN]), extraStreams: opts.streams ?? [], extraBuckets: opts.buckets ?? [] });
-  writeFileSync(
-    configFile,
-    renderNatsConfig(principals, {
-      host: '127.0.0.1',
-      port,
-      storeDir,
-      tls: { cert: join(DEV_CERTS, 'nats-server.crt'), key: join(DEV_CERTS, 'nats-server.key'), ca: join(DEV_CERTS, 'root.crt') },
-      source: 'test/helpers/nats-server.ts',
-    }),
-  );
+  const principals = writeNatsConfig(configFile, {
+    settings: DEV_SETTINGS,
+    host: '127.0.0.1',
+    port,
+    storeDir,
+    admins: [BUS_ADMIN],
+    extraStreams: opts.streams ?? [],
+    extraBuckets: opts.buckets ?? [],
+  });
   return { configFile, storeDir, principals };
 }
 
