@@ -39,5 +39,4 @@ describe('demo bus', () => {
     expect(r.out).toContain(`127.0.0.1:${openPort} is taken by something that is not the secured dev nats-server`);
     expect(r.out).toMatch(/does not support 'tls'/);
   });
-
 });
