@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import type { RecordData } from '../directory/types.js';
 import { busPolicy, type BusPrincipal } from './policy.js';
 import { renderNatsConfig } from './render.js';
 import { readPolicyInput } from './sources.js';
@@ -20,13 +21,17 @@ export interface NatsConfigOptions {
   /** Streams and buckets the roles do not name (test files use their own names). */
   extraStreams?: string[];
   extraBuckets?: string[];
+  /** Records appended to the directory's files, as a later sd-setup run would add them. */
+  extraRecords?: RecordData[];
 }
 
 export function generateNatsConfig(opts: NatsConfigOptions): { text: string; principals: BusPrincipal[] } {
   const root = resolve(opts.settings);
   const certs = join(root, 'certs');
+  const input = readPolicyInput(root, opts.admins ?? [DEFAULT_BUS_ADMIN]);
   const principals = busPolicy({
-    ...readPolicyInput(root, opts.admins ?? [DEFAULT_BUS_ADMIN]),
+    ...input,
+    directory: [...input.directory, ...(opts.extraRecords ?? [])],
     extraStreams: opts.extraStreams ?? [],
     extraBuckets: opts.extraBuckets ?? [],
   });

@@ -10,6 +10,7 @@ import { RpcError } from '../../src/core/errors.js';
 import { connectBus, type NatsConnection } from '../../src/core/nats.js';
 import { readTlsMaterial } from '../../src/core/tls-material.js';
 import { DirectoryClient } from '../../src/directory/client.js';
+import { TestNatsServer } from './nats-server.js';
 import { callJsonRpc } from '../../src/jsonrpc/client.js';
 import { DevStack, waitForPort, type RoleName } from '../../src/devstack/stack.js';
 import { CERTS, freePorts, metricValue, metrics } from './stack.js';
@@ -165,6 +166,11 @@ export const HYPER_AS_PEER = `
     - { group: peers, methods: [_ping] }
     - { group: proxies, methods: [connectionForward] }
 `;
+
+/** The file's nats-server: its generated permissions include HYPER_AS_PEER, which the stack adds. */
+export function startFaultNats(): Promise<TestNatsServer> {
+  return TestNatsServer.start({ records: HYPER_AS_PEER });
+}
 
 /**
  * Runs the real sd-setup on the dev records plus `extraYaml` (appended as the last file) and

@@ -4,6 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { recordDataSchema } from '../../src/directory/types.js';
 import { freePort } from './ports.js';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { connectBus } from '../../src/core/nats.js';
@@ -29,6 +32,9 @@ export interface TestNatsOptions {
   /** Directory streams and games buckets this file uses besides the dev roles' (EPS_SD_RECORDS, EPS_GAMES). */
   streams?: string[];
   buckets?: string[];
+  /** Directory records (YAML, as sd-setup reads them) a test submits besides the dev ones: the
+   *  bus's rights follow the directory, so the server must know them too. */
+  records?: string;
 }
 
 /**
@@ -46,6 +52,7 @@ export function writeTestNatsConfig(dir: string, port: number, opts: TestNatsOpt
     admins: [BUS_ADMIN],
     extraStreams: opts.streams ?? [],
     extraBuckets: opts.buckets ?? [],
+    extraRecords: opts.records ? z.array(recordDataSchema).parse(parseYaml(opts.records)) : [],
   });
   return { configFile, storeDir, principals };
 }

@@ -14,6 +14,7 @@ import {
   sdTip,
   startFaultStack,
   waitFor,
+  startFaultNats,
 } from '../helpers/faults.js';
 
 // Fault 4: the sd dies. Servers hold the signed chain in memory, so calls on open channels and
@@ -28,7 +29,7 @@ describe('faults: service directory', () => {
   let trickle: Trickle | undefined;
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await startFaultNats();
     stack = await startFaultStack(nats.url);
   }, 60_000);
 
