@@ -44,15 +44,25 @@ export function inboxPrefixOf(principal: string): string {
  */
 export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<NatsConnection> {
   const principal = busPrincipalOf(opts.tls.cert);
-  const nc = await connect({
-    servers: opts.url,
-    name: opts.name,
-    tls: { ca: opts.tls.ca.toString(), cert: opts.tls.cert.toString(), key: opts.tls.key.toString() },
-    inboxPrefix: inboxPrefixOf(principal),
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-  });
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: opts.url,
+      name: opts.name,
+      tls: { ca: opts.tls.ca.toString(), cert: opts.tls.cert.toString(), key: opts.tls.key.toString() },
+      inboxPrefix: inboxPrefixOf(principal),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      waitOnFirstConnect: true,
+    });
+  } catch (err) {
+    // Most often a bus without TLS, or one whose generated configuration lacks this principal.
+    throw new Error(
+      `the bus at ${opts.url} refused ${principal}: ${(err as Error).message} ` +
+        '(the bus must be the nats-server running the generated configuration: `make nats-config`)',
+      { cause: err },
+    );
+  }
   const link: Link = { connected: true, waiters: new Set() };
   links.set(nc, link);
   void (async () => {
