@@ -31,8 +31,6 @@ export interface BusPrincipal {
   name: string;
   publish: string[];
   subscribe: string[];
-  /** Answer a request it received, once, whatever the reply subject: how every reply is sent. */
-  allowResponses: boolean;
 }
 
 export const opSubjects = (operator: string): string => `eps.op.${subjectToken(operator)}.>`;
@@ -89,7 +87,6 @@ export function permittedCalls(directory: RecordData[], caller: string): { targe
 class Rights {
   readonly publish = new Set<string>();
   readonly subscribe = new Set<string>();
-  allowResponses = false;
 }
 
 /** The principals and their rights, least privilege: anything not listed is refused. */
@@ -97,21 +94,31 @@ export function busPolicy(input: BusPolicyInput): BusPrincipal[] {
   const operators = input.directory.flatMap((r) => (r.kind === 'operator' ? [r.name] : []));
   const streams = [...new Set([...input.roles.flatMap((r) => (r.kind === 'sd' ? [r.stream] : [])), ...(input.extraStreams ?? [])])];
   const buckets = [...new Set([...input.roles.flatMap((r) => (r.kind === 'games' ? [r.bucket] : [])), ...(input.extraBuckets ?? [])])];
+  const inbox = (principal: string) => `${inboxPrefixOf(principal)}.>`;
   const byName = new Map<string, Rights>();
   const rights = (name: string): Rights => {
     let r = byName.get(name);
     if (!r) {
       r = new Rights();
       // Every principal reads its own replies, and only its own.
-      r.subscribe.add(`${inboxPrefixOf(name)}.>`);
+      r.subscribe.add(inbox(name));
       byName.set(name, r);
     }
     return r;
   };
   const readDirectory = (r: Rights) => streams.forEach((s) => streamReadSubjects(s).forEach((x) => r.publish.add(x)));
+  // Replies go to the inboxes of those who may ask, and nowhere else. Not allow_responses: it
+  // lets a responder publish to whatever reply subject a request names, so a caller could have
+  // hd-2's answer appended to the directory stream, written into the games bucket, or sent to
+  // the JetStream API as a stream delete.
+  const callersOf = (operator: string): string[] => [
+    ...operators.filter((c) => permittedCalls(input.directory, c).some((call) => call.target === operator)),
+    ...input.roles.flatMap((r) => (r.kind === 'games' && r.relayProxy === operator ? [r.principal] : [])),
+    ...input.admins,
+  ];
   const serveAs = (r: Rights, operator: string) => {
     r.subscribe.add(opSubjects(operator));
-    r.allowResponses = true;
+    for (const caller of callersOf(operator)) r.publish.add(inbox(caller));
   };
 
   for (const op of operators) {
@@ -151,11 +158,10 @@ export function busPolicy(input: BusPolicyInput): BusPrincipal[] {
     const r = rights(admin);
     r.publish.add('>');
     r.subscribe.add('>');
-    r.allowResponses = true;
   }
   return [...byName.entries()]
     .sort(([a], [b]) => a.localeCompare(b))
-    .map(([name, r]) => ({ name, publish: [...r.publish].sort(), subscribe: [...r.subscribe].sort(), allowResponses: r.allowResponses }));
+    .map(([name, r]) => ({ name, publish: [...r.publish].sort(), subscribe: [...r.subscribe].sort() }));
 }
 
 /** NATS subject matching: `*` is one token, `>` the rest (one token or more). */

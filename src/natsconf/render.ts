@@ -25,7 +25,6 @@ export function renderNatsConfig(principals: BusPrincipal[], opts: NatsServerOpt
       '      permissions: {',
       `        publish: { allow: ${list(p.publish, '        ')} }`,
       `        subscribe: { allow: ${list(p.subscribe, '        ')} }`,
-      ...(p.allowResponses ? ['        allow_responses: true'] : []),
       '      }',
       '    }',
     ].join('\n'),

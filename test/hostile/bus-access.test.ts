@@ -13,7 +13,7 @@ import { DEFAULT_SD_STREAM, SD_RECORDS_SUBJECT } from '../../src/directory/clien
 import { gameKey } from '../../src/games/game-store.js';
 import { relaySubject } from '../../src/relay/protocol.js';
 import { DEV_CERTS, TestNatsServer } from '../helpers/nats-server.js';
-import { PING, curlJsonRpc, metricValue, metrics, pingUntilAnswered, startStack } from '../helpers/stack.js';
+import { PING, curlJsonRpc, metricValue, metrics, pingUntilAnswered, roleLog, startStack } from '../helpers/stack.js';
 import { GamesProcess } from '../integration/games-process.js';
 
 // The bus attacks of issue 9, replayed against the real stack on a nats-server running the
@@ -158,8 +158,15 @@ describe('hostile bus access (generated nats-server configuration)', () => {
   });
 
   it('bus access - junk replies: publishing into the inbox of another principal is refused, and requests get their real answer', async () => {
+    // Only those a principal may ask can answer into its inboxes (their answers are then checked
+    // as signed envelopes); the proxy never asks public-proxy-hyper-1 anything, and nobody asks
+    // sd or games.
     const attacker = await as(ATTACKER);
-    for (const inbox of ['_INBOX_hd-1.x.1', `_INBOX_${PROXY}.x.1`, '_INBOX.x.1']) expectRefused(await tryPublish(attacker, inbox), 'publish', inbox);
+    for (const inbox of [`_INBOX_${PROXY}.x.1`, '_INBOX_sd-1.x.1', '_INBOX.x.1']) expectRefused(await tryPublish(attacker, inbox), 'publish', inbox);
+    for (const stranger of ['sd-1', 'games-1']) {
+      const nc = await as(stranger);
+      for (const inbox of ['_INBOX_hd-1.x.1', `_INBOX_${PROXY}.x.1`]) expectRefused(await tryPublish(nc, inbox), 'publish', inbox);
+    }
     const before = await spliced();
     for (let i = 0; i < 5; i++) expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
     expect(await spliced()).toBe(before + 5);
@@ -211,6 +218,28 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     // Nothing changed the record, and games still reads and writes it.
     expect((await kvAdmin.get(gameKey('mine')))?.revision).toBe(stored?.revision);
     expect((await games.request('POST', '/games/poll', { name: 'mine', peerId: 'host-1', addresses: ['203.0.113.1:4000'] })).status).toBe(200);
+  });
+
+  it('bus access - reflection: a request whose reply subject is the stream, the bucket or the JetStream API makes the responder write nothing there', async () => {
+    const jsmAdmin = await jetstreamManager(admin);
+    const before = (await jsmAdmin.streams.info(DEFAULT_SD_STREAM)).state;
+    expect((await games.request('POST', '/games/register', { name: 'mirror', peerId: 'host-1' })).status).toBe(201);
+    const kvAdmin = await new Kvm(admin).open(BUCKET);
+    const game = await kvAdmin.get(gameKey('mirror'));
+    // hd-1 may ping hd-2; it names as reply subject what it may not publish to itself, hoping
+    // hd-2's answer lands there.
+    const peer = await as('hd-1');
+    const targets = [SD_RECORDS_SUBJECT, `$JS.API.STREAM.DELETE.${DEFAULT_SD_STREAM}`, `$JS.API.STREAM.PURGE.KV_${BUCKET}`, `$KV.${BUCKET}.${gameKey('mirror')}`];
+    for (const reply of targets) peer.publish(busSubject('hd-2', '_ping'), '{}', { reply });
+    await peer.flush();
+    await sleep(1_000);
+    const after = (await jsmAdmin.streams.info(DEFAULT_SD_STREAM)).state;
+    expect(after.last_seq).toBe(before.last_seq);
+    expect(after.messages).toBe(before.messages);
+    expect((await kvAdmin.get(gameKey('mirror')))?.revision).toBe(game?.revision);
+    expect(roleLog(stack, 'hd-2')).toMatch(/Permissions Violation/);
+    // hd-2 still answers a real request.
+    expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
   });
 
   it('bus access - the directory stream: only sd appends, nobody but the admin deletes or purges', async () => {

@@ -14,6 +14,7 @@ const p = (name: string): BusPrincipal => {
 const OPERATORS = ['hd-1', 'hd-2', 'public-proxy-eps-1', 'public-proxy-hyper-1'];
 const EVERYONE = principals.map((x) => x.name);
 const NOT_ADMIN = EVERYONE.filter((n) => n !== 'nats-admin');
+const generated = renderNatsConfig(principals, { host: '127.0.0.1', port: 4333, storeDir: '/s', tls: { cert: '/c', key: '/k', ca: '/ca' } });
 
 describe('nats config policy', () => {
   it('nats config policy - the dev settings yield one principal per certificate that uses the bus, and the admin', () => {
@@ -54,11 +55,20 @@ describe('nats config policy', () => {
     expect(mayPublish(p('hd-1'), 'eps.op.hd-2.connectionForward')).toBe(false);
     expect(mayPublish(p('public-proxy-eps-1'), 'eps.op.hd-2._ping')).toBe(false);
     expect(mayPublish(p('sd-1'), 'eps.op.hd-2._ping')).toBe(false);
-    // Answers go only through allow_responses: nobody but the admin publishes into an inbox.
-    for (const who of NOT_ADMIN) for (const other of EVERYONE) expect(mayPublish(p(who), `_INBOX_${other}.x.1`), `${who} into ${other}`).toBe(false);
-    for (const op of OPERATORS) expect(p(op).allowResponses).toBe(true);
-    expect(p('sd-1').allowResponses).toBe(false);
-    expect(p('games-1').allowResponses).toBe(false);
+  });
+
+  it('nats config policy - answers go only into the inboxes of those who may ask (and the admin), nowhere else', () => {
+    const inboxes = (who: string) => p(who).publish.filter((s) => s.startsWith('_INBOX'));
+    // hd-2 is asked by peers (_ping) and proxies (connectionForward).
+    expect(inboxes('hd-2')).toEqual(['_INBOX_hd-1.>', '_INBOX_hd-2.>', '_INBOX_nats-admin.>', '_INBOX_public-proxy-eps-1.>', '_INBOX_public-proxy-hyper-1.>']);
+    // The proxy is asked by peers (connectionRequest, _ping) and, for relays, by games.
+    expect(inboxes('public-proxy-eps-1')).toEqual(['_INBOX_games-1.>', '_INBOX_hd-1.>', '_INBOX_hd-2.>', '_INBOX_nats-admin.>']);
+    expect(inboxes('sd-1')).toEqual([]);
+    expect(inboxes('games-1')).toEqual([]);
+    // No responder may answer into a subject that is no inbox: a request naming the directory
+    // stream, the bucket or the JetStream API as its reply subject gets no write there.
+    expect(generated).not.toContain('allow_responses');
+    for (const who of NOT_ADMIN.filter((n) => n !== 'sd-1')) expect(mayPublish(p(who), 'eps.sd.records'), who).toBe(false);
   });
 
   it('nats config policy - only sd writes the directory stream; every operator and sd may read it', () => {
