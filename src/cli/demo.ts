@@ -9,13 +9,13 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
-import { connect as natsConnect } from '@nats-io/transport-node';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
 import { splitHostPort } from '../core/dial.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { writeNatsConfig } from '../natsconf/generate.js';
+import { probeSecuredBus } from '../natsconf/probe.js';
 
 /** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
 async function duel(name: string, extra: string[]): Promise<string[]> {
@@ -45,31 +45,10 @@ function answers(hostPort: string): Promise<boolean> {
   });
 }
 
-/**
- * Whether what answers at the bus URL is our secured nats-server (one a previous demo left
- * running): it must speak TLS, trust our root and take the bus admin's certificate. An open
- * nats-server, or anything else, is not used: every process would fail to connect to it, or worse,
- * talk on a bus anyone can read.
- */
-async function isOurSecuredBus(url: string): Promise<{ ours: boolean; why: string }> {
-  try {
-    const nc = await natsConnect({
-      servers: url,
-      tls: { certFile: join(certs, 'nats-admin.crt'), keyFile: join(certs, 'nats-admin.key'), caFile: join(certs, 'root.crt') },
-      maxReconnectAttempts: 0,
-      timeout: 3000,
-    });
-    await nc.close();
-    return { ours: true, why: '' };
-  } catch (err) {
-    return { ours: false, why: (err as Error).message };
-  }
-}
-
 let nats: ChildProcess | undefined;
 const natsHostPort = new URL(natsUrl.replace(/^(nats|tls):/, 'http:')).host;
 if (await answers(natsHostPort)) {
-  const check = await isOurSecuredBus(natsUrl);
+  const check = await probeSecuredBus(natsUrl, certs);
   if (!check.ours) {
     console.error(
       `demo: ${natsHostPort} is taken by something that is not the secured dev nats-server (${check.why}).\n` +

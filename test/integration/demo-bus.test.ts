@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitForPort } from '../../src/devstack/stack.js';
-import { NATS_SERVER_BIN } from '../helpers/nats-server.js';
+import { probeSecuredBus } from '../../src/natsconf/probe.js';
+import { DEV_CERTS, NATS_SERVER_BIN, TestNatsServer } from '../helpers/nats-server.js';
 import { freePort } from '../helpers/ports.js';
 
 // `make demo` must not run on an open bus that happens to answer at its URL (the machines here
@@ -38,5 +39,17 @@ describe('demo bus', () => {
     expect(r.code).toBe(1);
     expect(r.out).toContain(`127.0.0.1:${openPort} is taken by something that is not the secured dev nats-server`);
     expect(r.out).toMatch(/does not support 'tls'/);
+  });
+
+  it('demo bus - the demo recognises a secured server of ours, and nothing else, as its bus', async () => {
+    const secured = await TestNatsServer.start();
+    try {
+      expect(await probeSecuredBus(secured.url, DEV_CERTS)).toEqual({ ours: true, why: '' });
+      expect((await probeSecuredBus(`nats://127.0.0.1:${openPort}`, DEV_CERTS)).ours).toBe(false);
+      // Ours only for a principal it knows: a certificate it maps to no user is refused.
+      expect(await probeSecuredBus(secured.url, DEV_CERTS, 'public-proxy-1')).toMatchObject({ ours: false, why: expect.stringMatching(/Authorization Violation/i) });
+    } finally {
+      await secured.stop();
+    }
   });
 });
