@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,6 @@ import {
 } from '../../src/bus/envelope.js';
 import { canonicalJson } from '../../src/core/canonical-json.js';
 import type { RpcError } from '../../src/core/errors.js';
-import { connectBus } from '../../src/core/nats.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 import { waitFor } from './helpers.js';
@@ -199,8 +198,10 @@ describe('hostile bus envelopes over NATS', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    serverNc = await connectBus(nats.url, 'hostile-bus-server', log);
-    attacker = await connect({ servers: nats.url });
+    serverNc = await nats.connectAs(SELF);
+    // The bus refuses strangers (test/hostile/bus-access.test.ts); these attacks come from a
+    // principal that may reach every method of hd-2, to pin the envelope checks behind the bus.
+    attacker = await nats.admin();
     bus = new Bus({
       nc: serverNc,
       signer: createSigner(SELF, pem('hd-2.key')),
@@ -343,8 +344,11 @@ describe('hostile bus replies', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    [callerNc, serverNc] = await Promise.all([connectBus(nats.url, 'caller', log), connectBus(nats.url, 'server', log)]);
-    attacker = await connect({ servers: nats.url });
+    [callerNc, serverNc] = await Promise.all([nats.connectAs('hd-1'), nats.connectAs('hd-2')]);
+    // On the secured bus a stranger can neither hear hd-2's requests nor answer into hd-1's inbox
+    // (test/hostile/bus-access.test.ts); the admin plays an insider who can, to show that the
+    // reply checks hold even then.
+    attacker = await nats.admin();
     const collect = { write: (line: string) => void warnings.push(JSON.parse(line) as Obj) };
     caller = busFor(callerNc, 'hd-1', pino({ level: 'warn' }, collect));
     server = busFor(serverNc, 'hd-2');

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { freePort } from '../helpers/ports.js';
+import { DEV_CERTS } from '../helpers/nats-server.js';
 
 const certs = resolve('settings/dev/certs');
 
@@ -55,6 +56,8 @@ export class GamesProcess {
         `stun: { host: 127.0.0.1, port: ${stunPort} }`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
+        // The games principal's certificate; the test's nats-server must allow opts.bucket.
+        `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/games-1.crt, key: ${DEV_CERTS}/games-1.key }`,
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
         ...(opts.relayProxy
           ? [

@@ -9,7 +9,7 @@ describe('games settings', () => {
     expect(s.http).toMatchObject({ host: '0.0.0.0', port: 8000, bodyLimit: 16384, rateLimit: { max: 300, windowMs: 60000 } });
     expect(s.stun).toMatchObject({ host: '0.0.0.0', port: 3478, fingerprint: true });
     expect(s.games).toMatchObject({ bucket: 'EPS_GAMES', hostPollTimeoutMs: 30000, maxGuests: 32 });
-    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4222');
+    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4333');
     expect(natsUrl(s, { NATS_URL: 'nats://10.0.0.1:4222' })).toBe('nats://10.0.0.1:4222');
   });
 
