@@ -15,6 +15,7 @@ import {
   type ResponseEnvelope,
 } from '../../src/bus/envelope.js';
 import { canonicalJson } from '../../src/core/canonical-json.js';
+import { inboxPrefixOf } from '../../src/core/nats.js';
 import type { RpcError } from '../../src/core/errors.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
@@ -381,7 +382,7 @@ describe('hostile bus replies', () => {
 
   it('bus - a call answered first with every kind of junk still returns the real answer, and each junk reply is logged', async () => {
     // A genuine exchange the attacker records, to replay later.
-    const spy = attacker.subscribe('_INBOX.>', { callback: (_e, m) => {
+    const spy = attacker.subscribe(`${inboxPrefixOf('hd-1')}.>`, { callback: (_e, m) => {
         captured ??= m.data;
       },
     });

@@ -170,9 +170,8 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
         'nats: { url: nats://127.0.0.1:4222 }',
         `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/games-1.crt, key: ${DEV_CERTS}/games-1.key }`,
         `games: { bucket: GAMES_NS_${sfx} }`,
+        // The rendezvous signs relay requests as games-1 (the tls above) and checks the proxy's grants.
         'relay: { proxy: public-proxy-eps-1 }',
-        // The rendezvous signs relay requests as games-1 and checks the proxy's grants.
-        `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
         'directory: { url: "https://127.0.0.1:3322/jsonrpc", serverName: sd-1 }',
       ].join('\n'),
     );

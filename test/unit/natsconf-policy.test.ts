@@ -64,7 +64,8 @@ describe('nats config policy', () => {
     // The proxy is asked by peers (connectionRequest, _ping) and, for relays, by games.
     expect(inboxes('public-proxy-eps-1')).toEqual(['_INBOX_games-1.>', '_INBOX_hd-1.>', '_INBOX_hd-2.>', '_INBOX_nats-admin.>']);
     expect(inboxes('sd-1')).toEqual([]);
-    expect(inboxes('games-1')).toEqual([]);
+    // games-1 is an operator (it asks the proxy for relays) whom nobody but the admin asks anything.
+    expect(inboxes('games-1')).toEqual(['_INBOX_nats-admin.>']);
     // No responder may answer into a subject that is no inbox: a request naming the directory
     // stream, the bucket or the JetStream API as its reply subject gets no write there.
     expect(generated).not.toContain('allow_responses');
@@ -74,12 +75,13 @@ describe('nats config policy', () => {
   it('nats config policy - only sd writes the directory stream; every operator and sd may read it', () => {
     for (const who of EVERYONE) expect(mayPublish(p(who), 'eps.sd.records'), who).toBe(['sd-1', 'nats-admin'].includes(who));
     for (const who of EVERYONE) expect(mayPublish(p(who), '$JS.API.STREAM.CREATE.EPS_SD_RECORDS'), who).toBe(['sd-1', 'nats-admin'].includes(who));
-    for (const who of [...OPERATORS, 'sd-1']) {
+    for (const who of [...OPERATORS, 'sd-1', 'games-1']) {
       expect(mayPublish(p(who), '$JS.API.STREAM.INFO.EPS_SD_RECORDS'), who).toBe(true);
       expect(mayPublish(p(who), '$JS.API.CONSUMER.CREATE.EPS_SD_RECORDS.abc.eps.sd.records'), who).toBe(true);
       expect(mayPublish(p(who), '$JS.API.CONSUMER.MSG.NEXT.EPS_SD_RECORDS.abc'), who).toBe(true);
     }
-    expect(mayPublish(p('games-1'), '$JS.API.STREAM.INFO.EPS_SD_RECORDS')).toBe(false);
+    // Reading is all it is: no consumer of the stream may change it.
+    for (const who of NOT_ADMIN.filter((n) => n !== 'sd-1')) expect(mayPublish(p(who), '$JS.API.STREAM.UPDATE.EPS_SD_RECORDS'), who).toBe(false);
   });
 
   it('nats config policy - only games principals touch the games bucket', () => {
