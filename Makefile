@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install build certs nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
+.PHONY: demo test install build certs nats-config nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -11,9 +11,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 build: install
 	npx tsc -p tsconfig.json
 
-certs: $(CERTS)/root.crt $(CERTS)/sd-admin.crt
-$(CERTS)/root.crt $(CERTS)/sd-admin.crt:
+CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt
+certs: $(CERT_FILES)
+$(CERT_FILES):
 	bash scripts/make-certs.sh $(CERTS)
+
+## nats-server's configuration (settings/dev/nats/nats.conf), generated from the directory and the
+## roles: TLS with client certificates, one user per principal, least privilege. Cheap: always rerun.
+nats-config: certs build
+	node dist/src/cli/nats-config.js
 
 nats-server:
 	@bash scripts/ensure-nats-server.sh >/dev/null
@@ -27,11 +33,11 @@ chromium:
 	@bash scripts/ensure-chromium.sh >/dev/null || true
 
 ## Install everything, start the whole stack, ping hd-2 through the proxy, run until Ctrl-C.
-demo: install nats-server certs build
+demo: install nats-server certs build nats-config
 	node dist/src/cli/demo.js
 
 ## Install everything and run the whole test suite.
-test: install nats-server coturn chromium certs build
+test: install nats-server coturn chromium certs build nats-config
 	npx tsc -p tsconfig.test.json
 	npx vitest run
 

@@ -4,7 +4,9 @@ import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { packageRoot } from '../src/core/package-root.js';
 import { waitForPort } from '../src/devstack/stack.js';
+import { writeNatsConfig } from '../src/natsconf/generate.js';
 
 // What a host poll costs under load: one real `games run` process (the CLI from dist/, as a user
 // starts it) on a real nats-server with JetStream, hammered by autocannon. Every POST /games/poll
@@ -25,6 +27,7 @@ const SPREAD_GAMES = CONNECTIONS;
 const HOT_GAMES = Number(process.env.BENCH_HOT_GAMES ?? 5);
 const GUESTS_PER_GAME = 2;
 const NATS_BIN = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p)) ?? 'nats-server';
+const CERTS = join(packageRoot, 'settings/dev/certs');
 
 // autocannon ships no types; this is the slice of its programmatic API used here.
 interface CannonRequest {
@@ -101,7 +104,10 @@ async function startNats(): Promise<string> {
   const port = await freePort();
   const store = mkdtempSync(join(tmpdir(), 'bench-nats-'));
   dirs.push(store);
-  const child = spawn(NATS_BIN, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', store], { stdio: 'ignore' });
+  // The bus as deployed: TLS, client certificates, the generated permissions.
+  const config = join(store, 'nats.conf');
+  writeNatsConfig(config, { settings: join(packageRoot, 'settings/dev'), host: '127.0.0.1', port, storeDir: join(store, 'js'), extraBuckets: ['BENCH_GAMES'] });
+  const child = spawn(NATS_BIN, ['-c', config], { stdio: 'ignore' });
   children.push(child);
   await waitForPort(port, 10_000);
   return `nats://127.0.0.1:${port}`;
@@ -120,6 +126,7 @@ async function startGames(natsUrl: string): Promise<{ base: string; log: () => s
       `http: { host: 127.0.0.1, port: ${httpPort}, rateLimit: { max: 1000000000, windowMs: 60000 } }`,
       `stun: { host: 127.0.0.1, port: ${stunPort} }`,
       `nats: { url: ${natsUrl} }`,
+      `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
       // Hosts that stop polling between scenarios must not expire mid-bench.
       'games: { bucket: BENCH_GAMES, hostPollTimeoutMs: 600000, sweepIntervalMs: 5000 }',
     ].join('\n'),

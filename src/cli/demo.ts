@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// `make demo`: the seed's five shells in one command. Starts nats-server when none answers, then
+// `make demo`: the seed's five shells in one command. Starts the secured nats-server (generated
+// configuration, its own port 4333) unless ours already answers there, then
 // sd, the proxy and the three EPS servers, runs sd-setup, pings hd-2 through the proxy from
 // hd-1's gateway, prints the answer and the curl command to try; then starts the games
 // rendezvous and has a host and a guest meet through it twice (punched, then relayed by the
 // proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
@@ -14,6 +14,8 @@ import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
+import { writeNatsConfig } from '../natsconf/generate.js';
+import { probeSecuredBus } from '../natsconf/probe.js';
 
 /** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
 async function duel(name: string, extra: string[]): Promise<string[]> {
@@ -44,15 +46,29 @@ function answers(hostPort: string): Promise<boolean> {
 }
 
 let nats: ChildProcess | undefined;
-const natsHostPort = new URL(natsUrl.replace(/^nats:/, 'http:')).host;
+const natsHostPort = new URL(natsUrl.replace(/^(nats|tls):/, 'http:')).host;
 if (await answers(natsHostPort)) {
-  console.log(`using the nats-server that answers at ${natsUrl}`);
+  const check = await probeSecuredBus(natsUrl, certs);
+  if (!check.ours) {
+    console.error(
+      `demo: ${natsHostPort} is taken by something that is not the secured dev nats-server (${check.why}).\n` +
+        'The demo runs its own nats-server with TLS, client certificates and the generated permissions ' +
+        '(settings/dev/nats/nats.conf); it does not fall back to an open bus. Stop what listens there, ' +
+        'or point NATS_URL at a free port (the demo starts its server there).',
+    );
+    process.exit(1);
+  }
+  console.log(`using the secured nats-server that answers at ${natsUrl}`);
 } else {
   const bin = execFileSync('bash', [join(packageRoot, 'scripts/ensure-nats-server.sh')], { encoding: 'utf8' }).trim();
   const { host, port } = parseHostPort(natsHostPort);
-  nats = spawn(bin, ['-a', host, '-p', String(port), '-js', '-sd', mkdtempSync(join(tmpdir(), 'eps-demo-nats-'))], { stdio: 'ignore' });
+  // Generated for this URL (make nats-config writes the same file for the default one).
+  const config = join(packageRoot, 'settings/dev/nats/nats.conf');
+  const store = join(packageRoot, '.demo/nats');
+  writeNatsConfig(config, { settings: join(packageRoot, 'settings/dev'), host, port, storeDir: store });
+  nats = spawn(bin, ['-c', config], { stdio: 'ignore' });
   await waitForPort(port, 10_000, host);
-  console.log(`started nats-server (${bin}) at ${natsUrl}`);
+  console.log(`started nats-server (${bin}) at ${natsUrl} with ${config} (TLS, client certificates, store in ${store})`);
 }
 
 const stack = new DevStack({ natsUrl, ports: DEV_PORTS, logDir });

@@ -1,16 +1,15 @@
 #!/usr/bin/env node
-import { readFileSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { second } from '../core/constants.js';
 import { RpcError } from '../core/errors.js';
 import { createRootLogger } from '../core/logger.js';
 import { callJsonRpc, type JsonRpcClientOptions } from '../jsonrpc/client.js';
 import { canonicalJson, recordHash, signRecord } from '../directory/records.js';
-import { recordDataSchema, type RecordData } from '../directory/types.js';
+import { readRecordFiles } from '../directory/record-files.js';
 import type { Tip } from '../directory/chain.js';
 
 // Signs the dev directory records and submits those the chain does not hold yet, so running it
@@ -28,39 +27,6 @@ const USAGE = `usage: sd-setup [--records DIR] [--certs DIR] [--signer NAME] [--
 /** The sd may still be starting (make targets run in parallel): keep trying this long. */
 const DEFAULT_WAIT_S = 30;
 const RETRY_MS = 500;
-
-/** `$DIR` is the folder of the file, as in settings files. */
-function expandDir(value: unknown, dir: string): unknown {
-  if (typeof value === 'string') return value.replaceAll('$DIR', dir);
-  if (Array.isArray(value)) return value.map((v) => expandDir(v, dir));
-  if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandDir(v, dir)]));
-  return value;
-}
-
-function readRecordFiles(dir: string): RecordData[] {
-  const files = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
-  return files.flatMap((name) => {
-    const file = join(dir, name);
-    const doc: unknown = parseYaml(readFileSync(file, 'utf8'));
-    if (doc === null || doc === undefined) return [];
-    if (!Array.isArray(doc)) throw new Error(`${file}: expected a list of records`);
-    return doc.map((item, i) => {
-      const expanded = expandDir(item, resolve(dir)) as Record<string, unknown> | null;
-      if (expanded && expanded.kind === 'operator' && typeof expanded.certificate === 'string' && !expanded.certificate.includes('BEGIN CERTIFICATE')) {
-        try {
-          expanded.certificate = readFileSync(expanded.certificate, 'utf8');
-        } catch (err) {
-          throw new Error(`${file}: record ${i}: cannot read certificate ${expanded.certificate}: ${(err as Error).message}`);
-        }
-      }
-      const checked = recordDataSchema.safeParse(expanded);
-      if (!checked.success) {
-        throw new Error(`${file}: record ${i}: ${checked.error.issues.map((x) => `${x.path.join('.')}: ${x.message}`).join('; ')}`);
-      }
-      return checked.data;
-    });
-  });
-}
 
 const recordsResult = z.object({ records: z.array(z.object({ record: z.object({ data: z.unknown() }) })), tip: z.object({ seq: z.number(), hash: z.string() }) });
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { createRootLogger, type Logger } from '../core/logger.js';
 import { connectBus, type NatsConnection } from '../core/nats.js';
+import { readTlsMaterial } from '../core/tls-material.js';
 import { loadSettings, SettingsError } from '../settings/load.js';
 import { natsUrl, sdSettingsSchema, type SdSettings } from '../settings/schemas.js';
 import { startSd } from '../directory/sd-server.js';
@@ -11,7 +13,7 @@ import { damageMessage } from '../directory/damage.js';
 import { deleteStream, scanStream, truncateStream, writeBackup } from '../directory/repair.js';
 
 const USAGE = `usage: sd run
-       sd repair [--reset] [--yes] [--backup DIR]
+       sd repair [--reset] [--yes] [--backup DIR] [--admin-cert FILE --admin-key FILE]
 
   run     Runs the service directory.
   repair  Checks the record stream as the sd replays it. If a record does not verify, shows what
@@ -20,7 +22,8 @@ const USAGE = `usage: sd run
           (default: the system's temporary folder).
           --reset deletes the whole stream instead (development: a directory written under other
           certificates); the sd recreates it empty, and sd-setup fills it again.
-          Without --yes nothing is changed.
+          Without --yes nothing is changed. It connects to the bus as its admin principal
+          (nats-admin.crt/.key beside the sd's certificate unless --admin-cert/--admin-key).
 
   Settings come from the role folders in SD_SETTINGS (colon-separated), e.g.
   SD_SETTINGS=settings/dev/roles/sd-1 sd run. NATS_URL overrides nats.url.`;
@@ -38,17 +41,24 @@ function readSettings(): SdSettings {
 }
 
 /**
- * The repair deletes and recreates the directory stream, which only an admin principal may do
- * once the bus enforces per-principal permissions: this is the one place to connect as it.
+ * The repair deletes and recreates the directory stream, which only the bus admin principal may
+ * do (the sd itself may only append): this is the one place to connect as it. Its certificate is
+ * the one `make certs` writes beside the sd's, unless --admin-cert/--admin-key name another.
  */
-function connectAsStreamAdmin(settings: SdSettings, log: Logger): Promise<NatsConnection> {
-  return connectBus(natsUrl(settings), `${settings.name}-repair`, log);
+function connectAsStreamAdmin(settings: SdSettings, admin: { cert?: string; key?: string }, log: Logger): Promise<NatsConnection> {
+  const certs = dirname(settings.tls.cert);
+  const tls = readTlsMaterial({
+    ca: settings.tls.ca,
+    cert: admin.cert ?? join(certs, 'nats-admin.crt'),
+    key: admin.key ?? join(certs, 'nats-admin.key'),
+  });
+  return connectBus({ url: natsUrl(settings), name: `${settings.name}-repair`, tls }, log);
 }
 
 async function run(): Promise<void> {
   const log = createRootLogger('sd');
   const settings = readSettings();
-  const nc = await connectBus(natsUrl(settings), settings.name, log);
+  const nc = await connectBus({ url: natsUrl(settings), name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
   const sd = await startSd(settings, nc, log);
 
   let stopping = false;
@@ -73,12 +83,18 @@ async function run(): Promise<void> {
 async function repair(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { yes: { type: 'boolean', default: false }, reset: { type: 'boolean', default: false }, backup: { type: 'string', default: tmpdir() } },
+    options: {
+      yes: { type: 'boolean', default: false },
+      reset: { type: 'boolean', default: false },
+      backup: { type: 'string', default: tmpdir() },
+      'admin-cert': { type: 'string' },
+      'admin-key': { type: 'string' },
+    },
   });
   const settings = readSettings();
   const out = (line: string) => process.stdout.write(`${line}\n`);
   const log = createRootLogger('sd-repair', process.env.LOG_LEVEL ?? 'warn');
-  const nc = await connectAsStreamAdmin(settings, log);
+  const nc = await connectAsStreamAdmin(settings, { cert: values['admin-cert'], key: values['admin-key'] }, log);
   try {
     const stream = settings.stream;
     const scan = await scanStream(nc, stream, { rootCa: readFileSync(settings.tls.ca), anyCodeSigningCert: true });

@@ -35,7 +35,8 @@ export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /** Bus envelopes above this are refused before their signature is checked. */
 export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;
 
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+/** The dev bus: its own port, so an open nats-server on 4222 is never used by mistake. */
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4333';
 
 /** Finished sessions the inspector keeps listed: enough to look back over a burst, a few MB at most. */
 export const DEFAULT_INSPECTOR_MAX_FINISHED = 200;

@@ -1,20 +1,68 @@
+import { X509Certificate } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from './logger.js';
+import { commonNameOf, type TlsMaterial } from './tls-material.js';
 
 export type { NatsConnection };
 
+export interface BusConnectOptions {
+  /** nats://host:port; the server requires TLS, which the client upgrades to after INFO. */
+  url: string;
+  /** The connection's name as nats-server shows it (monitoring, logs). */
+  name: string;
+  /** The role's certificate: nats-server verifies it against `ca` and maps it to a principal. */
+  tls: Pick<TlsMaterial, 'ca' | 'cert' | 'key'>;
+}
+
 /**
- * Connects to the bus and keeps reconnecting forever: a bus outage fails in-flight requests
- * (their callers see a clear error) but never takes a process down.
+ * The user nats-server's `verify_and_map` finds for a certificate: it tries the DNS names of the
+ * subject alternative name before the subject, and every certificate of the dev PKI carries its
+ * name as both CN and DNS SAN. The config generator names users with this same function.
  */
-export async function connectBus(url: string, name: string, log: Logger): Promise<NatsConnection> {
-  const nc = await connect({
-    servers: url,
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-  });
+export function busPrincipalOf(cert: Buffer | string): string {
+  const x509 = new X509Certificate(cert);
+  const dns = (x509.subjectAltName ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .find((s) => s.startsWith('DNS:'));
+  return dns ? dns.slice(4) : commonNameOf(x509);
+}
+
+/**
+ * Each principal's replies arrive under its own prefix, so the server can let it subscribe to
+ * its own inboxes only: nobody else can read its replies, and nobody can publish into them
+ * except as a response (allow_responses) to a request it made.
+ */
+export function inboxPrefixOf(principal: string): string {
+  return `_INBOX_${subjectToken(principal)}`;
+}
+
+/**
+ * Connects to the bus as the principal the role's certificate maps to, and keeps reconnecting
+ * forever: a bus outage fails in-flight requests (their callers see a clear error) but never
+ * takes a process down. A refused certificate or an unknown principal fails the first connect.
+ */
+export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<NatsConnection> {
+  const principal = busPrincipalOf(opts.tls.cert);
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: opts.url,
+      name: opts.name,
+      tls: { ca: opts.tls.ca.toString(), cert: opts.tls.cert.toString(), key: opts.tls.key.toString() },
+      inboxPrefix: inboxPrefixOf(principal),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      waitOnFirstConnect: true,
+    });
+  } catch (err) {
+    // Most often a bus without TLS, or one whose generated configuration lacks this principal.
+    throw new Error(
+      `the bus at ${opts.url} refused ${principal}: ${(err as Error).message} ` +
+        '(the bus must be the nats-server running the generated configuration: `make nats-config`)',
+      { cause: err },
+    );
+  }
   const link: Link = { connected: true, waiters: new Set() };
   links.set(nc, link);
   void (async () => {
@@ -29,7 +77,7 @@ export async function connectBus(url: string, name: string, log: Logger): Promis
       } else if (s.type === 'error') log.error({ err: s.error }, 'bus error');
     }
   })();
-  log.info({ url }, 'bus connected');
+  log.info({ url: opts.url, principal }, 'bus connected');
   return nc;
 }
 

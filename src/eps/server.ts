@@ -29,7 +29,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
   if (tls.commonName !== self) {
     throw new Error(`settings name ${self} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
-  const nc = await connectBus(natsUrl(settings), `eps:${self}`, log);
+  const nc = await connectBus({ url: natsUrl(settings), name: `eps:${self}`, tls }, log);
   const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log: log.child({ component: 'directory' }) });
   await directory.start();
 

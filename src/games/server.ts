@@ -35,7 +35,7 @@ export interface RunningGames {
  * them can run behind a load balancer.
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
-  const nc = await connectBus(natsUrl(settings, env), settings.name, log.child({ component: 'bus' }));
+  const nc = await connectBus({ url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls) }, log.child({ component: 'bus' }));
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
   const store = await KvGameStore.open(nc, settings.games.bucket);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
@@ -106,7 +106,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
  * proxy's grants. Until the directory has loaded, a relay request fails as an unverifiable reply.
  */
 function startRelayBus(settings: GamesSettings, nc: NatsConnection, log: Logger): { bus: Bus; directory: DirectoryClient } {
-  if (!settings.tls || !settings.directory) throw new Error('relay needs tls and directory settings');
+  if (!settings.directory) throw new Error('relay needs directory settings');
   const tls = readTlsMaterial(settings.tls);
   const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
   directory.start();

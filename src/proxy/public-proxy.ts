@@ -34,7 +34,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   if (tls.commonName !== settings.operator) {
     throw new Error(`operator ${settings.operator} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
-  const nc = await connectBus(natsUrl(settings), `proxy:${settings.name}`, log);
+  const nc = await connectBus({ url: natsUrl(settings), name: `proxy:${settings.name}`, tls }, log);
   const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
   directory.start();
   const bus = new Bus({

@@ -27,10 +27,11 @@ const gamesSettingsFields = z.strictObject({
   name: z.string().min(1),
   nats: natsSchema,
   /**
-   * The rendezvous operator's certificate and key (dev: games-1): it signs relay requests on the
-   * bus as that operator (the certificate's CN), and checks the proxy's signed grants.
+   * The rendezvous operator's certificate and key (dev: games-1): nats-server maps it to the games
+   * principal, and the rendezvous signs relay requests on the bus as that operator (the
+   * certificate's CN) and checks the proxy's signed grants.
    */
-  tls: tlsSchema.optional(),
+  tls: tlsSchema,
   /** Where the service directory answers: the proxy's grants are checked against it. */
   directory: directoryClientSchema.optional(),
   envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
@@ -73,10 +74,9 @@ const gamesSettingsFields = z.strictObject({
     .optional(),
 });
 
-/** A relay is asked for on the signed bus: the rendezvous needs an operator identity and the directory. */
+/** A relay is asked for on the signed bus: the rendezvous checks the proxy's grants against the directory. */
 export const gamesSettingsSchema = gamesSettingsFields.superRefine((s, ctx) => {
   if (!s.relay) return;
-  if (!s.tls) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'relay is set: the rendezvous signs relay requests, so set tls { ca, cert, key }' });
   if (!s.directory) ctx.addIssue({ code: 'custom', path: ['directory'], message: 'relay is set: the proxy\'s grants are checked against the directory, so set directory { url }' });
 });
 export type GamesSettings = z.infer<typeof gamesSettingsSchema>;

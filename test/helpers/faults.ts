@@ -11,6 +11,7 @@ import { encodePreamble } from '../../src/core/splice-wire.js';
 import { connectBus, type NatsConnection } from '../../src/core/nats.js';
 import { readTlsMaterial } from '../../src/core/tls-material.js';
 import { DirectoryClient } from '../../src/directory/client.js';
+import { TestNatsServer } from './nats-server.js';
 import { callJsonRpc } from '../../src/jsonrpc/client.js';
 import { DevStack, waitForPort, type RoleName } from '../../src/devstack/stack.js';
 import { CERTS, freePorts, metricValue, metrics } from './stack.js';
@@ -167,6 +168,11 @@ export const HYPER_AS_PEER = `
     - { group: proxies, methods: [connectionForward] }
 `;
 
+/** The file's nats-server: its generated permissions include HYPER_AS_PEER, which the stack adds. */
+export function startFaultNats(): Promise<TestNatsServer> {
+  return TestNatsServer.start({ records: HYPER_AS_PEER });
+}
+
 /**
  * Runs the real sd-setup on the dev records plus `extraYaml` (appended as the last file) and
  * returns its output; it appends only what the chain lacks.
@@ -220,8 +226,8 @@ export class BusClientAsHd1 {
 
   static async connect(natsUrl: string, stack: DevStack): Promise<BusClientAsHd1> {
     const log = pino({ level: 'silent' });
-    const nc = await connectBus(natsUrl, 'faults-test-a', log);
     const tls = hd1Tls();
+    const nc = await connectBus({ url: natsUrl, name: 'faults-test-a', tls }, log);
     const directory = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls, nc, log });
     directory.start();
     await directory.ready();

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,8 +15,8 @@ import {
   type ResponseEnvelope,
 } from '../../src/bus/envelope.js';
 import { canonicalJson } from '../../src/core/canonical-json.js';
+import { inboxPrefixOf } from '../../src/core/nats.js';
 import type { RpcError } from '../../src/core/errors.js';
-import { connectBus } from '../../src/core/nats.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 import { waitFor } from './helpers.js';
@@ -199,8 +199,10 @@ describe('hostile bus envelopes over NATS', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    serverNc = await connectBus(nats.url, 'hostile-bus-server', log);
-    attacker = await connect({ servers: nats.url });
+    serverNc = await nats.connectAs(SELF);
+    // The bus refuses strangers (test/hostile/bus-access.test.ts); these attacks come from a
+    // principal that may reach every method of hd-2, to pin the envelope checks behind the bus.
+    attacker = await nats.admin();
     bus = new Bus({
       nc: serverNc,
       signer: createSigner(SELF, pem('hd-2.key')),
@@ -343,8 +345,11 @@ describe('hostile bus replies', () => {
 
   beforeAll(async () => {
     nats = await TestNatsServer.start();
-    [callerNc, serverNc] = await Promise.all([connectBus(nats.url, 'caller', log), connectBus(nats.url, 'server', log)]);
-    attacker = await connect({ servers: nats.url });
+    [callerNc, serverNc] = await Promise.all([nats.connectAs('hd-1'), nats.connectAs('hd-2')]);
+    // On the secured bus a stranger can neither hear hd-2's requests nor answer into hd-1's inbox
+    // (test/hostile/bus-access.test.ts); the admin plays an insider who can, to show that the
+    // reply checks hold even then.
+    attacker = await nats.admin();
     const collect = { write: (line: string) => void warnings.push(JSON.parse(line) as Obj) };
     caller = busFor(callerNc, 'hd-1', pino({ level: 'warn' }, collect));
     server = busFor(serverNc, 'hd-2');
@@ -377,7 +382,7 @@ describe('hostile bus replies', () => {
 
   it('bus - a call answered first with every kind of junk still returns the real answer, and each junk reply is logged', async () => {
     // A genuine exchange the attacker records, to replay later.
-    const spy = attacker.subscribe('_INBOX.>', { callback: (_e, m) => {
+    const spy = attacker.subscribe(`${inboxPrefixOf('hd-1')}.>`, { callback: (_e, m) => {
         captured ??= m.data;
       },
     });

@@ -174,7 +174,7 @@ describe('hostile directory records against a real sd', () => {
   const rpc = <T>(method: string, params: unknown) => callJsonRpc<T>({ url, serverName: 'sd-1', tls, timeoutMs: 5_000 }, method, params);
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await TestNatsServer.start({ streams: ['SD_HOSTILE'] });
     const port = await freePort();
     url = `https://127.0.0.1:${port}/jsonrpc`;
     roleDir = mkdtempSync(join(tmpdir(), 'eps-hostile-sd-'));

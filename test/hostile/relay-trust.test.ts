@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { resolve } from 'node:path';
-import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busSubject } from '../../src/bus/bus.js';
 import { createSigner, sealEnvelope, type ResponseEnvelope } from '../../src/bus/envelope.js';
@@ -103,7 +103,7 @@ const counted = (socket: Socket) => {
 };
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ buckets: [`GAMES_T${process.pid}`] });
   ports = await freePorts();
   stack = new DevStack({
     natsUrl: nats.url,
@@ -119,7 +119,10 @@ beforeAll(async () => {
   await stack.sdSetup();
   await waitForPort(ports.splice, 15_000);
   games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_T${process.pid}`, relayProxy: PROXY, directoryUrl: stack.sdUrl });
-  nc = await connect({ servers: nats.url });
+  // The signing identities below are played over one admin connection: NATS permissions already
+  // keep every principal but the rendezvous off relayRequest (test/hostile/bus-access.test.ts), so
+  // this shows the second wall, the envelope and directory checks, holding on its own.
+  nc = await nats.admin();
   // The proxy serves relayRequest once it holds the directory.
   const bus = requester('games-1');
   const until = Date.now() + 20_000;

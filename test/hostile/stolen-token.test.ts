@@ -1,7 +1,7 @@
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePreamble, parseHostPort, signProof, type Leg } from '../../src/core/splice-wire.js';
 import type { DevStack } from '../../src/devstack/stack.js';
@@ -9,10 +9,12 @@ import { call, proxyMetric, sleep, startFaultStack, waitFor } from '../helpers/f
 import { TestNatsServer } from '../helpers/nats-server.js';
 
 // Issue 9's first attack, replayed on the real stack (CLIs from dist/, a real nats-server): an
-// attacker reads every splice token off the bus (subscribing to everything, as any client of an
-// open nats-server can) and races the real peers to the splice endpoint with them. Each leg's
-// token is now worthless without a proof by that leg's operator key: the thief is refused
-// BAD_PROOF and counted, the token is not spent, and the real peers still splice.
+// attacker reads every splice token off the bus and races the real peers to the splice endpoint
+// with them. A stranger can no longer read the bus (test/hostile/bus-access.test.ts), so the thief here
+// reads it as the bus admin, standing for any way a token still leaks (a compromised principal
+// with broad rights, a log, a debugging session). Each leg's token is worthless without a proof
+// by that leg's operator key: the thief is refused BAD_PROOF and counted, the token is not spent,
+// and the real peers still splice.
 
 const CERTS = 'settings/dev/certs';
 const PROXY = 'public-proxy-eps-1';
@@ -74,7 +76,7 @@ describe('hostile: stolen splice tokens on the real stack', () => {
     stack = await startFaultStack(nats.url, {
       'hd-1': `timeouts: { busRequestMs: 3000, dialMs: 3000, callMs: 3000, channelIdleMs: ${CHANNEL_IDLE_MS} }\n`,
     });
-    sniffer = await natsConnect({ servers: nats.url, name: 'thief' });
+    sniffer = await nats.admin();
     // Every envelope on the bus, requests and replies: the forward to B carries B's token, the
     // proxy's reply to A carries A's.
     sniffer.subscribe('>', {

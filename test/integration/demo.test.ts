@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { readFileSync } from 'node:fs';
 import { createSigner, sealEnvelope, type RequestEnvelope } from '../../src/bus/envelope.js';
 import { busSubject } from '../../src/bus/bus.js';
@@ -62,7 +62,9 @@ describe('seed demo', () => {
   });
 
   it('demo - a forged bus envelope is rejected and logged', async () => {
-    const nc: NatsConnection = await connect({ servers: nats.url });
+    // Only the proxy's principal may publish connectionForward to hd-2 (test/hostile/bus-access.test.ts);
+    // the admin carries the forgery so it reaches hd-2's envelope check behind the bus's.
+    const nc: NatsConnection = await nats.admin();
     try {
       // Signed with hd-1's key but claiming to come from the proxy operator: hd-2 must refuse it.
       const signer = createSigner('public-proxy-eps-1', readFileSync(`${CERTS}/hd-1.key`));
@@ -87,7 +89,7 @@ describe('Hyper edition', () => {
   it('hyper - `hyper server run` reads HYPER_SETTINGS and answers a signed _ping on the bus', async () => {
     const nats = await TestNatsServer.start();
     const stack = await startStack(nats.url, { order: ['sd-1', 'public-proxy-hyper-1'] });
-    const nc = await connect({ servers: nats.url });
+    const nc = await nats.connectAs('hd-1');
     try {
       const { Bus } = await import('../../src/bus/bus.js');
       const { DirectoryClient } = await import('../../src/directory/client.js');

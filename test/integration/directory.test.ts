@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { connectBus, type NatsConnection } from '../../src/core/nats.js';
+import type { NatsConnection } from '../../src/core/nats.js';
 import { RpcError } from '../../src/core/errors.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { callJsonRpc } from '../../src/jsonrpc/client.js';
@@ -108,7 +108,7 @@ function newClient(url: string, nc: NatsConnection, stream: string) {
 }
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ streams: ['SD_TEST'] });
   sd = new SdProcess(await freePort(), nats.url, 'SD_TEST');
   await sd.start();
 });
@@ -138,7 +138,7 @@ describe('directory', () => {
   });
 
   it('directory - a client started before any record exists picks records up as they arrive over NATS', async () => {
-    const nc = await connectBus(nats.url, 'test-client', silent);
+    const nc = await nats.connectAs('hd-2');
     // Nothing answers at this URL, so whatever the client learns can only come over NATS.
     const client = newClient(`https://127.0.0.1:${await freePort()}/jsonrpc`, nc, 'SD_TEST');
     try {
@@ -222,7 +222,7 @@ describe('directory', () => {
   });
 
   it('directory - records survive an sd restart and clients keep serving entries while it is down', async () => {
-    const nc = await connectBus(nats.url, 'test-client', silent);
+    const nc = await nats.connectAs('hd-2');
     const client = newClient(sd.url, nc, 'SD_TEST');
     try {
       client.start();
@@ -251,9 +251,9 @@ describe('directory', () => {
 
   it('directory - a client started before the sd loads the chain once the sd is up', async () => {
     // A bus of its own: the stream does not exist until this sd creates it.
-    const bus = await TestNatsServer.start();
+    const bus = await TestNatsServer.start({ streams: ['SD_LATE'] });
     const late = new SdProcess(await freePort(), bus.url, 'SD_LATE');
-    const nc = await connectBus(bus.url, 'test-client', silent);
+    const nc = await bus.connectAs('hd-2');
     const client = newClient(late.url, nc, 'SD_LATE');
     try {
       client.start();

@@ -16,6 +16,7 @@ import {
   A_BUS_MS,
   waitFor,
   HYPER_AS_PEER,
+  startFaultNats,
 } from '../helpers/faults.js';
 
 // Fault 1: the bus dies while sessions are waiting for B's answer. A's brokered channel to hd-2
@@ -31,7 +32,7 @@ describe('faults: nats-server', () => {
   let trickle: Trickle | undefined;
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await startFaultNats();
     stack = await startFaultStack(nats.url);
   }, 60_000);
 

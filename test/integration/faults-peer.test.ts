@@ -11,6 +11,7 @@ import {
   proxyMetric,
   startFaultStack,
   waitFor,
+  startFaultNats,
 } from '../helpers/faults.js';
 
 // Fault 3: B (hd-2) dies. With a channel open, A's calls must fail precisely and the proxy must
@@ -28,7 +29,7 @@ describe('faults: B dies', () => {
   let busA: BusClientAsHd1 | undefined;
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await startFaultNats();
     stack = await startFaultStack(nats.url, {
       // One case holds A's confirmation without dialing and kills B: P must still be waiting for A
       // when B's socket closes, so the session ends peerClosedEarly rather than aNeverDialed.

@@ -14,6 +14,7 @@ import {
   A_CALL_MS as CALL_MS,
   waitFor,
   type CallOutcome,
+  startFaultNats,
 } from '../helpers/faults.js';
 
 // Fault 2: the proxy process dies with two brokered channels open (hd-1 → hd-2 and
@@ -37,7 +38,7 @@ describe('faults: public proxy', () => {
   const trickles: Trickle[] = [];
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await startFaultNats();
     stack = await startFaultStack(nats.url);
   }, 60_000);
 

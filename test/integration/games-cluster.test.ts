@@ -1,5 +1,4 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { TestNatsServer } from '../helpers/nats-server.js';
 import { gameKey, type GameRecord } from '../../src/games/game-store.js';
@@ -11,7 +10,13 @@ const GUEST = ['198.51.100.7:5000'];
 let nats: TestNatsServer;
 const running: GamesProcess[] = [];
 let bucketSeq = 0;
-const bucket = () => `GAMES_T${process.pid}_${++bucketSeq}`;
+const bucketName = (n: number) => `GAMES_T${process.pid}_${n}`;
+/** One bucket per test; the bus lets the games principal use these names only. */
+const MAX_BUCKETS = 10;
+const bucket = () => {
+  if (bucketSeq >= MAX_BUCKETS) throw new Error('raise MAX_BUCKETS: the nats-server allows only that many buckets');
+  return bucketName(++bucketSeq);
+};
 
 async function games(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl'>, folder?: string) {
   const p = await GamesProcess.start({ natsUrl: nats.url, ...opts }, folder);
@@ -29,7 +34,7 @@ async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeou
 }
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ buckets: Array.from({ length: MAX_BUCKETS }, (_, i) => bucketName(i + 1)) });
 });
 afterEach(async () => {
   await Promise.all(running.splice(0).map((p) => p.stop()));
@@ -78,7 +83,7 @@ describe('games run (real CLI, real nats-server)', () => {
     expect(after.body!.guests).toHaveLength(11);
 
     // The record in the bucket: the machine's state and context, the secret only as a hash.
-    const nc = await connect({ servers: nats.url });
+    const nc = await nats.admin();
     try {
       const kv = await new Kvm(nc).open(b);
       const record = (await kv.get(gameKey('go')))!.json<GameRecord>();

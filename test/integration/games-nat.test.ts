@@ -24,7 +24,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NATS_SERVER_BIN } from '../helpers/nats-server.js';
+import { DEV_CERTS, NATS_SERVER_BIN, writeTestNatsConfig } from '../helpers/nats-server.js';
 import { resultOf, runPeer } from './games-peer-cli.js';
 
 const run = (cmd: string, args: string[], input?: string) =>
@@ -158,7 +158,9 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     const store = mkdtempSync(join(tmpdir(), 'eps-nats-ns-'));
     const role = mkdtempSync(join(tmpdir(), 'games-role-ns-'));
     dirs.push(store, role);
-    await startIn(NS.pub, [NATS_SERVER_BIN, '-a', '127.0.0.1', '-p', '4222', '-js', '-sd', store], 'Server is ready');
+    // The generated configuration, on the namespace's own loopback.
+    const { configFile } = writeTestNatsConfig(store, 4222, { buckets: [`GAMES_NS_${sfx}`] });
+    await startIn(NS.pub, [NATS_SERVER_BIN, '-c', configFile], 'Server is ready');
     writeFileSync(
       join(role, 'games.yml'),
       [
@@ -166,10 +168,10 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
         'http: { host: 0.0.0.0, port: 8000 }',
         'stun: { host: 0.0.0.0, port: 3478 }',
         'nats: { url: nats://127.0.0.1:4222 }',
+        `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/games-1.crt, key: ${DEV_CERTS}/games-1.key }`,
         `games: { bucket: GAMES_NS_${sfx} }`,
+        // The rendezvous signs relay requests as games-1 (the tls above) and checks the proxy's grants.
         'relay: { proxy: public-proxy-eps-1 }',
-        // The rendezvous signs relay requests as games-1 and checks the proxy's grants.
-        `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
         'directory: { url: "https://127.0.0.1:3322/jsonrpc", serverName: sd-1 }',
       ].join('\n'),
     );

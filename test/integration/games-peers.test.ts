@@ -7,7 +7,7 @@ let nats: TestNatsServer;
 let games: GamesProcess;
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ buckets: [`GAMES_P${process.pid}`] });
   games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_P${process.pid}` });
 });
 afterAll(async () => {

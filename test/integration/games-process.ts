@@ -2,11 +2,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { freePort } from '../helpers/ports.js';
+import { DEV_CERTS } from '../helpers/nats-server.js';
 
-const certs = resolve('settings/dev/certs');
 
 export interface GamesProcessOptions {
   natsUrl: string;
@@ -55,11 +55,13 @@ export class GamesProcess {
         `stun: { host: 127.0.0.1, port: ${stunPort} }`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
+        // The games principal's certificate (or the operator a test signs relay requests as); the
+        // test's nats-server must allow opts.bucket.
+        `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.crt, key: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.key }`,
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
         ...(opts.relayProxy
           ? [
               `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000 }`,
-              `tls: { ca: ${certs}/root.crt, cert: ${certs}/${opts.operator ?? 'games-1'}.crt, key: ${certs}/${opts.operator ?? 'games-1'}.key }`,
               `directory: { url: "${opts.directoryUrl ?? 'https://127.0.0.1:1/jsonrpc'}", serverName: sd-1 }`,
             ]
           : []),

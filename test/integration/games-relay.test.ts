@@ -1,4 +1,3 @@
-import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RpcError } from '../../src/core/errors.js';
 import { DevStack, waitForPort } from '../../src/devstack/stack.js';
@@ -24,7 +23,7 @@ let splicePort: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start();
+  nats = await TestNatsServer.start({ buckets: [`GAMES_R${process.pid}`] });
   const ports = await freePorts();
   splicePort = ports.splice;
   metricsPort = ports.metrics;
@@ -144,7 +143,7 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
       .toBe(200);
   });
   it('games relay - relayRequest with malformed params signed by the rendezvous is refused precisely, opens nothing, and the proxy keeps relaying', async () => {
-    const nc = await connect({ servers: nats.url });
+    const nc = await nats.connectAs('games-1');
     const proxy = { name: PROXY_OPERATOR, cert: PROXY_OPERATOR };
     const rendezvous = { name: 'games-1', cert: 'games-1' };
     // The test signs as games-1 with its dev key; the proxy checks it against the real directory.

@@ -25,7 +25,7 @@ describe.skipIf(!hasCoturn)('STUN interoperability with coturn', () => {
   let turnPort: number;
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await TestNatsServer.start({ buckets: [`GAMES_STUN_${process.pid}`] });
     games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_STUN_${process.pid}` });
     turnPort = await freePort();
     turnDir = mkdtempSync(join(tmpdir(), 'coturn-'));

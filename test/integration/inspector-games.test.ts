@@ -11,7 +11,7 @@ describe('inspector in games run', () => {
   let games: GamesProcess;
 
   beforeAll(async () => {
-    nats = await TestNatsServer.start();
+    nats = await TestNatsServer.start({ buckets: ['INSPECT_GAMES'] });
     games = await GamesProcess.start({ natsUrl: nats.url, bucket: 'INSPECT_GAMES', inspector: true });
   });
 

@@ -65,7 +65,7 @@ export function newBrokeringCtx(): BrokeringCtx {
 }
 
 export async function setupBrokering(ctx: BrokeringCtx, natsUrl: string): Promise<void> {
-  ctx.ncs = await Promise.all([connectNats(natsUrl), connectNats(natsUrl), connectNats(natsUrl)]);
+  ctx.ncs = await Promise.all([connectNats(natsUrl, PROXY), connectNats(natsUrl, A), connectNats(natsUrl, B)]);
   const [ncP, ncA, ncB] = ctx.ncs as [NatsConnection, NatsConnection, NatsConnection];
   const dirB = new Directory();
   if (ctx.cfg.denyForward) dirB.permit = (caller, _target, method) => !(caller === PROXY && method === 'connectionForward');

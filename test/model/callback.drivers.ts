@@ -8,7 +8,7 @@ import { verifyProof } from '../../src/core/splice-wire.js';
 import { Callbacks } from '../../src/eps/callbacks.js';
 import { createPeerServer, type PeerServer } from '../../src/grpc/peer-server.js';
 import type { Drivers } from './cases.js';
-import { A, B, Blackhole, Directory, PROXY, TLS, TcpServer, Trace, closedByFarSide, closedPort, connectNats, log, makeBus, settle, waitUntil, type Settled } from './harness.js';
+import { A, B, BUS_ADMIN, Blackhole, Directory, PROXY, TLS, TcpServer, Trace, closedByFarSide, closedPort, connectNats, log, makeBus, settle, waitUntil, type Settled } from './harness.js';
 
 // B's callback machine driven through src/eps/callbacks.ts on B's real bus and its real gRPC
 // server; P is a test driver: it forwards over the bus and plays the splice endpoint B dials.
@@ -42,7 +42,10 @@ export function newCallbackCtx(): CallbackCtx {
 }
 
 export async function setupCallback(ctx: CallbackCtx, natsUrl: string): Promise<void> {
-  ctx.ncs = await Promise.all([connectNats(natsUrl), connectNats(natsUrl)]);
+  // A sender other than the proxy may not publish connectionForward on the bus at all; the
+  // admin carries its request so the path reaches B's own check behind the bus's.
+  const sender = ctx.cfg.sender === PROXY ? PROXY : BUS_ADMIN;
+  ctx.ncs = await Promise.all([connectNats(natsUrl, sender), connectNats(natsUrl, B)]);
   const [ncP, ncB] = ctx.ncs as [NatsConnection, NatsConnection];
   const dirB = new Directory();
   ctx.server = createPeerServer({ tls: TLS[B]!, log, shutdownGraceMs: 100, handle: async () => ({}) });

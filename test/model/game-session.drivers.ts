@@ -10,7 +10,7 @@ import { SessionRegistry } from '../../src/proxy/session-registry.js';
 import { relayClient } from '../../src/relay/client.js';
 import type { Driver, DriverStep, Drivers } from './cases.js';
 import type { ModelStep } from './derive.js';
-import { connectNats, leafOf, log, Trace } from './harness.js';
+import { BUS_ADMIN, connectNats, leafOf, log, Trace } from './harness.js';
 
 // One game driven through src/games/game-service.ts over a real JetStream KV bucket (one per case),
 // with the clock injected: every model event is the service operation a host, a guest or the
@@ -101,7 +101,9 @@ function recordMachine(ctx: GameCtx): () => void {
 }
 
 export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
-  ctx.nc = await connectNats(natsUrl);
+  // The game machine is under test here, not the bus's rights: one admin connection serves the
+  // per-case bucket and the per-case relay operator, which no generated principal holds.
+  ctx.nc = await connectNats(natsUrl, BUS_ADMIN);
   ctx.store = await KvGameStore.open(ctx.nc, `games_model_${ctx.id}`);
   const proxy = { name: `relay-proxy-${process.pid}-${ctx.id}`, cert: 'public-proxy-eps-1' };
   const rendezvous = { name: `rendezvous-${process.pid}-${ctx.id}`, cert: 'games-1' };

@@ -2,10 +2,12 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { once } from 'node:events';
 import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
-import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import type { InspectionEvent } from 'xstate';
 import { Bus } from '../../src/bus/bus.js';
+import { connectBus } from '../../src/core/nats.js';
+import { BUS_ADMIN, devMaterial } from '../helpers/nats-server.js';
 import { createSigner } from '../../src/bus/envelope.js';
 import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.js';
 import { readTlsMaterial, type TlsMaterial } from '../../src/core/tls-material.js';
@@ -62,9 +64,15 @@ export class Directory {
   }
 }
 
-export function connectNats(url: string): Promise<NatsConnection> {
-  return natsConnect({ servers: url, name: 'model-test' });
+/**
+ * Each party connects as its own principal on the secured bus, so the paths run under the rights
+ * the generated configuration gives them. BUS_ADMIN stands in where a path needs a party the bus
+ * itself would refuse, to reach the check behind it.
+ */
+export function connectNats(url: string, principal: string): Promise<NatsConnection> {
+  return connectBus({ url, name: `model-test:${principal}`, tls: devMaterial(principal) }, log);
 }
+export { BUS_ADMIN };
 
 export function makeBus(nc: NatsConnection, operator: string, directory: Directory, requestTimeoutMs = 5_000): Bus {
   return new Bus({

@@ -11,6 +11,7 @@ import {
   B,
   Blackhole,
   Directory,
+  PROXY,
   ProxyHarness,
   TLS,
   TcpServer,
@@ -82,7 +83,7 @@ export function newPeerCtx(): PeerCtx {
 
 export async function setupPeer(ctx: PeerCtx, natsUrl: string): Promise<void> {
   const { cfg } = ctx;
-  ctx.ncs = await Promise.all([connectNats(natsUrl), connectNats(natsUrl), connectNats(natsUrl)]);
+  ctx.ncs = await Promise.all([connectNats(natsUrl, PROXY), connectNats(natsUrl, A), connectNats(natsUrl, B)]);
   const [ncP, ncA, ncB] = ctx.ncs as [NatsConnection, NatsConnection, NatsConnection];
   const dirA = new Directory();
   const dirB = new Directory();

@@ -9,7 +9,7 @@ describe('games settings', () => {
     expect(s.http).toMatchObject({ host: '0.0.0.0', port: 8000, bodyLimit: 16384, rateLimit: { max: 300, windowMs: 60000 } });
     expect(s.stun).toMatchObject({ host: '0.0.0.0', port: 3478, fingerprint: true });
     expect(s.games).toMatchObject({ bucket: 'EPS_GAMES', hostPollTimeoutMs: 30000, maxGuests: 32 });
-    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4222');
+    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4333');
     expect(natsUrl(s, { NATS_URL: 'nats://10.0.0.1:4222' })).toBe('nats://10.0.0.1:4222');
   });
 
@@ -20,16 +20,18 @@ describe('games settings', () => {
     expect(s.directory).toMatchObject({ url: 'https://127.0.0.1:3322/jsonrpc', serverName: 'sd-1' });
   });
 
-  it('games settings - a relay without tls or directory is refused, naming what to set', () => {
-    const base = { name: 'g', http: { port: 8000 }, relay: { proxy: 'public-proxy-eps-1' } };
-    const r = gamesSettingsSchema.safeParse(base);
-    expect(r.success).toBe(false);
-    const issues = r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    expect(issues).toEqual([
-      'tls: relay is set: the rendezvous signs relay requests, so set tls { ca, cert, key }',
+  it('games settings - tls is required (the bus maps it to the games principal); a relay without the directory is refused, naming what to set', () => {
+    const tls = { ca: 'root.crt', cert: 'games-1.crt', key: 'games-1.key' };
+    const issuesOf = (settings: object) => {
+      const r = gamesSettingsSchema.safeParse(settings);
+      expect(r.success).toBe(false);
+      return r.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    };
+    expect(issuesOf({ name: 'g', http: { port: 8000 } })).toEqual(['tls: Invalid input: expected object, received undefined']);
+    expect(issuesOf({ name: 'g', http: { port: 8000 }, tls, relay: { proxy: 'public-proxy-eps-1' } })).toEqual([
       "directory: relay is set: the proxy's grants are checked against the directory, so set directory { url }",
     ]);
-    // Without a relay the rendezvous needs neither.
-    expect(gamesSettingsSchema.safeParse({ name: 'g', http: { port: 8000 } }).success).toBe(true);
+    // Without a relay the rendezvous needs no directory.
+    expect(gamesSettingsSchema.safeParse({ name: 'g', http: { port: 8000 }, tls }).success).toBe(true);
   });
 });

@@ -19,7 +19,7 @@ describe('inspector settings', () => {
     const defaults = { enabled: false, allowRemote: false, maxFinished: 200, maxTimeline: 100 };
     const proxy = loadSettings(['PROXY_SETTINGS'], proxySettingsSchema, { PROXY_SETTINGS: `${PROXY_ROLE}:${override('inspector: { enabled: false }\n')}` });
     expect(proxy.inspector).toEqual(defaults);
-    const games = gamesSettingsSchema.parse({ name: 'g', http: { port: 8000 } });
+    const games = gamesSettingsSchema.parse({ name: 'g', tls: { ca: 'c', cert: 'c', key: 'k' }, http: { port: 8000 } });
     expect(games.inspector).toEqual(defaults);
   });
 

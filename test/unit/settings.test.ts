@@ -58,7 +58,7 @@ describe('settings', () => {
   it('settings - NATS_URL overrides the settings, which override the default', () => {
     const dir = folder({ 's.yml': 'name: a\ntls: {ca: c, cert: c, key: k}\ndirectory: {url: "https://127.0.0.1:3322/jsonrpc"}\n' });
     const s = loadSettings(['EPS_SETTINGS'], epsSettingsSchema, { EPS_SETTINGS: dir });
-    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4222');
+    expect(natsUrl(s, {})).toBe('nats://127.0.0.1:4333');
     expect(natsUrl(s, { NATS_URL: 'nats://127.0.0.1:1' })).toBe('nats://127.0.0.1:1');
   });
 
