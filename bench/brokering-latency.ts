@@ -9,7 +9,8 @@ import { readTlsMaterial } from '../src/core/tls-material.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 
 // What a brokering costs end to end, measured from outside on real stacks (sd, proxy, hd-1 and
-// hd-2 started from a build's dist/, a real nats-server each): hd-1 is set to close a brokered
+// hd-2 started from a build's dist/, a real nats-server each, with that build's generated bus
+// configuration when it has one): hd-1 is set to close a brokered
 // channel after 50 ms idle, so every `hd-2._ping` through hd-1's gateway brokers a new session
 // (bus request, forward, B's dial, confirmation, A's dial, splice, end-to-end mTLS, the call).
 // A second series reuses an open channel (no brokering) as the baseline. With several builds
@@ -57,7 +58,19 @@ async function start(root: string): Promise<Target> {
   const natsPort = await freePort();
   const storeDir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
   const bin = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p)) ?? 'nats-server';
-  const nats = spawn(bin, ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', storeDir], { stdio: 'ignore' });
+  // A build with a generated bus configuration (TLS, client certificates, least privilege) gets its
+  // own; an older one runs on an open nats-server, as it did.
+  const generator = join(abs, 'dist/src/natsconf/generate.js');
+  let args = ['-a', '127.0.0.1', '-p', String(natsPort), '-js', '-sd', storeDir];
+  if (existsSync(generator)) {
+    const { writeNatsConfig } = (await import(pathToFileURL(generator).href)) as {
+      writeNatsConfig: (file: string, o: { settings: string; host: string; port: number; storeDir: string }) => unknown;
+    };
+    const config = join(storeDir, 'nats.conf');
+    writeNatsConfig(config, { settings: join(abs, 'settings/dev'), host: '127.0.0.1', port: natsPort, storeDir: join(storeDir, 'js') });
+    args = ['-c', config];
+  }
+  const nats = spawn(bin, args, { stdio: 'ignore' });
   await mod.waitForPort(natsPort, 10_000);
   const ports = { sd: await freePort(), jsonrpc: await freePort(), splice: await freePort(), metrics: await freePort(), games: await freePort(), stun: await freePort() };
   const stack = new mod.DevStack({
