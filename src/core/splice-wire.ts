@@ -1,4 +1,4 @@
-import { X509Certificate, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { X509Certificate, sign, verify, type KeyObject } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -125,10 +125,6 @@ export function verifyProof(proof: Uint8Array, s: ProofSubject, listed: { certif
     valid = false;
   }
   return valid ? { ok: true } : { ok: false, detail: 'the signature does not match the dialer, session, leg or challenge' };
-}
-
-export function sameBytes(x: Uint8Array, y: Uint8Array): boolean {
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 // --- the dialer's side -----------------------------------------------------------------------
