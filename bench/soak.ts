@@ -4,16 +4,21 @@ import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
+import { readFileSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { BROKERING_OUTCOMES, type BrokeringOutcome, type NotifyResult } from '../machines/brokering.js';
 import { TOKEN_BYTES } from '../src/core/constants.js';
-import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
+import { encodePreamble, signProof, type Leg } from '../src/core/splice-wire.js';
+import { fingerprintOf } from '../src/core/tls-material.js';
+import { SessionRegistry, type LegPass, type SessionInfo, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
 import { REJECT_REASONS, SpliceEndpoint, type RejectReason } from '../src/proxy/splice-endpoint.js';
 import { TokenStore } from '../src/proxy/token-store.js';
 
 // Many brokerings through the real registry, endpoint and splicer on loopback, each with one
 // fault drawn at random, then a count of everything the proxy might have kept: sessions, tokens,
 // unrouted sockets, TCP handles and timers. A leak here is one per N brokerings in production.
-// B and A are in-process drivers that dial real TCP where the bus would have told them to.
+// B and A are in-process drivers that dial real TCP where the bus would have told them to, each
+// proving its leg with a dev operator key (hd-2's for every B, hd-1's for every A).
 
 /** What goes wrong in one brokering, and the final state and refusal it must end with. */
 export const FAULTS = {
@@ -27,6 +32,9 @@ export const FAULTS = {
   wrongToken: { outcome: 'closed', rejection: 'UNKNOWN_TOKEN' },
   aDialsEarly: { outcome: 'closed', rejection: 'WRONG_STATE' },
   tokenReused: { outcome: 'closed', rejection: 'TOKEN_USED' },
+  /** Someone with B's token but not B's key dials first; the real B still gets through. */
+  stolenToken: { outcome: 'closed', rejection: 'BAD_PROOF' },
+  oversizedProof: { outcome: 'closed', rejection: 'PREAMBLE_INVALID' },
   bClosesBeforeSplice: { outcome: 'peerClosedEarly', rejection: undefined },
   aClosesMidPreamble: { outcome: 'aNeverDialed', rejection: 'PREAMBLE_CLOSED' },
   garbagePreamble: { outcome: 'aNeverDialed', rejection: 'PREAMBLE_TIMEOUT' },
@@ -79,6 +87,32 @@ export interface SoakSummary {
   /** After a forced GC when run with --expose-gc: growth here (unlike RSS) means retained objects. */
   heapBeforeMiB: number;
   heapAfterMiB: number;
+  /** Open to spliced, for the fault-free brokerings (in-process, so no bus round trips). */
+  splicedAfterMs: { p50: number; p99: number; count: number };
+}
+
+const PROXY = 'soak-proxy';
+const CERTS = 'settings/dev/certs';
+const legKeys = {
+  a: { key: createPrivateKey(readFileSync(`${CERTS}/hd-1.key`)), cert: new X509Certificate(readFileSync(`${CERTS}/hd-1.crt`)) },
+  b: { key: createPrivateKey(readFileSync(`${CERTS}/hd-2.key`)), cert: new X509Certificate(readFileSync(`${CERTS}/hd-2.crt`)) },
+};
+/** Every a-N is listed with hd-1's certificate, every b-N with hd-2's. */
+function certificateOf(operator: string): { certificate: string; fingerprint: string } | undefined {
+  const leg = operator.startsWith('a-') ? 'a' : operator.startsWith('b-') ? 'b' : undefined;
+  if (!leg) return undefined;
+  const { cert } = legKeys[leg];
+  return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
+}
+/** The preamble a leg's real dialer sends. */
+function preambleOf(session: SessionInfo, leg: Leg, pass: LegPass): Buffer {
+  const proof = signProof(legKeys[leg].key, { proxy: PROXY, sessionId: session.sessionId, leg, token: pass.token, challenge: pass.challenge });
+  return encodePreamble(pass.token, proof);
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]! * 100) / 100;
 }
 
 /** A small seeded PRNG (mulberry32), so a failing soak can be rerun with the same faults. */
@@ -119,6 +153,8 @@ interface Plan {
   bSocket?: Socket;
   aSocket?: Socket;
   spliced: ReturnType<typeof deferred<void>>;
+  openedAt: number;
+  splicedAt?: number;
   /** Resolved once a stuck session holds B's socket. */
   held: ReturnType<typeof deferred<void>>;
   /** Client-side work (A's dial, the exchange); the brokering is over when it and `done` are. */
@@ -228,10 +264,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
   const registry = new SessionRegistry({
     ...options.hooks,
     log,
+    operator: PROXY,
+    certificateOf,
     tokens,
     timeouts: { bDialMs, aDialMs },
-    onSpliced: (session) => plans.get(session.b)?.spliced.resolve(),
-    notifyB: async (session: SessionInfo, token: Buffer): Promise<NotifyResult> => {
+    onSpliced: (session) => {
+      const plan = plans.get(session.b);
+      if (!plan) return;
+      plan.splicedAt = performance.now();
+      plan.spliced.resolve();
+    },
+  });
+  const messengers = {
+    notifyB: async (session: SessionInfo, pass: LegPass): Promise<NotifyResult> => {
+      const token = preambleOf(session, 'b', pass);
       const plan = plans.get(session.b)!;
       switch (plan.fault) {
         case 'bRefuses':
@@ -242,12 +288,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
           throw new Error('no answer on the bus');
         case 'bNeverDials':
           return { accepted: true };
+        case 'stolenToken': {
+          // The token alone, with no proof, sent before B's: refused, and the session still takes B.
+          // Not awaited: the refusal is checked with the rest of the brokering's work, so a slow
+          // machine does not spend B's dial deadline on it.
+          const thief = await dial();
+          thief.write(encodePreamble(pass.token));
+          plan.work.push(closedByProxy(thief).then((ok) => ok || Promise.reject(new Error('thief still open'))));
+          plan.bSocket = await dialWith(token);
+          return { accepted: true };
+        }
         default:
           plan.bSocket = await dialWith(token);
           return { accepted: true };
       }
     },
-    confirmToA: async (session: SessionInfo, token: Buffer): Promise<void> => {
+    confirmToA: async (session: SessionInfo, pass: LegPass): Promise<void> => {
+      const token = preambleOf(session, 'a', pass);
       const plan = plans.get(session.b)!;
       const b = plan.bSocket!;
       switch (plan.fault) {
@@ -278,7 +335,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
           await sleep(0);
           switch (plan.fault) {
             case 'aClosesMidPreamble':
-              await refused(token.subarray(0, 10), 'end');
+              await refused(token.subarray(0, 40), 'end');
               if (!(await closedByProxy(b))) throw new Error('B not closed');
               return;
             case 'garbagePreamble':
@@ -286,8 +343,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
               if (!(await closedByProxy(b))) throw new Error('B not closed');
               return;
             case 'wrongToken':
-              await refused(randomBytes(TOKEN_BYTES));
+              await refused(encodePreamble(randomBytes(TOKEN_BYTES)));
               break;
+            case 'oversizedProof': {
+              const header = encodePreamble(pass.token);
+              header.writeUInt16BE(0xffff, TOKEN_BYTES);
+              const liar = await dial();
+              liar.write(header);
+              plan.work.push(closedByProxy(liar).then((ok) => ok || Promise.reject(new Error('oversized preamble still open'))));
+              break;
+            }
             default:
               break;
           }
@@ -307,19 +372,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
         })(),
       );
     },
-  });
+  };
 
   const endpoint = new SpliceEndpoint({
     host: '127.0.0.1',
     port: 0,
     log,
     preambleTimeoutMs: preambleMs,
-    route: (token, socket, rest) => registry.route(token, socket, rest),
+    route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
   });
   endpoint.on('rejected', (reason) => (rejections[reason] += 1));
   port = (await endpoint.listen()).port;
 
   const stuck: Promise<unknown>[] = [];
+  const splicedAfter: number[] = [];
   let next = 0;
   let finished = 0;
   async function one(index: number): Promise<void> {
@@ -327,11 +393,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     faults[fault] += 1;
     const expected = FAULTS[fault];
     if (expected.rejection) expectedRejections[expected.rejection] += 1;
-    const plan: Plan = { index, fault, spliced: deferred(), held: deferred(), work: [] };
+    const plan: Plan = { index, fault, openedAt: performance.now(), spliced: deferred(), held: deferred(), work: [] };
     const patience = Math.max(bDialMs, aDialMs) * 4 + 10_000;
     const b = `b-${index}`;
     plans.set(b, plan);
-    const { done } = registry.open({ a: `a-${index}`, b, endpoint: `127.0.0.1:${port}` });
+    const { done } = registry.open({ a: `a-${index}`, b, endpoint: `127.0.0.1:${port}` }, { messengers });
     const settle = done.then((output) => {
       outcomes[output.outcome] += 1;
       if (output.outcome !== expected.outcome) mismatch(`#${index} ${fault}: ended ${output.outcome} (${output.detail ?? ''}), expected ${expected.outcome}`);
@@ -349,6 +415,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
       const r = await within(plan.work[i]!.then(() => 'ok', (e: unknown) => String(e)), patience, 'hung');
       if (r !== 'ok') mismatch(`#${index} ${fault}: ${r}`);
     }
+    if (fault === 'none' && plan.splicedAt !== undefined) splicedAfter.push(plan.splicedAt - plan.openedAt);
     // A driver that gave up leaves an idle splice behind (no idle timeout here): hang up on it.
     plan.aSocket?.destroy();
     plan.bSocket?.destroy();
@@ -403,6 +470,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     rssAfterMiB: mib(process.memoryUsage().rss),
     heapBeforeMiB: mib(heapBefore),
     heapAfterMiB: mib(process.memoryUsage().heapUsed),
+    splicedAfterMs: (() => {
+      const sorted = splicedAfter.sort((x, y) => x - y);
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), count: sorted.length };
+    })(),
   };
   return summary;
 }
@@ -453,6 +524,7 @@ async function main(): Promise<void> {
   const diff = rejectionDiff(s);
   line('rejections expected', diff.length === 0 ? 'all match' : `differ: ${diff.join(' ')}`);
   line('unexpected outcomes', s.mismatches);
+  line('open to spliced', `p50 ${s.splicedAfterMs.p50} ms, p99 ${s.splicedAfterMs.p99} ms (${s.splicedAfterMs.count} fault-free brokerings)`);
   for (const e of s.examples) console.log(`  ${e}`);
   line('leaked sessions', `live=${s.leaks.liveSessions} unrouted=${s.leaks.unroutedSockets} tokens=${s.leaks.liveTokens}`);
   line('open sockets', `client=${s.leaks.clientSockets} tcp-handles=${s.leaks.tcpHandles} endpoint-close-hung=${s.leaks.endpointCloseHung}`);

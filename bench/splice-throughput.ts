@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { pathToFileURL } from 'node:url';
-import { SessionRegistry, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
+import { encodePreamble } from '../src/core/splice-wire.js';
+import { SessionRegistry, type SessionMessengers, type SessionRegistryOptions } from '../src/proxy/session-registry.js';
 import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
 
 // What the splice costs: one bulk stream and many small round trips, first over a direct
@@ -39,13 +40,13 @@ async function directPair(): Promise<{ a: Socket; b: Socket; close: () => Promis
   };
 }
 
-/** A connected pair whose bytes go through the splice: B dials first, then A, both with the token. */
+/** A connected pair whose bytes go through the splice: B dials first, then A, each with its leg's token (no proofs: throughput only). */
 export async function splicedPair(hooks: Pick<SessionRegistryOptions, 'inspect' | 'onRelayed'> = {}): Promise<{ a: Socket; b: Socket; close: () => Promise<void> }> {
   let port = 0;
   const dial = async (token: Buffer): Promise<Socket> => {
     const s = connect({ host: '127.0.0.1', port, noDelay: true, allowHalfOpen: true });
     await once(s, 'connect');
-    s.write(token);
+    s.write(encodePreamble(token));
     return s;
   };
   let b!: Socket;
@@ -56,18 +57,22 @@ export async function splicedPair(hooks: Pick<SessionRegistryOptions, 'inspect' 
   const registry = new SessionRegistry({
     ...hooks,
     log,
-    notifyB: async (_s, token) => {
-      b = await dial(token);
-      return { accepted: true };
-    },
-    confirmToA: async (_s, token) => {
-      setImmediate(() => void dial(token).then(resolveA));
-    },
+    operator: 'bench-proxy',
+    certificateOf: () => undefined,
     onSpliced: () => spliced(),
   });
-  const endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, route: (t, s, r) => registry.route(t, s, r) });
+  const messengers: SessionMessengers = {
+    notifyB: async (_s, pass) => {
+      b = await dial(pass.token);
+      return { accepted: true };
+    },
+    confirmToA: async (_s, pass) => {
+      setImmediate(() => void dial(pass.token).then(resolveA));
+    },
+  };
+  const endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, route: (p, s, r) => registry.route(p, s, r) });
   port = (await endpoint.listen()).port;
-  registry.open({ a: 'bench-a', b: 'bench-b', endpoint: `127.0.0.1:${port}` });
+  registry.open({ a: 'bench-a', b: 'bench-b', endpoint: `127.0.0.1:${port}` }, { messengers, proofs: false });
   const a = await aReady;
   await isSpliced;
   return {

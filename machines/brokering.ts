@@ -1,11 +1,13 @@
 import { assertEvent, assign, fromCallback, fromPromise, sendTo, setup } from 'xstate';
 
 // One brokering session in proxy P: A asked (over the bus) to reach B; P forwarded the request
-// with a token; B dials P first (so B never needs an open port), then P confirms to A, A dials
-// with the same token and P splices the two sockets.
+// with B's leg token; B dials P first (so B never needs an open port), then P confirms to A with
+// A's leg token, A dials and P splices the two sockets.
 //
-// The token never enters this machine: the session registry holds it and the token store checks
-// it. Sockets never enter `context` either: they ride on B_DIALED / A_DIALED only long enough to
+// Tokens and proofs never enter this machine: the session registry holds the tokens, and only a
+// dial with a live token and a valid proof by its leg's operator becomes B_DIALED or A_DIALED.
+// Those are facts about who dialed; whether the session can use that dial now (A before its
+// confirmation, B twice, A twice) is the machine's call, and it rejects the ones it cannot. Sockets never enter `context` either: they ride on B_DIALED / A_DIALED only long enough to
 // be forwarded to the `splicer` child, which owns them and is the one place that closes them.
 
 export interface BrokeringInput {
@@ -45,9 +47,9 @@ export const SPLICE_END_REASONS = [
 export type SpliceEndReason = (typeof SPLICE_END_REASONS)[number];
 
 export type BrokeringEvent =
-  /** B's socket presented the session's token. `rest` holds bytes B sent after the token. */
+  /** B's socket presented B's token (and proof). `rest` holds bytes B sent after the preamble. */
   | { type: 'B_DIALED'; socket: unknown; rest: Uint8Array }
-  /** A's socket presented the (confirmed) token. */
+  /** A's socket presented A's token (and proof). */
   | { type: 'A_DIALED'; socket: unknown; rest: Uint8Array }
   /** Reported by the splicer: B's socket ended or failed before A attached. */
   | { type: 'B_CLOSED'; detail?: string }
@@ -102,11 +104,11 @@ export const brokeringMachine = setup({
     output: {} as BrokeringOutput,
   },
   actors: {
-    /** Forwards A's request to B over the bus (with the token, which src holds). */
+    /** Forwards A's request to B over the bus (with B's token, which src holds). */
     notifyB: fromPromise<NotifyResult, BrokeringInput>(async () => {
       throw new Error('notifyB not provided');
     }),
-    /** Replies to A's pending bus request with the token and endpoint. */
+    /** Replies to A's pending bus request with A's token and the endpoint. */
     confirmToA: fromPromise<void, BrokeringInput>(async () => {
       throw new Error('confirmToA not provided');
     }),
@@ -117,8 +119,8 @@ export const brokeringMachine = setup({
   },
   actions: {
     /**
-     * A socket presented a valid token at a moment the session cannot use it (A before the
-     * confirmation, B twice). The session carries on; src refuses that one socket.
+     * A leg dialed at a moment the session cannot use it (A before its confirmation, B or A a
+     * second time). The session carries on; src refuses that one socket.
      */
     rejectDial: (_args, _params: { socket: unknown }) => {},
     attachB: sendTo('splicer', ({ event }) => {
@@ -224,7 +226,7 @@ export const brokeringMachine = setup({
         spliced: {
           entry: 'attachA',
           on: {
-            // The token was consumed when A dialed, so this only fires if src routes wrongly.
+            // A dialing again: its token is spent; the splice already has A's socket.
             A_DIALED: { actions: { type: 'rejectDial', params: ({ event }) => ({ socket: event.socket }) } },
             SPLICE_ENDED: {
               target: '#brokering.closed',

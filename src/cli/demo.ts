@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
-import { splitHostPort } from '../core/dial.js';
+import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
@@ -37,7 +37,7 @@ const logDir = join(packageRoot, '.demo/logs');
 mkdirSync(logDir, { recursive: true });
 
 function answers(hostPort: string): Promise<boolean> {
-  const { host, port } = splitHostPort(hostPort);
+  const { host, port } = parseHostPort(hostPort);
   return new Promise((resolve) => {
     const s = connect(port, host);
     s.once('connect', () => (s.destroy(), resolve(true)));
@@ -61,7 +61,7 @@ if (await answers(natsHostPort)) {
   console.log(`using the secured nats-server that answers at ${natsUrl}`);
 } else {
   const bin = execFileSync('bash', [join(packageRoot, 'scripts/ensure-nats-server.sh')], { encoding: 'utf8' }).trim();
-  const { host, port } = splitHostPort(natsHostPort);
+  const { host, port } = parseHostPort(natsHostPort);
   // Generated for this URL (make nats-config writes the same file for the default one).
   const config = join(packageRoot, 'settings/dev/nats/nats.conf');
   const store = join(packageRoot, '.demo/nats');

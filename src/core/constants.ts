@@ -5,7 +5,13 @@ export const minute = 60 * second;
 /** Length of a splice token on the wire: 32 random bytes, as the EPS proxy uses. */
 export const TOKEN_BYTES = 32;
 
-/** A dialer that cannot send 32 bytes in this long is slow or hostile; drop it. */
+/**
+ * Largest dialer's proof the splice preamble accepts: an ECDSA P-521 DER signature is at most 139
+ * bytes, Ed25519 64, RSA-4096 512. Anything longer is refused before it is read.
+ */
+export const MAX_PROOF_BYTES = 512;
+
+/** A dialer that cannot send its preamble (token and proof) in this long is slow or hostile; drop it. */
 export const DEFAULT_PREAMBLE_TIMEOUT_MS = 5 * second;
 
 /** How long P waits for B to dial back after forwarding A's request. */

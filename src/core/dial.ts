@@ -1,18 +1,12 @@
 import { connect, type Socket } from 'node:net';
-
-export function splitHostPort(hostPort: string): { host: string; port: number } {
-  const i = hostPort.lastIndexOf(':');
-  const port = Number(hostPort.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`${hostPort} is not host:port`);
-  return { host: hostPort.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port };
-}
+import { parseHostPort, presentPreamble, type Presentation } from './splice-wire.js';
 
 /**
  * Opens a TCP connection with Nagle off: every socket on a relayed path needs it, or each small
  * gRPC exchange stalls ~40 ms on Nagle's algorithm meeting delayed ACKs.
  */
 export function dialTcp(hostPort: string): Promise<Socket> {
-  const { host, port } = splitHostPort(hostPort);
+  const { host, port } = parseHostPort(hostPort);
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port, noDelay: true });
     const onError = (err: Error) => reject(new Error(`cannot connect to ${hostPort}: ${err.message}`, { cause: err }));
@@ -22,4 +16,20 @@ export function dialTcp(hostPort: string): Promise<Socket> {
       resolve(socket);
     });
   });
+}
+
+/**
+ * Dials a splice endpoint and presents a leg's preamble (the mirror of readPreamble): the one way
+ * B, A and relay peers open a splice connection. Errors after this surface as 'close'.
+ */
+export async function dialAndPresent(hostPort: string, presentation: Presentation): Promise<Socket> {
+  const socket = await dialTcp(hostPort);
+  socket.on('error', () => {});
+  try {
+    await presentPreamble(socket, presentation);
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  return socket;
 }

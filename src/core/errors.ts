@@ -1,5 +1,7 @@
-// Every error the system puts on a wire, in one table: JSON-RPC codes, bus refusals and splice
-// close reasons. A test pins the table so a new code cannot appear without a documented entry.
+// Every error the system puts on a wire, in one module: JSON-RPC codes (operators and sd), the
+// games REST API's problem types, the reasons the splice endpoint closes a connection, and the
+// caps a relay request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
+// entry cannot appear without being documented.
 
 export const JSONRPC_ERRORS = {
   PARSE_ERROR: { code: -32700, message: 'Parse error: the body is not valid JSON' },
@@ -52,3 +54,55 @@ export class RpcError extends Error {
       : { code: this.code, message: this.message, data: this.data };
   }
 }
+
+/**
+ * Why the splice endpoint closed a connection it did not route. Each is a label of the metric
+ * `eps_proxy_preamble_rejections_total{reason}` and a log line; the dialer only sees the close.
+ */
+export const SPLICE_CLOSE_REASONS = {
+  UNKNOWN_TOKEN: 'no live session has this token',
+  TOKEN_USED: 'the token belongs to a finished session, or its leg already dialed',
+  WRONG_STATE: 'the session cannot take this leg now (A before its confirmation)',
+  BAD_PROOF: "the right token without a valid proof by the leg's operator; the session keeps waiting for the real peer",
+  PREAMBLE_TIMEOUT: 'the preamble was not complete within the deadline',
+  PREAMBLE_CLOSED: 'the dialer closed before its preamble was complete',
+  PREAMBLE_INVALID: 'the preamble announces a proof longer than the cap',
+  ROUTE_ERROR: 'routing the socket failed unexpectedly (a bug; logged as such)',
+} as const;
+
+export type SpliceCloseReason = keyof typeof SPLICE_CLOSE_REASONS;
+
+/**
+ * Which cap a refused relay request hit: the `data.limit` of its RELAY_CAPACITY error (a malformed
+ * request is INVALID_PARAMS, an unpermitted signer PERMISSION_DENIED, like any bus request).
+ */
+export const RELAY_CAPACITY_LIMITS = {
+  requester: 'the requesting rendezvous holds its maximum of relay sessions',
+  proxy: 'the proxy holds its maximum of relay sessions, all requesters together',
+} as const;
+
+export type RelayCapacityLimit = keyof typeof RELAY_CAPACITY_LIMITS;
+
+/**
+ * Every problem type the games REST API answers with (RFC 9457). Types are relative URIs: RFC 9457
+ * resolves them against the request URI, so they identify the problem without inventing a domain
+ * this project does not own. src/games/problems.ts builds the documents.
+ */
+export const PROBLEMS = {
+  MALFORMED_REQUEST: { slug: 'malformed-request', status: 400, title: 'The request is malformed' },
+  UNAUTHORIZED: { slug: 'unauthorized', status: 401, title: 'The host secret is missing' },
+  FORBIDDEN: { slug: 'forbidden', status: 403, title: 'Not allowed for this peer or secret' },
+  GAME_NOT_FOUND: { slug: 'game-not-found', status: 404, title: 'No such game' },
+  ROUTE_NOT_FOUND: { slug: 'route-not-found', status: 404, title: 'No such route' },
+  NAME_TAKEN: { slug: 'name-taken', status: 409, title: 'The game name is taken' },
+  GAME_FULL: { slug: 'game-full', status: 409, title: 'The game has no room for another guest' },
+  NOT_PAIRED: { slug: 'not-paired', status: 409, title: 'The peers have not swapped candidates yet' },
+  PAYLOAD_TOO_LARGE: { slug: 'payload-too-large', status: 413, title: 'The request body is too large' },
+  UNSUPPORTED_MEDIA_TYPE: { slug: 'unsupported-media-type', status: 415, title: 'The body must be application/json' },
+  RATE_LIMITED: { slug: 'rate-limited', status: 429, title: 'Too many requests' },
+  INTERNAL_ERROR: { slug: 'internal-error', status: 500, title: 'Internal error' },
+  STORAGE_UNAVAILABLE: { slug: 'storage-unavailable', status: 503, title: 'Game storage is unavailable' },
+  RELAY_UNAVAILABLE: { slug: 'relay-unavailable', status: 503, title: 'No relay could be opened' },
+} as const;
+
+export type ProblemName = keyof typeof PROBLEMS;

@@ -3,13 +3,19 @@ import { pino, type Logger } from 'pino';
 export type { Logger };
 
 /**
- * Paths whose values never reach a log line: tokens, keys and signatures. Child loggers inherit
+ * Paths whose values never reach a log line: tokens, keys, splice proofs and signatures. Child loggers inherit
  * the redaction, so an actor cannot forget it.
  */
 export const REDACTED_PATHS = [
   'token',
   '*.token',
   '*.*.token',
+  // A session's leg tokens travel together as { a, b } (the relay reply, OpenedSession).
+  'tokens',
+  '*.tokens',
+  '*.*.tokens',
+  'proof',
+  '*.proof',
   'key',
   '*.key',
   'privateKey',

@@ -2,21 +2,26 @@ import type { Socket } from 'node:net';
 import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { z } from 'zod';
 import { CallbackRefused, callbackMachine } from '../../machines/callback.js';
-import { dialTcp } from '../core/dial.js';
+import type { Signer } from '../bus/envelope.js';
+import { dialAndPresent } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { challengeBase64Schema, hostPortSchema, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 
-/** What P forwards to B: A's request, the token to present and the endpoint to dial. */
+/** What P forwards to B: A's request, B's leg token, the challenge B's proof signs, and the endpoint to dial. */
 export const connectionForwardSchema = z.strictObject({
   requester: z.string().min(1).max(128),
-  token: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64'),
-  endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
-  sessionId: z.string().max(128).optional(),
+  token: tokenBase64Schema,
+  challenge: challengeBase64Schema,
+  endpoint: hostPortSchema,
+  sessionId: z.string().min(1).max(128),
 });
 
 export interface CallbacksOptions {
   self: string;
+  /** B's operator key (the one that signs its bus envelopes): it proves B's dial to the proxy. */
+  signer: Signer;
   directory: { entry(name: string): DirectoryEntry | undefined };
   log: Logger;
   dialTimeoutMs: number;
@@ -45,7 +50,7 @@ export class Callbacks {
     if (!checked.success) {
       throw new RpcError('INVALID_PARAMS', checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     }
-    const { requester, token, endpoint, sessionId } = checked.data;
+    const { requester, token, challenge, endpoint, sessionId } = checked.data;
     const { opts } = this;
     const log = opts.log.child({ component: 'callback', requester, proxySessionId: sessionId });
     let socket: Socket | undefined;
@@ -55,7 +60,10 @@ export class Callbacks {
         actors: {
           checkRequest: fromPromise(async () => this.check(requester, proxy)),
           dialProxy: fromPromise(async ({ signal }) => {
-            const dialed = await dialAndPresent(endpoint, Buffer.from(token, 'base64'));
+            const dialed = await dialAndPresent(endpoint, {
+              token: Buffer.from(token, 'base64'),
+              prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'b', challenge: Buffer.from(challenge, 'base64') } },
+            });
             // The machine gave up on this dial (timeout, shutdown) and closeSocket already ran:
             // a late socket would hold P's session with nobody serving it.
             if (signal.aborted) dialed.destroy();
@@ -107,12 +115,4 @@ export class Callbacks {
   shutdown(): void {
     for (const a of this.live) a.send({ type: 'SHUTDOWN' });
   }
-}
-
-async function dialAndPresent(hostPort: string, token: Buffer): Promise<Socket> {
-  const socket = await dialTcp(hostPort);
-  // Errors after this point surface as 'close', which the serving state turns into CONNECTION_CLOSED.
-  socket.on('error', () => {});
-  await new Promise<void>((resolve) => socket.write(token, () => resolve()));
-  return socket;
 }

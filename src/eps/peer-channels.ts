@@ -8,16 +8,20 @@ import {
   type Route,
 } from '../../machines/peer-connection.js';
 import type { Bus } from '../bus/bus.js';
+import type { Signer } from '../bus/envelope.js';
 import { dialTcp } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
+import { challengeBase64Schema, hostPortSchema, presentPreamble, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
 export interface PeerChannelsOptions {
   self: string;
   tls: TlsMaterial;
+  /** A's operator key (the one that signs its bus envelopes): it proves A's dial to the proxy. */
+  signer: Signer;
   directory: { entry(name: string): DirectoryEntry | undefined };
   bus: Bus;
   log: Logger;
@@ -26,18 +30,19 @@ export interface PeerChannelsOptions {
   inspect?: (event: InspectionEvent) => void;
 }
 
-/** The proxy's confirmation to A: the token to present and where to present it. */
+/** The proxy's confirmation to A: A's leg token, the challenge A's proof signs, and where to present them. */
 const confirmationSchema = z.strictObject({
-  token: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64'),
-  endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
-  sessionId: z.string().optional(),
+  token: tokenBase64Schema,
+  challenge: challengeBase64Schema,
+  endpoint: hostPortSchema,
+  sessionId: z.string().min(1).max(128),
 });
 
 /** One channel to one peer: the machine's actor plus the I/O objects the machine must not hold. */
 interface Channel {
   actor: Actor<typeof peerConnectionMachine>;
   ready: Promise<PeerClient>;
-  confirmation?: z.infer<typeof confirmationSchema>;
+  confirmation?: z.infer<typeof confirmationSchema> & { proxy: string };
   socket?: Socket;
   client?: PeerClient;
 }
@@ -98,7 +103,7 @@ export class PeerChannels {
           }
           const checked = confirmationSchema.safeParse(answer);
           if (!checked.success) throw new PeerConnectionError('brokeringFailed', `${proxy} sent a malformed confirmation`);
-          channel.confirmation = checked.data;
+          channel.confirmation = { ...checked.data, proxy };
           return { endpoint: checked.data.endpoint };
         }),
         dialPeer: fromPromise(async ({ input: { route }, signal }: { input: { peer: string; route: Route }; signal: AbortSignal }) => {
@@ -111,9 +116,16 @@ export class PeerChannels {
           }
           channel.socket = socket;
           if (route.type === 'direct') return;
-          const { token } = channel.confirmation!;
-          // The token is the routing key: P reads exactly these 32 bytes, then splices.
-          channel.socket.write(Buffer.from(token, 'base64'));
+          const { token, challenge, sessionId, proxy } = channel.confirmation!;
+          // The preamble is the routing key: P reads exactly it (A's token and proof), then splices.
+          try {
+            await presentPreamble(socket, {
+              token: Buffer.from(token, 'base64'),
+              prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
+            });
+          } catch (err) {
+            throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
+          }
         }),
         openChannel: fromPromise(async () => {
           const entry = opts.directory.entry(peer);

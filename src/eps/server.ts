@@ -60,9 +60,11 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
   });
   if (settings.grpc.listen) await peerServer.listen(settings.grpc.listen.host, settings.grpc.listen.port);
 
+  // One operator key signs its bus envelopes and proves its splice dials.
+  const signer = createSigner(self, tls.key);
   const bus = new Bus({
     nc,
-    signer: createSigner(self, tls.key),
+    signer,
     directory,
     log: log.child({ component: 'bus' }),
     maxAgeMs: settings.envelopeMaxAgeMs,
@@ -71,6 +73,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
   });
   const callbacks = new Callbacks({
     self,
+    signer,
     directory,
     log,
     dialTimeoutMs: settings.timeouts.dialMs,
@@ -86,7 +89,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     bus.serve('_ping', async (params) => callLocal('_ping', params));
   });
 
-  const channels = new PeerChannels({ self, tls, directory, bus, log, timeouts: settings.timeouts });
+  const channels = new PeerChannels({ self, tls, signer, directory, bus, log, timeouts: settings.timeouts });
 
   let gateway: Server | undefined;
   if (settings.jsonrpc) {

@@ -211,7 +211,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
       schema: {
         summary: 'Host or guest whose punching failed: get a relay session through the P2P proxy',
         description:
-          'Both peers of a pairing get the same session, each with its own single-use token; each dials the endpoint and sends its 32 token bytes first. ' +
+          'Both peers of a pairing get the same session, each with its own single-use token; each dials the endpoint and sends its 32 token bytes, then two zero bytes (no proof), first. ' +
           'The first to dial is held until the other dials, then the proxy splices the two connections until either closes or a limit is reached.',
         body: {
           type: 'object',
@@ -224,7 +224,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
             type: 'object',
             properties: {
               sessionId: { type: 'string' },
-              token: { type: 'string', description: 'base64 of the 32 bytes to send first' },
+              token: { type: 'string', description: 'base64 of the caller\'s own 32 token bytes, sent first (then two zero bytes)' },
               endpoint: { type: 'string', description: 'host:port of the proxy splice endpoint' },
               dialWithinMs: { type: 'integer' },
               limits: {

@@ -1,26 +1,9 @@
-// Every problem type the games REST API answers with (RFC 9457), in one table. A test pins the
-// count so a new type cannot appear without an entry here; the OpenAPI document and the README
-// both name these slugs. Types are relative URIs: RFC 9457 resolves them against the request URI,
-// so they identify the problem without inventing a domain this project does not own.
+import { PROBLEMS, type ProblemName } from '../core/errors.js';
 
-export const PROBLEMS = {
-  MALFORMED_REQUEST: { slug: 'malformed-request', status: 400, title: 'The request is malformed' },
-  UNAUTHORIZED: { slug: 'unauthorized', status: 401, title: 'The host secret is missing' },
-  FORBIDDEN: { slug: 'forbidden', status: 403, title: 'Not allowed for this peer or secret' },
-  GAME_NOT_FOUND: { slug: 'game-not-found', status: 404, title: 'No such game' },
-  ROUTE_NOT_FOUND: { slug: 'route-not-found', status: 404, title: 'No such route' },
-  NAME_TAKEN: { slug: 'name-taken', status: 409, title: 'The game name is taken' },
-  GAME_FULL: { slug: 'game-full', status: 409, title: 'The game has no room for another guest' },
-  NOT_PAIRED: { slug: 'not-paired', status: 409, title: 'The peers have not swapped candidates yet' },
-  PAYLOAD_TOO_LARGE: { slug: 'payload-too-large', status: 413, title: 'The request body is too large' },
-  UNSUPPORTED_MEDIA_TYPE: { slug: 'unsupported-media-type', status: 415, title: 'The body must be application/json' },
-  RATE_LIMITED: { slug: 'rate-limited', status: 429, title: 'Too many requests' },
-  INTERNAL_ERROR: { slug: 'internal-error', status: 500, title: 'Internal error' },
-  STORAGE_UNAVAILABLE: { slug: 'storage-unavailable', status: 503, title: 'Game storage is unavailable' },
-  RELAY_UNAVAILABLE: { slug: 'relay-unavailable', status: 503, title: 'No relay could be opened' },
-} as const;
+// Problem documents (RFC 9457) of the games REST API. The table of problem types lives with every
+// other wire error in src/core/errors.ts; the OpenAPI document and the README both name its slugs.
 
-export type ProblemName = keyof typeof PROBLEMS;
+export { PROBLEMS, type ProblemName };
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 

@@ -5,7 +5,7 @@ import { busFailureOf } from '../bus/bus-errors.js';
 import { RpcError } from '../core/errors.js';
 import { proxyFor } from '../directory/chain.js';
 import type { DirectoryEntry } from '../directory/types.js';
-import type { SessionInfo } from './session-registry.js';
+import type { LegPass, OpenedSession, SessionInfo, SessionMessengers, SessionOptions } from './session-registry.js';
 
 /** A's request to P: connect me to `to`'s gRPC server channel. */
 export const connectionRequestSchema = z.strictObject({
@@ -13,16 +13,12 @@ export const connectionRequestSchema = z.strictObject({
   channel: z.literal('grpc_server').default('grpc_server'),
 });
 
-/** What P confirms to A once B's socket is held: the token to present and where. */
+/** What P confirms to A once B's socket is held: A's leg token, the challenge its proof signs, and where. */
 export interface Confirmation {
   token: string;
+  challenge: string;
   endpoint: string;
   sessionId: string;
-}
-
-interface Pending {
-  resolve: (c: Confirmation) => void;
-  reject: (e: RpcError) => void;
 }
 
 export interface ConnectionRequestsOptions {
@@ -32,22 +28,17 @@ export interface ConnectionRequestsOptions {
   bDialMs: number;
   bus: Bus;
   directory: { entry(name: string): DirectoryEntry | undefined };
-  open: (request: { a: string; b: string; endpoint: string }) => { sessionId: string; done: Promise<BrokeringOutput> };
+  open: (request: { a: string; b: string; endpoint: string }, via: SessionOptions) => OpenedSession;
 }
 
 /**
  * The bus side of brokering. A's connectionRequest stays unanswered while the session brokers:
  * its reply is the confirmation (when the machine reaches bConnected) or the precise reason the
- * session failed before that.
+ * session failed before that. Each session gets its own messengers, closed over A's pending reply,
+ * so nothing has to look A up by session id.
  */
 export class ConnectionRequests {
-  private readonly pending = new Map<string, Pending>();
-
   constructor(private readonly opts: ConnectionRequestsOptions) {}
-
-  get waiting(): number {
-    return this.pending.size;
-  }
 
   /** Bus handler for `connectionRequest`; `from` is A, proven by its envelope signature. */
   handle = async (params: Record<string, unknown>, from: string): Promise<Confirmation> => {
@@ -63,18 +54,32 @@ export class ConnectionRequests {
       throw new RpcError('PERMISSION_DENIED', `${to} is not reachable through ${this.opts.operator}`);
     }
     return new Promise<Confirmation>((resolve, reject) => {
-      const { sessionId, done } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint });
-      this.pending.set(sessionId, { resolve, reject });
-      void done.then((output) => this.settleFailure(sessionId, to, output));
+      let answered = false;
+      const messengers: SessionMessengers = {
+        notifyB: (session, pass) => this.notifyB(session, pass),
+        confirmToA: async (session, pass) => {
+          if (answered) throw new Error('A is no longer waiting for its confirmation');
+          answered = true;
+          resolve({ token: pass.token.toString('base64'), challenge: pass.challenge.toString('base64'), endpoint: session.endpoint, sessionId: session.sessionId });
+        },
+      };
+      const { done } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
+      void done.then((output) => {
+        // Once confirmed, later outcomes reach A as a closed connection.
+        if (answered) return;
+        answered = true;
+        reject(this.failure(to, output));
+      });
     });
   };
 
-  /** Provided to the session registry: forwards A's request to B with the token. */
-  notifyB = async (session: SessionInfo, token: Buffer): Promise<NotifyResult> => {
+  /** Forwards A's request to B with B's leg token and the challenge. */
+  private async notifyB(session: SessionInfo, pass: LegPass): Promise<NotifyResult> {
     try {
       await this.opts.bus.request(session.b, 'connectionForward', {
         requester: session.a,
-        token: token.toString('base64'),
+        token: pass.token.toString('base64'),
+        challenge: pass.challenge.toString('base64'),
         endpoint: session.endpoint,
         sessionId: session.sessionId,
       });
@@ -87,20 +92,9 @@ export class ConnectionRequests {
       if (failure) throw err; // a bus failure, not B's answer
       return { accepted: false, reason: err.detail };
     }
-  };
+  }
 
-  /** Provided to the session registry: answers A's pending request with the confirmation. */
-  confirmToA = async (session: SessionInfo, token: Buffer, endpoint: string): Promise<void> => {
-    const waiting = this.pending.get(session.sessionId);
-    if (!waiting) throw new Error('A is no longer waiting for its confirmation');
-    this.pending.delete(session.sessionId);
-    waiting.resolve({ token: token.toString('base64'), endpoint, sessionId: session.sessionId });
-  };
-
-  private settleFailure(sessionId: string, b: string, output: BrokeringOutput): void {
-    const waiting = this.pending.get(sessionId);
-    if (!waiting) return; // already confirmed: later outcomes reach A as a closed connection
-    this.pending.delete(sessionId);
+  private failure(b: string, output: BrokeringOutput): RpcError {
     const detail = output.detail ? `: ${output.detail}` : '';
     const errors: Partial<Record<BrokeringOutput['outcome'], RpcError>> = {
       bRefused: new RpcError('BROKERING_FAILED', `${b} refused the connection${detail}`),
@@ -109,6 +103,6 @@ export class ConnectionRequests {
       busFailed: new RpcError('BROKERING_FAILED', `the bus failed while brokering${detail}`),
       shutDown: new RpcError('BROKERING_FAILED', 'the proxy is shutting down'),
     };
-    waiting.reject(errors[output.outcome] ?? new RpcError('BROKERING_FAILED', `session ended as ${output.outcome}${detail}`));
+    return errors[output.outcome] ?? new RpcError('BROKERING_FAILED', `session ended as ${output.outcome}${detail}`);
   }
 }

@@ -1,5 +1,5 @@
 import type { BusHandler } from '../bus/bus.js';
-import { RpcError } from '../core/errors.js';
+import { RpcError, type RelayCapacityLimit } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { RELAY_PROTOCOL_VERSION, relayRequestParamsSchema, type RelayGrantWire, type RelayLimits } from '../relay/protocol.js';
 import type { OpenedSession, SessionMessengers, SessionOptions } from './session-registry.js';
@@ -63,13 +63,13 @@ export class GameRelays {
     if (mine >= maxLivePerRequester) {
       this.#log.warn({ from, game, live: mine }, 'relay refused: the requester holds its limit of relay sessions');
       throw new RpcError('RELAY_CAPACITY', `${from} has ${mine} relay sessions open, its limit of ${maxLivePerRequester} per requester; retry shortly`, {
-        data: { limit: 'requester', max: maxLivePerRequester },
+        data: { limit: 'requester' satisfies RelayCapacityLimit, max: maxLivePerRequester },
       });
     }
     if (this.#live >= maxLive) {
       this.#log.warn({ from, game, live: this.#live }, 'relay refused: too many relay sessions open');
       throw new RpcError('RELAY_CAPACITY', `the proxy has ${this.#live} relay sessions open, its limit of ${maxLive}; retry shortly`, {
-        data: { limit: 'proxy', max: maxLive },
+        data: { limit: 'proxy' satisfies RelayCapacityLimit, max: maxLive },
       });
     }
     const { endpoint, dialWithinMs, limits } = this.#opts;

@@ -47,18 +47,17 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     requestTimeoutMs: settings.timeouts.busRequestMs,
   });
 
-  let registry: SessionRegistry;
+  // Read only when scraped, by which time the registry exists.
   const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, brokeringMachine, `proxy ${settings.name}`) : undefined;
   const feed = inspector && brokeringFeed(inspector.log);
   const metricHooks = registryMetricHooks(metrics);
-  let requests: ConnectionRequests;
-  registry = new SessionRegistry({
+  const registry = new SessionRegistry({
     log,
+    operator: settings.operator,
+    certificateOf: (operator) => directory.entry(operator),
     timeouts: { bDialMs: settings.timeouts.bDialMs, aDialMs: settings.timeouts.aDialMs },
     spliceIdleMs: settings.timeouts.spliceIdleMs,
-    notifyB: (session, token) => requests.notifyB(session, token),
-    confirmToA: (session, token, endpoint) => requests.confirmToA(session, token, endpoint),
     ...metricHooks,
     // Without the inspector nothing is added to the per-chunk path or to the actors.
     ...(feed
@@ -71,19 +70,19 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
         }
       : {}),
   });
-  requests = new ConnectionRequests({
+  const requests = new ConnectionRequests({
     operator: settings.operator,
     endpoint: settings.splice.endpoint,
     bDialMs: settings.timeouts.bDialMs,
     bus,
     directory,
-    open: (request) => registry.open(request),
+    open: (request, via) => registry.open(request, via),
   });
 
   const endpoint = new SpliceEndpoint({
     host: settings.splice.listen.host,
     port: settings.splice.listen.port,
-    route: (token, socket, rest) => registry.route(token, socket, rest),
+    route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
     log,
     preambleTimeoutMs: settings.timeouts.preambleMs,
   });

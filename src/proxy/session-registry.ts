@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { DEFAULT_A_DIAL_TIMEOUT_MS, DEFAULT_B_DIAL_TIMEOUT_MS } from '../core/constants.js';
 import type { Logger } from '../core/logger.js';
+import { verifyProof, type Leg, type Preamble } from '../core/splice-wire.js';
 import {
   brokeringMachine,
   type BrokeringInput,
@@ -11,14 +12,13 @@ import {
 } from '../../machines/brokering.js';
 import type { RouteStatus } from './splice-endpoint.js';
 import { createSplicer, type Direction, type SpliceLimits } from './splicer.js';
-import { TokenStore, type Leg } from './token-store.js';
+import { TokenStore } from './token-store.js';
 
-export type { Leg } from './token-store.js';
+// One brokering actor per session, and the glue between the splice endpoint (tokens, proofs and
+// sockets), the machine (what a session is) and whoever opened the session (its messengers tell
+// B and confirm A). The registry holds each session's tokens so the machine never has to.
 
-// One brokering actor per session, and the glue between the splice endpoint (tokens and
-// sockets), the machine (what a session is) and the bus (notifyB / confirmToA, provided by the
-// caller). The registry holds each session's token so the machine never has to.
-
+export type { Leg };
 export type SessionInfo = BrokeringInput;
 
 export interface SessionStats {
@@ -27,13 +27,27 @@ export interface SessionStats {
   durationMs: number;
 }
 
+/** What one leg's dialer needs: its token, and the challenge its proof must sign. */
+export interface LegPass {
+  token: Buffer;
+  challenge: Buffer;
+}
+
+/** How a session reaches its parties over the control plane: given by whoever opens it. */
+export interface SessionMessengers {
+  /** Tells B (B needs its leg's pass to dial). */
+  notifyB: (session: SessionInfo, pass: LegPass) => Promise<NotifyResult>;
+  /** Confirms to A once B's socket is held (A needs its leg's pass to dial). */
+  confirmToA: (session: SessionInfo, pass: LegPass) => Promise<void>;
+}
+
 export interface SessionRegistryOptions {
   log: Logger;
+  /** The proxy's operator name: every proof names the proxy it was made for. */
+  operator: string;
+  /** A dialer's certificate as the signed directory lists it (B's is session.b, A's session.a). */
+  certificateOf: (operator: string) => { certificate: string; fingerprint: string } | undefined;
   timeouts?: { bDialMs?: number; aDialMs?: number };
-  /** Forwards A's request to B over the bus; B needs the token to dial. */
-  notifyB: (session: SessionInfo, token: Buffer) => Promise<NotifyResult>;
-  /** Answers A's pending bus request; A needs the token to dial. */
-  confirmToA: (session: SessionInfo, token: Buffer, endpoint: string) => Promise<void>;
   onSpliced?: (session: SessionInfo) => void;
   onFinished?: (session: SessionInfo, output: BrokeringOutput, stats: SessionStats) => void;
   onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
@@ -44,12 +58,9 @@ export interface SessionRegistryOptions {
   tokens?: TokenStore;
 }
 
-/** How a session reaches its parties over the control plane; the registry's options are the default. */
-export type SessionMessengers = Pick<SessionRegistryOptions, 'notifyB' | 'confirmToA'>;
-
 export interface SessionOptions {
-  /** Replaces how B is told and A confirmed, for this session only. */
-  messengers?: SessionMessengers;
+  /** How B is told and A confirmed, for this session: brokering tells operators over the bus, a relay tells nobody. */
+  messengers: SessionMessengers;
   /**
    * One deadline for both dials, this long after opening, instead of bDialMs then aDialMs: a
    * game relay's grant says "dial within this long" to both peers, and the session must end then
@@ -57,10 +68,10 @@ export interface SessionOptions {
    */
   dialWithinMs?: number;
   /**
-   * Default true: a brokered session, whose B dials first. Game relays pass false: game peers
-   * hold no operator key and either may dial first; the first one is held (the machine's B).
-   * (Minimal version on this branch: brokered sessions still share one token between the legs;
-   * sessions without proofs get one single-use token per leg.)
+   * Default true: each dialer must prove its operator identity in the preamble (brokered
+   * sessions). Game relays pass false: game peers hold no operator key; their leg tokens are
+   * handed only to the peer they belong to. In a session without proofs either leg may dial
+   * first; the first one is held (the machine's B).
    */
   proofs?: boolean;
   /** A relay grant's limits, enforced by the splicer; the reason lands in the session's output. */
@@ -69,23 +80,31 @@ export interface SessionOptions {
 
 export interface OpenedSession {
   sessionId: string;
-  /** One token per leg; in a session without proofs they differ and each is single use. */
+  /** One single-use token per leg: A's and B's differ, so the proxy knows which side dials. */
   tokens: Record<Leg, Buffer>;
+  /** What each leg's proof signs besides its token; sent to B and A with their tokens. */
+  challenge: Buffer;
   done: Promise<BrokeringOutput>;
 }
+
+/** Bytes of the proxy-chosen challenge: as unguessable as a token. */
+const CHALLENGE_BYTES = 32;
 
 interface Session {
   info: SessionInfo;
   tokens: Record<Leg, Buffer>;
-  /** Either leg may dial first (a game relay): the first is held as the machine's B. */
-  eitherFirst: boolean;
-  /** The leg held as B, once one dialed. */
-  heldLeg: Leg | undefined;
+  challenge: Buffer;
+  proofs: boolean;
   actor: Actor<typeof brokeringMachine>;
   done: Promise<BrokeringOutput>;
   messengers: SessionMessengers;
+  /** Legs whose dial the machine took: their tokens are spent. */
+  dialed: Set<Leg>;
+  /** Without proofs: the leg that dialed first and is held as the machine's B. */
+  heldLeg: Leg | undefined;
   /** Set by the machine's rejectDial action while route() is sending it a dial. */
   rejected: unknown;
+  log: Logger;
 }
 
 export class SessionRegistry {
@@ -114,11 +133,11 @@ export class SessionRegistry {
       actors: {
         notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return s.messengers.notifyB(s.info, s.tokens.b);
+          return s.messengers.notifyB(s.info, { token: s.tokens.b, challenge: s.challenge });
         }),
         confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
           const s = session(input.sessionId);
-          return s.messengers.confirmToA(s.info, s.tokens.a, s.info.endpoint);
+          return s.messengers.confirmToA(s.info, { token: s.tokens.a, challenge: s.challenge });
         }),
         splicer: createSplicer({
           log: options.log.child({ component: 'splicer' }),
@@ -140,26 +159,34 @@ export class SessionRegistry {
     });
   }
 
-  /**
-   * Starts a session. A game relay passes its own messengers (its token goes to the rendezvous,
-   * not to two operators on the bus) and one dial deadline for both peers.
-   */
-  open(request: { a: string; b: string; endpoint: string }, via: SessionOptions = {}): OpenedSession {
+  /** Starts a session; its messengers say how B is told and A confirmed. */
+  open(request: { a: string; b: string; endpoint: string }, via: SessionOptions): OpenedSession {
     if (this.#shuttingDown) throw new Error('session registry is shutting down');
     const sessionId = randomUUID();
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
-    const eitherFirst = via.proofs === false;
-    const a = this.#tokens.mint(sessionId, 'a');
-    const tokens = { a, b: eitherFirst ? this.#tokens.mint(sessionId, 'b') : a };
-    if (via.limits) this.#limits.set(sessionId, via.limits);
+    const tokens = this.#tokens.mint(sessionId);
+    const challenge = randomBytes(CHALLENGE_BYTES);
     const log = this.#options.log.child({ component: 'brokering', sessionId });
     const startedAt = Date.now();
     if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);
+    if (via.limits) this.#limits.set(sessionId, via.limits);
     const actor = createActor(this.#machine, { input: info, id: `brokering-${sessionId}`, inspect: this.#options.inspect });
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
-    const s: Session = { info, tokens, eitherFirst, heldLeg: undefined, actor, done, messengers: via.messengers ?? this.#options, rejected: undefined };
+    const s: Session = {
+      info,
+      tokens,
+      challenge,
+      proofs: via.proofs ?? true,
+      actor,
+      done,
+      messengers: via.messengers,
+      dialed: new Set(),
+      heldLeg: undefined,
+      rejected: undefined,
+      log,
+    };
     this.#sessions.set(sessionId, s);
 
     let last = '';
@@ -189,34 +216,46 @@ export class SessionRegistry {
         resolveDone(output);
       },
     });
-    log.debug({ a: info.a, b: info.b, endpoint: info.endpoint }, 'brokering session opened');
+    log.debug({ a: info.a, b: info.b, endpoint: info.endpoint, proofs: s.proofs }, 'brokering session opened');
     actor.start();
-    return { sessionId, tokens, done };
+    return { sessionId, tokens, challenge, done };
   }
 
-  /** Called by the splice endpoint with a socket that presented `token`. */
-  route(token: Buffer, socket: Socket, rest: Buffer): RouteStatus {
+  /** Called by the splice endpoint with a socket that presented a complete preamble. */
+  route({ token, proof }: Pick<Preamble, 'token' | 'proof'>, socket: Socket, rest: Buffer): RouteStatus {
     const found = this.#tokens.lookup(token);
     if (found.status === 'UNKNOWN') return 'UNKNOWN_TOKEN';
     if (found.status === 'USED') return 'TOKEN_USED';
     const s = this.#sessions.get(found.sessionId);
     if (!s || s.actor.getSnapshot().status !== 'active') return 'UNKNOWN_TOKEN';
+    const { leg } = found;
 
-    // B dials first (while the session is `requested`); the only other dialer is A. Which of
-    // the two may dial now is the machine's call: it rejects a dial it cannot use. In a session
-    // where either leg may dial first, the first is B and only the other leg's token can be A.
-    const isB = s.actor.getSnapshot().matches('requested');
-    const leg: Leg = s.tokens.a.equals(token) ? 'a' : 'b';
-    if (s.eitherFirst && !isB && leg === s.heldLeg) return 'TOKEN_USED';
+    if (s.proofs) {
+      // Before the machine hears of it, and without spending the token: a thief holding the
+      // token must not take the real peer's place, nor lock it out.
+      const operator = s.info[leg];
+      const check = verifyProof(
+        proof,
+        { proxy: this.#options.operator, sessionId: s.info.sessionId, leg, token, challenge: s.challenge },
+        this.#options.certificateOf(operator),
+      );
+      if (!check.ok) {
+        s.log.warn({ leg, operator, remote: `${socket.remoteAddress}:${socket.remotePort}`, detail: check.detail }, 'splice dial without a valid proof refused');
+        return 'BAD_PROOF';
+      }
+    }
+
+    // With proofs each leg is who it proved to be. Without, the first leg to dial is held as the
+    // machine's B and the other one is its A.
+    const role: Leg = s.proofs ? leg : s.heldLeg === undefined ? (s.actor.getSnapshot().matches('requested') ? 'b' : 'a') : s.heldLeg === leg ? 'b' : 'a';
     s.rejected = undefined;
-    s.actor.send(isB ? { type: 'B_DIALED', socket, rest } : { type: 'A_DIALED', socket, rest });
+    s.actor.send(role === 'b' ? { type: 'B_DIALED', socket, rest } : { type: 'A_DIALED', socket, rest });
     // Sends to an idle actor are processed synchronously, so the verdict is already in.
     const rejected = s.rejected === socket;
     s.rejected = undefined;
-    if (rejected) return 'WRONG_STATE';
-    // A shared token must stay valid for A; a leg's own token is spent once it dialed.
-    if (!isB || s.eitherFirst) this.#tokens.consume(token);
-    if (isB) s.heldLeg = leg;
+    if (rejected) return s.dialed.has(leg) ? 'TOKEN_USED' : 'WRONG_STATE';
+    s.dialed.add(leg);
+    if (role === 'b' && !s.proofs) s.heldLeg = leg;
     return 'ROUTED';
   }
 
@@ -245,7 +284,7 @@ export class SessionRegistry {
     this.#sessions.delete(s.info.sessionId);
     this.#dialDeadlines.delete(s.info.sessionId);
     this.#limits.delete(s.info.sessionId);
-    this.#tokens.release(s.info.sessionId);
+    this.#tokens.release(s.info.sessionId, [...s.dialed]);
     log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);
   }

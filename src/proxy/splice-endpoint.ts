@@ -1,30 +1,25 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { DEFAULT_PREAMBLE_TIMEOUT_MS, TOKEN_BYTES } from '../core/constants.js';
+import { DEFAULT_PREAMBLE_TIMEOUT_MS } from '../core/constants.js';
+import { SPLICE_CLOSE_REASONS, type SpliceCloseReason } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { PreambleClosed, PreambleTimeout, readPreamble } from './preamble.js';
+import { PreambleClosed, PreambleInvalid, PreambleTimeout, readPreamble, type Preamble } from '../core/splice-wire.js';
 import { tokenId } from './token-store.js';
 
 // The splice endpoint only reads preambles and asks `route` what to do with them (as circuit
 // relay's handler asks its reservation store). It owns a socket until `route` says ROUTED, and
 // destroys every socket it did not hand over.
 
-export type RouteRefusal = 'UNKNOWN_TOKEN' | 'TOKEN_USED' | 'WRONG_STATE';
+/** What route() may answer besides ROUTED: the session's verdict on a complete preamble. */
+export type RouteRefusal = Extract<SpliceCloseReason, 'UNKNOWN_TOKEN' | 'TOKEN_USED' | 'WRONG_STATE' | 'BAD_PROOF'>;
 export type RouteStatus = 'ROUTED' | RouteRefusal;
 
 /** Decides a socket's fate; on ROUTED the socket (and `rest`) now belong to the callee. */
-export type RouteFn = (token: Buffer, socket: Socket, rest: Buffer) => RouteStatus;
+export type RouteFn = (preamble: Pick<Preamble, 'token' | 'proof'>, socket: Socket, rest: Buffer) => RouteStatus;
 
-export type RejectReason = RouteRefusal | 'PREAMBLE_TIMEOUT' | 'PREAMBLE_CLOSED' | 'ROUTE_ERROR';
-
-export const REJECT_REASONS: readonly RejectReason[] = [
-  'UNKNOWN_TOKEN',
-  'TOKEN_USED',
-  'WRONG_STATE',
-  'PREAMBLE_TIMEOUT',
-  'PREAMBLE_CLOSED',
-  'ROUTE_ERROR',
-];
+/** Every reason the endpoint closes a socket it did not route (the catalogue is in core/errors.ts). */
+export type RejectReason = SpliceCloseReason;
+export const REJECT_REASONS = Object.keys(SPLICE_CLOSE_REASONS) as RejectReason[];
 
 export interface SpliceEndpointOptions {
   host: string;
@@ -97,13 +92,13 @@ export class SpliceEndpoint extends EventEmitter<SpliceEndpointEvents> {
     socket.on('error', (err) => this.#log.debug({ remote, err: err.message }, 'splice socket error'));
     this.#unrouted.add(socket);
 
-    let token: Buffer;
-    let rest: Buffer;
+    let preamble: Preamble;
     try {
-      ({ token, rest } = await readPreamble(socket, { bytes: TOKEN_BYTES, timeoutMs: this.#preambleTimeoutMs }));
+      preamble = await readPreamble(socket, { timeoutMs: this.#preambleTimeoutMs });
     } catch (err) {
       if (err instanceof PreambleTimeout) this.#reject(socket, 'PREAMBLE_TIMEOUT', { remote, received: err.received });
       else if (err instanceof PreambleClosed) this.#reject(socket, 'PREAMBLE_CLOSED', { remote, received: err.received });
+      else if (err instanceof PreambleInvalid) this.#reject(socket, 'PREAMBLE_INVALID', { remote, received: err.received, detail: err.message });
       else this.#reject(socket, 'ROUTE_ERROR', { remote, err: String(err) });
       return;
     }
@@ -113,9 +108,10 @@ export class SpliceEndpoint extends EventEmitter<SpliceEndpointEvents> {
       return;
     }
 
+    const { token, proof, rest } = preamble;
     let status: RouteStatus;
     try {
-      status = this.#options.route(token, socket, rest);
+      status = this.#options.route({ token, proof }, socket, rest);
     } catch (err) {
       this.#reject(socket, 'ROUTE_ERROR', { remote, tokenId: tokenId(token), err: err instanceof Error ? err.message : String(err) });
       return;

@@ -1,20 +1,20 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { minute, TOKEN_BYTES } from '../core/constants.js';
+import type { Leg } from '../core/splice-wire.js';
+
+export type { Leg };
 
 // Splice tokens, with no sockets in sight: the splice endpoint asks, this answers with a status.
 // Lookups go through the SHA-256 of the presented bytes, so the Map probe leaks nothing useful
 // about a live token; the final comparison is constant time anyway, as defence in depth.
 
-/** How long a consumed token still answers USED (rather than UNKNOWN): a reuse is worth a distinct log line. */
+/** How long a spent token still answers USED (rather than UNKNOWN): a reuse is worth a distinct log line. */
 export const DEFAULT_USED_TOKEN_TTL_MS = 10 * minute;
 
-/** Caps the memory of consumed tokens if a flood of sessions outpaces the TTL. */
+/** Caps the memory of spent tokens if a flood of sessions outpaces the TTL. */
 export const DEFAULT_MAX_USED_TOKENS = 100_000;
 
-/** A session's two sides: `a` requested it, `b` is held first (see machines/brokering.ts). */
-export type Leg = 'a' | 'b';
-
-export type TokenLookup = { status: 'OK'; sessionId: string } | { status: 'UNKNOWN' } | { status: 'USED' };
+export type TokenLookup = { status: 'OK'; sessionId: string; leg: Leg } | { status: 'UNKNOWN' } | { status: 'USED' };
 
 export interface TokenStoreOptions {
   usedTtlMs?: number;
@@ -25,6 +25,7 @@ export interface TokenStoreOptions {
 interface LiveToken {
   token: Buffer;
   sessionId: string;
+  leg: Leg;
 }
 
 function digest(token: Uint8Array): string {
@@ -36,9 +37,17 @@ export function tokenId(token: Uint8Array): string {
   return digest(token).slice(0, 8);
 }
 
+const LEGS: readonly Leg[] = ['a', 'b'];
+
+/**
+ * A session's tokens stay live for as long as the session does, even once their leg has dialed:
+ * whether a dial comes at the right moment (A before its confirmation, B twice) is the session
+ * machine's call, not the store's. When the session ends, the tokens of legs that dialed are
+ * remembered as USED (a late reuse is worth its own log line) and the others forgotten.
+ */
 export class TokenStore {
   readonly #live = new Map<string, LiveToken>();
-  readonly #hashBySession = new Map<string, Map<Leg, string>>();
+  readonly #hashesBySession = new Map<string, Record<Leg, string>>();
   // Insertion order is expiry order (one TTL for all), so pruning stops at the first live one.
   readonly #used = new Map<string, number>();
   readonly #usedTtlMs: number;
@@ -51,55 +60,43 @@ export class TokenStore {
     this.#now = options.now ?? Date.now;
   }
 
-  /** One token per leg of a session; minting again for the same leg replaces its old token. */
-  mint(sessionId: string, leg: Leg = 'a'): Buffer {
-    const legs = this.#hashBySession.get(sessionId) ?? new Map<Leg, string>();
-    const old = legs.get(leg);
-    if (old !== undefined) this.#live.delete(old);
-    const token = randomBytes(TOKEN_BYTES);
-    const hash = digest(token);
-    this.#live.set(hash, { token: Buffer.from(token), sessionId });
-    legs.set(leg, hash);
-    this.#hashBySession.set(sessionId, legs);
-    return token;
+  /** One token per leg; minting again for the same session replaces the old tokens. */
+  mint(sessionId: string): Record<Leg, Buffer> {
+    this.release(sessionId);
+    const tokens = { a: randomBytes(TOKEN_BYTES), b: randomBytes(TOKEN_BYTES) };
+    const hashes = { a: digest(tokens.a), b: digest(tokens.b) };
+    for (const leg of LEGS) this.#live.set(hashes[leg], { token: Buffer.from(tokens[leg]), sessionId, leg });
+    this.#hashesBySession.set(sessionId, hashes);
+    return tokens;
   }
 
   lookup(token: Uint8Array): TokenLookup {
     if (token.length !== TOKEN_BYTES) return { status: 'UNKNOWN' };
     const hash = digest(token);
     const live = this.#live.get(hash);
-    if (live && timingSafeEqual(live.token, token)) return { status: 'OK', sessionId: live.sessionId };
+    if (live && timingSafeEqual(live.token, token)) return { status: 'OK', sessionId: live.sessionId, leg: live.leg };
     this.#prune();
     if (this.#used.has(hash)) return { status: 'USED' };
     return { status: 'UNKNOWN' };
   }
 
-  /** Single use: after this, the token answers USED until the memory of it expires. */
-  consume(token: Uint8Array): boolean {
-    if (token.length !== TOKEN_BYTES) return false;
-    const hash = digest(token);
-    const live = this.#live.get(hash);
-    if (!live || !timingSafeEqual(live.token, token)) return false;
-    this.#live.delete(hash);
+  /**
+   * Forgets the session's tokens. Call it on every way a session ends (EPS only freed token slots
+   * on success and leaked them on each failure); `used` names the legs whose token was spent.
+   */
+  release(sessionId: string, used: readonly Leg[] = []): void {
+    const hashes = this.#hashesBySession.get(sessionId);
+    if (hashes === undefined) return;
+    this.#hashesBySession.delete(sessionId);
+    for (const leg of LEGS) this.#live.delete(hashes[leg]);
+    if (used.length === 0) return;
     this.#prune();
-    this.#used.set(hash, this.#now() + this.#usedTtlMs);
+    for (const leg of used) this.#used.set(hashes[leg], this.#now() + this.#usedTtlMs);
     while (this.#used.size > this.#maxUsed) {
       const oldest = this.#used.keys().next().value;
       if (oldest === undefined) break;
       this.#used.delete(oldest);
     }
-    return true;
-  }
-
-  /**
-   * Forgets the session's token whether or not it was used. Call it on every way a session
-   * ends: EPS only freed token slots on success and leaked them on each failure.
-   */
-  release(sessionId: string): void {
-    const legs = this.#hashBySession.get(sessionId);
-    if (legs === undefined) return;
-    this.#hashBySession.delete(sessionId);
-    for (const hash of legs.values()) this.#live.delete(hash);
   }
 
   /** Tokens that a dialer could still present (for tests and gauges). */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { hostPortSchema, tokenBase64Schema } from '../core/splice-wire.js';
 
 // How the game rendezvous asks the public proxy for a relay when two peers could not punch a
 // direct path (a NAT that maps each destination to a new port defeats hole punching).
@@ -25,8 +26,8 @@ export const relayRequestParamsSchema = z.strictObject({
 });
 export type RelayRequestParams = z.infer<typeof relayRequestParamsSchema>;
 
-/** base64 of the 32 bytes a peer sends first on the splice endpoint. */
-export const relayTokenSchema = z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'expected base64 of 32 bytes');
+/** base64 of the 32 token bytes a peer sends first on the splice endpoint (src/core/splice-wire.ts). */
+export const relayTokenSchema = tokenBase64Schema;
 
 /** What the splicer enforces on a relayed session; it ends the session with the limit's name. */
 export const relayLimitsSchema = z.strictObject({
@@ -44,7 +45,7 @@ export const relayGrantSchema = z.strictObject({
   /** One token per peer (host is the session's leg a, guest its leg b); each works once. */
   tokens: z.strictObject({ host: relayTokenSchema, guest: relayTokenSchema }),
   /** The splice endpoint the proxy signed: host:port. */
-  endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port').max(300),
+  endpoint: hostPortSchema,
   /** Both peers must have dialed within this long of the grant being sent; the session ends then. */
   dialWithinMs: z.number().int().positive(),
   limits: relayLimitsSchema,

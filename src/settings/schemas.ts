@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { hostPortSchema } from '../core/splice-wire.js';
 import {
   DEFAULT_A_DIAL_TIMEOUT_MS,
   DEFAULT_B_DIAL_TIMEOUT_MS,
@@ -73,7 +74,7 @@ const proxySettingsFields = z.strictObject({
   splice: z.strictObject({
     listen: listenSchema,
     /** host:port that A and B are told to dial; differs from listen behind NAT or a load balancer. */
-    endpoint: z.string().regex(/^[^:]+:\d+$/, 'expected host:port'),
+    endpoint: hostPortSchema,
   }),
   metrics: listenSchema.optional(),
   /** Served on the metrics listener, at /inspect. */

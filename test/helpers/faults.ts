@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { Bus } from '../../src/bus/bus.js';
 import { createSigner } from '../../src/bus/envelope.js';
 import { RpcError } from '../../src/core/errors.js';
+import { encodePreamble } from '../../src/core/splice-wire.js';
 import { connectBus, type NatsConnection } from '../../src/core/nats.js';
 import { readTlsMaterial } from '../../src/core/tls-material.js';
 import { DirectoryClient } from '../../src/directory/client.js';
@@ -241,7 +242,10 @@ export class BusClientAsHd1 {
   }
 }
 
-/** Dials the splice endpoint, sends the token, and reports how the proxy ended the connection. */
+/**
+ * Dials the splice endpoint, sends the token without a proof, and reports how the proxy ended the
+ * connection (a dead token is refused before any proof is looked at).
+ */
 export function dialWithToken(endpoint: string, token: string, waitMs = 5000): Promise<'closed' | 'open'> {
   const [host, port] = [endpoint.slice(0, endpoint.lastIndexOf(':')), Number(endpoint.slice(endpoint.lastIndexOf(':') + 1))];
   return new Promise((resolvePromise) => {
@@ -251,7 +255,7 @@ export function dialWithToken(endpoint: string, token: string, waitMs = 5000): P
       resolvePromise('open');
     }, waitMs);
     s.on('error', () => undefined);
-    s.once('connect', () => s.write(Buffer.from(token, 'base64')));
+    s.once('connect', () => s.write(encodePreamble(Buffer.from(token, 'base64'))));
     s.once('close', () => {
       clearTimeout(timer);
       resolvePromise('closed');

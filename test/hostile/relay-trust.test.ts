@@ -16,6 +16,7 @@ import { TestNatsServer } from '../helpers/nats-server.js';
 import { fixedDirectory, testBus, type TestOperator } from '../helpers/relay-bus.js';
 import { freePorts, metrics, metricValue, pingUntilAnswered, curlJsonRpc, PING } from '../helpers/stack.js';
 import { GamesProcess } from '../integration/games-process.js';
+import { encodePreamble } from '../../src/core/splice-wire.js';
 
 // The relay attacks of issue 9 replayed on the real stack (sd with the dev directory, `proxy run
 // public`, hd-1, hd-2, public-proxy-eps-1, `games run` as games-1), each beside the legitimate
@@ -83,7 +84,8 @@ async function dial(token: string, extra = ''): Promise<Socket> {
   socket.on('error', () => {});
   dials.push(socket);
   await once(socket, 'connect');
-  socket.write(Buffer.concat([Buffer.from(token, 'base64'), Buffer.from(extra)]));
+  // The splice preamble without a proof (game peers hold no operator key), then the peer's bytes.
+  socket.write(Buffer.concat([encodePreamble(Buffer.from(token, 'base64')), Buffer.from(extra)]));
   return socket;
 }
 const closedByProxy = (socket: Socket): Promise<unknown> => {

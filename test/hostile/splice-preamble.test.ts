@@ -5,10 +5,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SessionRegistry, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { encodePreamble, PREAMBLE_HEADER_BYTES, signProof, type Leg } from '../../src/core/splice-wire.js';
+import { fingerprintOf } from '../../src/core/tls-material.js';
+import { SessionRegistry, type LegPass, type SessionInfo, type SessionMessengers, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
 import { TokenStore } from '../../src/proxy/token-store.js';
-import { TOKEN_BYTES } from '../../src/core/constants.js';
+import { MAX_PROOF_BYTES, TOKEN_BYTES } from '../../src/core/constants.js';
 import { pool, resourceCounts, settledExcess, waitFor } from './helpers.js';
 
 const log = pino({ level: 'silent' });
@@ -25,11 +29,27 @@ interface Proxy {
 
 const proxies: Proxy[] = [];
 
-async function startProxy(preambleTimeoutMs: number, hooks: Pick<SessionRegistryOptions, 'notifyB' | 'confirmToA' | 'onSpliced'>): Promise<Proxy> {
+const PROXY = 'public-proxy-eps-1';
+const CERTS = 'settings/dev/certs';
+const devCert = (name: string) => new X509Certificate(readFileSync(`${CERTS}/${name}.crt`));
+const legOperator: Record<Leg, string> = { a: 'hd-1', b: 'hd-2' };
+const legKey = { a: createPrivateKey(readFileSync(`${CERTS}/hd-1.key`)), b: createPrivateKey(readFileSync(`${CERTS}/hd-2.key`)) };
+function certificateOf(operator: string) {
+  if (operator !== 'hd-1' && operator !== 'hd-2') return undefined;
+  const cert = devCert(operator);
+  return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
+}
+/** What the leg's real operator sends: its token and a proof signed with its key. */
+const realPreamble = (session: SessionInfo, leg: Leg, pass: LegPass) =>
+  encodePreamble(pass.token, signProof(legKey[leg], { proxy: PROXY, sessionId: session.sessionId, leg, token: pass.token, challenge: pass.challenge }));
+
+async function startProxy(preambleTimeoutMs: number, hooks: Pick<SessionRegistryOptions, 'onSpliced'> = {}): Promise<Proxy> {
   const tokens = new TokenStore();
   const finished: Proxy['finished'] = [];
   const registry = new SessionRegistry({
     log,
+    operator: PROXY,
+    certificateOf,
     tokens,
     timeouts: { bDialMs: 5_000, aDialMs: 5_000 },
     ...hooks,
@@ -40,7 +60,7 @@ async function startProxy(preambleTimeoutMs: number, hooks: Pick<SessionRegistry
     port: 0,
     log,
     preambleTimeoutMs,
-    route: (token, socket, rest) => registry.route(token, socket, rest),
+    route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
   });
   const rejections = new Map<RejectReason, number>();
   endpoint.on('rejected', (reason) => rejections.set(reason, (rejections.get(reason) ?? 0) + 1));
@@ -92,18 +112,43 @@ interface HostileDialer {
   ending: Ending;
 }
 
+// Bytes of two shapes: anything at all (whose length field, if it gets that far, is nearly always
+// over the cap), and a well-framed preamble (a random token, a proof length under or over the cap,
+// and some or all or more of the proof), so every branch of the reader is reached.
+const anyBytes = fc.integer({ min: 0, max: 80 }).chain((n) => fc.uint8Array({ minLength: n, maxLength: n }));
+const framedBytes = fc
+  .record({
+    token: fc.uint8Array({ minLength: TOKEN_BYTES, maxLength: TOKEN_BYTES }),
+    length: fc.oneof(fc.integer({ min: 0, max: 80 }), fc.integer({ min: MAX_PROOF_BYTES + 1, max: 0xffff })),
+    extra: fc.integer({ min: -40, max: 20 }),
+  })
+  .map(({ token, length, extra }) => {
+    const header = Buffer.alloc(PREAMBLE_HEADER_BYTES);
+    header.set(token);
+    header.writeUInt16BE(length, TOKEN_BYTES);
+    const sent = Math.max(0, Math.min(length, MAX_PROOF_BYTES) + extra);
+    return new Uint8Array(Buffer.concat([header, Buffer.alloc(sent, 7)]));
+  });
+
 const hostileDialer: fc.Arbitrary<HostileDialer> = fc.record({
-  // Uniform lengths: fast-check's default size would keep nearly every array under 32 bytes.
-  bytes: fc.integer({ min: 0, max: 64 }).chain((n) => fc.uint8Array({ minLength: n, maxLength: n })),
-  cuts: fc.uniqueArray(fc.integer({ min: 1, max: 63 }), { maxLength: 3 }),
+  bytes: fc.oneof(anyBytes, framedBytes),
+  cuts: fc.uniqueArray(fc.integer({ min: 1, max: 120 }), { maxLength: 3 }),
   ending: fc.constantFrom<Ending>('fin', 'halfClose', 'reset', 'stall'),
 });
 
+/** What a complete preamble in these bytes would be refused for, or undefined if it is incomplete. */
+function verdictOnBytes(bytes: Uint8Array): RejectReason | undefined {
+  if (bytes.length < PREAMBLE_HEADER_BYTES) return undefined;
+  const length = Buffer.from(bytes).readUInt16BE(TOKEN_BYTES);
+  if (length > MAX_PROOF_BYTES) return 'PREAMBLE_INVALID';
+  return bytes.length >= PREAMBLE_HEADER_BYTES + length ? 'UNKNOWN_TOKEN' : undefined;
+}
+
 /** The refusals the endpoint may give this dialer; more than one only when an RST races the bytes. */
 function expectedReasons(d: HostileDialer): RejectReason[] {
-  const full = d.bytes.length >= TOKEN_BYTES;
-  if (d.ending === 'reset') return full ? ['UNKNOWN_TOKEN', 'PREAMBLE_CLOSED'] : ['PREAMBLE_CLOSED'];
-  if (full) return ['UNKNOWN_TOKEN'];
+  const verdict = verdictOnBytes(d.bytes);
+  if (d.ending === 'reset') return verdict ? [verdict, 'PREAMBLE_CLOSED'] : ['PREAMBLE_CLOSED'];
+  if (verdict) return [verdict];
   return d.ending === 'stall' ? ['PREAMBLE_TIMEOUT'] : ['PREAMBLE_CLOSED'];
 }
 
@@ -131,24 +176,38 @@ async function runHostile(port: number, d: HostileDialer, closeWithinMs: number)
   return state === 'closed' ? undefined : `${d.ending} dialer with ${d.bytes.length} bytes still open after ${closeWithinMs} ms`;
 }
 
-/** A well-behaved brokering, B then A, with a payload each way checked byte for byte. */
+/**
+ * A well-behaved brokering, B then A, with a payload each way checked byte for byte. Before each
+ * real leg dials, two thieves present that leg's real token: one with no proof, one with junk
+ * where the proof goes. Both must be refused (BAD_PROOF) without costing the real leg its place.
+ */
 function legitimateSession(getPort: () => number) {
   const bSockets = new Map<string, Socket>();
   const aSockets = new Map<string, Promise<Socket>>();
   const spliced = new Set<string>();
-  const hooks: Pick<SessionRegistryOptions, 'notifyB' | 'confirmToA' | 'onSpliced'> = {
-    onSpliced: (session) => spliced.add(session.sessionId),
-    notifyB: async (session, token) => {
+  const thieves: Promise<'closed' | 'still open'>[] = [];
+  const steal = async (pass: LegPass) => {
+    for (const proof of [Buffer.alloc(0), randomBytes(71)]) {
+      const thief = await dial(getPort());
+      thief.write(encodePreamble(pass.token, proof));
+      thieves.push(closed(thief, 5_000));
+    }
+  };
+  const hooks: Pick<SessionRegistryOptions, 'onSpliced'> = { onSpliced: (session) => spliced.add(session.sessionId) };
+  const messengers: SessionMessengers = {
+    notifyB: async (session, pass) => {
+      await steal(pass);
       const b = await dial(getPort(), { allowHalfOpen: true });
-      b.write(token);
+      b.write(realPreamble(session, 'b', pass));
       bSockets.set(session.sessionId, b);
       return { accepted: true };
     },
-    confirmToA: async (session, token) => {
+    confirmToA: async (session, pass) => {
+      await steal(pass);
       aSockets.set(
         session.sessionId,
         dial(getPort(), { allowHalfOpen: true }).then((a) => {
-          a.write(token);
+          a.write(realPreamble(session, 'a', pass));
           return a;
         }),
       );
@@ -177,7 +236,7 @@ function legitimateSession(getPort: () => number) {
     a.destroy();
     b.destroy();
   }
-  return { hooks, exchange };
+  return { hooks, messengers, exchange, thieves };
 }
 
 const LEAK_KINDS = ['TCPSocketWrap', 'Timeout'] as const;
@@ -199,16 +258,18 @@ describe('hostile splice endpoint', () => {
     });
     // Real brokerings in the middle of the flood, not before or after it.
     await sleep(50);
-    const sessions = [0, 1, 2].map(() => p.registry.open({ a: 'hd-1', b: 'hd-2', endpoint: `127.0.0.1:${port}` }));
+    const sessions = [0, 1, 2].map(() => p.registry.open({ a: legOperator.a, b: legOperator.b, endpoint: `127.0.0.1:${port}` }, { messengers: legit.messengers }));
     await Promise.all(sessions.map((s) => legit.exchange(s.sessionId)));
     const outputs = await Promise.all(sessions.map((s) => s.done));
     await hostile;
 
     expect(failures).toEqual([]);
     expect(outputs).toEqual(sessions.map(() => ({ outcome: 'closed', detail: 'completed' })));
+    expect(await Promise.all(legit.thieves)).toEqual(sessions.flatMap(() => ['closed', 'closed', 'closed', 'closed']));
 
     // Every hostile connection is refused exactly once, for the reason its behaviour predicts.
-    await waitFor(() => [...p.rejections.values()].reduce((x, y) => x + y, 0) >= dialers.length, 3_000, 'all refusals');
+    const thefts = legit.thieves.length;
+    await waitFor(() => [...p.rejections.values()].reduce((x, y) => x + y, 0) >= dialers.length + thefts, 3_000, 'all refusals');
     const must = new Map<RejectReason, number>();
     const resetRacy = { full: 0 };
     for (const d of dialers) {
@@ -217,16 +278,18 @@ describe('hostile splice endpoint', () => {
       else resetRacy.full += 1;
     }
     const got = Object.fromEntries(p.rejections);
-    expect([...p.rejections.values()].reduce((x, y) => x + y, 0)).toBe(dialers.length);
+    expect([...p.rejections.values()].reduce((x, y) => x + y, 0)).toBe(dialers.length + thefts);
+    expect(got.BAD_PROOF).toBe(thefts);
     expect(got.PREAMBLE_TIMEOUT ?? 0).toBe(must.get('PREAMBLE_TIMEOUT') ?? 0);
     expect(got.UNKNOWN_TOKEN ?? 0).toBeGreaterThanOrEqual(must.get('UNKNOWN_TOKEN') ?? 0);
     expect(got.UNKNOWN_TOKEN ?? 0).toBeLessThanOrEqual((must.get('UNKNOWN_TOKEN') ?? 0) + resetRacy.full);
     expect(got.PREAMBLE_CLOSED ?? 0).toBeGreaterThanOrEqual(must.get('PREAMBLE_CLOSED') ?? 0);
+    expect(got.PREAMBLE_INVALID ?? 0).toBeGreaterThanOrEqual(must.get('PREAMBLE_INVALID') ?? 0);
     expect(got.TOKEN_USED ?? 0).toBe(0);
     expect(got.WRONG_STATE ?? 0).toBe(0);
     expect(got.ROUTE_ERROR ?? 0).toBe(0);
     // The generator must have produced every kind of refusal, or the test proves less than it says.
-    expect(Object.keys(got).sort()).toEqual(['PREAMBLE_CLOSED', 'PREAMBLE_TIMEOUT', 'UNKNOWN_TOKEN']);
+    expect(Object.keys(got).sort()).toEqual(['BAD_PROOF', 'PREAMBLE_CLOSED', 'PREAMBLE_INVALID', 'PREAMBLE_TIMEOUT', 'UNKNOWN_TOKEN']);
 
     expect(p.registry.liveCount()).toBe(0);
     expect(p.endpoint.unroutedCount()).toBe(0);
@@ -241,18 +304,19 @@ describe('hostile splice endpoint', () => {
 
   it('splice endpoint - a preamble sent one byte per second is dropped at the deadline, valid token or not', async () => {
     const baseline = resourceCounts();
-    let bToken: Buffer | undefined;
-    const p = await startProxy(1_500, {
-      notifyB: async (_s, token) => {
-        bToken = token;
+    let bPreamble: Buffer | undefined;
+    const p = await startProxy(1_500);
+    const messengers: SessionMessengers = {
+      notifyB: async (s, pass) => {
+        bPreamble = realPreamble(s, 'b', pass);
         return { accepted: true };
       },
       confirmToA: async () => {},
-    });
-    const session = p.registry.open({ a: 'hd-1', b: 'hd-2', endpoint: `127.0.0.1:${p.port}` });
-    await waitFor(() => bToken !== undefined);
+    };
+    const session = p.registry.open({ a: legOperator.a, b: legOperator.b, endpoint: `127.0.0.1:${p.port}` }, { messengers });
+    await waitFor(() => bPreamble !== undefined);
 
-    // Two trickling dialers: one with the session's real token, one with garbage.
+    // Two trickling dialers: one with B's real token and proof, one with garbage.
     const trickle = async (bytes: Buffer) => {
       const socket = await dial(p.port);
       const started = Date.now();
@@ -266,7 +330,7 @@ describe('hostile splice endpoint', () => {
       socket.destroy();
       return { state, elapsed: Date.now() - started };
     };
-    const results = await Promise.all([trickle(bToken!), trickle(randomBytes(TOKEN_BYTES))]);
+    const results = await Promise.all([trickle(bPreamble!), trickle(randomBytes(TOKEN_BYTES))]);
     for (const r of results) {
       expect(r.state).toBe('closed');
       expect(r.elapsed).toBeGreaterThanOrEqual(1_450);

@@ -1,19 +1,36 @@
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NotifyResult } from '../../machines/brokering.js';
-import { SessionRegistry, type SessionInfo, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
+import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.js';
+import { fingerprintOf } from '../../src/core/tls-material.js';
+import { SessionRegistry, type LegPass, type SessionInfo, type SessionMessengers, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
 import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 const log = pino({ level: 'silent' });
 const PREAMBLE_MS = 300;
 
+const PROXY = 'public-proxy-eps-1';
+const CERTS = 'settings/dev/certs';
+const OPERATOR: Record<Leg, string> = { a: 'hd-1', b: 'hd-2' };
+const KEY = { a: createPrivateKey(readFileSync(`${CERTS}/hd-1.key`)), b: createPrivateKey(readFileSync(`${CERTS}/hd-2.key`)) };
+function certificateOf(operator: string) {
+  if (operator !== 'hd-1' && operator !== 'hd-2') return undefined;
+  const cert = new X509Certificate(readFileSync(`${CERTS}/${operator}.crt`));
+  return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
+}
+/** The preamble the leg's real operator sends: its token and its proof. */
+const preambleOf = (session: SessionInfo, leg: Leg, pass: LegPass) =>
+  encodePreamble(pass.token, signProof(KEY[leg], { proxy: PROXY, sessionId: session.sessionId, leg, token: pass.token, challenge: pass.challenge }));
+
+/** How B and A behave; each is handed the full preamble its leg's real operator would send. */
 type Behaviour = {
-  notifyB?: (session: SessionInfo, token: Buffer) => Promise<NotifyResult>;
-  confirmToA?: (session: SessionInfo, token: Buffer) => Promise<void>;
+  notifyB?: (session: SessionInfo, preamble: Buffer) => Promise<NotifyResult>;
+  confirmToA?: (session: SessionInfo, preamble: Buffer) => Promise<void>;
   timeouts?: SessionRegistryOptions['timeouts'];
   spliceIdleMs?: number;
 };
@@ -25,7 +42,9 @@ interface Harness {
   rejections: RejectReason[];
   spliced: string[];
   finished: { outcome: string; bytesAToB: number; bytesBToA: number }[];
-  dial: (token: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
+  dial: (preamble: Buffer, opts?: { byteByByte?: boolean; extra?: Buffer }) => Promise<Socket>;
+  /** The behaviour's messengers: the one way a session is opened. */
+  messengers: SessionMessengers;
 }
 
 const harnesses: Harness[] = [];
@@ -37,10 +56,10 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
   const finished: Harness['finished'] = [];
   const registry = new SessionRegistry({
     log,
+    operator: PROXY,
+    certificateOf,
     timeouts: behaviour.timeouts ?? { bDialMs: 5_000, aDialMs: 5_000 },
     ...(behaviour.spliceIdleMs ? { spliceIdleMs: behaviour.spliceIdleMs } : {}),
-    notifyB: (s, t) => (behaviour.notifyB ? behaviour.notifyB(s, t) : new Promise(() => {})),
-    confirmToA: (s, t) => (behaviour.confirmToA ? behaviour.confirmToA(s, t) : new Promise(() => {})),
     onSpliced: (s) => spliced.push(s.sessionId),
     onFinished: (_s, output, stats) => finished.push({ outcome: output.outcome, bytesAToB: stats.bytesAToB, bytesBToA: stats.bytesBToA }),
   });
@@ -49,8 +68,12 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     port: 0,
     log,
     preambleTimeoutMs: PREAMBLE_MS,
-    route: (token, socket, rest) => registry.route(token, socket, rest),
+    route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
   });
+  const messengers: SessionMessengers = {
+    notifyB: (s, pass) => (behaviour.notifyB ? behaviour.notifyB(s, preambleOf(s, 'b', pass)) : new Promise(() => {})),
+    confirmToA: (s, pass) => (behaviour.confirmToA ? behaviour.confirmToA(s, preambleOf(s, 'a', pass)) : new Promise(() => {})),
+  };
   endpoint.on('rejected', (reason) => rejections.push(reason));
   const { port } = await endpoint.listen();
 
@@ -70,7 +93,7 @@ async function harness(behaviour: Behaviour): Promise<Harness> {
     if (opts.extra) socket.write(opts.extra);
     return socket;
   };
-  const h = { registry, endpoint, port, rejections, spliced, finished, dial };
+  const h = { registry, endpoint, port, rejections, spliced, finished, dial, messengers };
   harnesses.push(h);
   return h;
 }
@@ -138,7 +161,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
 
     // A sends (with bytes in the same segment as its token), then half-closes.
@@ -175,7 +198,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     expect(await readUntil(aSocket, 'early B')).toBe('early B');
     aSocket.write('ping');
@@ -190,7 +213,7 @@ describe('splice (real TCP)', () => {
 
   it('splice - an unknown token is refused and the socket closed', async () => {
     const h = await harness({});
-    const socket = await h.dial(randomBytes(32));
+    const socket = await h.dial(encodePreamble(randomBytes(32)));
     await closedByProxy(socket);
     expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
     await assertNoOpenSockets(h);
@@ -214,7 +237,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     await waitFor(() => h.spliced.length === 1);
 
@@ -243,7 +266,7 @@ describe('splice (real TCP)', () => {
         return new Promise(() => {});
       },
     });
-    h.registry.open(session);
+    h.registry.open(session, { messengers: h.messengers });
     const token = await confirming.promise;
     const early = await h.dial(token);
     await closedByProxy(early);
@@ -257,12 +280,12 @@ describe('splice (real TCP)', () => {
   it('splice - B never dialing ends bNeverDialed at the configured timeout', async () => {
     const h = await harness({ notifyB: async () => ({ accepted: true }), timeouts: { bDialMs: 150, aDialMs: 5_000 } });
     const started = Date.now();
-    const { tokens, done } = h.registry.open(session);
+    const { tokens, done } = h.registry.open(session, { messengers: h.messengers });
     expect((await done).outcome).toBe('bNeverDialed');
     expect(Date.now() - started).toBeLessThan(1_000);
     expect(h.registry.liveCount()).toBe(0);
     // The token slot was freed with the session.
-    const late = await h.dial(tokens.b);
+    const late = await h.dial(encodePreamble(tokens.b));
     await closedByProxy(late);
     expect(h.rejections).toEqual(['UNKNOWN_TOKEN']);
     await assertNoOpenSockets(h);
@@ -270,7 +293,7 @@ describe('splice (real TCP)', () => {
 
   it('splice - B refusing over the bus ends bRefused and frees the token', async () => {
     const h = await harness({ notifyB: async () => ({ accepted: false, reason: 'busy' }) });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     expect(await done).toEqual({ outcome: 'bRefused', detail: 'busy' });
     expect(h.registry.liveCount()).toBe(0);
     await assertNoOpenSockets(h);
@@ -286,7 +309,7 @@ describe('splice (real TCP)', () => {
       confirmToA: async () => {},
       timeouts: { bDialMs: 5_000, aDialMs: 150 },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     expect((await done).outcome).toBe('aNeverDialed');
     await closedByProxy(bSocket);
     await assertNoOpenSockets(h);
@@ -303,7 +326,7 @@ describe('splice (real TCP)', () => {
         setImmediate(() => bSocket.end());
       },
     });
-    const { done } = h.registry.open(session);
+    const { done } = h.registry.open(session, { messengers: h.messengers });
     const output = await done;
     expect(output.outcome).toBe('peerClosedEarly');
     await closedByProxy(bSocket);
@@ -343,7 +366,7 @@ describe('splice (real TCP)', () => {
           });
         },
       });
-      const { done } = h.registry.open(session);
+      const { done } = h.registry.open(session, { messengers: h.messengers });
       await reached.promise;
       expect(h.registry.liveCount(), state).toBe(1);
       await h.registry.shutdown();
@@ -382,7 +405,7 @@ describe('splice (real TCP)', () => {
     const { tokens, done } = h.registry.open(session, { messengers: relay, dialWithinMs: 400, proofs: false });
     // The first peer dials 250 ms in: with bDialMs then aDialMs it would be held for 5 s more.
     await new Promise((r) => setTimeout(r, 250));
-    const first = await h.dial(tokens.a);
+    const first = await h.dial(encodePreamble(tokens.a));
     expect((await done).outcome).toBe('aNeverDialed');
     const took = Date.now() - started;
     expect(took).toBeGreaterThanOrEqual(390);
@@ -393,6 +416,58 @@ describe('splice (real TCP)', () => {
     const second = h.registry.open(session, { messengers: relay, dialWithinMs: 200, proofs: false });
     expect((await second.done).outcome).toBe('bNeverDialed');
     expect(Date.now() - secondAt).toBeLessThan(1_500);
+    await assertNoOpenSockets(h);
+  });
+
+  it('splice - a proof for another session, leg, proxy or challenge, or by another key, is refused BAD_PROOF; the real B still gets in', async () => {
+    let bPass!: LegPass;
+    let bInfo!: SessionInfo;
+    const forwarded = deferred();
+    const h = await harness({});
+    const messengers: SessionMessengers = {
+      notifyB: async (s, pass) => {
+        bPass = pass;
+        bInfo = s;
+        forwarded.resolve();
+        return { accepted: true };
+      },
+      confirmToA: () => new Promise(() => {}),
+    };
+    const other = h.registry.open(session, { messengers: h.messengers });
+    const { done } = h.registry.open(session, { messengers });
+    await forwarded.promise;
+    const sign = (over: Partial<{ key: (typeof KEY)['a']; proxy: string; sessionId: string; leg: Leg; challenge: Buffer }>) =>
+      encodePreamble(
+        bPass.token,
+        signProof(over.key ?? KEY.b, {
+          proxy: over.proxy ?? PROXY,
+          sessionId: over.sessionId ?? bInfo.sessionId,
+          leg: over.leg ?? 'b',
+          token: bPass.token,
+          challenge: over.challenge ?? bPass.challenge,
+        }),
+      );
+    const forgeries = [
+      sign({ sessionId: other.sessionId }),
+      sign({ leg: 'a' }),
+      sign({ proxy: 'public-proxy-hyper-1' }),
+      sign({ challenge: randomBytes(32) }),
+      sign({ key: KEY.a }),
+      encodePreamble(bPass.token, randomBytes(72)),
+      encodePreamble(bPass.token),
+    ];
+    for (const bytes of forgeries) await closedByProxy(await h.dial(bytes));
+    expect(h.rejections).toEqual(forgeries.map(() => 'BAD_PROOF'));
+    // The token was not spent: B's real preamble is held, and the session moves on to confirm A.
+    const real = await h.dial(preambleOf(bInfo, 'b', bPass));
+    await waitFor(() => h.registry.liveCount() === 2 && h.rejections.length === forgeries.length);
+    expect(real.closed).toBe(false);
+    // A's token with B's valid proof is still B's proof: refused.
+    const aToken = encodePreamble(other.tokens.a, signProof(KEY.b, { proxy: PROXY, sessionId: other.sessionId, leg: 'a', token: other.tokens.a, challenge: other.challenge }));
+    await closedByProxy(await h.dial(aToken));
+    expect(h.rejections.at(-1)).toBe('BAD_PROOF');
+    await h.registry.shutdown();
+    expect((await done).outcome).toBe('shutDown');
     await assertNoOpenSockets(h);
   });
 
@@ -409,17 +484,17 @@ describe('splice (real TCP)', () => {
       const other = first === 'a' ? 'b' : 'a';
       const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false });
       expect(tokens.a.equals(tokens.b)).toBe(false);
-      const held = await h.dial(tokens[first]);
+      const held = await h.dial(encodePreamble(tokens[first]));
       await waitFor(() => h.registry.liveCount() === 1 && h.endpoint.unroutedCount() === 0);
       // The held leg's token again, as if it were the other peer: spent, and the session waits on.
-      const thief = await h.dial(tokens[first]);
+      const thief = await h.dial(encodePreamble(tokens[first]));
       await closedByProxy(thief);
       expect(h.rejections.at(-1)).toBe('TOKEN_USED');
-      const joined = await h.dial(tokens[other], { extra: Buffer.from('hi') });
+      const joined = await h.dial(encodePreamble(tokens[other]), { extra: Buffer.from('hi') });
       expect(await readUntil(held, 'hi')).toBe('hi');
       expect(h.spliced).toHaveLength(first === 'a' ? 1 : 2);
       // Once spliced, neither token opens anything.
-      for (const t of [tokens.a, tokens.b]) await closedByProxy(await h.dial(t));
+      for (const t of [tokens.a, tokens.b]) await closedByProxy(await h.dial(encodePreamble(t)));
       expect(h.rejections.slice(-2)).toEqual(['TOKEN_USED', 'TOKEN_USED']);
       held.end();
       joined.end();
@@ -432,8 +507,8 @@ describe('splice (real TCP)', () => {
     const h = await harness({});
     const limit = 100_000;
     const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false, limits: { maxBytesPerDirection: limit } });
-    const b = await h.dial(tokens.b);
-    const a = await h.dial(tokens.a);
+    const b = await h.dial(encodePreamble(tokens.b));
+    const a = await h.dial(encodePreamble(tokens.a));
     const bGot = received(b);
     await waitFor(() => h.spliced.length === 1);
     a.write(randomBytes(limit + 50_000));
@@ -448,8 +523,8 @@ describe('splice (real TCP)', () => {
     const h = await harness({});
     const started = Date.now();
     const { tokens, done } = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false, limits: { maxDurationMs: 400, maxBytesPerDirection: 1_000 } });
-    const b = await h.dial(tokens.b);
-    const a = await h.dial(tokens.a, { extra: Buffer.from('x'.repeat(1_000)) });
+    const b = await h.dial(encodePreamble(tokens.b));
+    const a = await h.dial(encodePreamble(tokens.a), { extra: Buffer.from('x'.repeat(1_000)) });
     expect((await readUntil(b, 'x'.repeat(1_000))).length).toBe(1_000);
     expect(await done).toEqual({ outcome: 'closed', detail: 'durationLimit' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(390);
@@ -474,7 +549,7 @@ describe('splice (real TCP)', () => {
         });
       },
     });
-    const brokered = h.registry.open(session);
+    const brokered = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     const started = Date.now();
     // Traffic every 100 ms for 600 ms: twice the idle timeout without a silence as long as it.
@@ -488,8 +563,8 @@ describe('splice (real TCP)', () => {
     await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
 
     const relayed = h.registry.open(session, { messengers: RELAY, dialWithinMs: 5_000, proofs: false });
-    const g = await h.dial(relayed.tokens.b);
-    const host = await h.dial(relayed.tokens.a);
+    const g = await h.dial(encodePreamble(relayed.tokens.b));
+    const host = await h.dial(encodePreamble(relayed.tokens.a));
     const silentFrom = Date.now();
     expect(await relayed.done).toEqual({ outcome: 'closed', detail: 'idle' });
     expect(Date.now() - silentFrom).toBeGreaterThanOrEqual(250);

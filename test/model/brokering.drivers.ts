@@ -16,7 +16,9 @@ import {
   closedByFarSide,
   connectNats,
   deferred,
+  legPreamble,
   makeBus,
+  passOf,
   settle,
   waitUntil,
   type Settled,
@@ -28,6 +30,13 @@ import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 export const TIMEOUTS = { bDialMs: 400, aDialMs: 250, slowBusMs: 5_000, fastBusMs: 150 };
 
+interface Forward {
+  token: Buffer;
+  challenge: Buffer;
+  sessionId: string;
+  endpoint: string;
+}
+
 export interface BrokeringCtx {
   trace: Trace;
   cfg: { busRequestMs: number; bServes: boolean; denyForward: boolean };
@@ -35,8 +44,8 @@ export interface BrokeringCtx {
   proxy: ProxyHarness;
   aBus: Bus;
   bBus: Bus;
-  /** What P forwarded to B: the token B must present and the endpoint to dial. */
-  forward: ReturnType<typeof deferred<{ token: Buffer; endpoint: string }>>;
+  /** What P forwarded to B: B's token, the challenge its proof signs, the session and the endpoint. */
+  forward: ReturnType<typeof deferred<Forward>>;
   /** B's bus answer to the forward: accept, or the error B replies with. */
   bAnswer: ReturnType<typeof deferred<'accept' | Error>>;
   aReply: Promise<Settled<Confirmation>>;
@@ -74,7 +83,12 @@ export async function setupBrokering(ctx: BrokeringCtx, natsUrl: string): Promis
   ctx.bBus = makeBus(ncB, B, dirB);
   if (ctx.cfg.bServes) {
     ctx.bBus.serve('connectionForward', async (params) => {
-      ctx.forward.resolve({ token: Buffer.from(String(params.token), 'base64'), endpoint: String(params.endpoint) });
+      ctx.forward.resolve({
+        token: Buffer.from(String(params.token), 'base64'),
+        challenge: Buffer.from(String(params.challenge), 'base64'),
+        sessionId: String(params.sessionId),
+        endpoint: String(params.endpoint),
+      });
       const answer = await ctx.bAnswer.promise;
       if (answer instanceof Error) throw answer;
       return { accepted: true };
@@ -115,9 +129,12 @@ async function aFailed(ctx: BrokeringCtx, code: number, message: RegExp): Promis
 const stillOpen = (s: Socket | undefined) => expect(s && !s.closed && !s.readableEnded, 'socket still open').toBe(true);
 
 async function bDials(ctx: BrokeringCtx): Promise<void> {
-  const { token, endpoint } = await ctx.forward.promise;
-  ctx.bSocket = await ctx.dialer.dial(portOf(endpoint), token);
+  const forward = await ctx.forward.promise;
+  ctx.bSocket = await ctx.dialer.dial(portOf(forward.endpoint), legPreamble(forward, 'b'));
 }
+
+/** A's pass as P opened it: A is confirmed only later, but a path may need it earlier. */
+const aPass = (ctx: BrokeringCtx) => passOf(ctx.proxy.sessions[0]!, 'a');
 
 export const brokeringDrivers: Drivers<BrokeringCtx> = {
   'notifyB.done[isAccepted]': {
@@ -155,18 +172,28 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
     check: async (ctx) => {
       await aFailed(ctx, -32004, new RegExp(`^Brokering through the proxy failed: hd-2 never dialed the proxy within ${TIMEOUTS.bDialMs} ms$`));
       // The token died with the session: B dialing late is a stranger.
-      const late = await ctx.dialer.dial(ctx.proxy.port, (await ctx.forward.promise).token);
+      const late = await ctx.dialer.dial(ctx.proxy.port, legPreamble(await ctx.forward.promise, 'b'));
       await closedByFarSide(late);
       expect(ctx.proxy.rejections).toContain('UNKNOWN_TOKEN');
     },
   },
   B_DIALED: {
-    exec: bDials,
-    check: (ctx) => stillOpen(ctx.bSocket),
-    cannot: {
-      'holding.bConnected': 'P routes every dial after `requested` as A_DIALED: with one token it cannot tell B dialing twice from A',
-      'holding.confirmed': 'P routes every dial after `requested` as A_DIALED: a second B dial would be spliced as A',
-      'holding.spliced': 'the token was consumed when A dialed: a second B dial is refused TOKEN_USED by the token store',
+    exec: async (ctx, step) => {
+      if (step.from.startsWith('requested')) return bDials(ctx);
+      // B dials a second time with its own token and a valid proof: the machine refuses it and
+      // keeps the socket it holds.
+      const again = await ctx.dialer.dial(ctx.proxy.port, legPreamble(await ctx.forward.promise, 'b'));
+      await closedByFarSide(again);
+    },
+    check: async (ctx, step) => {
+      stillOpen(ctx.bSocket);
+      if (step.from.startsWith('requested')) return;
+      expect(ctx.proxy.rejections).toEqual(['TOKEN_USED']);
+      expect(ctx.proxy.registry.liveCount()).toBe(1);
+      if (step.from === 'holding.spliced') {
+        ctx.aSocket!.write('after B redialed');
+        expect(await readUntil(ctx.bSocket!, 'after B redialed')).toBe('after B redialed');
+      }
     },
   },
   'confirmToA.done': {
@@ -175,7 +202,12 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
       const reply = await ctx.aReply;
       expect(reply.ok).toBe(true);
       if (reply.ok) {
-        expect(Buffer.from(reply.value.token, 'base64')).toEqual((await ctx.forward.promise).token);
+        // A's own token, not B's, and the same challenge B was sent.
+        const forward = await ctx.forward.promise;
+        expect(Buffer.from(reply.value.token, 'base64')).toEqual(ctx.proxy.sessions[0]!.tokens.a);
+        expect(Buffer.from(reply.value.token, 'base64')).not.toEqual(forward.token);
+        expect(Buffer.from(reply.value.challenge, 'base64')).toEqual(forward.challenge);
+        expect(reply.value.sessionId).toBe(forward.sessionId);
         expect(reply.value.endpoint).toBe(`127.0.0.1:${ctx.proxy.port}`);
       }
       stillOpen(ctx.bSocket);
@@ -192,27 +224,29 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
   },
   A_DIALED: {
     exec: async (ctx, step) => {
-      if (step.from === 'holding.bConnected') {
-        // A holding the token before its confirmation (it guessed, or B leaked it).
-        const early = await ctx.dialer.dial(ctx.proxy.port, (await ctx.forward.promise).token);
+      if (step.from.startsWith('requested') || step.from === 'holding.bConnected') {
+        // A dials with its own token and a valid proof before its confirmation (it learned them
+        // some other way): too early, refused, and the session carries on.
+        const early = await ctx.dialer.dial(ctx.proxy.port, legPreamble(aPass(ctx), 'a'));
         await closedByFarSide(early);
         return;
       }
       if (step.from === 'holding.confirmed') {
         const reply = await ctx.aReply;
         if (!reply.ok) throw new Error(`A was not confirmed: ${reply.error.message}`);
-        ctx.aSocket = await ctx.dialer.dial(portOf(reply.value.endpoint), Buffer.concat([Buffer.from(reply.value.token, 'base64'), Buffer.from('hello')]));
+        const pass = { sessionId: reply.value.sessionId, token: Buffer.from(reply.value.token, 'base64'), challenge: Buffer.from(reply.value.challenge, 'base64') };
+        ctx.aSocket = await ctx.dialer.dial(portOf(reply.value.endpoint), Buffer.concat([legPreamble(pass, 'a'), Buffer.from('hello')]));
         return;
       }
-      // holding.spliced: the confirmed token presented a second time.
-      const again = await ctx.dialer.dial(ctx.proxy.port, (await ctx.forward.promise).token);
+      // holding.spliced: A presents its token (and proof) a second time.
+      const again = await ctx.dialer.dial(ctx.proxy.port, legPreamble(aPass(ctx), 'a'));
       await closedByFarSide(again);
     },
     check: async (ctx, step) => {
-      if (step.from === 'holding.bConnected') {
+      if (step.from.startsWith('requested') || step.from === 'holding.bConnected') {
         expect(ctx.proxy.rejections).toEqual(['WRONG_STATE']);
         expect(ctx.proxy.registry.liveCount()).toBe(1);
-        stillOpen(ctx.bSocket);
+        if (step.from === 'holding.bConnected') stillOpen(ctx.bSocket);
       } else if (step.from === 'holding.confirmed') {
         // What A sent with its token reaches B once spliced.
         expect(await readUntil(ctx.bSocket!, 'hello')).toBe('hello');
@@ -223,11 +257,6 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
         expect(await readUntil(ctx.bSocket!, 'still here')).toBe('still here');
       }
     },
-    cannot: {
-      'requested.notifying': 'P routes every dial in `requested` as B_DIALED: only B holds the token before the confirmation',
-      'requested.forwarded': 'P routes every dial in `requested` as B_DIALED: only B holds the token before the confirmation',
-    },
-    intercepted: { 'holding.spliced': 'the token store answers TOKEN_USED before the session sees the dial' },
   },
   B_CLOSED: {
     variants: {
@@ -242,7 +271,7 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
       // A was confirmed already: its token now opens nothing.
       const reply = await ctx.aReply;
       if (!reply.ok) throw new Error('A should have been confirmed');
-      const late = await ctx.dialer.dial(ctx.proxy.port, Buffer.from(reply.value.token, 'base64'));
+      const late = await ctx.dialer.dial(ctx.proxy.port, legPreamble(aPass(ctx), 'a'));
       await closedByFarSide(late);
       expect(ctx.proxy.rejections).toEqual(['UNKNOWN_TOKEN']);
     },
@@ -297,7 +326,7 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
         exec: async (ctx) => {
           const reply = await ctx.aReply;
           if (!reply.ok) throw new Error('A should have been confirmed');
-          const partial = await ctx.dialer.dial(ctx.proxy.port, Buffer.from(reply.value.token, 'base64').subarray(0, 10));
+          const partial = await ctx.dialer.dial(ctx.proxy.port, legPreamble(aPass(ctx), 'a').subarray(0, 40));
           partial.end();
           await closedByFarSide(partial);
           expect(ctx.proxy.rejections).toEqual(['PREAMBLE_CLOSED']);

@@ -3,6 +3,8 @@ import type { Socket } from 'node:net';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { expect } from 'vitest';
 import type { Bus } from '../../src/bus/bus.js';
+import { createSigner } from '../../src/bus/envelope.js';
+import { verifyProof } from '../../src/core/splice-wire.js';
 import { Callbacks } from '../../src/eps/callbacks.js';
 import { createPeerServer, type PeerServer } from '../../src/grpc/peer-server.js';
 import type { Drivers } from './cases.js';
@@ -24,6 +26,7 @@ export interface CallbackCtx {
   received: Buffer;
   blackhole?: Blackhole;
   token: Buffer;
+  challenge: Buffer;
   endpoint: string;
   answer: Promise<Settled<unknown>>;
 }
@@ -33,6 +36,7 @@ export function newCallbackCtx(): CallbackCtx {
     trace: new Trace('verifying'),
     cfg: { sender: PROXY, requester: A, endpoint: 'splice', direct: false, dialMs: 5_000 },
     token: randomBytes(32),
+    challenge: randomBytes(32),
     received: Buffer.alloc(0),
   } as CallbackCtx;
 }
@@ -45,7 +49,7 @@ export async function setupCallback(ctx: CallbackCtx, natsUrl: string): Promise<
   const [ncP, ncB] = ctx.ncs as [NatsConnection, NatsConnection];
   const dirB = new Directory();
   ctx.server = createPeerServer({ tls: TLS[B]!, log, shutdownGraceMs: 100, handle: async () => ({}) });
-  ctx.callbacks = new Callbacks({ self: B, directory: dirB, log, dialTimeoutMs: ctx.cfg.dialMs, injectSocket: (s) => ctx.server.injectSocket(s), inspect: ctx.trace.inspect });
+  ctx.callbacks = new Callbacks({ self: B, signer: createSigner(B, TLS[B]!.key), directory: dirB, log, dialTimeoutMs: ctx.cfg.dialMs, injectSocket: (s) => ctx.server.injectSocket(s), inspect: ctx.trace.inspect });
   ctx.bBus = makeBus(ncB, B, dirB);
   ctx.bBus.serve('connectionForward', ctx.callbacks.handle);
   ctx.pBus = makeBus(ncP, ctx.cfg.sender, new Directory());
@@ -61,7 +65,13 @@ async function endpointOf(ctx: CallbackCtx): Promise<string> {
 }
 
 export function startCallback(ctx: CallbackCtx): void {
-  const params = { requester: ctx.cfg.requester, token: ctx.token.toString('base64'), endpoint: ctx.endpoint, sessionId: 'model' };
+  const params = {
+    requester: ctx.cfg.requester,
+    token: ctx.token.toString('base64'),
+    challenge: ctx.challenge.toString('base64'),
+    endpoint: ctx.endpoint,
+    sessionId: 'model',
+  };
   ctx.answer = settle(ctx.cfg.direct ? ctx.callbacks.handle(params, ctx.cfg.sender) : ctx.pBus.request(B, 'connectionForward', params, 5_000));
 }
 
@@ -115,10 +125,14 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
     },
   },
   'dialProxy.done': {
-    // B presents exactly the token P forwarded, first thing on the socket.
+    // B presents exactly the token P forwarded, first thing on the socket, then its proof for
+    // the sender proxy, this session, leg b and P's challenge, signed with B's operator key.
     check: async (ctx) => {
-      await waitUntil(() => ctx.received.length >= 32, 'token received');
+      await waitUntil(() => ctx.received.length >= 34 && ctx.received.length >= 34 + ctx.received.readUInt16BE(32), 'preamble received');
       expect(ctx.received.subarray(0, 32)).toEqual(ctx.token);
+      const proof = ctx.received.subarray(34, 34 + ctx.received.readUInt16BE(32));
+      const subject = { proxy: ctx.cfg.sender, sessionId: 'model', leg: 'b' as const, token: ctx.token, challenge: ctx.challenge };
+      expect(verifyProof(proof, subject, new Directory().entry(B))).toEqual({ ok: true });
     },
   },
   'dialProxy.error': {

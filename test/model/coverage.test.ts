@@ -16,11 +16,6 @@ import { MODELS } from './paths.js';
  * until someone writes the reason down in both places.
  */
 const KNOWN_UNREACHABLE: Record<string, Record<string, string>> = {
-  brokering: {
-    'requested --A_DIALED--> (stays)': 'route() sends B_DIALED for every dial while requested: only B has the token then',
-    'holding --B_DIALED--> (stays)': 'route() sends A_DIALED for every dial after requested: one token cannot tell B from A',
-    'holding.spliced --A_DIALED--> (stays)': 'the token store refuses the consumed token (TOKEN_USED) before the session sees it',
-  },
   game: {
     'open --after.hostPollTimeout--> expired':
       'GameService keeps no actor between requests, so no timer runs: a silent host expires by the hostPollTimedOut guard on the clock each request and the sweep show the machine (CLOCK_TICKED)',

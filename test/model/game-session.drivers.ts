@@ -108,11 +108,8 @@ export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   const proxy = { name: `relay-proxy-${process.pid}-${ctx.id}`, cert: 'public-proxy-eps-1' };
   const rendezvous = { name: `rendezvous-${process.pid}-${ctx.id}`, cert: 'games-1' };
   const directory = fixedDirectory([proxy, rendezvous], [[rendezvous.name, proxy.name, RELAY_METHOD]]);
-  const registry = new SessionRegistry({
-    log,
-    notifyB: () => Promise.reject(new Error('game relays never notify over the bus')),
-    confirmToA: () => Promise.reject(new Error('game relays never confirm over the bus')),
-  });
+  // Relay sessions carry no proofs, so the registry is never asked for a certificate.
+  const registry = new SessionRegistry({ log, operator: proxy.name, certificateOf: () => undefined });
   const relays = new GameRelays({
     endpoint: '127.0.0.1:9',
     dialWithinMs: 10_000,

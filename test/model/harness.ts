@@ -1,4 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createPrivateKey } from 'node:crypto';
 import { once } from 'node:events';
 import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -8,6 +9,7 @@ import { Bus } from '../../src/bus/bus.js';
 import { connectBus } from '../../src/core/nats.js';
 import { BUS_ADMIN, devMaterial } from '../helpers/nats-server.js';
 import { createSigner } from '../../src/bus/envelope.js';
+import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.js';
 import { readTlsMaterial, type TlsMaterial } from '../../src/core/tls-material.js';
 import type { DirectoryEntry } from '../../src/directory/types.js';
 import { ConnectionRequests } from '../../src/proxy/connection-requests.js';
@@ -180,6 +182,30 @@ export function settle<T>(p: Promise<T>): Promise<Settled<T>> {
     (error: { code?: number; message: string }) => ({ ok: false as const, error }),
   );
 }
+
+/** What a leg's real dialer sends: its token and its proof, signed with `signer`'s operator key. */
+export function legPreamble(
+  pass: { sessionId: string; token: Buffer; challenge: Buffer },
+  leg: Leg,
+  opts: { signer?: string; proxy?: string; sessionId?: string; proofLeg?: Leg; challenge?: Buffer } = {},
+): Buffer {
+  const signer = opts.signer ?? (leg === 'a' ? A : B);
+  const proof = signProof(createPrivateKey(TLS[signer]!.key), {
+    proxy: opts.proxy ?? PROXY,
+    sessionId: opts.sessionId ?? pass.sessionId,
+    leg: opts.proofLeg ?? leg,
+    token: pass.token,
+    challenge: opts.challenge ?? pass.challenge,
+  });
+  return encodePreamble(pass.token, proof);
+}
+
+/** A leg's pass as the registry opened it (what B and A are sent, or what a thief might hold). */
+export const passOf = (opened: Pick<OpenedSession, 'sessionId' | 'tokens' | 'challenge'>, leg: Leg) => ({
+  sessionId: opened.sessionId,
+  token: opened.tokens[leg],
+  challenge: opened.challenge,
+});
 
 /** A client socket, tracked so a case can assert the far side closed it. */
 export class Dialer {
@@ -386,12 +412,9 @@ export class ProxyHarness {
     this.metrics = createProxyMetrics({ liveSessions: () => this.registry.liveCount() });
     this.registry = new SessionRegistry({
       log,
+      operator: PROXY,
+      certificateOf: (operator) => opts.directory.entry(operator),
       timeouts: { bDialMs: opts.bDialMs, aDialMs: opts.aDialMs },
-      notifyB: (s, t) => this.requests.notifyB(s, t),
-      confirmToA: async (s, t, e) => {
-        if (this.gate.hold) await this.gate.pending.promise;
-        return this.requests.confirmToA(s, t, e);
-      },
       inspect: opts.trace.inspect,
       ...registryMetricHooks(this.metrics),
     });
@@ -399,7 +422,7 @@ export class ProxyHarness {
 
   static async start(opts: ProxyOptions): Promise<ProxyHarness> {
     const p = new ProxyHarness(opts);
-    p.endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, preambleTimeoutMs: 1_000, route: (t, s, r) => p.registry.route(t, s, r) });
+    p.endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, preambleTimeoutMs: 1_000, route: (pre, s, r) => p.registry.route(pre, s, r) });
     countRejections(p.metrics, p.endpoint);
     p.endpoint.on('rejected', (r) => p.rejections.push(r));
     p.port = (await p.endpoint.listen()).port;
@@ -410,8 +433,18 @@ export class ProxyHarness {
       bDialMs: opts.bDialMs,
       bus: p.bus,
       directory: opts.directory,
-      open: (r) => {
-        const s = p.registry.open(r);
+      // ConnectionRequests' own messengers, with the gate in front of the confirmation.
+      open: (r, via) => {
+        const s = p.registry.open(r, {
+          ...via,
+          messengers: {
+            notifyB: via.messengers.notifyB,
+            confirmToA: async (session, pass) => {
+              if (p.gate.hold) await p.gate.pending.promise;
+              return via.messengers.confirmToA(session, pass);
+            },
+          },
+        });
         p.sessions.push(s);
         return s;
       },

@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { expect } from 'vitest';
 import type { Bus } from '../../src/bus/bus.js';
+import { createSigner } from '../../src/bus/envelope.js';
 import { Callbacks } from '../../src/eps/callbacks.js';
 import { PeerChannels } from '../../src/eps/peer-channels.js';
 import { createPeerServer, type PeerServer } from '../../src/grpc/peer-server.js';
@@ -98,7 +99,7 @@ export async function setupPeer(ctx: PeerCtx, natsUrl: string): Promise<void> {
     },
   });
   ctx.bBus = makeBus(ncB, B, dirB);
-  ctx.callbacks = new Callbacks({ self: B, directory: dirB, log, dialTimeoutMs: 5_000, injectSocket: (s) => ctx.server.injectSocket(s) });
+  ctx.callbacks = new Callbacks({ self: B, signer: createSigner(B, TLS[B]!.key), directory: dirB, log, dialTimeoutMs: 5_000, injectSocket: (s) => ctx.server.injectSocket(s) });
   ctx.bBus.serve('connectionForward', ctx.callbacks.handle);
   if (cfg.proxyOnBus) {
     ctx.proxy = await ProxyHarness.start({ nc: ncP, directory: new Directory(), bDialMs: 5_000, aDialMs: 5_000, busRequestMs: 5_000, trace: ctx.pTrace });
@@ -130,6 +131,7 @@ export async function setupPeer(ctx: PeerCtx, natsUrl: string): Promise<void> {
   ctx.channels = new PeerChannels({
     self: A,
     tls: TLS[A]!,
+    signer: createSigner(A, TLS[A]!.key),
     directory: dirA,
     bus: ctx.aBus,
     log,

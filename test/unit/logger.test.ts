@@ -24,7 +24,8 @@ describe('logging', () => {
     log.info({ session: { forward: { token: secret } } }, 'deeper');
     log.info({ key: secret, sig: secret, signature: secret, privateKey: secret }, 'keys');
     log.child({ component: 'brokering' }).info({ token: secret }, 'child');
-    expect(lines).toHaveLength(5);
+    log.info({ tokens: { a: secret, b: secret }, reply: { tokens: { a: secret } }, proof: secret }, 'leg tokens and proofs');
+    expect(lines).toHaveLength(6);
     for (const line of lines) expect(line).not.toContain(secret);
     expect(lines.join('')).toContain('[redacted]');
   });

@@ -4,19 +4,23 @@ import { TOKEN_BYTES } from '../../src/core/constants.js';
 import { TokenStore, tokenId } from '../../src/proxy/token-store.js';
 
 describe('token store', () => {
-  it('token store - mints 32 random bytes per session and finds the session', () => {
+  it('token store - mints 32 random bytes per leg and finds the session and the leg', () => {
     const store = new TokenStore();
     const t1 = store.mint('s1');
     const t2 = store.mint('s2');
-    expect(t1).toHaveLength(TOKEN_BYTES);
-    expect(t1.equals(t2)).toBe(false);
-    expect(store.lookup(t1)).toEqual({ status: 'OK', sessionId: 's1' });
-    expect(store.lookup(t2)).toEqual({ status: 'OK', sessionId: 's2' });
+    expect(t1.a).toHaveLength(TOKEN_BYTES);
+    expect(t1.b).toHaveLength(TOKEN_BYTES);
+    expect(t1.a.equals(t1.b)).toBe(false);
+    expect(t1.a.equals(t2.a)).toBe(false);
+    expect(store.lookup(t1.a)).toEqual({ status: 'OK', sessionId: 's1', leg: 'a' });
+    expect(store.lookup(t1.b)).toEqual({ status: 'OK', sessionId: 's1', leg: 'b' });
+    expect(store.lookup(t2.b)).toEqual({ status: 'OK', sessionId: 's2', leg: 'b' });
+    expect(store.liveCount()).toBe(4);
   });
 
   it('token store - unknown, short and long tokens are UNKNOWN', () => {
     const store = new TokenStore();
-    const t = store.mint('s1');
+    const t = store.mint('s1').b;
     expect(store.lookup(randomBytes(TOKEN_BYTES))).toEqual({ status: 'UNKNOWN' });
     expect(store.lookup(t.subarray(0, 31))).toEqual({ status: 'UNKNOWN' });
     expect(store.lookup(Buffer.concat([t, Buffer.from([0])]))).toEqual({ status: 'UNKNOWN' });
@@ -25,63 +29,62 @@ describe('token store', () => {
     expect(store.lookup(flipped)).toEqual({ status: 'UNKNOWN' });
   });
 
-  it('token store - a consumed token answers USED, not OK or UNKNOWN', () => {
+  it('token store - on release, the tokens of legs that dialed answer USED and the others UNKNOWN', () => {
     const store = new TokenStore();
     const t = store.mint('s1');
-    expect(store.consume(t)).toBe(true);
-    expect(store.lookup(t)).toEqual({ status: 'USED' });
-    expect(store.consume(t)).toBe(false);
-    // Releasing the session afterwards keeps the memory of the reuse.
-    store.release('s1');
-    expect(store.lookup(t)).toEqual({ status: 'USED' });
+    store.release('s1', ['b']);
+    expect(store.lookup(t.b)).toEqual({ status: 'USED' });
+    expect(store.lookup(t.a)).toEqual({ status: 'UNKNOWN' });
+    expect(store.liveCount()).toBe(0);
   });
 
-  it('token store - the memory of consumed tokens expires after its TTL', () => {
+  it('token store - the memory of spent tokens expires after its TTL', () => {
     let now = 1_000;
     const store = new TokenStore({ usedTtlMs: 100, now: () => now });
     const t = store.mint('s1');
-    store.consume(t);
+    store.release('s1', ['a', 'b']);
     now += 99;
-    expect(store.lookup(t)).toEqual({ status: 'USED' });
+    expect(store.lookup(t.a)).toEqual({ status: 'USED' });
     now += 1;
-    expect(store.lookup(t)).toEqual({ status: 'UNKNOWN' });
+    expect(store.lookup(t.a)).toEqual({ status: 'UNKNOWN' });
     expect(store.usedCount()).toBe(0);
   });
 
-  it('token store - the memory of consumed tokens is bounded in count', () => {
+  it('token store - the memory of spent tokens is bounded in count', () => {
     const store = new TokenStore({ maxUsed: 2 });
-    const tokens = ['a', 'b', 'c'].map((id) => store.mint(id));
-    for (const t of tokens) store.consume(t);
+    const tokens = ['s1', 's2', 's3'].map((id) => store.mint(id));
+    for (const id of ['s1', 's2', 's3']) store.release(id, ['b']);
     expect(store.usedCount()).toBe(2);
-    expect(store.lookup(tokens[0] as Buffer)).toEqual({ status: 'UNKNOWN' });
-    expect(store.lookup(tokens[2] as Buffer)).toEqual({ status: 'USED' });
+    expect(store.lookup(tokens[0]!.b)).toEqual({ status: 'UNKNOWN' });
+    expect(store.lookup(tokens[2]!.b)).toEqual({ status: 'USED' });
   });
 
-  it('token store - release frees an unused token on any ending', () => {
+  it('token store - release frees unused tokens on any ending', () => {
     const store = new TokenStore();
     const t = store.mint('s1');
     store.release('s1');
-    expect(store.lookup(t)).toEqual({ status: 'UNKNOWN' });
+    expect(store.lookup(t.a)).toEqual({ status: 'UNKNOWN' });
+    expect(store.lookup(t.b)).toEqual({ status: 'UNKNOWN' });
     expect(store.liveCount()).toBe(0);
     store.release('s1');
     store.release('never-minted');
   });
 
-  it('token store - minting again for a session replaces its token', () => {
+  it('token store - minting again for a session replaces its tokens', () => {
     const store = new TokenStore();
     const old = store.mint('s1');
     const fresh = store.mint('s1');
-    expect(store.lookup(old)).toEqual({ status: 'UNKNOWN' });
-    expect(store.lookup(fresh)).toEqual({ status: 'OK', sessionId: 's1' });
-    expect(store.liveCount()).toBe(1);
+    expect(store.lookup(old.b)).toEqual({ status: 'UNKNOWN' });
+    expect(store.lookup(fresh.b)).toEqual({ status: 'OK', sessionId: 's1', leg: 'b' });
+    expect(store.liveCount()).toBe(2);
   });
 
-  it('token store - the store keeps its own copy of the token', () => {
+  it('token store - the store keeps its own copy of the tokens', () => {
     const store = new TokenStore();
-    const t = store.mint('s1');
+    const t = store.mint('s1').a;
     const copy = Buffer.from(t);
     t.fill(0);
-    expect(store.lookup(copy)).toEqual({ status: 'OK', sessionId: 's1' });
+    expect(store.lookup(copy)).toEqual({ status: 'OK', sessionId: 's1', leg: 'a' });
   });
 
   it('token store - tokenId is 8 hex chars and does not reveal the token', () => {

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
+import { parseHostPort } from '../../core/splice-wire.js';
 
 // UDP hole punching between a host and a guest that learned each other's candidates through the
 // rendezvous, on the very socket they used for STUN (the NAT mapping belongs to that socket).
@@ -63,11 +64,6 @@ function decode(msg: Buffer): Probe | undefined {
   }
 }
 
-export function parseAddress(a: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(a);
-  if (!m) throw new Error(`not an address: ${a}`);
-  return { host: m[1]!, port: Number(m[2]) };
-}
 
 const fmt = (r: { address: string; port: number }) => (isIPv6(r.address) ? `[${r.address}]:${r.port}` : `${r.address}:${r.port}`);
 
@@ -122,7 +118,7 @@ export async function punch(opts: PunchOptions): Promise<PunchResult & { done: P
     socket.send(encode({ t: 'ping', role, tx, mac: mac(key, 'ping', role, tx) }), port, host, () => {});
   };
 
-  const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseAddress(a) })));
+  const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseHostPort(a) })));
   const onMessage = (msg: Buffer, rinfo: RemoteInfo) => {
     const p = decode(msg);
     if (!p || p.role !== other) return;

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { api, PeerError, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
-import { mac, macOk, otherRole, parseAddress, PunchError, type Role } from './punch.js';
+import { encodePreamble, parseHostPort } from '../../core/splice-wire.js';
+import { mac, macOk, otherRole, PunchError, type Role } from './punch.js';
 
 // The fallback when punching finds no path (a NAT that maps every destination to a new port):
 // ask the rendezvous for a relay, dial the P2P proxy's splice endpoint with the token it hands
@@ -36,7 +37,7 @@ async function askForRelay(opts: PeerOptions, peerId: string, guest: string | un
 }
 
 function dial(endpoint: string, token: Buffer, timeoutMs: number): Promise<Socket> {
-  const { host, port } = parseAddress(endpoint);
+  const { host, port } = parseHostPort(endpoint);
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port, noDelay: true });
     const timer = setTimeout(() => {
@@ -49,7 +50,8 @@ function dial(endpoint: string, token: Buffer, timeoutMs: number): Promise<Socke
     });
     socket.once('connect', () => {
       clearTimeout(timer);
-      socket.write(token);
+      // The splice preamble without a proof: game peers hold no operator key.
+      socket.write(encodePreamble(token));
       resolve(socket);
     });
   });
