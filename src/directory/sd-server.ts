@@ -14,6 +14,9 @@ import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage 
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
 
+/** How long a submit waits for JetStream to answer after a bus restart before it fails. */
+const JETSTREAM_READY_WAIT_MS = 5_000;
+
 /** A batch larger than this is a mistake or an attack; sd-setup sends a few dozen. */
 const MAX_RECORDS_PER_SUBMIT = 1000;
 /** How long a publish waits for JetStream to store the record before the submit fails. */
@@ -119,13 +122,30 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   await replay();
 
   /**
+   * The stream's info, asked again for a few seconds while JetStream does not answer: right after a
+   * nats-server restart the bus is back before JetStream has recovered its streams, and a submit
+   * then should wait for it rather than fail.
+   */
+  async function streamInfoWhenReady() {
+    const deadline = Date.now() + JETSTREAM_READY_WAIT_MS;
+    for (let wait = 100; ; wait = Math.min(wait * 2, 1000)) {
+      try {
+        return await jsm.streams.info(settings.stream);
+      } catch (err) {
+        if (err instanceof JetStreamApiError || Date.now() + wait > deadline) throw err;
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  /**
    * Before a submit, looks at the stream itself: an operator may have repaired it (the bad tail
    * is gone, so the stream ends at our tip) or reset it (it is gone or shorter than our chain).
    */
   async function reconcile(): Promise<void> {
     let lastSeq = 0;
     try {
-      lastSeq = (await jsm.streams.info(settings.stream)).state.last_seq;
+      lastSeq = (await streamInfoWhenReady()).state.last_seq;
     } catch (err) {
       if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) {
         throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
