@@ -14,7 +14,7 @@ import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
-import { writeNatsConfig } from '../natsconf/generate.js';
+import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
 
 /** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
@@ -64,7 +64,7 @@ if (await answers(natsHostPort)) {
   const { host, port } = parseHostPort(natsHostPort);
   // Generated for this URL (make nats-config writes the same file for the default one).
   const config = join(packageRoot, 'settings/dev/nats/nats.conf');
-  const store = join(packageRoot, '.demo/nats');
+  const store = devStoreDir(join(packageRoot, '.demo/nats'), join(packageRoot, 'settings/dev'));
   writeNatsConfig(config, { settings: join(packageRoot, 'settings/dev'), host, port, storeDir: store });
   nats = spawn(bin, ['-c', config], { stdio: 'ignore' });
   await waitForPort(port, 10_000, host);

@@ -2,7 +2,7 @@
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../core/package-root.js';
-import { DEFAULT_BUS_ADMIN, writeNatsConfig } from '../natsconf/generate.js';
+import { DEFAULT_BUS_ADMIN, devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 
 // `make nats-config`: the dev bus's nats-server configuration, generated from the directory's
 // record files and the role folders. The output holds absolute paths and is gitignored, like the
@@ -14,7 +14,8 @@ const USAGE = `usage: nats-config [--settings DIR] [--out FILE] [--host HOST] [-
   configuration to FILE (default DIR/nats/nats.conf): TLS with client certificates of
   DIR/certs/root.crt mapped to one user per principal, each with the least rights its roles and
   the directory's service permissions need. Listens on HOST:PORT (default 127.0.0.1:4333), keeps
-  JetStream in --store (default .demo/nats). --admin names principals with every right
+  JetStream in --store (default .demo/nats/root-<fingerprint of DIR/certs/root.crt>, so new
+  certificates start a new directory). --admin names principals with every right
   (default nats-admin).`;
 
 const { values, positionals } = parseArgs({
@@ -23,7 +24,7 @@ const { values, positionals } = parseArgs({
     out: { type: 'string' },
     host: { type: 'string', default: '127.0.0.1' },
     port: { type: 'string', default: '4333' },
-    store: { type: 'string', default: join(packageRoot, '.demo/nats') },
+    store: { type: 'string' },
     admin: { type: 'string', multiple: true, default: [DEFAULT_BUS_ADMIN] },
     help: { type: 'boolean', default: false },
   },
@@ -39,7 +40,7 @@ try {
     settings: values.settings,
     host: values.host,
     port: Number(values.port),
-    storeDir: values.store,
+    storeDir: values.store ?? devStoreDir(join(packageRoot, '.demo/nats'), values.settings),
     admins: values.admin,
   });
   process.stdout.write(`nats-server configuration for ${principals.map((p) => p.name).join(', ')} in ${out}\n`);

@@ -1,4 +1,5 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { RecordData } from '../directory/types.js';
 import { busPolicy, type BusPrincipal } from './policy.js';
@@ -7,6 +8,16 @@ import { readPolicyInput } from './sources.js';
 
 // One entry point for every nats-server configuration this project writes: `make nats-config`
 // (the demo's), the test servers' and the benches'. All read the same settings tree.
+
+/**
+ * The dev bus's JetStream store: one folder per root certificate under `.demo/nats`, so a clone
+ * whose certificates were made again starts with an empty directory stream instead of one signed
+ * under the old root, which its sd would rightly refuse to extend.
+ */
+export function devStoreDir(demoDir: string, settings: string): string {
+  const root = new X509Certificate(readFileSync(join(resolve(settings), 'certs/root.crt')));
+  return join(demoDir, `root-${root.fingerprint256.replaceAll(':', '').slice(0, 16).toLowerCase()}`);
+}
 
 /** The bus admin of the dev PKI (settings/dev/certs/nats-admin.crt). */
 export const DEFAULT_BUS_ADMIN = 'nats-admin';
