@@ -102,6 +102,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const { name, detail } = classify(error);
     if (name === 'INTERNAL_ERROR' || name === 'STORAGE_UNAVAILABLE') request.log.error({ err: error }, 'request failed');
+    if (error instanceof ProblemError) reply.headers(error.headers);
     return sendProblem(reply, request, name, detail);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -242,7 +243,8 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
     async (request) => {
       const { name, peerId, guest } = request.body;
-      const r = await service.relay(name, peerId, guest);
+      // The address the connection comes from: the caps count what one client holds, whoever it says it is.
+      const r = await service.relay(name, peerId, guest, request.ip);
       switch (r.type) {
         case 'relay':
           return { sessionId: r.sessionId, token: r.token, endpoint: r.endpoint, dialWithinMs: r.dialWithinMs, limits: r.limits };
@@ -257,6 +259,14 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
           throw new ProblemError('NOT_PAIRED', 'the host and this guest have not been answered each other\'s candidates yet: punch first');
         case 'relayUnavailable':
           throw new ProblemError('RELAY_UNAVAILABLE', r.detail);
+        case 'relayCapReached': {
+          const retryAfter = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+          const headers = { 'retry-after': String(retryAfter) };
+          if (r.cap === 'client') {
+            throw new ProblemError('RELAY_CLIENT_LIMIT', `${request.ip} holds ${r.limit} relay sessions, its limit (relay.maxPerClient); one frees in ${retryAfter} s`, { headers });
+          }
+          throw new ProblemError('RELAY_GAME_LIMIT', `"${name}" holds ${r.limit} relay sessions, its limit (relay.maxPerGame); one frees in ${retryAfter} s`, { headers });
+        }
       }
     },
   );
