@@ -277,7 +277,9 @@ export class GameService {
       for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
         const stored = await this.store.get(name);
         if (!stored || stored.record.relayInFlight?.[pairingPeer]?.id !== id) return;
-        const record = { ...stored.record, relayInFlight: withoutInFlight(stored.record.relayInFlight, pairingPeer, id) };
+        const { relayInFlight, ...rest } = stored.record;
+        const marks = withoutInFlight(relayInFlight, pairingPeer, id);
+        const record: GameRecord = marks && Object.keys(marks).length > 0 ? { ...rest, relayInFlight: marks } : rest;
         if ((await this.store.update(name, record, stored.revision)).type === 'updated') return;
       }
     } catch (err) {
