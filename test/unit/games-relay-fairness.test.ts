@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { liveInFlight, moveRelayHold, relayHeldUntil, relayNext, takeRelayHold, type RelayGrant } from '../../machines/game-session.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, type GameStore } from '../../src/games/game-store.js';
-import { buildGamesApi } from '../../src/games/http-api.js';
+import { buildGamesApi, relayClientOf } from '../../src/games/http-api.js';
 import { PROBLEM_CONTENT_TYPE } from '../../src/games/problems.js';
 import { RelayUnavailableError, type RelaySession } from '../../src/relay/client.js';
 
@@ -212,6 +212,33 @@ describe('relay fairness (service over a shared store)', () => {
         detail: '192.0.2.66 holds 1 relay sessions, its limit (relay.maxPerClient); one frees in 70 s',
         instance: '/games/relay',
       });
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('relay fairness - a cap counts an IPv4 address, or an IPv6 /64: the addresses of one subscriber share it', async () => {
+    expect(relayClientOf('192.0.2.66')).toBe('192.0.2.66');
+    expect(relayClientOf('::ffff:192.0.2.66')).toBe('192.0.2.66');
+    expect(relayClientOf('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(relayClientOf('2001:0db8:0001:0002:ffff:1:2:3')).toBe('2001:db8:1:2::/64');
+    expect(relayClientOf('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(relayClientOf('::1')).toBe('0:0:0:0::/64');
+    expect(relayClientOf('1::2:3:4:5:1.2.3.4')).toBe('1:0:2:3::/64');
+
+    const clock = { t: 1_000_000 };
+    const store = new MemoryGameStore();
+    const [a] = services(store, fakeProxy(0), clock, { perClient: 1, perGame: 10 });
+    const app = await buildGamesApi({ service: a, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
+    try {
+      for (const g of ['v6-one', 'v6-two', 'v6-three']) await paired(a, g);
+      const ask = (name: string, remoteAddress: string) => app.inject({ method: 'POST', url: '/games/relay', payload: { name, peerId: 'guest' }, remoteAddress });
+      expect((await ask('v6-one', '2001:db8:1:2::10')).statusCode).toBe(200);
+      const refused = await ask('v6-two', '2001:db8:1:2::11');
+      expect(refused.statusCode).toBe(429);
+      expect(refused.json()).toMatchObject({ type: '/problems/relay-client-limit', detail: expect.stringContaining('2001:db8:1:2::/64 holds 1 relay sessions') });
+      // Another /64 is another client.
+      expect((await ask('v6-three', '2001:db8:1:3::10')).statusCode).toBe(200);
     } finally {
       await app.close();
     }
