@@ -4,11 +4,8 @@ import { initialTransition, transition } from 'xstate';
 import {
   gameSessionMachine,
   liveInFlight,
-  moveRelayHold,
   relayHeldUntil,
   relayNext,
-  takeRelayHold,
-  type RelayHold,
   type GameSessionEvent,
   type GuestPairing,
   type RelayGrant,
@@ -18,7 +15,8 @@ import {
 import type { Logger } from '../core/logger.js';
 import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
-import type { GameRecord, GameStore, HoldKey, StoredGame } from './game-store.js';
+import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
+import { RelayHolds } from './relay-holds.js';
 
 // The games core: it knows the store and the machine, not HTTP. Every answer is a status value
 // tagged by `type`, so the routes map them to responses and problems in one switch each.
@@ -68,10 +66,7 @@ export type RelayResult =
 export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
 export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
 
-/** The store kept answering "someone wrote first": a hot game or a broken store. */
-export class StoreContentionError extends Error {
-  override readonly name = 'StoreContentionError';
-}
+export { StoreContentionError } from './game-store.js';
 
 export interface GameServiceOptions {
   store: GameStore;
@@ -110,11 +105,13 @@ export class GameService {
   private readonly store: GameStore;
   private readonly now: () => number;
   private readonly maxAttempts: number;
+  private readonly holds: RelayHolds;
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
     this.now = opts.now;
     this.maxAttempts = opts.maxAttempts ?? 10;
+    this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
   }
 
   async register(name: string, peerId: string): Promise<RegisterResult> {
@@ -171,7 +168,7 @@ export class GameService {
     const role = (s: Snapshot) => (s.context.hostPeerId === peerId ? 'host' : 'guest');
     let mine: { pairingPeer: string; id: string; until: number; role: 'host' | 'guest' } | undefined;
     const pollMs = this.opts.relayWaitPollMs ?? 100;
-    // Bounds the waiting on the real clock too: an injected clock that stands still must not spin forever.
+    // Bounds the waiting (and conflicting writes) by count too: an injected clock that stands still must not spin forever.
     let waits = Math.ceil(((this.opts.relayTimeoutMs ?? DEFAULT_RELAY_REQUEST_TIMEOUT_MS) + IN_FLIGHT_MARGIN_MS) / pollMs) + this.maxAttempts;
     while (!mine) {
       const stored = await this.store.get(name);
@@ -194,6 +191,7 @@ export class GameService {
       const record = { ...stored.record, relayInFlight: { ...liveInFlight(stored.record.relayInFlight, s.context.guests, at), [pairingPeer]: { id, until } } };
       // Whoever writes the mark first asks; a loser reads the record again and waits for it.
       if ((await this.store.update(name, record, stored.revision)).type === 'updated') mine = { pairingPeer, id, until, role: role(s) };
+      else if (--waits < 0) throw new StoreContentionError(`game ${name}: the relay mark kept conflicting`);
     }
     const { pairingPeer, id, until } = mine;
     const keys: [HoldKey, number, 'client' | 'game'][] = [
@@ -202,11 +200,14 @@ export class GameService {
     ];
     const taken: HoldKey[] = [];
     const undo = async () => {
-      for (const key of taken) await this.moveHold(key, id, undefined);
+      for (const key of taken) await this.holds.move(key, id, undefined);
       await this.clearInFlight(name, pairingPeer, id);
     };
     for (const [key, limit, cap] of keys) {
-      const r = await this.takeHold(key, { id, until }, limit);
+      const r = await this.holds.take(key, { id, until }, limit).catch(async (err: unknown) => {
+        await undo();
+        throw err;
+      });
       if (r.type === 'full') {
         await undo();
         this.opts.log?.warn({ game: name, client, cap, limit }, 'relay refused: cap reached');
@@ -224,7 +225,7 @@ export class GameService {
     }
     const { tokens, endpoint, sessionId, limits } = session;
     const grant: RelayGrant = { sessionId, tokens, endpoint, limits, expiresAt: this.now() + session.dialWithinMs };
-    for (const key of taken) await this.moveHold(key, id, relayHeldUntil(grant));
+    for (const key of taken) await this.holds.move(key, id, relayHeldUntil(grant));
     const result = await this.mutate<RelayResult>(
       name,
       (snap) => {
@@ -243,32 +244,8 @@ export class GameService {
       (inFlight) => withoutInFlight(inFlight, pairingPeer, id),
     );
     // Another grant was kept (this ask's mark had ended): this session is never dialed, so it ends at its dial deadline.
-    if (result.type !== 'relay' || result.sessionId !== sessionId) for (const key of taken) await this.moveHold(key, id, grant.expiresAt);
+    if (result.type !== 'relay' || result.sessionId !== sessionId) for (const key of taken) await this.holds.move(key, id, grant.expiresAt);
     return result;
-  }
-
-  /** Takes a slot of one cap's list, retrying on a concurrent writer. */
-  private async takeHold(key: HoldKey, hold: RelayHold, limit: number): Promise<{ type: 'taken' } | { type: 'full'; retryAt: number }> {
-    for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      const stored = await this.store.getHolds(key);
-      const r = takeRelayHold(stored?.holds ?? [], hold, limit, this.now());
-      if (r.type === 'full') return r;
-      if ((await this.store.putHolds(key, r.holds, stored?.revision ?? null)).type === 'written') return { type: 'taken' };
-    }
-    throw new StoreContentionError(`relay holds of ${key.kind} ${key.id}: writes kept conflicting`);
-  }
-
-  /** Moves (or, with undefined, frees) a hold; a failure leaves it to end on its own. */
-  private async moveHold(key: HoldKey, id: string, until: number | undefined): Promise<void> {
-    try {
-      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-        const stored = await this.store.getHolds(key);
-        if (!stored) return;
-        if ((await this.store.putHolds(key, moveRelayHold(stored.holds, id, until, this.now()), stored.revision)).type === 'written') return;
-      }
-    } catch (err) {
-      this.opts.log?.warn({ err, kind: key.kind }, 'relay hold not updated; it ends at its first deadline');
-    }
   }
 
   /** Withdraws this ask's in-flight mark after a refusal or failure, so the next ask need not wait it out. */

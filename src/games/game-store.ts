@@ -52,6 +52,11 @@ export const gameKey = (name: string): string => `g.${Buffer.from(name, 'utf8').
 export const holdKey = (key: HoldKey): string => `h.${key.kind === 'client' ? 'c' : 'g'}.${Buffer.from(key.id, 'utf8').toString('base64url') || '_'}`;
 export const nameOfKey = (key: string): string => Buffer.from(key.slice(2), 'base64url').toString('utf8');
 
+/** The store kept answering "someone wrote first": a hot game or a broken store. */
+export class StoreContentionError extends Error {
+  override readonly name = 'StoreContentionError';
+}
+
 /** The bus or JetStream failed (timeout, disconnect, no responders): the caller may retry later. */
 export class StoreUnavailableError extends Error {
   override readonly name = 'StoreUnavailableError';
