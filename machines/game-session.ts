@@ -97,6 +97,59 @@ const pairingStatus = (g: Omit<GuestPairing, 'status'>): PairingStatus =>
 /** A grant the proxy still honours at `at`; an older one is replaced by the next grant. */
 export const relayIsLive = (relay: RelayGrant | undefined, at: number): relay is RelayGrant => relay !== undefined && at < relay.expiresAt;
 
+/**
+ * One relay request per pairing. The rendezvous records the request it is about to make to the
+ * proxy (in the game's record, with a revision check) before making it, so concurrent asks for
+ * the same pairing, on any instance, wait for that one instead of each opening a proxy session.
+ * `until` bounds it: a request whose instance crashed stops blocking the pairing then.
+ */
+export interface RelayInFlight {
+  id: string;
+  until: number;
+}
+
+/** What a relay ask for a pairing must do: hand out the live grant, wait for the one in flight, or ask the proxy itself. */
+export type RelayNext = { type: 'live'; relay: RelayGrant } | { type: 'wait'; until: number } | { type: 'ask' };
+
+export function relayNext(pairing: Pick<GuestPairing, 'relay'>, inFlight: RelayInFlight | undefined, at: number): RelayNext {
+  if (relayIsLive(pairing.relay, at)) return { type: 'live', relay: pairing.relay };
+  if (inFlight && at < inFlight.until) return { type: 'wait', until: inFlight.until };
+  return { type: 'ask' };
+}
+
+/** Drops the in-flight marks that ended or whose pairing is gone, so a record never accumulates them. */
+export function liveInFlight(inFlight: Record<string, RelayInFlight> | undefined, guests: Pick<GuestPairing, 'peerId'>[], at: number): Record<string, RelayInFlight> {
+  return Object.fromEntries(Object.entries(inFlight ?? {}).filter(([peerId, f]) => at < f.until && guests.some((g) => g.peerId === peerId)));
+}
+
+/**
+ * A relay session counted against a cap (per client address, per game name) until it can no
+ * longer be open: the proxy ends it at its dial deadline if nobody dialed, else at most
+ * `maxDurationMs` after. The rendezvous cannot see when a spliced session ends sooner, so it
+ * counts the worst case: a client that dials both legs and trickles bytes holds its slot as long
+ * as the proxy would let it hold the session.
+ */
+export interface RelayHold {
+  id: string;
+  until: number;
+}
+
+export const relayHeldUntil = (grant: Pick<RelayGrant, 'expiresAt' | 'limits'>): number => grant.expiresAt + grant.limits.maxDurationMs;
+
+export type RelayHoldResult = { type: 'taken'; holds: RelayHold[] } | { type: 'full'; holds: RelayHold[]; retryAt: number };
+
+/** Takes one of `cap` slots (ended holds free theirs); a full list says when its first slot frees. */
+export function takeRelayHold(holds: RelayHold[], hold: RelayHold, cap: number, at: number): RelayHoldResult {
+  const live = holds.filter((h) => at < h.until && h.id !== hold.id);
+  if (live.length >= cap) return { type: 'full', holds: live, retryAt: Math.min(...live.map((h) => h.until)) };
+  return { type: 'taken', holds: [...live, hold] };
+}
+
+/** Moves a hold's end (to the granted session's worst case), or frees it with `until` undefined. */
+export function moveRelayHold(holds: RelayHold[], id: string, until: number | undefined, at: number): RelayHold[] {
+  return holds.flatMap((h) => (h.id !== id ? (at < h.until ? [h] : []) : until === undefined ? [] : [{ id, until }]));
+}
+
 export const gameSessionMachine = setup({
   types: {
     input: {} as GameSessionInput,

@@ -1,8 +1,11 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { initialTransition, transition } from 'xstate';
 import {
   gameSessionMachine,
-  relayIsLive,
+  liveInFlight,
+  relayHeldUntil,
+  relayNext,
   type GameSessionEvent,
   type GuestPairing,
   type RelayGrant,
@@ -11,7 +14,9 @@ import {
 } from '../../machines/game-session.js';
 import type { Logger } from '../core/logger.js';
 import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
-import type { GameRecord, GameStore, StoredGame } from './game-store.js';
+import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
+import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
+import { RelayHolds } from './relay-holds.js';
 
 // The games core: it knows the store and the machine, not HTTP. Every answer is a status value
 // tagged by `type`, so the routes map them to responses and problems in one switch each.
@@ -55,14 +60,13 @@ export type RelayResult =
   | { type: 'unknownGuest' }
   /** A relay is for peers that swapped candidates and failed to punch; these have not swapped. */
   | { type: 'notPaired' }
-  | { type: 'relayUnavailable'; detail: string };
+  | { type: 'relayUnavailable'; detail: string }
+  /** A cap on relay sessions held at once is full: `retryAfterMs` until its first slot frees. */
+  | { type: 'relayCapReached'; cap: 'client' | 'game'; limit: number; retryAfterMs: number };
 export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
 export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
 
-/** The store kept answering "someone wrote first": a hot game or a broken store. */
-export class StoreContentionError extends Error {
-  override readonly name = 'StoreContentionError';
-}
+export { StoreContentionError } from './game-store.js';
 
 export interface GameServiceOptions {
   store: GameStore;
@@ -77,7 +81,21 @@ export interface GameServiceOptions {
   maxAttempts?: number;
   /** Asks the proxy for a relay session (src/relay/client.ts); absent when none is configured. */
   requestRelay?: (game: string) => Promise<RelaySession>;
+  /** Relay sessions one client address may hold at once (counted in the store, across instances). */
+  maxRelaysPerClient?: number;
+  /** Relay sessions one game name may hold at once. */
+  maxRelaysPerGame?: number;
+  /**
+   * How long a relay request waits on the proxy, at most: an in-flight mark lasts this long plus
+   * a margin, so concurrent asks wait for it and a crashed instance's mark soon stops counting.
+   */
+  relayTimeoutMs?: number;
+  /** How often an ask waiting for another one's proxy request looks at the record again. */
+  relayWaitPollMs?: number;
 }
+
+/** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
+const IN_FLIGHT_MARGIN_MS = 2_000;
 
 type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
 
@@ -87,11 +105,13 @@ export class GameService {
   private readonly store: GameStore;
   private readonly now: () => number;
   private readonly maxAttempts: number;
+  private readonly holds: RelayHolds;
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
     this.now = opts.now;
     this.maxAttempts = opts.maxAttempts ?? 10;
+    this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
   }
 
   async register(name: string, peerId: string): Promise<RegisterResult> {
@@ -139,30 +159,74 @@ export class GameService {
 
   /**
    * A relay for the pairing of the calling guest (or, for the host, of the guest it names). Both
-   * peers of a pairing get the same session, each with its own token: the first to ask makes the
-   * proxy open a session, and the machine keeps a live grant when a concurrent request brings a
-   * second one.
+   * peers of a pairing get the same session, each with its own token. At most one request per
+   * pairing reaches the proxy: the first ask marks the game's record (revision-checked) before
+   * asking, and any other ask, on any instance, waits for that grant. A new session is counted
+   * against the asking client's address and the game's name, each capped, before the proxy is asked.
    */
-  async relay(name: string, peerId: string, guest?: string): Promise<RelayResult> {
-    const stored = await this.store.get(name);
-    const s = stored && this.ticked(stored);
-    if (!s || s.status !== 'active') return { type: 'notFound' };
-    const found = pairingFor(s, peerId, guest);
-    if (found.type !== 'pairing') return found;
-    const role = s.context.hostPeerId === peerId ? 'host' : 'guest';
-    const live = found.pairing.relay;
-    if (relayIsLive(live, this.now())) return this.granted(live, role);
-    if (!this.opts.requestRelay) return { type: 'relayUnavailable', detail: 'this rendezvous has no relay configured' };
+  async relay(name: string, peerId: string, guest?: string, client = 'unknown'): Promise<RelayResult> {
+    const role = (s: Snapshot) => (s.context.hostPeerId === peerId ? 'host' : 'guest');
+    let mine: { pairingPeer: string; id: string; until: number; role: 'host' | 'guest' } | undefined;
+    const pollMs = this.opts.relayWaitPollMs ?? 100;
+    // Bounds the waiting (and conflicting writes) by count too: an injected clock that stands still must not spin forever.
+    let waits = Math.ceil(((this.opts.relayTimeoutMs ?? DEFAULT_RELAY_REQUEST_TIMEOUT_MS) + IN_FLIGHT_MARGIN_MS) / pollMs) + this.maxAttempts;
+    while (!mine) {
+      const stored = await this.store.get(name);
+      const s = stored && this.ticked(stored);
+      if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
+      const found = pairingFor(s, peerId, guest);
+      if (found.type !== 'pairing') return found;
+      const pairingPeer = found.pairing.peerId;
+      const at = this.now();
+      const next = relayNext(found.pairing, stored.record.relayInFlight?.[pairingPeer], at);
+      if (next.type === 'live') return this.granted(next.relay, role(s));
+      if (!this.opts.requestRelay) return { type: 'relayUnavailable', detail: 'this rendezvous has no relay configured' };
+      if (next.type === 'wait') {
+        if (--waits < 0) return { type: 'relayUnavailable', detail: 'another request for this pairing is still waiting for the proxy; retry shortly' };
+        await sleep(pollMs);
+        continue;
+      }
+      const id = randomUUID();
+      const until = at + (this.opts.relayTimeoutMs ?? DEFAULT_RELAY_REQUEST_TIMEOUT_MS) + IN_FLIGHT_MARGIN_MS;
+      const record = { ...stored.record, relayInFlight: { ...liveInFlight(stored.record.relayInFlight, s.context.guests, at), [pairingPeer]: { id, until } } };
+      // Whoever writes the mark first asks; a loser reads the record again and waits for it.
+      if ((await this.store.update(name, record, stored.revision)).type === 'updated') mine = { pairingPeer, id, until, role: role(s) };
+      else if (--waits < 0) throw new StoreContentionError(`game ${name}: the relay mark kept conflicting`);
+    }
+    const { pairingPeer, id, until } = mine;
+    const keys: [HoldKey, number, 'client' | 'game'][] = [
+      [{ kind: 'client', id: client }, this.opts.maxRelaysPerClient ?? DEFAULT_RELAY_MAX_PER_CLIENT, 'client'],
+      [{ kind: 'game', id: name }, this.opts.maxRelaysPerGame ?? DEFAULT_RELAY_MAX_PER_GAME, 'game'],
+    ];
+    const taken: HoldKey[] = [];
+    const undo = async () => {
+      for (const key of taken) await this.holds.move(key, id, undefined);
+      await this.clearInFlight(name, pairingPeer, id);
+    };
+    for (const [key, limit, cap] of keys) {
+      const r = await this.holds.take(key, { id, until }, limit).catch(async (err: unknown) => {
+        await undo();
+        throw err;
+      });
+      if (r.type === 'full') {
+        await undo();
+        this.opts.log?.warn({ game: name, client, cap, limit }, 'relay refused: cap reached');
+        return { type: 'relayCapReached', cap, limit, retryAfterMs: Math.max(0, r.retryAt - this.now()) };
+      }
+      taken.push(key);
+    }
     let session: RelaySession;
     try {
-      session = await this.opts.requestRelay(s.context.name);
+      session = await this.opts.requestRelay!(name);
     } catch (err) {
+      await undo();
       if (err instanceof RelayUnavailableError) return { type: 'relayUnavailable', detail: err.message };
       throw err;
     }
     const { tokens, endpoint, sessionId, limits } = session;
     const grant: RelayGrant = { sessionId, tokens, endpoint, limits, expiresAt: this.now() + session.dialWithinMs };
-    return this.mutate<RelayResult>(
+    for (const key of taken) await this.holds.move(key, id, relayHeldUntil(grant));
+    const result = await this.mutate<RelayResult>(
       name,
       (snap) => {
         const again = pairingFor(snap, peerId, guest);
@@ -173,10 +237,31 @@ export class GameService {
         const relay = pairingFor(snap, peerId, guest);
         if (relay.type !== 'pairing' || !relay.pairing.relay) return { type: 'relayUnavailable', detail: 'the grant was not recorded' };
         if (relay.pairing.relay.sessionId !== sessionId) this.opts.log?.info({ game: name, sessionId }, 'concurrent relay grant kept; this one will expire unused');
-        else this.opts.log?.info({ game: name, sessionId }, 'relay granted');
-        return this.granted(relay.pairing.relay, role);
+        else this.opts.log?.info({ game: name, sessionId, client }, 'relay granted');
+        return this.granted(relay.pairing.relay, mine.role);
       },
+      undefined,
+      (inFlight) => withoutInFlight(inFlight, pairingPeer, id),
     );
+    // Another grant was kept (this ask's mark had ended): this session is never dialed, so it ends at its dial deadline.
+    if (result.type !== 'relay' || result.sessionId !== sessionId) for (const key of taken) await this.holds.move(key, id, grant.expiresAt);
+    return result;
+  }
+
+  /** Withdraws this ask's in-flight mark after a refusal or failure, so the next ask need not wait it out. */
+  private async clearInFlight(name: string, pairingPeer: string, id: string): Promise<void> {
+    try {
+      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+        const stored = await this.store.get(name);
+        if (!stored || stored.record.relayInFlight?.[pairingPeer]?.id !== id) return;
+        const { relayInFlight, ...rest } = stored.record;
+        const marks = withoutInFlight(relayInFlight, pairingPeer, id);
+        const record: GameRecord = marks && Object.keys(marks).length > 0 ? { ...rest, relayInFlight: marks } : rest;
+        if ((await this.store.update(name, record, stored.revision)).type === 'updated') return;
+      }
+    } catch (err) {
+      this.opts.log?.warn({ err, game: name }, 'relay in-flight mark not cleared; it ends at its deadline');
+    }
   }
 
   /** Each peer is handed only its own token: the other's is the other leg of the session. */
@@ -252,6 +337,7 @@ export class GameService {
     decide: (s: Snapshot, stored: StoredGame) => { refuse: R } | { event: GameSessionEvent | undefined },
     answer: (s: Snapshot) => R,
     expired: () => R | { type: 'notFound' } = () => ({ type: 'notFound' }),
+    inFlight: (marks: GameRecord['relayInFlight']) => GameRecord['relayInFlight'] = (marks) => marks,
   ): Promise<R | { type: 'notFound' }> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const stored = await this.store.get(name);
@@ -276,7 +362,7 @@ export class GameService {
         return output.outcome === 'expired' ? expired() : answer(next);
       }
       if (refused) return refused;
-      const record = this.recordOf(next, stored.record.secretHash);
+      const record = this.recordOf(next, stored.record.secretHash, inFlight(stored.record.relayInFlight));
       // A tick that changed nothing (the common sweep) costs no write.
       if (JSON.stringify(record) === JSON.stringify(stored.record)) return answer(next);
       const updated = await this.store.update(name, record, stored.revision);
@@ -310,8 +396,10 @@ export class GameService {
     return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
   }
 
-  private recordOf(s: Snapshot, secretHash: string): GameRecord {
-    return { v: 1, secretHash, state: openState(s), context: s.context };
+  /** In-flight relay marks ride along with every write; ended ones (or a gone pairing's) are dropped. */
+  private recordOf(s: Snapshot, secretHash: string, relayInFlight?: GameRecord['relayInFlight']): GameRecord {
+    const marks = liveInFlight(relayInFlight, s.context.guests, this.now());
+    return { v: 1, secretHash, state: openState(s), context: s.context, ...(Object.keys(marks).length > 0 ? { relayInFlight: marks } : {}) };
   }
 
   private view(s: Snapshot): GameView {
@@ -330,6 +418,12 @@ export class GameService {
     const actual = hashSecret(secret);
     return expected.length === actual.length && timingSafeEqual(expected, actual);
   }
+}
+
+function withoutInFlight(marks: GameRecord['relayInFlight'], pairingPeer: string, id: string): GameRecord['relayInFlight'] {
+  if (marks?.[pairingPeer]?.id !== id) return marks;
+  const { [pairingPeer]: _, ...rest } = marks;
+  return rest;
 }
 
 /** The pairing a relay request is about: the caller's own as a guest, or the named one for the host. */

@@ -1,7 +1,8 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../core/nats.js';
-import type { GameSessionContext, OpenState } from '../../machines/game-session.js';
+import { z } from 'zod';
+import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
 
 /**
  * What one KV key holds: the open machine state and its context (enough to rebuild the machine's
@@ -12,6 +13,18 @@ export interface GameRecord {
   secretHash: string;
   state: OpenState;
   context: GameSessionContext;
+  /** The relay request each pairing (by guest peer id) is waiting for from the proxy, if any. */
+  relayInFlight?: Record<string, RelayInFlight>;
+}
+
+/**
+ * The relay sessions one cap counts (a client address's, a game name's), in their own key so
+ * every instance counts the same ones and a game deleted and registered again keeps its count.
+ */
+export type HoldKey = { kind: 'client'; id: string } | { kind: 'game'; id: string };
+export interface StoredHolds {
+  holds: RelayHold[];
+  revision: number;
 }
 
 export interface StoredGame {
@@ -29,11 +42,20 @@ export interface GameStore {
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
   names(): Promise<string[]>;
+  getHolds(key: HoldKey): Promise<StoredHolds | null>;
+  /** Creates the key when `revision` is null; an empty list deletes it. */
+  putHolds(key: HoldKey, holds: RelayHold[], revision: number | null): Promise<{ type: 'written' } | { type: 'conflict' }>;
 }
 
 // KV keys allow only [-/_=.A-Za-z0-9]; names are free text, so the key is their base64url.
 export const gameKey = (name: string): string => `g.${Buffer.from(name, 'utf8').toString('base64url')}`;
+export const holdKey = (key: HoldKey): string => `h.${key.kind === 'client' ? 'c' : 'g'}.${Buffer.from(key.id, 'utf8').toString('base64url') || '_'}`;
 export const nameOfKey = (key: string): string => Buffer.from(key.slice(2), 'base64url').toString('utf8');
+
+/** The store kept answering "someone wrote first": a hot game or a broken store. */
+export class StoreContentionError extends Error {
+  override readonly name = 'StoreContentionError';
+}
 
 /** The bus or JetStream failed (timeout, disconnect, no responders): the caller may retry later. */
 export class StoreUnavailableError extends Error {
@@ -51,6 +73,12 @@ async function guarded<T>(what: string, op: () => Promise<T>): Promise<T> {
 
 const isWrongSequence = (err: unknown) =>
   err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
+
+// Another instance (or a hand) may have written the key: it is read as untrusted input.
+const holdsSchema = z.strictObject({
+  v: z.literal(1),
+  holds: z.array(z.strictObject({ id: z.string().min(1).max(64), until: z.number().int() })).max(10_000),
+});
 
 export class KvGameStore implements GameStore {
   private constructor(private readonly kv: KV) {}
@@ -102,6 +130,28 @@ export class KvGameStore implements GameStore {
       return out;
     });
   }
+
+  async getHolds(key: HoldKey): Promise<StoredHolds | null> {
+    const entry = await guarded('get', () => this.kv.get(holdKey(key)));
+    if (!entry || entry.operation !== 'PUT') return null;
+    const parsed = holdsSchema.safeParse(entry.json<unknown>());
+    // A damaged list must not lock a client out for good: it counts as empty and is overwritten.
+    return { holds: parsed.success ? parsed.data.holds : [], revision: entry.revision };
+  }
+
+  async putHolds(key: HoldKey, holds: RelayHold[], revision: number | null) {
+    const k = holdKey(key);
+    try {
+      if (holds.length === 0) {
+        if (revision !== null) await this.kv.delete(k, { previousSeq: revision });
+      } else if (revision === null) await this.kv.create(k, JSON.stringify({ v: 1, holds }));
+      else await this.kv.update(k, JSON.stringify({ v: 1, holds }), revision);
+      return { type: 'written' as const };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'conflict' as const };
+      throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
 }
 
 /** The same contract in memory, for route tests that need no bus. */
@@ -132,5 +182,17 @@ export class MemoryGameStore implements GameStore {
   }
   async names() {
     return [...this.games.keys()];
+  }
+  private readonly holdLists = new Map<string, StoredHolds>();
+  async getHolds(key: HoldKey) {
+    const h = this.holdLists.get(holdKey(key));
+    return h ? structuredClone(h) : null;
+  }
+  async putHolds(key: HoldKey, holds: RelayHold[], revision: number | null) {
+    const k = holdKey(key);
+    if ((this.holdLists.get(k)?.revision ?? null) !== revision) return { type: 'conflict' as const };
+    if (holds.length === 0) this.holdLists.delete(k);
+    else this.holdLists.set(k, { holds: structuredClone(holds), revision: ++this.seq });
+    return { type: 'written' as const };
   }
 }

@@ -102,6 +102,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const { name, detail } = classify(error);
     if (name === 'INTERNAL_ERROR' || name === 'STORAGE_UNAVAILABLE') request.log.error({ err: error }, 'request failed');
+    if (error instanceof ProblemError) reply.headers(error.headers);
     return sendProblem(reply, request, name, detail);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -242,7 +243,9 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
     async (request) => {
       const { name, peerId, guest } = request.body;
-      const r = await service.relay(name, peerId, guest);
+      // The address the connection comes from: the caps count what one client holds, whoever it says it is.
+      const client = relayClientOf(request.ip);
+      const r = await service.relay(name, peerId, guest, client);
       switch (r.type) {
         case 'relay':
           return { sessionId: r.sessionId, token: r.token, endpoint: r.endpoint, dialWithinMs: r.dialWithinMs, limits: r.limits };
@@ -257,6 +260,14 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
           throw new ProblemError('NOT_PAIRED', 'the host and this guest have not been answered each other\'s candidates yet: punch first');
         case 'relayUnavailable':
           throw new ProblemError('RELAY_UNAVAILABLE', r.detail);
+        case 'relayCapReached': {
+          const retryAfter = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+          const headers = { 'retry-after': String(retryAfter) };
+          if (r.cap === 'client') {
+            throw new ProblemError('RELAY_CLIENT_LIMIT', `${client} holds ${r.limit} relay sessions, its limit (relay.maxPerClient); one frees in ${retryAfter} s`, { headers });
+          }
+          throw new ProblemError('RELAY_GAME_LIMIT', `"${name}" holds ${r.limit} relay sessions, its limit (relay.maxPerGame); one frees in ${retryAfter} s`, { headers });
+        }
       }
     },
   );
@@ -354,6 +365,23 @@ function classify(error: FastifyError): { name: ProblemName; detail: string } {
   if (error instanceof StoreContentionError) return { name: 'STORAGE_UNAVAILABLE', detail: error.message };
   if (error instanceof StoreUnavailableError) return { name: 'STORAGE_UNAVAILABLE', detail: 'the game store did not answer; retry shortly' };
   return { name: 'INTERNAL_ERROR', detail: 'unexpected error; it has been logged' };
+}
+
+/**
+ * Who a relay cap counts: an IPv4 address, or an IPv6 client's /64, since one subscriber is
+ * routinely handed a whole /64 and could otherwise take a fresh cap from each of its addresses.
+ */
+export function relayClientOf(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  // A dotted IPv4 tail stands for two groups.
+  const width = (gs: string[]) => gs.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0);
+  const groups = ip.includes('::') ? [...left, ...Array(8 - width(left) - width(right)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }
 
 function checkIPv6(addresses: string[]): void {

@@ -29,8 +29,11 @@ export class ProblemError extends Error {
   override readonly name = 'ProblemError';
   readonly problem: ProblemName;
   readonly statusCode: number;
-  constructor(problemName: ProblemName, detail: string, options?: { cause?: unknown }) {
+  /** Response headers the refusal needs (Retry-After for a cap). */
+  readonly headers: Record<string, string>;
+  constructor(problemName: ProblemName, detail: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
     super(detail, options);
+    this.headers = options?.headers ?? {};
     this.problem = problemName;
     this.statusCode = PROBLEMS[problemName].status;
   }

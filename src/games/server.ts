@@ -47,7 +47,12 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     maxGuests: settings.games.maxGuests,
     log: log.child({ component: 'games' }),
     ...(relay && settings.relay
-      ? { requestRelay: relayClient({ bus: relay.bus, proxyOperator: settings.relay.proxy, timeoutMs: settings.relay.timeoutMs }) }
+      ? {
+          requestRelay: relayClient({ bus: relay.bus, proxyOperator: settings.relay.proxy, timeoutMs: settings.relay.timeoutMs }),
+          relayTimeoutMs: settings.relay.timeoutMs,
+          maxRelaysPerClient: settings.relay.maxPerClient,
+          maxRelaysPerGame: settings.relay.maxPerGame,
+        }
       : {}),
   });
   const app = await buildGamesApi({

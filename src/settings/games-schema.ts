@@ -20,6 +20,15 @@ export const DEFAULT_GAMES_BUCKET = 'EPS_GAMES';
 /** The proxy answers a relay request from memory; longer than this means it is not there. */
 export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 
+/**
+ * Relay sessions one client address may hold at once (a session counts from its grant until the
+ * proxy would end it at the latest: dial deadline plus the grant's maxDurationMs). Several
+ * players behind one NAT share an address, hence room for more than one duel.
+ */
+export const DEFAULT_RELAY_MAX_PER_CLIENT = 16;
+/** Relay sessions one game name may hold at once: half of the default maxGuests pairings. */
+export const DEFAULT_RELAY_MAX_PER_GAME = 16;
+
 const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().positive();
 
@@ -70,6 +79,8 @@ const gamesSettingsFields = z.strictObject({
     .strictObject({
       proxy: z.string().min(1),
       timeoutMs: ms.default(DEFAULT_RELAY_REQUEST_TIMEOUT_MS),
+      maxPerClient: z.number().int().positive().default(DEFAULT_RELAY_MAX_PER_CLIENT),
+      maxPerGame: z.number().int().positive().default(DEFAULT_RELAY_MAX_PER_GAME),
     })
     .optional(),
 });

@@ -33,6 +33,11 @@ const read = (name: string) => readFileSync(`${certs}/${name}`);
 let nats: TestNatsServer;
 let stack: DevStack;
 let games: GamesProcess;
+/** Two more `games run` over one bucket, with small relay caps: the fairness tests. */
+let fairA: GamesProcess;
+let fairB: GamesProcess;
+const FAIR_BUCKET = `GAMES_F${process.pid}`;
+const FAIR_CAPS = { maxPerClient: 2, maxPerGame: 4 };
 let nc: NatsConnection;
 let ports: Awaited<ReturnType<typeof freePorts>>;
 
@@ -59,13 +64,13 @@ const spliceEnds = async (reason: string) => metricValue(await metrics(ports.met
 const rejections = async (reason: string) => metricValue(await metrics(ports.metrics), 'eps_proxy_preamble_rejections_total', `{reason="${reason}"}`);
 const liveSessions = async () => metricValue(await metrics(ports.metrics), 'eps_proxy_live_sessions');
 
-async function pairedGame(name: string) {
+async function pairedGame(name: string, on: GamesProcess = games) {
   const host = `host-${name}`;
   const guest = `guest-${name}`;
-  expect((await games.request('POST', '/games/register', { name, peerId: host })).status).toBe(201);
-  await games.request('POST', '/games/poll', { name, peerId: host, addresses: ['198.51.100.1:4000'] });
-  await games.request('POST', '/games/start', { name, peerId: guest, addresses: ['198.51.100.2:5000'] });
-  expect((await games.request('POST', '/games/poll', { name, peerId: host, addresses: ['198.51.100.1:4000'] })).body).toMatchObject({ status: 1 });
+  expect((await on.request('POST', '/games/register', { name, peerId: host })).status).toBe(201);
+  await on.request('POST', '/games/poll', { name, peerId: host, addresses: ['198.51.100.1:4000'] });
+  await on.request('POST', '/games/start', { name, peerId: guest, addresses: ['198.51.100.2:5000'] });
+  expect((await on.request('POST', '/games/poll', { name, peerId: host, addresses: ['198.51.100.1:4000'] })).body).toMatchObject({ status: 1 });
   return { host, guest };
 }
 
@@ -103,7 +108,7 @@ const counted = (socket: Socket) => {
 };
 
 beforeAll(async () => {
-  nats = await TestNatsServer.start({ buckets: [`GAMES_T${process.pid}`] });
+  nats = await TestNatsServer.start({ buckets: [`GAMES_T${process.pid}`, FAIR_BUCKET] });
   ports = await freePorts();
   stack = new DevStack({
     natsUrl: nats.url,
@@ -119,6 +124,8 @@ beforeAll(async () => {
   await stack.sdSetup();
   await waitForPort(ports.splice, 15_000);
   games = await GamesProcess.start({ natsUrl: nats.url, bucket: `GAMES_T${process.pid}`, relayProxy: PROXY, directoryUrl: stack.sdUrl });
+  const fair = { natsUrl: nats.url, bucket: FAIR_BUCKET, relayProxy: PROXY, directoryUrl: stack.sdUrl, relayCaps: FAIR_CAPS };
+  [fairA, fairB] = await Promise.all([GamesProcess.start(fair), GamesProcess.start(fair)]);
   // The signing identities below are played over one admin connection: NATS permissions already
   // keep every principal but the rendezvous off relayRequest (test/hostile/bus-access.test.ts), so
   // this shows the second wall, the envelope and directory checks, holding on its own.
@@ -138,6 +145,8 @@ afterAll(async () => {
   for (const s of dials) s.destroy();
   await nc?.close();
   await games?.stop();
+  await fairA?.stop();
+  await fairB?.stop();
   await stack?.stop();
   await nats?.stop();
 });
@@ -328,5 +337,92 @@ describe('relay trust (real stack, signed relayRequest)', () => {
     await expect
       .poll(async () => (await games.request('POST', '/games/relay', { name: 'forged', peerId: guest })).body?.endpoint, { timeout: 20_000, interval: 300 })
       .toBe(`127.0.0.1:${ports.splice}`);
+  });
+});
+
+describe('relay fairness (real stack, two games run over one bucket, relay.maxPerClient 2)', () => {
+  it('relay fairness - concurrent POST /games/relay for one pairing, through two instances, open one proxy session and all get it', async () => {
+    const { host, guest } = await pairedGame('one-pairing', fairA);
+    // Each instance must hold the directory before the proxy's grants verify: one grant each, on
+    // pairings of their own, then room at the proxy (LIMITS.perRequester) once those expire.
+    for (const [i, on] of [fairA, fairB].entries()) {
+      const warm = await pairedGame(`warm-fair-${i}`, on);
+      // From addresses of their own: the warm-up's holds must not count against 127.0.0.1 below.
+      await expect
+        .poll(async () => (await on.requestFrom(`127.0.0.${5 + i}`, 'POST', '/games/relay', { name: `warm-fair-${i}`, peerId: warm.guest })).status, { timeout: 20_000, interval: 300 })
+        .toBe(200);
+    }
+    await expect.poll(liveSessions, { timeout: 15_000, interval: 200 }).toBe(0);
+    const before = await opened();
+    const asks = await Promise.all([
+      fairA.request('POST', '/games/relay', { name: 'one-pairing', peerId: guest }),
+      fairB.request('POST', '/games/relay', { name: 'one-pairing', peerId: guest }),
+      fairA.request('POST', '/games/relay', { name: 'one-pairing', peerId: guest }),
+      fairB.request('POST', '/games/relay', { name: 'one-pairing', peerId: host, guest }),
+      fairA.request('POST', '/games/relay', { name: 'one-pairing', peerId: host, guest }),
+    ]);
+    expect(asks.map((a) => a.status), JSON.stringify(asks.map((a) => a.body))).toEqual([200, 200, 200, 200, 200]);
+    expect(new Set(asks.map((a) => a.body!.sessionId)).size).toBe(1);
+    expect(new Set(asks.slice(0, 3).map((a) => a.body!.token)).size).toBe(1);
+    expect(asks[3]!.body!.token).toBe(asks[4]!.body!.token);
+    expect(asks[3]!.body!.token).not.toBe(asks[0]!.body!.token);
+    // The red team's three concurrent asks opened three sessions; now the proxy opened one.
+    expect(await opened()).toBe(before + 1);
+  });
+
+  it('relay fairness - one client address at relay.maxPerClient is refused 429 on either instance, while another client gets a relay and its duel splices', async () => {
+    // The previous sessions (and their holds) end within dialWithinMs + maxDurationMs.
+    await expect.poll(liveSessions, { timeout: 15_000, interval: 200 }).toBe(0);
+    const mallory = '127.0.0.2';
+    const names = ['m1', 'm2', 'm3'];
+    const pairs = [];
+    for (const n of names) pairs.push(await pairedGame(n, fairA));
+    const before = await opened();
+    const taken = [];
+    for (const [i, n] of names.slice(0, 2).entries()) {
+      const r = await (i === 0 ? fairA : fairB).requestFrom(mallory, 'POST', '/games/relay', { name: n, peerId: pairs[i]!.guest });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      taken.push(r.body!);
+    }
+    // Mallory dials both legs of each and trickles a byte: the sessions are held open.
+    const legs: Socket[] = [];
+    for (const [i, n] of names.slice(0, 2).entries()) {
+      const hostGrant = await fairB.requestFrom(mallory, 'POST', '/games/relay', { name: n, peerId: pairs[i]!.host, guest: pairs[i]!.guest });
+      expect(hostGrant.body!.sessionId).toBe(taken[i]!.sessionId);
+      legs.push(await dial(hostGrant.body!.token), await dial(taken[i]!.token));
+    }
+    const trickle = setInterval(() => legs.forEach((l) => l.write('.')), 200);
+    try {
+      // Her third, on either instance: refused before the proxy is asked.
+      for (const on of [fairA, fairB]) {
+        const r = await on.requestFrom(mallory, 'POST', '/games/relay', { name: 'm3', peerId: pairs[2]!.guest });
+        expect(r.status).toBe(429);
+        expect(r.body).toMatchObject({ type: '/problems/relay-client-limit', status: 429 });
+        expect(r.body!.detail).toContain(`${mallory} holds ${FAIR_CAPS.maxPerClient} relay sessions, its limit (relay.maxPerClient)`);
+        const retryAfter = Number(r.headers['retry-after']);
+        expect(retryAfter).toBeGreaterThanOrEqual(1);
+        expect(retryAfter).toBeLessThanOrEqual(Math.ceil((LIMITS.dialWithinMs + LIMITS.durationMs) / 1000));
+      }
+      expect(await opened()).toBe(before + 2);
+
+      // A genuine duel from other addresses is granted and relays: without the cap, her third would
+      // have taken the proxy's last per-requester slot (LIMITS.perRequester) and this would be 503.
+      const duel = await pairedGame('genuine', fairB);
+      const g = await fairA.requestFrom('127.0.0.3', 'POST', '/games/relay', { name: 'genuine', peerId: duel.guest });
+      const h = await fairB.requestFrom('127.0.0.4', 'POST', '/games/relay', { name: 'genuine', peerId: duel.host, guest: duel.guest });
+      expect([g.status, h.status], JSON.stringify([g.body, h.body])).toEqual([200, 200]);
+      expect(h.body!.sessionId).toBe(g.body!.sessionId);
+      const hs = await dial(h.body!.token);
+      const hGot = counted(hs);
+      await new Promise((r) => setTimeout(r, 100));
+      const gs = await dial(g.body!.token, 'your move');
+      await expect.poll(() => hGot.text(), { timeout: 2_000 }).toBe('your move');
+      hs.end();
+      gs.end();
+      expect(await opened()).toBe(before + 3);
+    } finally {
+      clearInterval(trickle);
+      for (const l of legs) l.destroy();
+    }
   });
 });

@@ -1,6 +1,7 @@
 // Shared by the games integration tests: the real `games run` CLI from dist/, as a user starts it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitForPort } from '../../src/devstack/stack.js';
@@ -23,6 +24,8 @@ export interface GamesProcessOptions {
   directoryUrl?: string;
   /** The operator the rendezvous signs relay requests as (its certificate in settings/dev/certs). */
   operator?: string;
+  /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
+  relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
 
 export class GamesProcess {
@@ -61,7 +64,7 @@ export class GamesProcess {
         `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
         ...(opts.relayProxy
           ? [
-              `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000 }`,
+              `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000${opts.relayCaps ? `, maxPerClient: ${opts.relayCaps.maxPerClient}, maxPerGame: ${opts.relayCaps.maxPerGame}` : ''} }`,
               `directory: { url: "${opts.directoryUrl ?? 'https://127.0.0.1:1/jsonrpc'}", serverName: sd-1 }`,
             ]
           : []),
@@ -87,6 +90,24 @@ export class GamesProcess {
     return new Promise((resolve) => {
       child.once('exit', (code) => resolve(code));
       child.kill(signal);
+    });
+  }
+
+  /** A request from another loopback source address (127.0.0.2, ...): the API sees another client. */
+  requestFrom(localAddress: string, method: string, path: string, body?: unknown): Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> | undefined }> {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = httpRequest(
+        { host: '127.0.0.1', port: this.httpPort, method, path, localAddress, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? (JSON.parse(text) as Record<string, any>) : undefined }));
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
     });
   }
 
