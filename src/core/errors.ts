@@ -1,6 +1,6 @@
 // Every error the system puts on a wire, in one module: JSON-RPC codes (operators and sd), the
 // games REST API's problem types, the reasons the splice endpoint closes a connection, and the
-// caps a relay request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
+// caps a relay or connection request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
 // entry cannot appear without being documented.
 
 export const JSONRPC_ERRORS = {

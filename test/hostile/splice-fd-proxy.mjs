@@ -1,6 +1,6 @@
-// A splice endpoint with the real session registry, run in its own process under a small
-// descriptor limit by splice-redteam.test.ts. It opens one brokered session, prints B's token and
-// challenge, and reports what became of every connection.
+// A splice endpoint with the real session registry and the proxy's default caps, run in its own
+// process under a small descriptor limit by splice-floods.test.ts. It opens one brokered session,
+// prints B's token and challenge, and on a line from stdin reports what became of every connection.
 import { pino } from 'pino';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
