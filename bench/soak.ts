@@ -379,6 +379,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     port: 0,
     log,
     preambleTimeoutMs: preambleMs,
+    // Every dialer here is on 127.0.0.1, up to two per brokering in flight: the pending caps,
+    // which exist for floods, have their own test (test/hostile/splice-floods.test.ts).
+    maxPending: concurrency * 4,
+    maxPendingPerAddress: concurrency * 4,
     route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
   });
   endpoint.on('rejected', (reason) => (rejections[reason] += 1));

@@ -11,8 +11,40 @@ export const TOKEN_BYTES = 32;
  */
 export const MAX_PROOF_BYTES = 512;
 
-/** A dialer that cannot send its preamble (token and proof) in this long is slow or hostile; drop it. */
-export const DEFAULT_PREAMBLE_TIMEOUT_MS = 5 * second;
+/**
+ * A dialer that cannot send its preamble in this long is slow or hostile; drop it. A preamble is
+ * at most 546 bytes, one segment sent right after the handshake, so an honest dialer needs one
+ * trip; 3 s still covers two retransmissions on a slow path, and every silent connection holds
+ * a pending slot (and a descriptor) for this long.
+ */
+export const DEFAULT_PREAMBLE_TIMEOUT_MS = 3 * second;
+
+/**
+ * Splice connections still sending their preamble, all source addresses together: bounds the
+ * descriptors and timers silent connections can hold, well below a proxy's descriptor limit.
+ */
+export const DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS = 1024;
+
+/**
+ * The same, per source address (an IPv6 /64 counts as one): an honest operator dials one leg per
+ * session it brokers, each sending its preamble at once, so a few in flight at a time at most.
+ */
+export const DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS_PER_ADDRESS = 16;
+
+/** Refusals of one reason are logged at most once per this long, with a count of the rest. */
+export const DEFAULT_REFUSAL_LOG_INTERVAL_MS = 10 * second;
+
+/**
+ * Brokered sessions not yet spliced (waiting for B, or holding B's socket for A), all
+ * requesters together: each holds an actor, a pending bus request and soon one of B's sockets.
+ */
+export const DEFAULT_MAX_PENDING_BROKERINGS = 1024;
+
+/**
+ * The same, for one requester: an operator brokers one channel per peer it calls and keeps it
+ * until idle, so even a busy one has a few brokerings in flight, never hundreds.
+ */
+export const DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER = 64;
 
 /** How long P waits for B to dial back after forwarding A's request. */
 export const DEFAULT_B_DIAL_TIMEOUT_MS = 10 * second;

@@ -1,6 +1,6 @@
 // Every error the system puts on a wire, in one module: JSON-RPC codes (operators and sd), the
 // games REST API's problem types, the reasons the splice endpoint closes a connection, and the
-// caps a relay request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
+// caps a relay or connection request can hit. test/unit/errors.test.ts pins each table against the README's, so a new
 // entry cannot appear without being documented.
 
 export const JSONRPC_ERRORS = {
@@ -21,6 +21,7 @@ export const JSONRPC_ERRORS = {
   INVALID_RECORD: { code: -32013, message: 'Invalid record' },
   NOT_AUTHENTICATED: { code: -32020, message: 'Client certificate required' },
   RELAY_CAPACITY: { code: -32030, message: 'Relay refused: too many relay sessions open' },
+  BROKERING_CAPACITY: { code: -32031, message: 'Brokering refused: too many sessions waiting for their peers to dial' },
 } as const;
 
 export type JsonRpcErrorName = keyof typeof JSONRPC_ERRORS;
@@ -68,6 +69,7 @@ export const SPLICE_CLOSE_REASONS = {
   PREAMBLE_CLOSED: 'the dialer closed before its preamble was complete',
   PREAMBLE_INVALID: 'the preamble announces a proof longer than the cap',
   ROUTE_ERROR: 'routing the socket failed unexpectedly (a bug; logged as such)',
+  TOO_MANY_PENDING: 'the endpoint holds its maximum of connections still sending their preamble, from this address or in all; closed at once, unread',
 } as const;
 
 export type SpliceCloseReason = keyof typeof SPLICE_CLOSE_REASONS;
@@ -82,6 +84,17 @@ export const RELAY_CAPACITY_LIMITS = {
 } as const;
 
 export type RelayCapacityLimit = keyof typeof RELAY_CAPACITY_LIMITS;
+
+/**
+ * Which cap a refused connection request hit: the `data.limit` of its BROKERING_CAPACITY error.
+ * Only sessions not yet spliced count: a spliced one is bounded by its idle timeout instead.
+ */
+export const BROKERING_CAPACITY_LIMITS = {
+  requester: 'the requesting operator holds its maximum of brokered sessions not yet spliced',
+  proxy: 'the proxy holds its maximum of brokered sessions not yet spliced, all requesters together',
+} as const;
+
+export type BrokeringCapacityLimit = keyof typeof BROKERING_CAPACITY_LIMITS;
 
 /**
  * Every problem type the games REST API answers with (RFC 9457). Types are relative URIs: RFC 9457

@@ -2,7 +2,10 @@ import { z } from 'zod';
 import type { BrokeringOutput, NotifyResult } from '../../machines/brokering.js';
 import type { Bus } from '../bus/bus.js';
 import { busFailureOf } from '../bus/bus-errors.js';
-import { RpcError } from '../core/errors.js';
+import { RpcError, type BrokeringCapacityLimit } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { DEFAULT_MAX_PENDING_BROKERINGS, DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER, DEFAULT_REFUSAL_LOG_INTERVAL_MS } from '../core/constants.js';
+import { RefusalLog } from './refusal-log.js';
 import { proxyFor } from '../directory/chain.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import type { LegPass, OpenedSession, SessionInfo, SessionMessengers, SessionOptions } from './session-registry.js';
@@ -29,6 +32,11 @@ export interface ConnectionRequestsOptions {
   bus: Bus;
   directory: { entry(name: string): DirectoryEntry | undefined };
   open: (request: { a: string; b: string; endpoint: string }, via: SessionOptions) => OpenedSession;
+  /** Brokered sessions not yet spliced, all requesters together. */
+  maxPending?: number;
+  /** The same, for one requester (the operator that signed the request). */
+  maxPendingPerRequester?: number;
+  log: Logger;
 }
 
 /**
@@ -38,7 +46,18 @@ export interface ConnectionRequestsOptions {
  * so nothing has to look A up by session id.
  */
 export class ConnectionRequests {
-  constructor(private readonly opts: ConnectionRequestsOptions) {}
+  #pending = 0;
+  readonly #pendingBy = new Map<string, number>();
+  readonly #refusals: RefusalLog;
+
+  constructor(private readonly opts: ConnectionRequestsOptions) {
+    this.#refusals = new RefusalLog(opts.log, DEFAULT_REFUSAL_LOG_INTERVAL_MS, 'connection request refused: too many brokered sessions not yet spliced');
+  }
+
+  /** Brokered sessions not yet spliced, for `requester` or in all. */
+  pending(requester?: string): number {
+    return requester === undefined ? this.#pending : (this.#pendingBy.get(requester) ?? 0);
+  }
 
   /** Bus handler for `connectionRequest`; `from` is A, proven by its envelope signature. */
   handle = async (params: Record<string, unknown>, from: string): Promise<Confirmation> => {
@@ -53,6 +72,8 @@ export class ConnectionRequests {
     if (proxyFor(entry) !== this.opts.operator) {
       throw new RpcError('PERMISSION_DENIED', `${to} is not reachable through ${this.opts.operator}`);
     }
+    // Before B is told: a refused request costs B nothing.
+    this.#checkCapacity(from, to);
     return new Promise<Confirmation>((resolve, reject) => {
       let answered = false;
       const messengers: SessionMessengers = {
@@ -63,7 +84,8 @@ export class ConnectionRequests {
           resolve({ token: pass.token.toString('base64'), challenge: pass.challenge.toString('base64'), endpoint: session.endpoint, sessionId: session.sessionId });
         },
       };
-      const { done } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
+      const { done, spliced } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
+      this.#hold(from, spliced);
       void done.then((output) => {
         // Once confirmed, later outcomes reach A as a closed connection.
         if (answered) return;
@@ -72,6 +94,34 @@ export class ConnectionRequests {
       });
     });
   };
+
+  #checkCapacity(from: string, to: string): void {
+    const { maxPending = DEFAULT_MAX_PENDING_BROKERINGS, maxPendingPerRequester = DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER } = this.opts;
+    const mine = this.pending(from);
+    // The requester's own cap first: when both are full, that is the one it can do something about.
+    const refusal: { limit: BrokeringCapacityLimit; max: number; detail: string } | undefined =
+      mine >= maxPendingPerRequester
+        ? { limit: 'requester', max: maxPendingPerRequester, detail: `${from} has ${mine} brokered sessions not yet spliced, its limit of ${maxPendingPerRequester} per requester; retry shortly` }
+        : this.#pending >= maxPending
+          ? { limit: 'proxy', max: maxPending, detail: `the proxy has ${this.#pending} brokered sessions not yet spliced, its limit of ${maxPending}; retry shortly` }
+          : undefined;
+    if (!refusal) return;
+    // A requester at its cap may keep asking: one line per requester and cap per interval.
+    this.#refusals.refused(`${refusal.limit}:${from}`, 'warn', { from, to, limit: refusal.limit, max: refusal.max });
+    throw new RpcError('BROKERING_CAPACITY', refusal.detail, { data: { limit: refusal.limit, max: refusal.max } });
+  }
+
+  /** Counts a session against its requester until it is spliced or ends. */
+  #hold(from: string, spliced: Promise<boolean>): void {
+    this.#pending++;
+    this.#pendingBy.set(from, (this.#pendingBy.get(from) ?? 0) + 1);
+    void spliced.then(() => {
+      this.#pending--;
+      const left = (this.#pendingBy.get(from) ?? 1) - 1;
+      if (left > 0) this.#pendingBy.set(from, left);
+      else this.#pendingBy.delete(from);
+    });
+  }
 
   /** Forwards A's request to B with B's leg token and the challenge. */
   private async notifyB(session: SessionInfo, pass: LegPass): Promise<NotifyResult> {

@@ -77,6 +77,9 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     bus,
     directory,
     open: (request, via) => registry.open(request, via),
+    maxPending: settings.brokering.maxPending,
+    maxPendingPerRequester: settings.brokering.maxPendingPerRequester,
+    log,
   });
 
   const endpoint = new SpliceEndpoint({
@@ -85,6 +88,8 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     route: (preamble, socket, rest) => registry.route(preamble, socket, rest),
     log,
     preambleTimeoutMs: settings.timeouts.preambleMs,
+    maxPending: settings.splice.maxPending,
+    maxPendingPerAddress: settings.splice.maxPendingPerAddress,
   });
   countRejections(metrics, endpoint);
   const address = await endpoint.listen();

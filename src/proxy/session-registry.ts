@@ -85,6 +85,11 @@ export interface OpenedSession {
   /** What each leg's proof signs besides its token; sent to B and A with their tokens. */
   challenge: Buffer;
   done: Promise<BrokeringOutput>;
+  /**
+   * Settles once the session no longer waits for a dial: true when A and B were spliced, false
+   * when it ended before that. What capacity caps count brokerings in flight by.
+   */
+  spliced: Promise<boolean>;
 }
 
 /** Bytes of the proxy-chosen challenge: as unguessable as a token. */
@@ -104,6 +109,8 @@ interface Session {
   heldLeg: Leg | undefined;
   /** Set by the machine's rejectDial action while route() is sending it a dial. */
   rejected: unknown;
+  /** Dials refused BAD_PROOF, per leg: the first is logged, the count goes in the final line. */
+  badProofs: Record<Leg, number>;
   log: Logger;
 }
 
@@ -174,6 +181,8 @@ export class SessionRegistry {
 
     let resolveDone!: (output: BrokeringOutput) => void;
     const done = new Promise<BrokeringOutput>((resolve) => (resolveDone = resolve));
+    let resolveSpliced!: (spliced: boolean) => void;
+    const spliced = new Promise<boolean>((resolve) => (resolveSpliced = resolve));
     const s: Session = {
       info,
       tokens,
@@ -185,6 +194,7 @@ export class SessionRegistry {
       dialed: new Set(),
       heldLeg: undefined,
       rejected: undefined,
+      badProofs: { a: 0, b: 0 },
       log,
     };
     this.#sessions.set(sessionId, s);
@@ -195,7 +205,10 @@ export class SessionRegistry {
         const state = JSON.stringify(snapshot.value);
         if (state !== last) {
           log.debug({ from: last || undefined, to: snapshot.value }, 'brokering transition');
-          if (snapshot.matches({ holding: 'spliced' }) && !last.includes('spliced')) this.#options.onSpliced?.(info);
+          if (snapshot.matches({ holding: 'spliced' }) && !last.includes('spliced')) {
+            resolveSpliced(true);
+            this.#options.onSpliced?.(info);
+          }
           last = state;
         }
         if (snapshot.status !== 'done') return;
@@ -206,6 +219,7 @@ export class SessionRegistry {
           durationMs: Date.now() - startedAt,
         };
         this.#finish(s, log, output, stats);
+        resolveSpliced(false);
         resolveDone(output);
       },
       error: (err) => {
@@ -213,12 +227,13 @@ export class SessionRegistry {
         log.error({ err }, 'brokering actor failed');
         const output: BrokeringOutput = { outcome: 'busFailed', detail: `internal error: ${String(err)}` };
         this.#finish(s, log, output, { bytesAToB: 0, bytesBToA: 0, durationMs: Date.now() - startedAt });
+        resolveSpliced(false);
         resolveDone(output);
       },
     });
     log.debug({ a: info.a, b: info.b, endpoint: info.endpoint, proofs: s.proofs }, 'brokering session opened');
     actor.start();
-    return { sessionId, tokens, challenge, done };
+    return { sessionId, tokens, challenge, done, spliced };
   }
 
   /** Called by the splice endpoint with a socket that presented a complete preamble. */
@@ -230,7 +245,10 @@ export class SessionRegistry {
     if (!s || s.actor.getSnapshot().status !== 'active') return 'UNKNOWN_TOKEN';
     const { leg } = found;
 
-    if (s.proofs) {
+    // A leg that dialed has spent its token: its proof is not checked again, so a thief replaying
+    // it costs a map lookup and the machine's refusal (a leg never dials twice), not a signature
+    // verification and a log line per try.
+    if (s.proofs && !s.dialed.has(leg)) {
       // Before the machine hears of it, and without spending the token: a thief holding the
       // token must not take the real peer's place, nor lock it out.
       const operator = s.info[leg];
@@ -240,7 +258,11 @@ export class SessionRegistry {
         this.#options.certificateOf(operator),
       );
       if (!check.ok) {
-        s.log.warn({ leg, operator, remote: `${socket.remoteAddress}:${socket.remotePort}`, detail: check.detail }, 'splice dial without a valid proof refused');
+        // Once per leg: a thief may retry for as long as the session waits, and the metric
+        // counts each try. The real peer's own bad proof (a stale certificate) shows up here too.
+        if (s.badProofs[leg]++ === 0) {
+          s.log.warn({ leg, operator, remote: `${socket.remoteAddress}:${socket.remotePort}`, detail: check.detail }, 'splice dial without a valid proof refused');
+        }
         return 'BAD_PROOF';
       }
     }
@@ -285,7 +307,8 @@ export class SessionRegistry {
     this.#dialDeadlines.delete(s.info.sessionId);
     this.#limits.delete(s.info.sessionId);
     this.#tokens.release(s.info.sessionId, [...s.dialed]);
-    log.info({ outcome: output.outcome, detail: output.detail, ...stats }, 'brokering session finished');
+    const badProofs = s.badProofs.a + s.badProofs.b > 0 ? { badProofs: s.badProofs } : {};
+    log.info({ outcome: output.outcome, detail: output.detail, ...stats, ...badProofs }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);
   }
 }

@@ -18,6 +18,10 @@ import {
   DEFAULT_NATS_URL,
   DEFAULT_RELAY_DIAL_WITHIN_MS,
   DEFAULT_PREAMBLE_TIMEOUT_MS,
+  DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS,
+  DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS_PER_ADDRESS,
+  DEFAULT_MAX_PENDING_BROKERINGS,
+  DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER,
 } from '../core/constants.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -75,7 +79,19 @@ const proxySettingsFields = z.strictObject({
     listen: listenSchema,
     /** host:port that A and B are told to dial; differs from listen behind NAT or a load balancer. */
     endpoint: hostPortSchema,
+    /** Connections still sending their preamble, all source addresses together; keep it well under the descriptor limit. */
+    maxPending: z.number().int().positive().default(DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS),
+    /** The same, from one source address (an IPv6 /64 counts as one). */
+    maxPendingPerAddress: z.number().int().positive().default(DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS_PER_ADDRESS),
   }),
+  /** Brokered sessions not yet spliced (B told, or B held waiting for A): refused with -32031 beyond these. */
+  brokering: z
+    .strictObject({
+      maxPending: z.number().int().positive().default(DEFAULT_MAX_PENDING_BROKERINGS),
+      /** For one requester (the operator that signed the connection request). */
+      maxPendingPerRequester: z.number().int().positive().default(DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER),
+    })
+    .prefault({}),
   metrics: listenSchema.optional(),
   /** Served on the metrics listener, at /inspect. */
   inspector: inspectorSchema,

@@ -17,9 +17,10 @@ describe('soak (short)', () => {
     expect(rejectionDiff(s)).toEqual([]);
     expect(s.leaks).toEqual({ liveSessions: 0, unroutedSockets: 0, liveTokens: 0, clientSockets: 0, tcpHandles: 0, timers: 0, endpointCloseHung: false });
     expect(s.leaked).toBe(false);
-    // Every fault was injected and every final state and refusal (but ROUTE_ERROR, a bug) occurred.
+    // Every fault was injected and every final state and refusal occurred, but ROUTE_ERROR (a bug)
+    // and TOO_MANY_PENDING (the soak sets its pending caps out of reach; floods have their own test).
     expect(FAULT_NAMES.filter((f) => s.faults[f] === 0)).toEqual([]);
     expect(BROKERING_OUTCOMES.filter((o) => s.outcomes[o] === 0)).toEqual([]);
-    expect(REJECT_REASONS.filter((r) => s.rejections[r] === 0)).toEqual(['ROUTE_ERROR']);
+    expect(REJECT_REASONS.filter((r) => s.rejections[r] === 0)).toEqual(['ROUTE_ERROR', 'TOO_MANY_PENDING']);
   }, 25_000);
 });

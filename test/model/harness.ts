@@ -433,6 +433,7 @@ export class ProxyHarness {
       bDialMs: opts.bDialMs,
       bus: p.bus,
       directory: opts.directory,
+      log,
       // ConnectionRequests' own messengers, with the gate in front of the confirmation.
       open: (r, via) => {
         const s = p.registry.open(r, {

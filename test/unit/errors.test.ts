@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { JSONRPC_ERRORS, PROBLEMS, RELAY_CAPACITY_LIMITS, RpcError, SPLICE_CLOSE_REASONS } from '../../src/core/errors.js';
+import { BROKERING_CAPACITY_LIMITS, JSONRPC_ERRORS, PROBLEMS, RELAY_CAPACITY_LIMITS, RpcError, SPLICE_CLOSE_REASONS } from '../../src/core/errors.js';
 import { PROBLEMS as GAMES_PROBLEMS } from '../../src/games/problems.js';
 import { REJECT_REASONS } from '../../src/proxy/splice-endpoint.js';
 
@@ -26,10 +26,11 @@ function table(first: string): string[][] {
 
 describe('error catalogue', () => {
   it('errors - the tables are pinned: a new entry must be added here and documented', () => {
-    expect(Object.keys(JSONRPC_ERRORS)).toHaveLength(16);
+    expect(Object.keys(JSONRPC_ERRORS)).toHaveLength(17);
     expect(Object.keys(PROBLEMS)).toHaveLength(16);
-    expect(Object.keys(SPLICE_CLOSE_REASONS)).toHaveLength(8);
+    expect(Object.keys(SPLICE_CLOSE_REASONS)).toHaveLength(9);
     expect(Object.keys(RELAY_CAPACITY_LIMITS)).toHaveLength(2);
+    expect(Object.keys(BROKERING_CAPACITY_LIMITS)).toHaveLength(2);
   });
 
   it('errors - every JSON-RPC code is unique and is a row of the README table, and every row a code', () => {
@@ -52,6 +53,10 @@ describe('error catalogue', () => {
 
   it('errors - every cap a relay request can hit is a row of the README table', () => {
     expect(Object.fromEntries(table('relay capacity limit'))).toEqual(RELAY_CAPACITY_LIMITS);
+  });
+
+  it('errors - every cap a connection request can hit is a row of the README table', () => {
+    expect(Object.fromEntries(table('brokering capacity limit'))).toEqual(BROKERING_CAPACITY_LIMITS);
   });
 
   it('errors - a wire error comes back as the same RpcError', () => {

@@ -23,7 +23,7 @@ function relays(maxLive: number, maxLivePerRequester: number) {
       let end!: (o: BrokeringOutput) => void;
       const done = new Promise<BrokeringOutput>((resolve) => (end = resolve));
       opened.push({ via, end });
-      return { sessionId: `s${opened.length}`, tokens: { a: randomBytes(32), b: randomBytes(32) }, challenge: randomBytes(32), done };
+      return { sessionId: `s${opened.length}`, tokens: { a: randomBytes(32), b: randomBytes(32) }, challenge: randomBytes(32), done, spliced: done.then(() => false) };
     },
   });
   return { r, opened };

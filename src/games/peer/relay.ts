@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { api, PeerError, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
-import { encodePreamble, parseHostPort } from '../../core/splice-wire.js';
+import { dialAndPresent } from '../../core/dial.js';
 import { mac, macOk, otherRole, PunchError, type Role } from './punch.js';
 
 // The fallback when punching finds no path (a NAT that maps every destination to a new port):
@@ -36,25 +36,14 @@ async function askForRelay(opts: PeerOptions, peerId: string, guest: string | un
   }
 }
 
-function dial(endpoint: string, token: Buffer, timeoutMs: number): Promise<Socket> {
-  const { host, port } = parseHostPort(endpoint);
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, noDelay: true });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new PeerError(`relay ${endpoint} did not accept a connection within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new PeerError(`relay ${endpoint}: ${err.message}`));
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      // The splice preamble without a proof: game peers hold no operator key.
-      socket.write(encodePreamble(token));
-      resolve(socket);
-    });
-  });
+/** The shared dialer, under one deadline for the connection and the preamble. */
+async function dial(endpoint: string, token: Buffer, timeoutMs: number): Promise<Socket> {
+  try {
+    // The splice preamble without a proof: game peers hold no operator key.
+    return await dialAndPresent(endpoint, { token }, { timeoutMs });
+  } catch (err) {
+    throw new PeerError(`relay ${endpoint}: ${(err as Error).message}`);
+  }
 }
 
 type Line = { t: 'ping' | 'pong'; role: Role; tx: string; mac: string } | { t: 'done'; role: Role };
