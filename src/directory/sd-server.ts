@@ -9,7 +9,8 @@ import { fingerprintOf, readTlsMaterial } from '../core/tls-material.js';
 import { startJsonRpcServer, type RpcHandler } from '../jsonrpc/server.js';
 import type { SdSettings } from '../settings/schemas.js';
 import { DirectoryState, type Tip } from './chain.js';
-import { followRecordStream, SD_RECORDS_SUBJECT } from './client.js';
+import { followRecordStream } from './follower.js';
+import { SD_RECORDS_SUBJECT } from './stream-names.js';
 import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage } from './damage.js';
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
@@ -73,13 +74,13 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   // the history unreadable, so replay checks what every client checks, not today's admin list.
   const replayPolicy: SignerPolicy = { rootCa: tls.ca, anyCodeSigningCert: true };
 
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
   await ensureStream(jsm, settings.stream, log);
   const js = jetstream(nc);
   let state = new DirectoryState();
   /** Set while the stream holds a record that does not verify: reads serve the records before it. */
   let damage: ChainDamage | undefined;
-  let follower: { stop: () => Promise<void> } | undefined;
+  let follower: ReturnType<typeof followRecordStream> | undefined;
 
   /** (Re)builds the state from the stream: at start, and after an operator reset or truncated it. */
   async function replay(): Promise<void> {
@@ -160,6 +161,9 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       log.warn({ stream: settings.stream, lastSeq, tip }, 'the record stream no longer holds the replayed chain (reset, repaired or a record deleted); replaying it');
       await replay();
     }
+    // Whatever was stored without a poke (a message on another subject, a poke lost) is read now,
+    // so the submit is refused for the record that is wrong rather than as a stale parent.
+    if (!damage && lastSeq > state.tip().seq) await follower?.catchUp();
     const now = state.tip().seq;
     if (!damage && lastSeq > now && !(await stored(now + 1))) {
       // Records deleted from the end leave no gap for a follower to see, but the stream's counter

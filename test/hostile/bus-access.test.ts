@@ -74,6 +74,8 @@ describe('hostile bus access (generated nats-server configuration)', () => {
   let stack: DevStack;
   let games: GamesProcess;
   let admin: NatsConnection;
+  /** The GAMES account's admin: the games bucket lives there, out of OPS's sight. */
+  let gamesAdmin: NatsConnection;
   const conns: NatsConnection[] = [];
   const as = async (principal: string) => {
     const nc = await nats.connectAs(principal, `attacker-as-${principal}`);
@@ -92,12 +94,14 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     stack = await startStack(nats.url, { overrides: { 'hd-1': `timeouts: { channelIdleMs: ${IDLE_MS} }\n` } });
     games = await GamesProcess.start({ natsUrl: nats.url, bucket: BUCKET, relayProxy: PROXY });
     admin = await nats.admin();
+    gamesAdmin = await nats.admin('games');
     expect((await pingUntilAnswered(stack.opts.ports.jsonrpc)).body.result.serverInfo.name).toBe('hd-2');
   }, 90_000);
 
   afterAll(async () => {
     await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
     await admin?.close().catch(() => undefined);
+    await gamesAdmin?.close().catch(() => undefined);
     await games?.stop();
     await stack?.stop();
     await nats?.stop();
@@ -208,7 +212,7 @@ describe('hostile bus access (generated nats-server configuration)', () => {
 
   it('bus access - the games bucket: strangers can neither read nor write it, games keeps serving', async () => {
     expect((await games.request('POST', '/games/register', { name: 'mine', peerId: 'host-1' })).status).toBe(201);
-    const kvAdmin = await new Kvm(admin).open(BUCKET);
+    const kvAdmin = await new Kvm(gamesAdmin).open(BUCKET);
     const stored = await kvAdmin.get(gameKey('mine'));
     expect(stored?.operation).toBe('PUT');
     for (const who of [ATTACKER, 'hd-1', 'sd-1']) {
@@ -232,7 +236,7 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     const jsmAdmin = await jetstreamManager(admin);
     const before = (await jsmAdmin.streams.info(DEFAULT_SD_STREAM)).state;
     expect((await games.request('POST', '/games/register', { name: 'mirror', peerId: 'host-1' })).status).toBe(201);
-    const kvAdmin = await new Kvm(admin).open(BUCKET);
+    const kvAdmin = await new Kvm(gamesAdmin).open(BUCKET);
     const game = await kvAdmin.get(gameKey('mirror'));
     // hd-1 may ping hd-2; it names as reply subject what it may not publish to itself, hoping
     // hd-2's answer lands there.
