@@ -106,10 +106,11 @@ export function followPokes(opts: PokeFollowerOptions): { stop: () => Promise<vo
         await new Promise<void>((resolve) => {
           const t = setTimeout(() => {
             poked = true;
-            resolve();
+            stop();
           }, resyncMs);
           const stop = () => {
             clearTimeout(t);
+            abort.signal.removeEventListener('abort', stop);
             resolve();
           };
           wake = stop;

@@ -61,8 +61,9 @@ async function ensureStream(jsm: JetStreamManager, name: string, log: Logger): P
 }
 
 /**
- * The service directory: the JetStream stream is the chain's only store and the push channel to
- * servers, and this process is a view of it plus the gate that decides what may be appended.
+ * The service directory: the JetStream stream is the chain's only store, each append's publish is
+ * the servers' poke to read it (src/directory/follower.ts), and this process is a view of it plus
+ * the gate that decides what may be appended.
  * Several sd instances may run: each follows the stream, and appends carry the expected last
  * sequence, so the loser of a race gets STALE_PARENT instead of forking the chain.
  */
@@ -163,7 +164,11 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
     }
     // Whatever was stored without a poke (a message on another subject, a poke lost) is read now,
     // so the submit is refused for the record that is wrong rather than as a stale parent.
-    if (!damage && lastSeq > state.tip().seq) await follower?.catchUp();
+    if (!damage && lastSeq > state.tip().seq) {
+      await follower?.catchUp().catch((err: unknown) => {
+        throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
+      });
+    }
     const now = state.tip().seq;
     if (!damage && lastSeq > now && !(await stored(now + 1))) {
       // Records deleted from the end leave no gap for a follower to see, but the stream's counter
