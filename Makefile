@@ -11,7 +11,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 build: install
 	npx tsc -p tsconfig.json
 
-CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt
+CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt
 certs: $(CERT_FILES)
 $(CERT_FILES):
 	bash scripts/make-certs.sh $(CERTS)

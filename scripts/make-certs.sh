@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Writes the development PKI into settings/dev/certs/ (or $1): a root CA, one certificate and key
 # per operator (CN and DNS SAN = the operator's name, so `curl --resolve hd-1:5555:127.0.0.1` works),
-# the signing certificate of the directory admin, nats-server's certificate and the bus admin's
-# client certificate (nats-admin). Existing files are kept, so running it twice
-# is harmless; delete the folder to start over. Dev only: keys are unencrypted.
+# the signing certificate of the directory admin, nats-server's certificate and the bus admins'
+# client certificates (nats-admin for the OPS account, nats-admin-games for GAMES). Existing files
+# are kept, so running it twice is harmless (and adds what a newer version issues); delete the
+# folder to start over. Dev only: keys are unencrypted.
 set -euo pipefail
 out=${1:-settings/dev/certs}
 operators=(sd-1 public-proxy-1 hd-1 hd-2 public-proxy-eps-1 public-proxy-hyper-1 games-1)
 signers=(sd-admin)
-# Bus principals that are no operator: the admin of the bus (operator tools, test setup).
-bus_clients=(nats-admin)
+# Bus principals that are no operator: the admins of the bus's two accounts (operator tools, test setup).
+bus_clients=(nats-admin nats-admin-games)
 days=3650
 mkdir -p "$out"
 cd "$out"

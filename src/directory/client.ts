@@ -1,123 +1,17 @@
-import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import { z } from 'zod';
-import { second } from '../core/constants.js';
 import type { Logger } from '../core/logger.js';
 import type { NatsConnection } from '../core/nats.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
 import { DirectoryState, isPermitted, type Tip } from './chain.js';
-import { applyNext, damageMessage, isNewDamage, UnparsableRecord, type ChainDamage } from './damage.js';
+import { applyNext, damageMessage, isNewDamage, type ChainDamage } from './damage.js';
+import { DEFAULT_FOLLOW_RETRY, followPokes, followRecordStream, sleep, type CatchUpResult, type RecordOutcome } from './follower.js';
+import { DEFAULT_SD_STREAM } from './stream-names.js';
 import type { SignerPolicy } from './records.js';
 import { signedRecordSchema, type ChainedRecord, type DirectoryEntry } from './types.js';
 
-/** The subject the sd publishes accepted records on; the stream captures exactly this subject. */
-export const SD_RECORDS_SUBJECT = 'eps.sd.records';
-/** Same default as `sdSettingsSchema.stream`: clients have no sd settings to read it from. */
-export const DEFAULT_SD_STREAM = 'EPS_SD_RECORDS';
-
-/** First wait after a failed fetch or a missing stream; doubles up to the maximum. */
-const DEFAULT_RETRY_INITIAL_MS = 250;
-/** Long enough not to hammer a down sd, short enough that a starting demo syncs within seconds. */
-const DEFAULT_RETRY_MAX_MS = 5 * second;
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-
-/**
- * What the follower's owner did with a record: `old` (already held), `applied`, or `stuck` (the
- * record does not extend the chain, or a record is missing before it). After `stuck` the follower
- * drops its consumer and, with backoff, starts again after the owner's tip: a damaged record is
- * read again until an operator repairs the stream, and then the repaired stream is followed.
- */
-export type RecordOutcome = 'old' | 'applied' | 'stuck';
-
-export interface StreamFollowerOptions {
-  nc: NatsConnection;
-  stream: string;
-  log: Logger;
-  /** Sequence of the last record already held; the follower resumes after it on every restart. */
-  tipSeq: () => number;
-  /** `record` is the parsed JSON, or an UnparsableRecord. */
-  onRecord: (seq: number, record: unknown) => RecordOutcome;
-  /** Called whenever the follower knows it holds every record the stream had (may repeat). */
-  onCaughtUp: () => void;
-  retry?: { initialMs: number; maxMs: number };
-}
-
-/**
- * Follows the record stream with an ordered consumer: the server pushes each record as it is
- * stored, and the library recreates the consumer from the last seen sequence after a gap or a
- * reconnect, so nothing is missed without polling. The stream may not exist yet (the sd creates
- * it), so creating the consumer is retried with backoff.
- */
-export function followRecordStream(opts: StreamFollowerOptions): { stop: () => Promise<void> } {
-  const abort = new AbortController();
-  const retry = opts.retry ?? { initialMs: DEFAULT_RETRY_INITIAL_MS, maxMs: DEFAULT_RETRY_MAX_MS };
-  let messages: ConsumerMessages | undefined;
-  const done = (async () => {
-    let wait = retry.initialMs;
-    let stuck = false;
-    const js = jetstream(opts.nc);
-    while (!abort.signal.aborted) {
-      try {
-        const jsm = await jetstreamManager(opts.nc, { checkAPI: false });
-        const info = await jsm.streams.info(opts.stream);
-        if (info.state.last_seq <= opts.tipSeq()) opts.onCaughtUp();
-        const consumer = await js.consumers.get(opts.stream, { opt_start_seq: opts.tipSeq() + 1, filter_subjects: SD_RECORDS_SUBJECT });
-        if (abort.signal.aborted) break;
-        messages = await consumer.consume({ max_messages: 256 });
-        // A consumer that starts is progress, unless the last one stopped at a bad record.
-        if (!stuck) wait = retry.initialMs;
-        stuck = false;
-        for await (const m of messages) {
-          const outcome = handle(m);
-          if (outcome === 'applied') wait = retry.initialMs;
-          if (outcome === 'stuck') {
-            stuck = true;
-            break;
-          }
-        }
-        if (stuck) await messages.close().catch(() => undefined);
-      } catch (err) {
-        if (abort.signal.aborted) break;
-        const missing = err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
-        if (missing) opts.log.debug({ stream: opts.stream }, 'record stream does not exist yet; waiting for the sd');
-        else opts.log.warn({ err, stream: opts.stream }, 'following the record stream failed; retrying');
-      }
-      await sleep(wait, abort.signal);
-      wait = Math.min(wait * 2, retry.maxMs);
-    }
-  })();
-
-  function handle(m: JsMsg): RecordOutcome {
-    let record: unknown;
-    try {
-      record = m.json();
-    } catch {
-      record = new UnparsableRecord(m.string().slice(0, 200));
-    }
-    const outcome = opts.onRecord(m.seq, record);
-    if (outcome !== 'stuck' && m.info.pending === 0) opts.onCaughtUp();
-    return outcome;
-  }
-
-  return {
-    stop: async () => {
-      abort.abort();
-      await messages?.close().catch(() => undefined);
-      await done;
-    },
-  };
-}
+export { DEFAULT_SD_STREAM, SD_RECORDS_SUBJECT } from './stream-names.js';
+export { followRecordStream, type RecordOutcome } from './follower.js';
 
 const getRecordsResultSchema = z.object({
   records: z.array(z.object({ seq: z.number().int().positive(), hash: z.string(), record: signedRecordSchema })),
@@ -132,14 +26,21 @@ export interface DirectoryClientOptions {
   nc: NatsConnection;
   log: Logger;
   stream?: string;
+  /**
+   * Where records come from after a poke: `stream` reads the directory stream by sequence (the
+   * processes of the OPS account, which may read it); `sd` asks the sd's getRecords over HTTPS
+   * (games, whose account holds no directory stream and only receives the pokes).
+   */
+  catchUp?: 'stream' | 'sd';
   retry?: { initialMs: number; maxMs: number };
+  resyncMs?: number;
 }
 
 export type ChangeListener = (record: ChainedRecord) => void;
 
 /**
- * A server's cached copy of the directory. It loads the chain from the sd over HTTPS and follows
- * the JetStream stream for changes, checking every record itself: neither the sd nor the bus is
+ * A server's cached copy of the directory. It loads the chain from the sd over HTTPS and, on each
+ * poke on the records' subject, catches up from the stream or from the sd (see `catchUp`), checking every record itself: neither the sd nor the bus is
  * trusted to hand out entries, only the admins' signatures are. Once loaded, entries stay served
  * from memory whether or not the sd is reachable.
  */
@@ -154,6 +55,7 @@ export class DirectoryClient {
   private markReady!: () => void;
   /** The first stored record that does not verify, until a record that does takes its place. */
   private damaged: ChainDamage | undefined;
+  private loaded = false;
 
   private get stream(): string {
     return this.opts.stream ?? DEFAULT_SD_STREAM;
@@ -169,11 +71,22 @@ export class DirectoryClient {
   /** Starts syncing; does not wait for the sd (see `ready()`). */
   start(): void {
     if (this.follower) return;
+    if (this.opts.catchUp === 'sd') {
+      this.follower = followPokes({
+        nc: this.opts.nc,
+        log: this.log,
+        retry: this.opts.retry,
+        resyncMs: this.opts.resyncMs,
+        catchUp: () => this.fetchOnce(),
+      });
+      return;
+    }
     this.follower = followRecordStream({
       nc: this.opts.nc,
       stream: this.stream,
       log: this.log,
       retry: this.opts.retry,
+      resyncMs: this.opts.resyncMs,
       tipSeq: () => this.state.tip().seq,
       onRecord: (seq, record) => this.accept(seq, record, 'stream'),
       onCaughtUp: () => this.markReady(),
@@ -222,21 +135,11 @@ export class DirectoryClient {
   }
 
   private async fetchUntilLoaded(): Promise<void> {
-    const retry = this.opts.retry ?? { initialMs: DEFAULT_RETRY_INITIAL_MS, maxMs: DEFAULT_RETRY_MAX_MS };
+    const retry = this.opts.retry ?? DEFAULT_FOLLOW_RETRY;
     let wait = retry.initialMs;
     while (!this.abort.signal.aborted) {
       try {
-        const result = await callJsonRpc(
-          { url: this.opts.url, serverName: this.opts.serverName, tls: this.opts.tls },
-          'getRecords',
-          { after: this.state.tip().seq },
-        );
-        if (this.abort.signal.aborted) return;
-        const checked = getRecordsResultSchema.safeParse(result);
-        if (!checked.success) throw new Error(`getRecords answered an unexpected shape: ${checked.error.message}`);
-        for (const c of checked.data.records) this.accept(c.seq, c.record, 'sd');
-        this.markReady();
-        this.log.info({ tip: this.state.tip() }, 'directory loaded from the sd');
+        await this.fetchOnce();
         return;
       } catch (err) {
         if (this.abort.signal.aborted) return;
@@ -245,6 +148,24 @@ export class DirectoryClient {
       await sleep(wait, this.abort.signal);
       wait = Math.min(wait * 2, retry.maxMs);
     }
+  }
+
+  /** Asks the sd for the records after our tip and applies them; throws when the sd cannot answer. */
+  private async fetchOnce(): Promise<CatchUpResult> {
+    const result = await callJsonRpc({ url: this.opts.url, serverName: this.opts.serverName, tls: this.opts.tls }, 'getRecords', {
+      after: this.state.tip().seq,
+    });
+    if (this.abort.signal.aborted) return 'caughtUp';
+    const checked = getRecordsResultSchema.safeParse(result);
+    if (!checked.success) throw new Error(`getRecords answered an unexpected shape: ${checked.error.message}`);
+    for (const c of checked.data.records) {
+      if (this.accept(c.seq, c.record, 'sd') === 'stuck') return 'stuck';
+    }
+    const first = !this.loaded;
+    this.loaded = true;
+    this.markReady();
+    if (first) this.log.info({ tip: this.state.tip() }, 'directory loaded from the sd');
+    return 'caughtUp';
   }
 
   /** Both channels deliver the same records; whichever comes first applies, the other is skipped. */

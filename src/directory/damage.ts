@@ -19,6 +19,14 @@ export class UnparsableRecord {
   constructor(readonly text: string) {}
 }
 
+/** A stored message on a subject other than the records' own: whatever it holds, it is no record. */
+export class ForeignSubject {
+  constructor(
+    readonly subject: string,
+    readonly text: string,
+  ) {}
+}
+
 export interface ChainDamage {
   stream: string;
   /** Sequence of the first record that does not fit; every record before it verifies. */
@@ -54,13 +62,14 @@ export function isNewDamage(known: ChainDamage | undefined, d: ChainDamage): boo
 /** Verifies a record read from the stream and appends it to `state` if it extends the chain. */
 export function applyStored(state: DirectoryState, stream: string, seq: number, raw: unknown, policy: SignerPolicy): StoredApply {
   const contentHash = createHash('sha256')
-    .update(raw instanceof UnparsableRecord ? raw.text : JSON.stringify(raw) ?? 'undefined')
+    .update(raw instanceof UnparsableRecord ? raw.text : raw instanceof ForeignSubject ? `${raw.subject}\u0000${raw.text}` : JSON.stringify(raw) ?? 'undefined')
     .digest('hex');
   const fail = (code: string, detail: string): StoredApply => ({
     ok: false,
     damage: { stream, seq, contentHash, code, detail, ...(seq === 1 && code === 'UNKNOWN_SIGNER' ? foreignRoot(raw, policy) : {}) },
   });
   if (raw instanceof UnparsableRecord) return fail('INVALID_RECORD', 'the stored message is not JSON');
+  if (raw instanceof ForeignSubject) return fail('INVALID_RECORD', `the stored message was published on ${raw.subject}, not on the records' subject`);
   const verdict = verifyRecord(raw, policy);
   if (!verdict.ok) return fail(verdict.code, verdict.detail);
   const record = raw as SignedRecord;

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type StreamConfig } from '@nats-io/jetstream';
 import type { NatsConnection } from '../core/nats.js';
 import { DirectoryState } from './chain.js';
-import { SD_RECORDS_SUBJECT } from './client.js';
-import { applyNext, missingRecord, UnparsableRecord, type ChainDamage } from './damage.js';
+import { applyNext, missingRecord, type ChainDamage } from './damage.js';
+import { parseStoredRecord } from './stored-record.js';
+import { SD_RECORDS_SUBJECT } from './stream-names.js';
 import { recordHash, type SignerPolicy } from './records.js';
 import type { SignedRecord } from './types.js';
 
@@ -17,6 +18,7 @@ import type { SignedRecord } from './types.js';
 
 export interface StoredRecord {
   seq: number;
+  subject: string;
   data: Uint8Array;
 }
 
@@ -44,20 +46,13 @@ export async function scanStream(nc: NatsConnection, stream: string, policy: Sig
   const stored: StoredRecord[] = [];
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
     const m = await jsm.streams.getMessage(stream, { seq });
-    if (m) stored.push({ seq, data: m.data });
+    if (m) stored.push({ seq, subject: m.subject, data: m.data });
   }
   const state = new DirectoryState();
   const good: StoredRecord[] = [];
   let damage: ChainDamage | undefined;
   for (const m of stored) {
-    const text = Buffer.from(m.data).toString('utf8');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(text);
-    } catch {
-      raw = new UnparsableRecord(text.slice(0, 200));
-    }
-    const result = applyNext(state, stream, m.seq, raw, policy);
+    const result = applyNext(state, stream, m.seq, parseStoredRecord(m.subject, m.data), policy);
     if (!result.ok) {
       damage = result.damage;
       break;
@@ -72,7 +67,7 @@ export async function scanStream(nc: NatsConnection, stream: string, policy: Sig
 /** Writes every stored message, good or not, as JSON lines; returns the file's path. */
 export function writeBackup(scan: StreamScan, dir: string, now = new Date()): string {
   const file = join(dir, `${scan.stream}-${now.toISOString().replace(/[:.]/g, '-')}.jsonl`);
-  const lines = scan.stored.map((m) => JSON.stringify({ seq: m.seq, data: Buffer.from(m.data).toString('utf8') }));
+  const lines = scan.stored.map((m) => JSON.stringify({ seq: m.seq, subject: m.subject, data: Buffer.from(m.data).toString('utf8') }));
   writeFileSync(file, lines.length ? `${lines.join('\n')}\n` : '', { mode: 0o600 });
   return file;
 }
@@ -82,7 +77,8 @@ export async function truncateStream(nc: NatsConnection, scan: StreamScan): Prom
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
   await jsm.streams.delete(scan.stream);
-  await jsm.streams.add(scan.config);
+  // The records' subject only: a stream widened to capture other subjects is narrowed again.
+  await jsm.streams.add({ ...scan.config, subjects: [SD_RECORDS_SUBJECT] });
   for (const [i, m] of scan.good.entries()) {
     const record = JSON.parse(Buffer.from(m.data).toString('utf8')) as SignedRecord;
     // Same guard as the sd's appends: if anything else writes meanwhile, stop rather than interleave.

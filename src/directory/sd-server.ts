@@ -9,7 +9,8 @@ import { fingerprintOf, readTlsMaterial } from '../core/tls-material.js';
 import { startJsonRpcServer, type RpcHandler } from '../jsonrpc/server.js';
 import type { SdSettings } from '../settings/schemas.js';
 import { DirectoryState, type Tip } from './chain.js';
-import { followRecordStream, SD_RECORDS_SUBJECT } from './client.js';
+import { followRecordStream } from './follower.js';
+import { SD_RECORDS_SUBJECT } from './stream-names.js';
 import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage } from './damage.js';
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
@@ -60,8 +61,9 @@ async function ensureStream(jsm: JetStreamManager, name: string, log: Logger): P
 }
 
 /**
- * The service directory: the JetStream stream is the chain's only store and the push channel to
- * servers, and this process is a view of it plus the gate that decides what may be appended.
+ * The service directory: the JetStream stream is the chain's only store, each append's publish is
+ * the servers' poke to read it (src/directory/follower.ts), and this process is a view of it plus
+ * the gate that decides what may be appended.
  * Several sd instances may run: each follows the stream, and appends carry the expected last
  * sequence, so the loser of a race gets STALE_PARENT instead of forking the chain.
  */
@@ -73,13 +75,13 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   // the history unreadable, so replay checks what every client checks, not today's admin list.
   const replayPolicy: SignerPolicy = { rootCa: tls.ca, anyCodeSigningCert: true };
 
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
   await ensureStream(jsm, settings.stream, log);
   const js = jetstream(nc);
   let state = new DirectoryState();
   /** Set while the stream holds a record that does not verify: reads serve the records before it. */
   let damage: ChainDamage | undefined;
-  let follower: { stop: () => Promise<void> } | undefined;
+  let follower: ReturnType<typeof followRecordStream> | undefined;
 
   /** (Re)builds the state from the stream: at start, and after an operator reset or truncated it. */
   async function replay(): Promise<void> {
@@ -159,6 +161,13 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
     if (lastSeq < tip.seq || (tip.seq > 0 && !(await stored(tip.seq)))) {
       log.warn({ stream: settings.stream, lastSeq, tip }, 'the record stream no longer holds the replayed chain (reset, repaired or a record deleted); replaying it');
       await replay();
+    }
+    // Whatever was stored without a poke (a message on another subject, a poke lost) is read now,
+    // so the submit is refused for the record that is wrong rather than as a stale parent.
+    if (!damage && lastSeq > state.tip().seq) {
+      await follower?.catchUp().catch((err: unknown) => {
+        throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
+      });
     }
     const now = state.tip().seq;
     if (!damage && lastSeq > now && !(await stored(now + 1))) {

@@ -107,13 +107,15 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
 
 /**
  * The rendezvous as a bus operator: its certificate's CN is its name on the bus, its key signs
- * relay requests, and the directory (followed over NATS like every operator's) verifies the
+ * relay requests, and the directory (fetched from the sd on each poke) verifies the
  * proxy's grants. Until the directory has loaded, a relay request fails as an unverifiable reply.
  */
 function startRelayBus(settings: GamesSettings, nc: NatsConnection, log: Logger): { bus: Bus; directory: DirectoryClient } {
   if (!settings.directory) throw new Error('relay needs directory settings');
   const tls = readTlsMaterial(settings.tls);
-  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
+  // Games lives in the GAMES account, which holds no directory stream: it receives the sd's pokes
+  // (imported from OPS) and catches up from the sd over HTTPS.
+  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log, catchUp: 'sd' });
   directory.start();
   const bus = new Bus({
     nc,

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { RecordData } from '../directory/types.js';
-import { busPolicy, type BusPrincipal } from './policy.js';
+import { accountLinks, busPolicy, type BusPrincipal } from './policy.js';
 import { renderNatsConfig } from './render.js';
 import { readPolicyInput } from './sources.js';
 
@@ -19,8 +19,10 @@ export function devStoreDir(demoDir: string, settings: string): string {
   return join(demoDir, `root-${root.fingerprint256.replaceAll(':', '').slice(0, 16).toLowerCase()}`);
 }
 
-/** The bus admin of the dev PKI (settings/dev/certs/nats-admin.crt). */
+/** The bus admin of the dev PKI (settings/dev/certs/nats-admin.crt), in OPS: `sd repair` runs as it. */
 export const DEFAULT_BUS_ADMIN = 'nats-admin';
+/** The admin of the GAMES account (the games bucket): an account's admin sees only its account. */
+export const DEFAULT_GAMES_ADMIN = 'nats-admin-games';
 
 export interface NatsConfigOptions {
   /** A settings tree: `directory/*.yml`, `roles/<role>/`, `certs/` (root, nats-server). */
@@ -29,6 +31,7 @@ export interface NatsConfigOptions {
   port: number;
   storeDir: string;
   admins?: string[];
+  gamesAdmins?: string[];
   /** Streams and buckets the roles do not name (test files use their own names). */
   extraStreams?: string[];
   extraBuckets?: string[];
@@ -39,14 +42,15 @@ export interface NatsConfigOptions {
 export function generateNatsConfig(opts: NatsConfigOptions): { text: string; principals: BusPrincipal[] } {
   const root = resolve(opts.settings);
   const certs = join(root, 'certs');
-  const input = readPolicyInput(root, opts.admins ?? [DEFAULT_BUS_ADMIN]);
-  const principals = busPolicy({
-    ...input,
-    directory: [...input.directory, ...(opts.extraRecords ?? [])],
+  const base = readPolicyInput(root, opts.admins ?? [DEFAULT_BUS_ADMIN], opts.gamesAdmins ?? [DEFAULT_GAMES_ADMIN]);
+  const input = {
+    ...base,
+    directory: [...base.directory, ...(opts.extraRecords ?? [])],
     extraStreams: opts.extraStreams ?? [],
     extraBuckets: opts.extraBuckets ?? [],
-  });
-  const text = renderNatsConfig(principals, {
+  };
+  const principals = busPolicy(input);
+  const text = renderNatsConfig(principals, accountLinks(input), {
     host: opts.host,
     port: opts.port,
     storeDir: resolve(opts.storeDir),

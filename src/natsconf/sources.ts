@@ -45,7 +45,7 @@ export function readRoleBinding(folder: string): RoleBinding {
 }
 
 /** The inputs under a settings tree: `<root>/directory/*.yml` and `<root>/roles/<role>/`. */
-export function readPolicyInput(root: string, admins: string[]): BusPolicyInput {
+export function readPolicyInput(root: string, admins: string[], gamesAdmins: string[] = []): BusPolicyInput {
   const rolesDir = join(root, 'roles');
   const roles = existsSync(rolesDir)
     ? readdirSync(rolesDir, { withFileTypes: true })
@@ -54,5 +54,5 @@ export function readPolicyInput(root: string, admins: string[]): BusPolicyInput 
         .sort()
         .map((name) => readRoleBinding(join(rolesDir, name)))
     : [];
-  return { directory: readRecordFiles(join(root, 'directory')), roles, admins };
+  return { directory: readRecordFiles(join(root, 'directory')), roles, admins, gamesAdmins };
 }

@@ -35,7 +35,15 @@ export function relayClient(opts: RelayClientOptions): (game: string) => Promise
       result = await opts.bus.request(opts.proxyOperator, RELAY_METHOD, { v: RELAY_PROTOCOL_VERSION, game }, opts.timeoutMs);
     } catch (err) {
       if (!(err instanceof RpcError)) throw err;
-      const why = busFailureOf(err)?.type === 'noResponders' ? `no proxy serves relays for ${opts.proxyOperator}` : `the proxy refused or failed: ${err.message}`;
+      const failure = busFailureOf(err);
+      // games asks across NATS accounts (a service import), and nats-server 2.9 answers no
+      // "no responders" there: a proxy that is down shows as no answer until the deadline.
+      const why =
+        failure?.type === 'noResponders'
+          ? `no proxy serves relays for ${opts.proxyOperator}`
+          : failure?.type === 'timeout'
+            ? `no proxy answered relays for ${opts.proxyOperator} within ${failure.waitedMs} ms (down, or too busy)`
+            : `the proxy refused or failed: ${err.message}`;
       throw new RelayUnavailableError(why, { cause: err });
     }
     const grant = relayGrantSchema.safeParse(result);

@@ -12,14 +12,15 @@ import { waitForPort } from '../../src/devstack/stack.js';
 import { connectBus } from '../../src/core/nats.js';
 import { packageRoot } from '../../src/core/package-root.js';
 import { readTlsMaterial, type TlsMaterial } from '../../src/core/tls-material.js';
-import { DEFAULT_BUS_ADMIN, writeNatsConfig } from '../../src/natsconf/generate.js';
+import { DEFAULT_BUS_ADMIN, DEFAULT_GAMES_ADMIN, writeNatsConfig } from '../../src/natsconf/generate.js';
 import type { BusPrincipal } from '../../src/natsconf/policy.js';
 
 export const NATS_SERVER_BIN = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p)) ?? 'nats-server';
 export const DEV_SETTINGS = join(packageRoot, 'settings/dev');
 export const DEV_CERTS = join(DEV_SETTINGS, 'certs');
-/** The bus admin of the dev PKI: every right, for test setup and inspection. */
+/** The bus admins of the dev PKI: every right in their account (OPS, GAMES), for test setup and inspection. */
 export const BUS_ADMIN = DEFAULT_BUS_ADMIN;
+export const GAMES_ADMIN = DEFAULT_GAMES_ADMIN;
 
 const silent = pino({ level: 'silent' });
 
@@ -50,6 +51,7 @@ export function writeTestNatsConfig(dir: string, port: number, opts: TestNatsOpt
     port,
     storeDir,
     admins: [BUS_ADMIN],
+    gamesAdmins: [GAMES_ADMIN],
     extraStreams: opts.streams ?? [],
     extraBuckets: opts.buckets ?? [],
     extraRecords: opts.records ? z.array(recordDataSchema).parse(parseYaml(opts.records)) : [],
@@ -97,9 +99,12 @@ export class TestNatsServer {
     return connectBus({ url: this.url, name, tls: devMaterial(principal) }, silent);
   }
 
-  /** The bus admin, for setup and for looking at what the others did. */
-  admin(): Promise<NatsConnection> {
-    return this.connectAs(BUS_ADMIN);
+  /**
+   * A bus admin, for setup and for looking at what the others did: OPS's (the directory stream,
+   * every operator's subjects) or GAMES's (the games bucket). Each sees only its own account.
+   */
+  admin(account: 'ops' | 'games' = 'ops'): Promise<NatsConnection> {
+    return this.connectAs(account === 'games' ? GAMES_ADMIN : BUS_ADMIN);
   }
 
   /** A client as an attacker makes it: whatever credentials it has, no retries. */

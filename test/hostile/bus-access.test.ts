@@ -9,10 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { busSubject } from '../../src/bus/bus.js';
 import { createSigner, sealEnvelope, type RequestEnvelope } from '../../src/bus/envelope.js';
 import type { DevStack } from '../../src/devstack/stack.js';
-import { DEFAULT_SD_STREAM, SD_RECORDS_SUBJECT } from '../../src/directory/client.js';
+import type { Tip } from '../../src/directory/chain.js';
+import { DEFAULT_SD_STREAM, DirectoryClient, SD_RECORDS_SUBJECT } from '../../src/directory/client.js';
+import { signRecord } from '../../src/directory/records.js';
+import { callJsonRpc } from '../../src/jsonrpc/client.js';
 import { gameKey } from '../../src/games/game-store.js';
 import { RELAY_METHOD } from '../../src/relay/protocol.js';
-import { DEV_CERTS, TestNatsServer } from '../helpers/nats-server.js';
+import { pino } from 'pino';
+import { DEV_CERTS, devMaterial, TestNatsServer } from '../helpers/nats-server.js';
 import { PING, curlJsonRpc, metricValue, metrics, pingUntilAnswered, roleLog, startStack } from '../helpers/stack.js';
 import { GamesProcess } from '../integration/games-process.js';
 
@@ -74,6 +78,8 @@ describe('hostile bus access (generated nats-server configuration)', () => {
   let stack: DevStack;
   let games: GamesProcess;
   let admin: NatsConnection;
+  /** The GAMES account's admin: the games bucket lives there, out of OPS's sight. */
+  let gamesAdmin: NatsConnection;
   const conns: NatsConnection[] = [];
   const as = async (principal: string) => {
     const nc = await nats.connectAs(principal, `attacker-as-${principal}`);
@@ -92,12 +98,14 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     stack = await startStack(nats.url, { overrides: { 'hd-1': `timeouts: { channelIdleMs: ${IDLE_MS} }\n` } });
     games = await GamesProcess.start({ natsUrl: nats.url, bucket: BUCKET, relayProxy: PROXY });
     admin = await nats.admin();
+    gamesAdmin = await nats.admin('games');
     expect((await pingUntilAnswered(stack.opts.ports.jsonrpc)).body.result.serverInfo.name).toBe('hd-2');
   }, 90_000);
 
   afterAll(async () => {
     await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
     await admin?.close().catch(() => undefined);
+    await gamesAdmin?.close().catch(() => undefined);
     await games?.stop();
     await stack?.stop();
     await nats?.stop();
@@ -208,7 +216,7 @@ describe('hostile bus access (generated nats-server configuration)', () => {
 
   it('bus access - the games bucket: strangers can neither read nor write it, games keeps serving', async () => {
     expect((await games.request('POST', '/games/register', { name: 'mine', peerId: 'host-1' })).status).toBe(201);
-    const kvAdmin = await new Kvm(admin).open(BUCKET);
+    const kvAdmin = await new Kvm(gamesAdmin).open(BUCKET);
     const stored = await kvAdmin.get(gameKey('mine'));
     expect(stored?.operation).toBe('PUT');
     for (const who of [ATTACKER, 'hd-1', 'sd-1']) {
@@ -232,7 +240,7 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     const jsmAdmin = await jetstreamManager(admin);
     const before = (await jsmAdmin.streams.info(DEFAULT_SD_STREAM)).state;
     expect((await games.request('POST', '/games/register', { name: 'mirror', peerId: 'host-1' })).status).toBe(201);
-    const kvAdmin = await new Kvm(admin).open(BUCKET);
+    const kvAdmin = await new Kvm(gamesAdmin).open(BUCKET);
     const game = await kvAdmin.get(gameKey('mirror'));
     // hd-1 may ping hd-2; it names as reply subject what it may not publish to itself, hoping
     // hd-2's answer lands there.
@@ -275,5 +283,139 @@ describe('hostile bus access (generated nats-server configuration)', () => {
     expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
     await jsmAdmin.streams.add({ name: 'SCRATCH', subjects: ['scratch.>'] });
     expect(await jsmAdmin.streams.delete('SCRATCH')).toBe(true);
+  });
+
+  /** A JetStream API request as an attacker sends it: the server's JSON answer, or the refusal. */
+  const jsApi = (nc: NatsConnection, subject: string, body: unknown) => nc.request(subject, JSON.stringify(body), { timeout: 3_000 });
+  const directoryState = async () => (await (await jetstreamManager(admin)).streams.info(DEFAULT_SD_STREAM)).state;
+  const read = (name: string) => readFileSync(join(DEV_CERTS, name), 'utf8');
+
+  it('bus access - directory readers create no consumer: push delivery into relayRequest or an inbox, durables and deleting others\' consumers are refused, and readers still follow every record', async () => {
+    // Red-team findings 4 and 6: any reader could have the stream pushed into a subject it may not
+    // publish to (500 consumers -> 9,500 rejected envelopes at the proxy) and leave durables behind.
+    const before = await directoryState();
+    const proxyLog = () => roleLog(stack, 'public-proxy-1').split('\n').filter((l) => /bus envelope rejected/.test(l)).length;
+    const rejectedBefore = proxyLog();
+    const create = `$JS.API.CONSUMER.CREATE.${DEFAULT_SD_STREAM}`;
+    for (const who of [ATTACKER, 'hd-1', 'sd-1']) {
+      const nc = await as(who);
+      const push = { stream_name: DEFAULT_SD_STREAM, config: { deliver_subject: busSubject(PROXY, RELAY_METHOD), deliver_group: 'eps-proxy', ack_policy: 'none', deliver_policy: 'all' } };
+      await expectRequestRefused(jsApi(nc, create, push), create);
+      const intoInbox = { stream_name: DEFAULT_SD_STREAM, config: { deliver_subject: '_INBOX_games-1.victim', ack_policy: 'none', deliver_policy: 'all' } };
+      await expectRequestRefused(jsApi(nc, create, intoInbox), create);
+      const durable = { stream_name: DEFAULT_SD_STREAM, config: { durable_name: 'evil', ack_policy: 'explicit', deliver_policy: 'all' } };
+      await expectRequestRefused(jsApi(nc, `${create}.evil`, durable), `${create}.evil`);
+      await expectRequestRefused(jsApi(nc, `$JS.API.CONSUMER.DELETE.${DEFAULT_SD_STREAM}.someone`, {}), `$JS.API.CONSUMER.DELETE.${DEFAULT_SD_STREAM}.someone`);
+      await expectRequestRefused(jsApi(nc, `$JS.API.CONSUMER.MSG.NEXT.${DEFAULT_SD_STREAM}.someone`, { batch: 1 }), `$JS.API.CONSUMER.MSG.NEXT.${DEFAULT_SD_STREAM}.someone`);
+    }
+    // Every server of the stack follows the directory, and not one consumer exists on its stream.
+    expect((await directoryState()).consumer_count).toBe(0);
+    expect(proxyLog()).toBe(rejectedBefore);
+
+    // The legitimate side: a reader in OPS (by sequence, on the poke) and games in GAMES (from
+    // the sd, on the imported poke) both apply a record the sd appends, well before any resync.
+    const opsNc = await as('hd-1');
+    const gamesNc = await as('games-1');
+    const quiet = pino({ level: 'silent' });
+    const ops = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls: devMaterial('hd-1'), nc: opsNc, log: quiet, resyncMs: 600_000 });
+    const viaSd = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls: devMaterial('games-1'), nc: gamesNc, log: quiet, catchUp: 'sd', resyncMs: 600_000 });
+    try {
+      ops.start();
+      viaSd.start();
+      await Promise.all([ops.ready(), viaSd.ready()]);
+      await expect.poll(() => [ops.tip().seq, viaSd.tip().seq], { timeout: 5_000 }).toEqual([before.last_seq, before.last_seq]);
+      const tls = { ca: Buffer.from(read('root.crt')), cert: Buffer.from(read('hd-1.crt')), key: Buffer.from(read('hd-1.key')) };
+      const tip = await callJsonRpc<Tip>({ url: stack.sdUrl, serverName: 'sd-1', tls }, 'getTip', {});
+      const record = signRecord({ kind: 'group', name: `followed-${Date.now()}` }, tip.hash, { certPem: read('sd-admin.crt'), keyPem: read('sd-admin.key') });
+      await callJsonRpc({ url: stack.sdUrl, serverName: 'sd-1', tls }, 'submitRecords', { records: [record] });
+      await expect.poll(() => [ops.tip().seq, viaSd.tip().seq], { timeout: 3_000 }).toEqual([tip.seq + 1, tip.seq + 1]);
+      expect((await directoryState()).consumer_count).toBe(0);
+    } finally {
+      await ops.close();
+      await viaSd.close();
+    }
+  });
+
+  it('bus access - nobody but the admin changes a stream: sd-1 cannot purge the directory through its limits, games-1 cannot widen its bucket to capture bus traffic', async () => {
+    // Red-team findings 2 and 3: STREAM.UPDATE let sd-1 set max_msgs 1 on the directory and
+    // games-1 add eps.op.> and other principals' inboxes to its bucket's stream, then read them.
+    const before = await directoryState();
+    const sd = await as('sd-1');
+    const config = (await (await jetstreamManager(admin)).streams.info(DEFAULT_SD_STREAM)).config;
+    const update = `$JS.API.STREAM.UPDATE.${DEFAULT_SD_STREAM}`;
+    await expectRequestRefused(jsApi(sd, update, { ...config, max_msgs: 1 }), update);
+    await expectRequestRefused(jsApi(sd, update, { ...config, subjects: [SD_RECORDS_SUBJECT, 'eps.op.>'] }), update);
+    // Creating is for a missing stream only: the existing one keeps its configuration.
+    const recreate = (await jsApi(sd, `$JS.API.STREAM.CREATE.${DEFAULT_SD_STREAM}`, { ...config, subjects: [SD_RECORDS_SUBJECT, 'eps.op.>'] })).json<{ error?: { description: string } }>();
+    expect(recreate.error?.description).toMatch(/already in use/);
+    expect((await (await jetstreamManager(admin)).streams.info(DEFAULT_SD_STREAM)).config.subjects).toEqual([SD_RECORDS_SUBJECT]);
+    const g = await as('games-1');
+    const kvConfig = (await (await jetstreamManager(gamesAdmin)).streams.info(`KV_${BUCKET}`)).config;
+    const kvUpdate = `$JS.API.STREAM.UPDATE.KV_${BUCKET}`;
+    await expectRequestRefused(jsApi(g, kvUpdate, { ...kvConfig, subjects: [...kvConfig.subjects, 'eps.op.>', '_INBOX_hd-1.>'] }), kvUpdate);
+    await expectRequestRefused(jsApi(g, kvUpdate, { ...kvConfig, max_age: 1_000_000_000 }), kvUpdate);
+    await expectRequestRefused(jsApi(g, '$JS.API.STREAM.CREATE.CAPTURE', { name: 'CAPTURE', subjects: ['eps.op.>'] }), '$JS.API.STREAM.CREATE.CAPTURE');
+    const after = await directoryState();
+    expect([after.messages, after.last_seq]).toEqual([before.messages, before.last_seq]);
+    expect((await (await jetstreamManager(gamesAdmin)).streams.info(`KV_${BUCKET}`)).config.subjects).toEqual(kvConfig.subjects);
+    // The legitimate sides: games opens its existing bucket (create-if-missing needs no update),
+    // sd-setup still runs against the existing stream, pings go on.
+    const kv = await new Kvm(g).create(BUCKET, { history: 1 });
+    expect(await kv.get(gameKey('no-such-game'))).toBeNull();
+    await stack.sdSetup();
+    expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
+  });
+
+  it('bus access - games lives in its own account: consumers of its bucket deliver nothing into the directory stream or to anyone in OPS, and sd and brokering go on', async () => {
+    // Red-team finding 1: a push consumer of games-1's bucket with deliver_subject eps.sd.records
+    // appended to the directory stream (nats-server does not check a deliver_subject against the
+    // creator's publish rights). Now the bucket lives in GAMES, where eps.sd.records is only the
+    // poke imported from OPS.
+    expect((await games.request('POST', '/games/register', { name: 'deliverer', peerId: 'host-1' })).status).toBe(201);
+    const before = await directoryState();
+    const hd1 = await as('hd-1');
+    const got: string[] = [];
+    hd1.subscribe('_INBOX_hd-1.victim', { callback: (_e, m) => void got.push(m.subject) });
+    await hd1.flush();
+    const g = await as('games-1');
+    const names: string[] = [];
+    for (const deliver of [SD_RECORDS_SUBJECT, '_INBOX_hd-1.victim', busSubject('hd-2', 'connectionForward')]) {
+      const answer = (await jsApi(g, `$JS.API.CONSUMER.CREATE.KV_${BUCKET}`, { stream_name: `KV_${BUCKET}`, config: { deliver_subject: deliver, ack_policy: 'none', deliver_policy: 'all' } })).json<{ name?: string; error?: unknown }>();
+      // Allowed in its own account, where nothing but games listens.
+      expect(answer.error, deliver).toBeUndefined();
+      names.push(answer.name!);
+    }
+    await sleep(1_000);
+    const after = await directoryState();
+    expect([after.messages, after.last_seq]).toEqual([before.messages, before.last_seq]);
+    expect(got).toEqual([]);
+    // OPS does not even see the bucket.
+    await expect((await jetstreamManager(admin)).streams.info(`KV_${BUCKET}`)).rejects.toThrow(/stream not found/);
+    for (const name of names) await jsApi(g, `$JS.API.CONSUMER.DELETE.KV_${BUCKET}.${name}`, {});
+    // The legitimate side: sd still appends and brokering goes on.
+    await stack.sdSetup();
+    expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
+  });
+
+  it('bus access - only the proxy an operator is reachable through may forward to it, and no message may exceed max_payload', async () => {
+    // Red-team finding 7: public-proxy-hyper-1 is in the proxies group, but hd-1 and hd-2 are
+    // reachable only through public-proxy-eps-1; the code refused its forward, now the bus does.
+    const attacker = await as(ATTACKER);
+    for (const target of ['hd-1', 'hd-2']) {
+      const forward = busSubject(target, 'connectionForward');
+      await expectRequestRefused(attacker.request(forward, '{}', { timeout: 3_000 }), forward);
+    }
+    // The server announces a cap of the largest envelope plus headers (not nats-server's 1 MiB),
+    // and refuses anything larger; an envelope-sized message still goes through.
+    expect(attacker.info?.max_payload).toBe(320 * 1024);
+    expect(() => attacker.publish(busSubject(ATTACKER, 'big'), new Uint8Array(400 * 1024))).toThrow(/payload/i);
+    const big = new Uint8Array(256 * 1024);
+    const [rx, tx] = [await as('hd-1'), await as('hd-2')];
+    const echoed = new Promise<number>((resolve) => rx.subscribe('_INBOX_hd-1.big', { max: 1, callback: (_e, m) => resolve(m.data.length) }));
+    await rx.flush();
+    tx.publish('_INBOX_hd-1.big', big);
+    expect(await echoed).toBe(big.length);
+    // The legitimate forward: brokering through public-proxy-eps-1 goes on.
+    expect((await freshPing()).body.result.serverInfo.name).toBe('hd-2');
   });
 });

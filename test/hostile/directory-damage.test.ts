@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -162,7 +162,8 @@ describe('hostile directory stream', () => {
 
     clientNc = await nats.connectAs('hd-2');
     const log = pino({ level: 'info' }, { write: (s: string) => void clientLines.push(JSON.parse(s) as Line) });
-    client = new DirectoryClient({ url, serverName: 'sd-1', tls: tlsOf('hd-2'), nc: clientNc, log, stream: STREAM, retry: { initialMs: 50, maxMs: 300 } });
+    // resyncMs: a message that reaches the stream without a poke is found within it.
+    client = new DirectoryClient({ url, serverName: 'sd-1', tls: tlsOf('hd-2'), nc: clientNc, log, stream: STREAM, retry: { initialMs: 50, maxMs: 300 }, resyncMs: 500 });
     client.start();
     await client.ready();
     await waitFor(() => client.tip().seq === 3, 5_000, 'the client to hold 3 records');
@@ -275,6 +276,40 @@ describe('hostile directory stream', () => {
     // Nothing to repair now; the command says so and changes nothing.
     const clean = await repair('--yes');
     expect(clean).toMatchObject({ code: 0, out: expect.stringContaining(`the chain in ${STREAM} verifies; nothing to repair`) });
+  }, 40_000);
+
+  it('directory - a message stored on another subject (a consumer delivering into the stream, a widened stream) is named as damage by the sd, the clients and sd repair, even when it holds a genuine record', async () => {
+    const tip = await rpc<Tip>('getTip');
+    // Red-team finding 1: a push consumer of another stream delivered into the records' subject
+    // and the stored message kept its own subject, so followers filtering on eps.sd.records never
+    // saw it and every submit failed as "Stale parent". Played here by the admin widening the
+    // stream; the record itself is genuine and chains, so only its subject gives it away.
+    const jsm = await jetstreamManager(attacker);
+    const config = (await jsm.streams.info(STREAM)).config;
+    await jsm.streams.update(STREAM, { ...config, subjects: [SD_RECORDS_SUBJECT, 'eps.sd.elsewhere'] });
+    const genuine = signRecord({ kind: 'group', name: 'smuggled' }, tip.hash, admin);
+    await jetstream(attacker).publish('eps.sd.elsewhere', JSON.stringify(genuine));
+    const bad = tip.seq + 1;
+    // Nothing pokes the followers (the poke is the records' subject): the sd reads it at the next
+    // submit, and refuses it for that record rather than as a stale parent; clients at their resync.
+    const refused = await rpcError('submitRecords', { records: [signRecord({ kind: 'group', name: 'later' }, tip.hash, admin)] });
+    expect(refused.message).toContain(`damaged at record ${bad} (INVALID_RECORD: the stored message was published on eps.sd.elsewhere`);
+    await waitFor(() => damageLines(sd.lines, bad).length > 0 && client.damage()?.seq === bad, 5_000, `sd and client to report record ${bad}`);
+    for (const d of [damageLines(sd.lines, bad)[0], client.damage()]) {
+      expect(d).toMatchObject({ code: 'INVALID_RECORD', detail: "the stored message was published on eps.sd.elsewhere, not on the records' subject" });
+    }
+    expect(client.tip()).toEqual(tip);
+    expect(await rpc<Tip>('getTip')).toEqual(tip);
+
+    const dry = await repair();
+    expect(dry.code).toBe(2);
+    expect(dry.out).toContain(`INVALID_RECORD: the stored message was published on eps.sd.elsewhere`);
+    const fixed = await repair('--yes');
+    expect(fixed.code).toBe(0);
+    // The rebuilt stream captures the records' subject only, whatever it had been widened to.
+    expect((await jsm.streams.info(STREAM)).config.subjects).toEqual([SD_RECORDS_SUBJECT]);
+    expect(await submit([{ kind: 'group', name: 'after-foreign' }])).toMatchObject({ accepted: 1, tip: { seq: bad } });
+    await waitFor(() => client.tip().seq === bad && client.damage() === undefined, 10_000, 'the client to follow the repaired stream');
   }, 40_000);
 
   it('directory - a stream written under another root is recognised in one line, and sd repair --reset --yes (only with --yes) lets sd-setup start over', async () => {

@@ -83,7 +83,7 @@ describe('games run (real CLI, real nats-server)', () => {
     expect(after.body!.guests).toHaveLength(11);
 
     // The record in the bucket: the machine's state and context, the secret only as a hash.
-    const nc = await nats.admin();
+    const nc = await nats.admin('games');
     try {
       const kv = await new Kvm(nc).open(b);
       const record = (await kv.get(gameKey('go')))!.json<GameRecord>();

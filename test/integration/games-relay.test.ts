@@ -135,7 +135,8 @@ describe('game relay through the P2P proxy (real proxy run public, games run, pe
     const down = await games.request('POST', '/games/relay', { name: 'outage', peerId: guest });
     expect(down.status).toBe(503);
     expect(down.body).toMatchObject({ type: '/problems/relay-unavailable' });
-    expect(down.body!.detail).toContain(`no proxy serves relays for ${PROXY_OPERATOR}`);
+    // Across the bus's accounts nats-server 2.9 reports no "no responders": the deadline names it.
+    expect(down.body!.detail).toMatch(new RegExp(`no proxy answered relays for ${PROXY_OPERATOR} within \\d+ ms \\(down, or too busy\\)`));
     stack.start('public-proxy-1');
     await waitForPort(splicePort, 15_000);
     await expect

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DirectoryState } from '../../src/directory/chain.js';
 import { applyStored, damageMessage, missingRecord, UnparsableRecord } from '../../src/directory/damage.js';
+import { parseStoredRecord } from '../../src/directory/stored-record.js';
 import { recordHash, signRecord, type SignerPolicy } from '../../src/directory/records.js';
 import type { RecordData } from '../../src/directory/types.js';
 
@@ -55,5 +56,17 @@ describe('directory damage', () => {
     expect(damageMessage(missingRecord('S', 2, 4))).toBe(
       'the directory stream S is damaged at record 2 (MISSING: record 2 is not in the stream; the next stored record is 4); serving the 1 record before it; `sd repair --yes` removes record 2 and everything after it',
     );
+  });
+
+  it('damage - a stored message on another subject than the records\' is damage even when it holds a genuine record that chains', () => {
+    const state = new DirectoryState();
+    const genuine = signRecord(group('a'), state.tip().hash, admin);
+    const bytes = Buffer.from(JSON.stringify(genuine));
+    const foreign = applyStored(state, 'S', 1, parseStoredRecord('$KV.EPS_GAMES.game.x', bytes), policy);
+    expect(foreign).toMatchObject({ ok: false, damage: { seq: 1, code: 'INVALID_RECORD', detail: "the stored message was published on $KV.EPS_GAMES.game.x, not on the records' subject" } });
+    expect(state.tip().seq).toBe(0);
+    // The same bytes on the records' subject apply; bytes that are no JSON are named as such.
+    expect(applyStored(state, 'S', 1, parseStoredRecord('eps.sd.records', bytes), policy)).toMatchObject({ ok: true });
+    expect(parseStoredRecord('eps.sd.records', Buffer.from('{nope'))).toBeInstanceOf(UnparsableRecord);
   });
 });
