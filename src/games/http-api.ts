@@ -2,6 +2,7 @@ import { isIPv6 } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
+import { clientKeyOf } from '../core/client-address.js';
 import type { Logger } from '../core/logger.js';
 import { GameService, StoreContentionError, type GameView } from './game-service.js';
 import { StoreUnavailableError } from './game-store.js';
@@ -244,7 +245,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     async (request) => {
       const { name, peerId, guest } = request.body;
       // The address the connection comes from: the caps count what one client holds, whoever it says it is.
-      const client = relayClientOf(request.ip);
+      const client = clientKeyOf(request.ip);
       const r = await service.relay(name, peerId, guest, client);
       switch (r.type) {
         case 'relay':
@@ -365,23 +366,6 @@ function classify(error: FastifyError): { name: ProblemName; detail: string } {
   if (error instanceof StoreContentionError) return { name: 'STORAGE_UNAVAILABLE', detail: error.message };
   if (error instanceof StoreUnavailableError) return { name: 'STORAGE_UNAVAILABLE', detail: 'the game store did not answer; retry shortly' };
   return { name: 'INTERNAL_ERROR', detail: 'unexpected error; it has been logged' };
-}
-
-/**
- * Who a relay cap counts: an IPv4 address, or an IPv6 client's /64, since one subscriber is
- * routinely handed a whole /64 and could otherwise take a fresh cap from each of its addresses.
- */
-export function relayClientOf(ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) return mapped[1]!;
-  if (!isIPv6(ip)) return ip;
-  const [head = '', tail = ''] = ip.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  // A dotted IPv4 tail stands for two groups.
-  const width = (gs: string[]) => gs.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0);
-  const groups = ip.includes('::') ? [...left, ...Array(8 - width(left) - width(right)).fill('0'), ...right] : left;
-  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
 }
 
 function checkIPv6(addresses: string[]): void {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { liveInFlight, moveRelayHold, relayHeldUntil, relayNext, takeRelayHold, type RelayGrant } from '../../machines/game-session.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, type GameStore } from '../../src/games/game-store.js';
-import { buildGamesApi, relayClientOf } from '../../src/games/http-api.js';
+import { clientKeyOf } from '../../src/core/client-address.js';
+import { buildGamesApi } from '../../src/games/http-api.js';
 import { PROBLEM_CONTENT_TYPE } from '../../src/games/problems.js';
 import { RelayUnavailableError, type RelaySession } from '../../src/relay/client.js';
 
@@ -218,13 +219,13 @@ describe('relay fairness (service over a shared store)', () => {
   });
 
   it('relay fairness - a cap counts an IPv4 address, or an IPv6 /64: the addresses of one subscriber share it', async () => {
-    expect(relayClientOf('192.0.2.66')).toBe('192.0.2.66');
-    expect(relayClientOf('::ffff:192.0.2.66')).toBe('192.0.2.66');
-    expect(relayClientOf('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
-    expect(relayClientOf('2001:0db8:0001:0002:ffff:1:2:3')).toBe('2001:db8:1:2::/64');
-    expect(relayClientOf('2001:db8::1')).toBe('2001:db8:0:0::/64');
-    expect(relayClientOf('::1')).toBe('0:0:0:0::/64');
-    expect(relayClientOf('1::2:3:4:5:1.2.3.4')).toBe('1:0:2:3::/64');
+    expect(clientKeyOf('192.0.2.66')).toBe('192.0.2.66');
+    expect(clientKeyOf('::ffff:192.0.2.66')).toBe('192.0.2.66');
+    expect(clientKeyOf('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(clientKeyOf('2001:0db8:0001:0002:ffff:1:2:3')).toBe('2001:db8:1:2::/64');
+    expect(clientKeyOf('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(clientKeyOf('::1')).toBe('0:0:0:0::/64');
+    expect(clientKeyOf('1::2:3:4:5:1.2.3.4')).toBe('1:0:2:3::/64');
 
     const clock = { t: 1_000_000 };
     const store = new MemoryGameStore();
