@@ -4,7 +4,7 @@ import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, Stor
 import { z } from 'zod';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { NatsConnection } from '../core/nats.js';
+import { whenConnected, type NatsConnection } from '../core/nats.js';
 import { fingerprintOf, readTlsMaterial } from '../core/tls-material.js';
 import { startJsonRpcServer, type RpcHandler } from '../jsonrpc/server.js';
 import type { SdSettings } from '../settings/schemas.js';
@@ -15,8 +15,10 @@ import { applyNext, damageMessage, isNewDamage, missingRecord, type ChainDamage 
 import { recordHash, verifyRecord, type SignerPolicy } from './records.js';
 import { signedRecordSchema, type SignedRecord } from './types.js';
 
-/** How long a submit waits for JetStream to answer after a bus restart before it fails. */
-const JETSTREAM_READY_WAIT_MS = 5_000;
+/** How long a submit waits for the bus and JetStream to answer after a bus restart before it fails. */
+const JETSTREAM_READY_WAIT_MS = 10_000;
+/** One attempt within that wait: long enough for a loaded JetStream, short enough to try again. */
+const JETSTREAM_ATTEMPT_MS = 2_000;
 
 /** A batch larger than this is a mistake or an attack; sd-setup sends a few dozen. */
 const MAX_RECORDS_PER_SUBMIT = 1000;
@@ -76,6 +78,7 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
   const replayPolicy: SignerPolicy = { rootCa: tls.ca, anyCodeSigningCert: true };
 
   const jsm = await jetstreamManager(nc, { checkAPI: false });
+  const quickJsm = await jetstreamManager(nc, { checkAPI: false, timeout: JETSTREAM_ATTEMPT_MS });
   await ensureStream(jsm, settings.stream, log);
   const js = jetstream(nc);
   let state = new DirectoryState();
@@ -125,14 +128,19 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
 
   /**
    * The stream's info, asked again for a few seconds while JetStream does not answer: right after a
-   * nats-server restart the bus is back before JetStream has recovered its streams, and a submit
-   * then should wait for it rather than fail.
+   * nats-server restart the sd may still be reconnecting (and nats.js drops what is published
+   * meanwhile, so a request sent then only times out), or JetStream may not have recovered its
+   * streams yet; a submit then should wait for both rather than fail. Each attempt has a short
+   * timeout of its own, so one lost request does not use up the whole wait.
    */
   async function streamInfoWhenReady() {
     const deadline = Date.now() + JETSTREAM_READY_WAIT_MS;
     for (let wait = 100; ; wait = Math.min(wait * 2, 1000)) {
+      if (!(await whenConnected(nc, Math.max(1, deadline - Date.now())))) {
+        throw new Error(`the bus stayed disconnected for ${JETSTREAM_READY_WAIT_MS} ms`);
+      }
       try {
-        return await jsm.streams.info(settings.stream);
+        return await quickJsm.streams.info(settings.stream);
       } catch (err) {
         if (err instanceof JetStreamApiError || Date.now() + wait > deadline) throw err;
         await new Promise((r) => setTimeout(r, wait));

@@ -1,13 +1,11 @@
 import type { Server } from 'node:https';
-import { Bus } from '../bus/bus.js';
-import { createSigner } from '../bus/envelope.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
-import { DirectoryClient } from '../directory/client.js';
 import { createPeerServer } from '../grpc/peer-server.js';
 import { startJsonRpcServer } from '../jsonrpc/server.js';
+import { joinAsOperator } from '../operator/presence.js';
 import { natsUrl, type EpsSettings } from '../settings/schemas.js';
 import { Callbacks } from './callbacks.js';
 import { createGatewayHandler } from './gateway.js';
@@ -30,8 +28,17 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     throw new Error(`settings name ${self} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
   const nc = await connectBus({ url: natsUrl(settings), name: `eps:${self}`, tls }, log);
-  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log: log.child({ component: 'directory' }) });
-  await directory.start();
+  // One operator key signs its bus envelopes and proves its splice dials.
+  const { directory, bus, signer } = joinAsOperator({
+    nc,
+    operator: self,
+    tls,
+    directory: settings.directory,
+    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
+    maxEnvelopeBytes: settings.maxEnvelopeBytes,
+    requestTimeoutMs: settings.timeouts.busRequestMs,
+    log,
+  });
 
   const localMethods: Record<string, (params: unknown) => Promise<unknown>> = {
     _ping: async (params) => ping(params, directory.entry(self) ?? { name: self }),
@@ -60,17 +67,6 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
   });
   if (settings.grpc.listen) await peerServer.listen(settings.grpc.listen.host, settings.grpc.listen.port);
 
-  // One operator key signs its bus envelopes and proves its splice dials.
-  const signer = createSigner(self, tls.key);
-  const bus = new Bus({
-    nc,
-    signer,
-    directory,
-    log: log.child({ component: 'bus' }),
-    maxAgeMs: settings.envelopeMaxAgeMs,
-    maxBytes: settings.maxEnvelopeBytes,
-    requestTimeoutMs: settings.timeouts.busRequestMs,
-  });
   const callbacks = new Callbacks({
     self,
     signer,

@@ -5,12 +5,10 @@ import { INSPECT_PREFIX, type InspectorHttp } from '../inspector/http.js';
 import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
-import { Bus } from '../bus/bus.js';
-import { createSigner } from '../bus/envelope.js';
 import { DEFAULT_BUS_REQUEST_TIMEOUT_MS } from '../core/constants.js';
 import { connectBus, type NatsConnection } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
-import { DirectoryClient } from '../directory/client.js';
+import { joinAsOperator, type OperatorPresence } from '../operator/presence.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { relayClient } from '../relay/client.js';
@@ -98,8 +96,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await app.close();
       await stun?.close();
       await sweeping;
-      relay?.bus.close();
-      await relay?.directory.close();
+      await relay?.close();
       await nc.drain();
     },
   };
@@ -110,24 +107,24 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
  * relay requests, and the directory (fetched from the sd on each poke) verifies the
  * proxy's grants. Until the directory has loaded, a relay request fails as an unverifiable reply.
  */
-function startRelayBus(settings: GamesSettings, nc: NatsConnection, log: Logger): { bus: Bus; directory: DirectoryClient } {
+function startRelayBus(settings: GamesSettings, nc: NatsConnection, log: Logger): OperatorPresence {
   if (!settings.directory) throw new Error('relay needs directory settings');
   const tls = readTlsMaterial(settings.tls);
-  // Games lives in the GAMES account, which holds no directory stream: it receives the sd's pokes
-  // (imported from OPS) and catches up from the sd over HTTPS.
-  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log, catchUp: 'sd' });
-  directory.start();
-  const bus = new Bus({
+  const presence = joinAsOperator({
     nc,
-    signer: createSigner(tls.commonName, tls.key),
-    directory,
-    log: log.child({ component: 'bus' }),
-    maxAgeMs: settings.envelopeMaxAgeMs,
-    maxBytes: settings.maxEnvelopeBytes,
+    operator: tls.commonName,
+    tls,
+    directory: settings.directory,
+    // Games lives in the GAMES account, which holds no directory stream: it receives the sd's
+    // pokes (imported from OPS) and catches up from the sd over HTTPS.
+    catchUp: 'sd',
+    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
+    maxEnvelopeBytes: settings.maxEnvelopeBytes,
     requestTimeoutMs: settings.relay?.timeoutMs ?? DEFAULT_BUS_REQUEST_TIMEOUT_MS,
+    log,
   });
   log.info({ operator: tls.commonName, proxy: settings.relay?.proxy }, 'asking for relays on the bus');
-  return { bus, directory };
+  return presence;
 }
 
 /**

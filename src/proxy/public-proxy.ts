@@ -1,11 +1,9 @@
 import type { Server } from 'node:http';
 import { brokeringMachine } from '../../machines/brokering.js';
-import { Bus } from '../bus/bus.js';
-import { createSigner } from '../bus/envelope.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
-import { DirectoryClient } from '../directory/client.js';
+import { joinAsOperator } from '../operator/presence.js';
 import { brokeringFeed } from '../inspector/feeds.js';
 import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
@@ -35,17 +33,17 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     throw new Error(`operator ${settings.operator} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
   const nc = await connectBus({ url: natsUrl(settings), name: `proxy:${settings.name}`, tls }, log);
-  const directory = new DirectoryClient({ url: settings.directory.url, serverName: settings.directory.serverName, tls, nc, log });
-  directory.start();
-  const bus = new Bus({
+  const presence = joinAsOperator({
     nc,
-    signer: createSigner(settings.operator, tls.key),
-    directory,
-    log: log.child({ component: 'bus' }),
-    maxAgeMs: settings.envelopeMaxAgeMs,
-    maxBytes: settings.maxEnvelopeBytes,
+    operator: settings.operator,
+    tls,
+    directory: settings.directory,
+    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
+    maxEnvelopeBytes: settings.maxEnvelopeBytes,
     requestTimeoutMs: settings.timeouts.busRequestMs,
+    log,
   });
+  const { directory, bus } = presence;
 
   // Read only when scraped, by which time the registry exists.
   const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
