@@ -102,6 +102,43 @@ async function relayPipe(targetPort: number): Promise<void> {
   send({ type: 'listening', port: (server.address() as AddressInfo).port });
 }
 
+// Experiment: read into one buffer per direction (net's onread), as haproxy reads into its own.
+async function relayOnread(targetPort: number, size: number): Promise<void> {
+  const syms = (s: Socket) => Object.fromEntries(Object.getOwnPropertySymbols(s).map((k) => [k.description, k])) as Record<string, symbol>;
+  const wire = (src: Socket, dst: Socket) => {
+    const k = syms(src);
+    const buf = Buffer.allocUnsafeSlow(size);
+    let paused = false;
+    const written = (): void => {
+      if (paused && dst.writableLength === 0) {
+        paused = false;
+        src.resume();
+      }
+    };
+    (src as any)[k.kBuffer!] = buf;
+    (src as any)[k.kBufferCb!] = (n: number, b: Buffer) => {
+      dst.write(b.subarray(0, n), written);
+      if (dst.writableLength > 0) {
+        paused = true;
+        return false;
+      }
+      return true;
+    };
+    (src as any)._handle.useUserBuffer(buf);
+    src.on('end', () => dst.end());
+  };
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (a) => {
+    const b = connect({ host: '127.0.0.1', port: targetPort, noDelay: true, allowHalfOpen: true });
+    wire(a, b);
+    wire(b, a);
+    a.on('error', () => b.destroy());
+    b.on('error', () => a.destroy());
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  send({ type: 'listening', port: (server.address() as AddressInfo).port });
+}
+
 async function dial(host: string, port: number, leg: Leg, pass: Pass | undefined): Promise<Socket> {
   const socket = connect({ host, port, noDelay: true });
   socket.on('error', (err) => fail(`${leg}: ${err.message}`));
@@ -199,12 +236,17 @@ async function sender(pings: number, warmup: number, streamBytes: number): Promi
 const [role, ...args] = process.argv.slice(2);
 const num = (i: number): number => Number(args[i]);
 // Imported by bench/relay.ts for its types and constants: only a forked child plays a role.
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) switch (role) {
+const main = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (main) process.on('SIGTERM', () => process.exit(0));
+if (main) switch (role) {
   case 'relay-eps':
     await relayEps();
     break;
   case 'relay-pipe':
     await relayPipe(num(0));
+    break;
+  case 'relay-onread':
+    await relayOnread(num(0), num(1));
     break;
   case 'receiver':
     await receiver(num(0), num(1));

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
 import type { Logger } from '../core/logger.js';
+import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
 
 // The `splicer` actor: owns B's socket from the moment B dialed and A's once A dials, relays
@@ -32,6 +33,16 @@ export interface SplicerOptions {
  * ClientHello, so anything beyond this is not a well-behaved peer; we stop reading from it.
  */
 const MAX_EARLY_B_BYTES = 64 * 1024;
+
+/** Bytes per read once spliced: as many as Node itself reads at once. */
+const READ_BYTES = 64 * 1024;
+/** A read shorter than this, into a direction's own buffer, hands that buffer back. */
+const SMALL_READ_BYTES = 16 * 1024;
+
+// One read buffer for every spliced socket whose traffic is small. Each read into it is copied
+// out before the read callback returns, so no write ever points into it.
+let sharedBuffer: Buffer | undefined;
+const sharedReadBuffer = (): Buffer => (sharedBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
 
 export function createSplicer(options: SplicerOptions) {
   const { idleMs = 0, onRelayed } = options;
@@ -109,35 +120,17 @@ export function createSplicer(options: SplicerOptions) {
       let aFinished = false;
       let bFinished = false;
 
-      const relay = (src: Socket, dst: Socket, direction: Direction) => (chunk: Buffer) => {
-        if (ended) return;
-        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
-        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
-        const over = sent + chunk.length > maxBytes;
-        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
-        if (direction === 'aToB') bytesAToB += part.length;
-        else bytesBToA += part.length;
-        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
-        if (over) {
-          // end() destroys both sockets; flush the allowed part first so the peer sees it.
-          if (part.length > 0) dst.write(part);
-          end('byteLimit');
-          return;
-        }
-        if (!dst.write(part)) src.pause();
-      };
+      // Nothing may be emitted to nobody while the relay is set up: both wait, and whatever each
+      // already buffered (past its preamble, or B's early bytes) is relayed first, in order.
+      aSocket.pause();
+      bSocket.pause();
+      const aPending: Buffer[] = aRest.length > 0 ? [Buffer.from(aRest)] : [];
+      const bPending = early.splice(0);
+      if (aSocket.readableLength > 0) aPending.push(aSocket.read() as Buffer);
+      if (bSocket.readableLength > 0) bPending.push(bSocket.read() as Buffer);
 
-      // Whatever each side sent before the splice goes first, in order.
-      if (aRest.length > 0) relay(aSocket, bSocket, 'aToB')(Buffer.from(aRest));
-      for (const chunk of early) relay(bSocket, aSocket, 'bToA')(chunk);
-      early.length = 0;
-      // What was sent before the splice may already have hit the byte limit.
-      if (ended) return;
-
-      aSocket.on('data', relay(aSocket, bSocket, 'aToB'));
-      bSocket.on('data', relay(bSocket, aSocket, 'bToA'));
-      bSocket.on('drain', () => aSocket.resume());
-      aSocket.on('drain', () => bSocket.resume());
+      const aToB = relay(aSocket, bSocket, 'aToB');
+      const bToA = relay(bSocket, aSocket, 'bToA');
 
       // Half-close: a side that finished sending may still be reading the answer.
       aSocket.on('end', () => bSocket.end());
@@ -164,14 +157,81 @@ export function createSplicer(options: SplicerOptions) {
         bSocket.setTimeout(idleMs, () => end('idle'));
       }
       if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), limits.maxDurationMs);
-      // The early bytes above may already have filled a write buffer; respect that.
-      if (bSocket.writableNeedDrain) aSocket.pause();
-      else aSocket.resume();
-      if (aSocket.writableNeedDrain) bSocket.pause();
-      else bSocket.resume();
+
+      for (const chunk of aPending) aToB.push(chunk);
+      for (const chunk of bPending) bToA.push(chunk);
+      // What was sent before the splice may already have hit the byte limit.
+      if (ended) return;
+      aToB.start();
+      bToA.start();
       // Either socket may have died between its dial and now.
       if (aSocket.destroyed) end('aClosed');
       else if (bSocket.destroyed) end('bClosed');
+    }
+
+    /** Relays src's bytes to dst, counted and limited; start() once the bytes from before the splice were pushed. */
+    function relay(src: Socket, dst: Socket, direction: Direction): { push: (chunk: Buffer) => void; start: () => void } {
+      // Set while dst still holds bytes we wrote: src stops reading until dst took them all, so a
+      // write never points into a buffer that the next read overwrites.
+      let waiting = false;
+      const written = (): void => {
+        if (waiting && !ended && dst.writableLength === 0) {
+          waiting = false;
+          src.resume();
+        }
+      };
+      const push = (chunk: Buffer): void => {
+        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
+        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
+        const over = sent + chunk.length > maxBytes;
+        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
+        if (direction === 'aToB') bytesAToB += part.length;
+        else bytesBToA += part.length;
+        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
+        if (over) {
+          // end() destroys both sockets; flush the allowed part first so the peer sees it.
+          if (part.length > 0) dst.write(part);
+          end('byteLimit');
+          return;
+        }
+        dst.write(part, written);
+        if (dst.writableLength > 0) waiting = true;
+      };
+
+      // Reads land in the shared buffer (copied out at once) until one fills it; then in a buffer
+      // of this direction's own, written without a copy, until a short read gives it back. An
+      // idle session so holds no read buffer, a bulk one reuses one instead of a new one per read.
+      let own: Buffer | undefined;
+      let reading = sharedReadBuffer();
+      let lastRead = 0;
+      const onRead = (bytes: number, buffer: Buffer): boolean => {
+        if (ended) return false;
+        lastRead = bytes;
+        push(buffer === sharedBuffer ? Buffer.from(buffer.subarray(0, bytes)) : buffer.subarray(0, bytes));
+        return !ended && !waiting;
+      };
+      const next = (): Buffer => {
+        if (lastRead === reading.length) reading = own ??= Buffer.allocUnsafeSlow(READ_BYTES);
+        else if (lastRead < SMALL_READ_BYTES) {
+          reading = sharedReadBuffer();
+          own = undefined;
+        }
+        return reading;
+      };
+      const reused = readIntoReusedBuffers(src, reading, onRead, next);
+      if (!reused) {
+        src.on('data', (chunk: Buffer) => {
+          if (ended) return;
+          push(chunk);
+          if (waiting) src.pause();
+        });
+      }
+      return {
+        push,
+        start: () => {
+          if (!waiting) src.resume();
+        },
+      };
     }
 
     function end(reason: SpliceEndReason, err?: Error): void {
