@@ -34,9 +34,15 @@ export interface SplicerOptions {
  */
 const MAX_EARLY_B_BYTES = 64 * 1024;
 
-/** Bytes per read once spliced: as many as Node itself reads at once. */
-const READ_BYTES = 64 * 1024;
-/** A read shorter than this, into a direction's own buffer, hands that buffer back. */
+/**
+ * Bytes per read once spliced. Twice what Node reads at once: fewer reads and callbacks per GiB
+ * (the relay bench: 64 KiB 774 MiB/s at 790 ms CPU per GiB, 128 KiB 935 at 650, 256 KiB 964 at
+ * 630), while a direction holds its own buffer only during bulk transfers.
+ */
+const READ_BYTES = 128 * 1024;
+/** A read of at least this many bytes moves its direction to a buffer of its own (no copy). */
+const BULK_READ_BYTES = 32 * 1024;
+/** A read shorter than this hands the direction's own buffer back: the traffic is small again. */
 const SMALL_READ_BYTES = 16 * 1024;
 
 // One read buffer for every spliced socket whose traffic is small. Each read into it is copied
@@ -180,7 +186,10 @@ export function createSplicer(options: SplicerOptions) {
           src.resume();
         }
       };
-      const push = (chunk: Buffer): void => {
+      // Copies (bytes from before the splice, reads from the shared buffer) wait only for the usual
+      // backpressure, signalled by 'drain'; a chunk of our own buffer until it was all written.
+      dst.on('drain', written);
+      const push = (chunk: Buffer, borrowed = false): void => {
         const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
         // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
         const over = sent + chunk.length > maxBytes;
@@ -194,11 +203,13 @@ export function createSplicer(options: SplicerOptions) {
           end('byteLimit');
           return;
         }
-        dst.write(part, written);
-        if (dst.writableLength > 0) waiting = true;
+        if (borrowed) {
+          dst.write(part, written);
+          if (dst.writableLength > 0) waiting = true;
+        } else if (!dst.write(part)) waiting = true;
       };
 
-      // Reads land in the shared buffer (copied out at once) until one fills it; then in a buffer
+      // Reads land in the shared buffer (copied out at once) until a large one; then in a buffer
       // of this direction's own, written without a copy, until a short read gives it back. An
       // idle session so holds no read buffer, a bulk one reuses one instead of a new one per read.
       let own: Buffer | undefined;
@@ -207,11 +218,12 @@ export function createSplicer(options: SplicerOptions) {
       const onRead = (bytes: number, buffer: Buffer): boolean => {
         if (ended) return false;
         lastRead = bytes;
-        push(buffer === sharedBuffer ? Buffer.from(buffer.subarray(0, bytes)) : buffer.subarray(0, bytes));
+        if (buffer === sharedBuffer) push(Buffer.from(buffer.subarray(0, bytes)));
+        else push(buffer.subarray(0, bytes), true);
         return !ended && !waiting;
       };
       const next = (): Buffer => {
-        if (lastRead === reading.length) reading = own ??= Buffer.allocUnsafeSlow(READ_BYTES);
+        if (lastRead >= BULK_READ_BYTES) reading = own ??= Buffer.allocUnsafeSlow(READ_BYTES);
         else if (lastRead < SMALL_READ_BYTES) {
           reading = sharedReadBuffer();
           own = undefined;
