@@ -13,6 +13,7 @@ export function relayChart(summary: Summary[], at: string): string {
   const panels: { title: string; value: (s: Summary) => number | undefined; unit: string }[] = [
     { title: 'throughput, MiB/s (higher is better)', value: (s) => s.mibps, unit: '' },
     { title: 'relay CPU, ms per GiB (lower is better)', value: (s) => s.cpuMsPerGiB, unit: '' },
+    { title: 'relay CPU per round trip, µs (lower is better)', value: (s) => s.cpuUsPerRoundTrip, unit: '' },
     { title: '64 B round trip p50, µs (lower is better)', value: (s) => s.p50Us, unit: '' },
   ];
   const height = 40 + summary.length * (BAR_H + 6) + 30;
@@ -39,7 +40,7 @@ export function relayChart(summary: Summary[], at: string): string {
       }
       const w = ((PANEL_W - 60) * v) / max;
       parts.push(`<rect x="${x0}" y="${y}" width="${w.toFixed(1)}" height="${BAR_H}" fill="${s.contender === 'eps' ? '#d9534f' : '#5b8db8'}"/>`);
-      parts.push(`<text x="${(x0 + w + 4).toFixed(1)}" y="${y + 13}">${v.toFixed(0)}${panel.unit}</text>`);
+      parts.push(`<text x="${(x0 + w + 4).toFixed(1)}" y="${y + 13}">${v < 100 ? v.toFixed(1) : v.toFixed(0)}${panel.unit}</text>`);
     });
   });
   parts.push('</svg>');

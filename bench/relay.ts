@@ -1,19 +1,19 @@
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PING_BYTES, type FromChild, type ToChild } from './relay-roles.js';
+import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
 import { relayChart } from './relay-chart.js';
 
 // The relay against what an operator would run instead, each in processes of its own: a sender
 // (A), a relay and a receiver (B) are three processes, forked afresh for every contender in every
 // round; contenders alternate round by round (the starting one rotates). Per contender and round:
 // PING_COUNT round trips of 64 bytes (after a warm-up), then one stream of STREAM_MIB MiB, timed
-// by the sender until the receiver's one-byte answer, with the relay process's CPU (utime + stime
-// of every thread, from /proc) read around the stream.
+// by the sender until the receiver's one-byte answer. The relay process's CPU (every thread's, from
+// /proc/<pid>/task/*/schedstat) is read around the round trips and around the stream.
 //
 //   node dist/bench/relay.js [rounds, default 5]        (BENCH_STREAM_MIB, BENCH_PINGS override)
 //
@@ -28,7 +28,6 @@ const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const ROLES = join(here, 'relay-roles.js');
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 export const CONTENDERS = ['eps', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct', 'onread-16', 'onread-64', 'onread-256'] as const;
 export type Contender = (typeof CONTENDERS)[number];
@@ -40,6 +39,8 @@ export interface Sample {
   mibps: number;
   /** The relay process's CPU per GiB relayed; absent for direct. */
   cpuMsPerGiB?: number;
+  /** The relay process's CPU per 64 B round trip (two relayed messages), warm-up and connection included. */
+  cpuUsPerRoundTrip?: number;
   p50Us: number;
   p99Us: number;
 }
@@ -83,11 +84,17 @@ const relayFlags = process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? 
 const forkRole = (...args: string[]): Child =>
   new Child(fork(ROLES, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? relayFlags : [] }));
 
-function cpuTicks(pid: number): number {
-  // Fields after the command name's closing parenthesis: utime and stime are the 12th and 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+/** CPU time of every thread of a process, in ns, from the scheduler's own accounting. */
+function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // A thread that ended between the listing and the read.
+    }
+  }
+  return ns;
 }
 
 async function freePort(): Promise<number> {
@@ -150,27 +157,33 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
   const children: Child[] = [];
   let relayPid: number | undefined;
   let haproxyProc: ChildProcess | undefined;
+  let pingsFrom: number | undefined;
+  const dialSender = (port: number, pass?: Pass): void => {
+    if (relayPid !== undefined) pingsFrom = cpuNs(relayPid);
+    sender.send({ type: 'dial', host: '127.0.0.1', port, ...(pass ? { pass } : {}) });
+  };
+  let sender!: Child;
   try {
     const receiver = forkRole('receiver', String((PING_WARMUP + PING_COUNT) * PING_BYTES), String(streamBytes));
     children.push(receiver);
     const { port: receiverPort } = await receiver.next('listening');
-    const sender = forkRole('sender', String(PING_COUNT), String(PING_WARMUP), String(streamBytes));
+    sender = forkRole('sender', String(PING_COUNT), String(PING_WARMUP), String(streamBytes));
     children.push(sender);
 
     if (contender === 'direct') {
-      sender.send({ type: 'dial', host: '127.0.0.1', port: receiverPort });
+      dialSender(receiverPort);
     } else if (contender === 'node-pipe') {
       const relay = forkRole('relay-pipe', String(receiverPort));
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
-      sender.send({ type: 'dial', host: '127.0.0.1', port });
+      dialSender(port);
     } else if (contender.startsWith('onread-')) {
       const relay = forkRole('relay-onread', String(receiverPort), String(Number(contender.slice(7)) * 1024));
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
-      sender.send({ type: 'dial', host: '127.0.0.1', port });
+      dialSender(port);
     } else if (contender === 'eps') {
       const relay = forkRole('relay-eps');
       children.push(relay);
@@ -180,7 +193,7 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
       const b = await relay.next('pass');
       receiver.send({ type: 'dial', host: '127.0.0.1', port, pass: b.pass });
       const a = await relay.next('pass');
-      sender.send({ type: 'dial', host: '127.0.0.1', port, pass: a.pass });
+      dialSender(port, a.pass);
     } else {
       const port = await freePort();
       const cfg = join(tmpdir(), `eps-bench-haproxy-${process.pid}.cfg`);
@@ -188,21 +201,23 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
       haproxyProc = spawn(haproxy, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
       relayPid = haproxyProc.pid;
       await waitForListener(port);
-      sender.send({ type: 'dial', host: '127.0.0.1', port });
+      dialSender(port);
     }
 
     const { rttsUs } = await sender.next('pinged');
+    const pingCpuNs = relayPid === undefined ? undefined : cpuNs(relayPid) - pingsFrom!;
     const sorted = rttsUs.sort((a, b) => a - b);
-    const before = relayPid === undefined ? 0 : cpuTicks(relayPid);
+    const before = relayPid === undefined ? 0 : cpuNs(relayPid);
     sender.send({ type: 'go' });
     const streamed = await sender.next('streamed');
-    const cpuMs = relayPid === undefined ? undefined : ((cpuTicks(relayPid) - before) * 1000) / CLK_TCK;
+    const cpuMs = relayPid === undefined ? undefined : (cpuNs(relayPid) - before) / 1e6;
     const gib = streamed.bytes / (1024 * MiB);
     return {
       round,
       contender,
       mibps: streamed.bytes / MiB / (streamed.ms / 1000),
       ...(cpuMs === undefined ? {} : { cpuMsPerGiB: cpuMs / gib }),
+      ...(pingCpuNs === undefined ? {} : { cpuUsPerRoundTrip: pingCpuNs / 1e3 / (PING_COUNT + PING_WARMUP) }),
       p50Us: percentile(sorted, 50),
       p99Us: percentile(sorted, 99),
     };
@@ -216,6 +231,7 @@ export interface Summary {
   contender: Contender;
   mibps: number;
   cpuMsPerGiB?: number;
+  cpuUsPerRoundTrip?: number;
   p50Us: number;
   p99Us: number;
   range: { mibps: [number, number]; p50Us: [number, number] };
@@ -225,12 +241,13 @@ function summarise(samples: Sample[]): Summary[] {
   return CONTENDERS.filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
     const mine = samples.filter((s) => s.contender === contender);
     const cpu = mine.flatMap((s) => (s.cpuMsPerGiB === undefined ? [] : [s.cpuMsPerGiB]));
+    const cpuRt = mine.flatMap((s) => (s.cpuUsPerRoundTrip === undefined ? [] : [s.cpuUsPerRoundTrip]));
     const mibps = mine.map((s) => s.mibps);
     const p50 = mine.map((s) => s.p50Us);
     return {
       contender,
       mibps: median(mibps),
-      ...(cpu.length ? { cpuMsPerGiB: median(cpu) } : {}),
+      ...(cpu.length ? { cpuMsPerGiB: median(cpu), cpuUsPerRoundTrip: median(cpuRt) } : {}),
       p50Us: median(p50),
       p99Us: median(mine.map((s) => s.p99Us)),
       range: { mibps: [Math.min(...mibps), Math.max(...mibps)], p50Us: [Math.min(...p50), Math.max(...p50)] },
@@ -247,6 +264,7 @@ function ratios(summary: Summary[]): Record<string, Record<string, number>> {
     out[anchor.contender] = {
       throughput: eps.mibps / anchor.mibps,
       ...(anchor.cpuMsPerGiB && eps.cpuMsPerGiB ? { cpuPerGiB: eps.cpuMsPerGiB / anchor.cpuMsPerGiB } : {}),
+      ...(anchor.cpuUsPerRoundTrip && eps.cpuUsPerRoundTrip ? { cpuPerRoundTrip: eps.cpuUsPerRoundTrip / anchor.cpuUsPerRoundTrip } : {}),
       p50: eps.p50Us / anchor.p50Us,
       p99: eps.p99Us / anchor.p99Us,
     };
@@ -269,7 +287,7 @@ async function main(): Promise<void> {
       samples.push(s);
       console.log(
         `  round ${round} ${contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s` +
-          `${s.cpuMsPerGiB === undefined ? '' : `, relay CPU ${s.cpuMsPerGiB.toFixed(0)} ms/GiB`}` +
+          `${s.cpuMsPerGiB === undefined ? '' : `, relay CPU ${s.cpuMsPerGiB.toFixed(0)} ms/GiB, ${s.cpuUsPerRoundTrip!.toFixed(1)} us/round trip`}` +
           `; round trip p50 ${s.p50Us.toFixed(0)} us, p99 ${s.p99Us.toFixed(0)} us`,
       );
     }
@@ -281,6 +299,7 @@ async function main(): Promise<void> {
     console.log(
       `  ${s.contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s (${s.range.mibps[0].toFixed(0)}-${s.range.mibps[1].toFixed(0)})` +
         `  CPU ${s.cpuMsPerGiB === undefined ? '   -' : s.cpuMsPerGiB.toFixed(0).padStart(4)} ms/GiB` +
+        ` ${s.cpuUsPerRoundTrip === undefined ? '   -' : s.cpuUsPerRoundTrip.toFixed(1).padStart(5)} us/round trip` +
         `  p50 ${s.p50Us.toFixed(0).padStart(4)} us  p99 ${s.p99Us.toFixed(0).padStart(5)} us`,
     );
   }
@@ -288,7 +307,7 @@ async function main(): Promise<void> {
   for (const [anchor, x] of Object.entries(r)) {
     console.log(
       `  vs ${anchor.padEnd(15)} throughput ${x.throughput!.toFixed(2)}x` +
-        `${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x`}  p50 ${x.p50!.toFixed(2)}x  p99 ${x.p99!.toFixed(2)}x`,
+        `${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x  CPU/round trip ${x.cpuPerRoundTrip!.toFixed(2)}x`}  p50 ${x.p50!.toFixed(2)}x  p99 ${x.p99!.toFixed(2)}x`,
     );
   }
   const a = r[ANCHOR];
