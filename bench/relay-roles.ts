@@ -13,7 +13,7 @@ import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
 
 // The processes of the relay bench (bench/relay.ts forks one per role, with an IPC channel to it):
 //   relay-eps      the project's relay: SessionRegistry + SpliceEndpoint as the proxy builds them
-//                  (metrics hooks, default idle timeout), sessions opened with proofs
+//                  (metrics hooks, default idle timeout; `bare`: neither), sessions opened with proofs
 //   relay-pipe     a plain Node relay: accept, dial the receiver, a.pipe(b) and b.pipe(a)
 //   receiver       B: listens (or dials the EPS relay with its pass), echoes PING_COUNT pings,
 //                  then counts the stream and answers one byte when it is all in
@@ -54,7 +54,8 @@ function devKey(operator: string) {
   return createPrivateKey(readFileSync(`${CERTS}/${operator}.key`));
 }
 
-async function relayEps(): Promise<void> {
+/** `bare` leaves out the metrics hook and the idle timeout, to measure what they cost. */
+async function relayEps(bare: boolean): Promise<void> {
   const log = pino({ level: 'silent' });
   const listed = (operator: string) => {
     const cert = new X509Certificate(readFileSync(`${CERTS}/${operator}.crt`));
@@ -65,8 +66,7 @@ async function relayEps(): Promise<void> {
     log,
     operator: PROXY,
     certificateOf: (operator) => certificates.get(operator),
-    spliceIdleMs: DEFAULT_SPLICE_IDLE_TIMEOUT_MS,
-    ...registryMetricHooks(createProxyMetrics()),
+    ...(bare ? {} : { spliceIdleMs: DEFAULT_SPLICE_IDLE_TIMEOUT_MS, ...registryMetricHooks(createProxyMetrics()) }),
   });
   const endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, route: (p, s, r) => registry.route(p, s, r) });
   const { port } = await endpoint.listen();
@@ -240,7 +240,7 @@ const main = process.argv[1] !== undefined && import.meta.url === pathToFileURL(
 if (main) process.on('SIGTERM', () => process.exit(0));
 if (main) switch (role) {
   case 'relay-eps':
-    await relayEps();
+    await relayEps(args[0] === 'bare');
     break;
   case 'relay-pipe':
     await relayPipe(num(0));

@@ -29,8 +29,15 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const ROLES = join(here, 'relay-roles.js');
 
-export const CONTENDERS = ['eps', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct', 'onread-16', 'onread-64', 'onread-256'] as const;
-export type Contender = (typeof CONTENDERS)[number];
+/** What `npm run bench` runs. */
+export const CONTENDERS = ['eps', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct'];
+/**
+ * Chosen with BENCH_ONLY: eps-bare (the relay without its metrics hook and idle timeout: what
+ * those cost), eps-before (the relay of another checkout, BENCH_EPS_BEFORE=<its root, built>, for
+ * before/after in one run), onread-<KiB> (a bare Node relay reading into reused buffers).
+ */
+export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+export type Contender = string;
 const ANCHOR: Contender = 'haproxy';
 
 export interface Sample {
@@ -184,8 +191,13 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
       dialSender(port);
-    } else if (contender === 'eps') {
-      const relay = forkRole('relay-eps');
+    } else if (contender.startsWith('eps')) {
+      const before = process.env.BENCH_EPS_BEFORE;
+      if (contender === 'eps-before' && !before) throw new Error('eps-before needs BENCH_EPS_BEFORE=<root of a built checkout>');
+      const relay =
+        contender === 'eps-before'
+          ? new Child(fork(join(before!, 'dist', 'bench', 'relay-roles.js'), ['relay-eps'], { cwd: before!, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: relayFlags }))
+          : forkRole('relay-eps', contender === 'eps-bare' ? 'bare' : 'production');
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
@@ -238,7 +250,7 @@ export interface Summary {
 }
 
 function summarise(samples: Sample[]): Summary[] {
-  return CONTENDERS.filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
+  return [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
     const mine = samples.filter((s) => s.contender === contender);
     const cpu = mine.flatMap((s) => (s.cpuMsPerGiB === undefined ? [] : [s.cpuMsPerGiB]));
     const cpuRt = mine.flatMap((s) => (s.cpuUsPerRoundTrip === undefined ? [] : [s.cpuUsPerRoundTrip]));
@@ -279,7 +291,7 @@ async function main(): Promise<void> {
   console.log(`relay bench: ${ROUNDS} rounds, ${STREAM_MIB} MiB stream, ${PING_COUNT} x ${PING_BYTES} B round trips; ${haproxyVersion}`);
   // BENCH_ONLY=eps,node-pipe narrows a run while working on one contender; the README's figures use all.
   const only = process.env.BENCH_ONLY?.split(',') ?? [...CONTENDERS];
-  const running = CONTENDERS.filter((c) => only.includes(c));
+  const running = [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => only.includes(c));
   for (let round = 0; round < ROUNDS; round++) {
     const order = running.map((_, i) => running[(i + round) % running.length]!);
     for (const contender of order) {
