@@ -210,8 +210,9 @@ export function createSplicer(options: SplicerOptions) {
       };
 
       // Reads land in the shared buffer (copied out at once) until a large one; then in a buffer
-      // of this direction's own, written without a copy, until a short read gives it back. An
-      // idle session so holds no read buffer, a bulk one reuses one instead of a new one per read.
+      // of this direction's own, written without a copy, until a short read gives it back. A quiet
+      // session so holds no read buffer, a bulk one reuses one instead of a new one per read; one
+      // that went quiet right after a large read keeps its buffer until its next read.
       let own: Buffer | undefined;
       let reading = sharedReadBuffer();
       let lastRead = 0;
