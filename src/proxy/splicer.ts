@@ -26,6 +26,8 @@ export interface SplicerOptions {
   limitsOf?: (sessionId: string) => SpliceLimits | undefined;
   /** Called per relayed chunk, so counters move while a long-lived channel is open. */
   onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
+  /** Default true; false relays with 'data' events, the path taken where Node lacks the hook (tests both). */
+  reuseReadBuffers?: boolean;
 }
 
 /**
@@ -51,7 +53,7 @@ let sharedBuffer: Buffer | undefined;
 const sharedReadBuffer = (): Buffer => (sharedBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
 
 export function createSplicer(options: SplicerOptions) {
-  const { idleMs = 0, onRelayed } = options;
+  const { idleMs = 0, onRelayed, reuseReadBuffers = true } = options;
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
     const log = options.log.child({ sessionId: input.sessionId });
@@ -231,7 +233,7 @@ export function createSplicer(options: SplicerOptions) {
         }
         return reading;
       };
-      const reused = readIntoReusedBuffers(src, reading, onRead, next);
+      const reused = reuseReadBuffers && readIntoReusedBuffers(src, reading, onRead, next);
       if (!reused) {
         src.on('data', (chunk: Buffer) => {
           if (ended) return;

@@ -40,10 +40,10 @@ async function pair(): Promise<[Socket, Socket]> {
   return [proxySide, peer];
 }
 
-function start(limits: SpliceLimits | undefined, idleMs = 0) {
+function start(limits: SpliceLimits | undefined, idleMs = 0, reuseReadBuffers = true) {
   const machine = setup({
     types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
-    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits }) },
+    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers }) },
   }).createMachine({
     context: { ended: undefined },
     invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },
@@ -118,18 +118,21 @@ function receive(socket: Socket): Promise<Buffer> {
 }
 
 describe('splicer reads', () => {
-  it('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside', async () => {
+  it.each([
+    ['reused read buffers', true],
+    ["'data' events (where Node lacks the hook)", false],
+  ])('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, reuse) => {
     const MiB = 1024 * 1024;
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const bulk = start(undefined);
+    const bulk = start(undefined, 0, reuse);
     bulk.attach('ATTACH_B', bProxy);
     bulk.attach('ATTACH_A', aProxy);
 
     // A second session of small exchanges reads through the shared buffer meanwhile.
     const [qbProxy, qbPeer] = await pair();
     const [qaProxy, qaPeer] = await pair();
-    const quiet = start(undefined);
+    const quiet = start(undefined, 0, reuse);
     quiet.attach('ATTACH_B', qbProxy);
     quiet.attach('ATTACH_A', qaProxy);
     qbPeer.on('data', (c: Buffer) => qbPeer.write(c));
