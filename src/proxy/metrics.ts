@@ -106,6 +106,11 @@ export function startMetricsServer(options: {
 
 /** The session registry hooks that keep these metrics current; spread into its options. */
 export function registryMetricHooks(metrics: ProxyMetrics) {
+  // Bound once: inc() with a labels object hashes the labels on every relayed chunk.
+  const relayed: Record<string, { inc: (value: number) => void }> = {
+    aToB: metrics.relayedBytes.labels({ direction: 'aToB' }),
+    bToA: metrics.relayedBytes.labels({ direction: 'bToA' }),
+  };
   return {
     onSpliced: (): void => metrics.spliced.inc(),
     onFinished: (_session: unknown, output: BrokeringOutput): void => {
@@ -113,7 +118,11 @@ export function registryMetricHooks(metrics: ProxyMetrics) {
       // The same value the inspector shows as the session's output detail.
       if (output.outcome === 'closed' && output.detail !== undefined) metrics.spliceEnds.inc({ reason: output.detail });
     },
-    onRelayed: (direction: string, bytes: number): void => metrics.relayedBytes.inc({ direction }, bytes),
+    onRelayed: (direction: string, bytes: number): void => {
+      const counter = relayed[direction];
+      if (counter) counter.inc(bytes);
+      else metrics.relayedBytes.inc({ direction }, bytes);
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
 import type { Logger } from '../core/logger.js';
+import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
 
 // The `splicer` actor: owns B's socket from the moment B dialed and A's once A dials, relays
@@ -25,6 +26,8 @@ export interface SplicerOptions {
   limitsOf?: (sessionId: string) => SpliceLimits | undefined;
   /** Called per relayed chunk, so counters move while a long-lived channel is open. */
   onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
+  /** Default true; false relays with 'data' events, the path taken where Node lacks the hook (tests both). */
+  reuseReadBuffers?: boolean;
 }
 
 /**
@@ -33,8 +36,24 @@ export interface SplicerOptions {
  */
 const MAX_EARLY_B_BYTES = 64 * 1024;
 
+/**
+ * Bytes per read once spliced. Twice what Node reads at once: fewer reads and callbacks per GiB
+ * (the relay bench: 64 KiB 774 MiB/s at 790 ms CPU per GiB, 128 KiB 935 at 650, 256 KiB 964 at
+ * 630), while a direction holds its own buffer only during bulk transfers.
+ */
+const READ_BYTES = 128 * 1024;
+/** A read of at least this many bytes moves its direction to a buffer of its own (no copy). */
+const BULK_READ_BYTES = 32 * 1024;
+/** A read shorter than this hands the direction's own buffer back: the traffic is small again. */
+const SMALL_READ_BYTES = 16 * 1024;
+
+// One read buffer for every spliced socket whose traffic is small. Each read into it is copied
+// out before the read callback returns, so no write ever points into it.
+let sharedBuffer: Buffer | undefined;
+const sharedReadBuffer = (): Buffer => (sharedBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
+
 export function createSplicer(options: SplicerOptions) {
-  const { idleMs = 0, onRelayed } = options;
+  const { idleMs = 0, onRelayed, reuseReadBuffers = true } = options;
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
     const log = options.log.child({ sessionId: input.sessionId });
@@ -109,35 +128,17 @@ export function createSplicer(options: SplicerOptions) {
       let aFinished = false;
       let bFinished = false;
 
-      const relay = (src: Socket, dst: Socket, direction: Direction) => (chunk: Buffer) => {
-        if (ended) return;
-        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
-        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
-        const over = sent + chunk.length > maxBytes;
-        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
-        if (direction === 'aToB') bytesAToB += part.length;
-        else bytesBToA += part.length;
-        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
-        if (over) {
-          // end() destroys both sockets; flush the allowed part first so the peer sees it.
-          if (part.length > 0) dst.write(part);
-          end('byteLimit');
-          return;
-        }
-        if (!dst.write(part)) src.pause();
-      };
+      // Nothing may be emitted to nobody while the relay is set up: both wait, and whatever each
+      // already buffered (past its preamble, or B's early bytes) is relayed first, in order.
+      aSocket.pause();
+      bSocket.pause();
+      const aPending: Buffer[] = aRest.length > 0 ? [Buffer.from(aRest)] : [];
+      const bPending = early.splice(0);
+      if (aSocket.readableLength > 0) aPending.push(aSocket.read() as Buffer);
+      if (bSocket.readableLength > 0) bPending.push(bSocket.read() as Buffer);
 
-      // Whatever each side sent before the splice goes first, in order.
-      if (aRest.length > 0) relay(aSocket, bSocket, 'aToB')(Buffer.from(aRest));
-      for (const chunk of early) relay(bSocket, aSocket, 'bToA')(chunk);
-      early.length = 0;
-      // What was sent before the splice may already have hit the byte limit.
-      if (ended) return;
-
-      aSocket.on('data', relay(aSocket, bSocket, 'aToB'));
-      bSocket.on('data', relay(bSocket, aSocket, 'bToA'));
-      bSocket.on('drain', () => aSocket.resume());
-      aSocket.on('drain', () => bSocket.resume());
+      const aToB = relay(aSocket, bSocket, 'aToB');
+      const bToA = relay(bSocket, aSocket, 'bToA');
 
       // Half-close: a side that finished sending may still be reading the answer.
       aSocket.on('end', () => bSocket.end());
@@ -164,14 +165,88 @@ export function createSplicer(options: SplicerOptions) {
         bSocket.setTimeout(idleMs, () => end('idle'));
       }
       if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), limits.maxDurationMs);
-      // The early bytes above may already have filled a write buffer; respect that.
-      if (bSocket.writableNeedDrain) aSocket.pause();
-      else aSocket.resume();
-      if (aSocket.writableNeedDrain) bSocket.pause();
-      else bSocket.resume();
+
+      for (const chunk of aPending) aToB.push(chunk);
+      for (const chunk of bPending) bToA.push(chunk);
+      // What was sent before the splice may already have hit the byte limit.
+      if (ended) return;
+      aToB.start();
+      bToA.start();
       // Either socket may have died between its dial and now.
       if (aSocket.destroyed) end('aClosed');
       else if (bSocket.destroyed) end('bClosed');
+    }
+
+    /** Relays src's bytes to dst, counted and limited; start() once the bytes from before the splice were pushed. */
+    function relay(src: Socket, dst: Socket, direction: Direction): { push: (chunk: Buffer) => void; start: () => void } {
+      // Set while dst still holds bytes we wrote: src stops reading until dst took them all, so a
+      // write never points into a buffer that the next read overwrites.
+      let waiting = false;
+      const written = (): void => {
+        if (waiting && !ended && dst.writableLength === 0) {
+          waiting = false;
+          src.resume();
+        }
+      };
+      // Copies (bytes from before the splice, reads from the shared buffer) wait only for the usual
+      // backpressure, signalled by 'drain'; a chunk of our own buffer until it was all written.
+      dst.on('drain', written);
+      const push = (chunk: Buffer, borrowed = false): void => {
+        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
+        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
+        const over = sent + chunk.length > maxBytes;
+        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
+        if (direction === 'aToB') bytesAToB += part.length;
+        else bytesBToA += part.length;
+        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
+        if (over) {
+          // end() destroys both sockets; flush the allowed part first so the peer sees it.
+          if (part.length > 0) dst.write(part);
+          end('byteLimit');
+          return;
+        }
+        if (borrowed) {
+          dst.write(part, written);
+          if (dst.writableLength > 0) waiting = true;
+        } else if (!dst.write(part)) waiting = true;
+      };
+
+      // Reads land in the shared buffer (copied out at once) until a large one; then in a buffer
+      // of this direction's own, written without a copy, until a short read gives it back. A quiet
+      // session so holds no read buffer, a bulk one reuses one instead of a new one per read; one
+      // that went quiet right after a large read keeps its buffer until its next read.
+      let own: Buffer | undefined;
+      let reading = sharedReadBuffer();
+      let lastRead = 0;
+      const onRead = (bytes: number, buffer: Buffer): boolean => {
+        if (ended) return false;
+        lastRead = bytes;
+        if (buffer === sharedBuffer) push(Buffer.from(buffer.subarray(0, bytes)));
+        else push(buffer.subarray(0, bytes), true);
+        return !ended && !waiting;
+      };
+      const next = (): Buffer => {
+        if (lastRead >= BULK_READ_BYTES) reading = own ??= Buffer.allocUnsafeSlow(READ_BYTES);
+        else if (lastRead < SMALL_READ_BYTES) {
+          reading = sharedReadBuffer();
+          own = undefined;
+        }
+        return reading;
+      };
+      const reused = reuseReadBuffers && readIntoReusedBuffers(src, reading, onRead, next);
+      if (!reused) {
+        src.on('data', (chunk: Buffer) => {
+          if (ended) return;
+          push(chunk);
+          if (waiting) src.pause();
+        });
+      }
+      return {
+        push,
+        start: () => {
+          if (!waiting) src.resume();
+        },
+      };
     }
 
     function end(reason: SpliceEndReason, err?: Error): void {

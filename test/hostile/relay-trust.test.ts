@@ -95,7 +95,14 @@ async function dial(token: string, extra = ''): Promise<Socket> {
 }
 const closedByProxy = (socket: Socket): Promise<unknown> => {
   socket.resume();
-  return socket.readableEnded || socket.destroyed ? Promise.resolve() : Promise.race([once(socket, 'end'), once(socket, 'close')]);
+  // A reset is the proxy closing too: a sender cut off at its byte limit may have bytes the proxy
+  // never read, and closing a socket with unread bytes makes the kernel answer RST, not FIN.
+  if (socket.readableEnded || socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    socket.once('end', resolve);
+    socket.once('close', resolve);
+    socket.once('error', resolve);
+  });
 };
 const counted = (socket: Socket) => {
   let n = 0;

@@ -1,0 +1,347 @@
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
+import { relayChart } from './relay-chart.js';
+
+// The relay against what an operator would run instead, each in processes of its own: a sender
+// (A), a relay and a receiver (B) are three processes, forked afresh for every contender in every
+// round; contenders alternate round by round (the starting one rotates). Per contender and round:
+// PING_COUNT round trips of 64 bytes (after a warm-up), then one stream of STREAM_MIB MiB, timed
+// by the sender until the receiver's one-byte answer. The relay process's CPU (every thread's, from
+// /proc/<pid>/task/*/schedstat) is read around the round trips and around the stream.
+//
+//   node dist/bench/relay.js [rounds, default 5]        (BENCH_STREAM_MIB, BENCH_PINGS override)
+//
+// Writes bench/results/relay-<time>.json and .svg.
+
+const ROUNDS = Number(process.argv[2] ?? process.env.BENCH_ROUNDS ?? 5);
+const STREAM_MIB = Number(process.env.BENCH_STREAM_MIB ?? 1024);
+const PING_COUNT = Number(process.env.BENCH_PINGS ?? 2_000);
+const PING_WARMUP = 200;
+const STEP_TIMEOUT_MS = 60_000;
+const MiB = 1024 * 1024;
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const ROLES = join(here, 'relay-roles.js');
+
+/** What `npm run bench` runs. */
+export const CONTENDERS = ['eps', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct'];
+/**
+ * Chosen with BENCH_ONLY: eps-bare (the relay without its metrics hook and idle timeout: what
+ * those cost), eps-before (the relay of another checkout, BENCH_EPS_BEFORE=<its root, built>, for
+ * before/after in one run), onread-<KiB> (a bare Node relay reading into reused buffers).
+ */
+export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+export type Contender = string;
+const ANCHOR: Contender = 'haproxy';
+
+export interface Sample {
+  round: number;
+  contender: Contender;
+  mibps: number;
+  /** The relay process's CPU per GiB relayed; absent for direct. */
+  cpuMsPerGiB?: number;
+  /** The relay process's CPU per 64 B round trip (two relayed messages), warm-up and connection included. */
+  cpuUsPerRoundTrip?: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+class Child {
+  readonly messages: FromChild[] = [];
+  #waiters: (() => void)[] = [];
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: FromChild) => {
+      this.messages.push(m);
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+  send(m: ToChild): void {
+    this.proc.send(m);
+  }
+  async next<T extends FromChild['type']>(type: T): Promise<Extract<FromChild, { type: T }>> {
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    for (;;) {
+      const i = this.messages.findIndex((m) => m.type === type || m.type === 'failed');
+      if (i >= 0) {
+        const [m] = this.messages.splice(i, 1);
+        if (m!.type === 'failed') throw new Error(m!.detail);
+        return m as Extract<FromChild, { type: T }>;
+      }
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${type}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 1_000);
+        this.#waiters.push(() => (clearTimeout(t), r()));
+      });
+    }
+  }
+  kill(): void {
+    // SIGTERM: the roles exit on it, so a --cpu-prof profile gets written.
+    this.proc.kill('SIGTERM');
+  }
+}
+
+// BENCH_RELAY_FLAGS (e.g. --cpu-prof) go to the Node relays only.
+const relayFlags = process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? [];
+const forkRole = (...args: string[]): Child =>
+  new Child(fork(ROLES, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? relayFlags : [] }));
+
+/** CPU time of every thread of a process, in ns, from the scheduler's own accounting. */
+function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // A thread that ended between the listing and the read.
+    }
+  }
+  return ns;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Waits for a listener on 127.0.0.1:port without connecting (a probe would reach the receiver). */
+async function waitForListener(port: number): Promise<void> {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const listening = readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .some((line) => {
+        const f = line.trim().split(/\s+/);
+        return f[1] === local && f[3] === '0A';
+      });
+    if (listening) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function haproxyConfig(listen: number, target: number, splice: boolean): string {
+  return [
+    'global',
+    '  maxconn 1000',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 5s',
+    '  timeout client 120s',
+    '  timeout server 120s',
+    ...(splice ? ['  option splice-request', '  option splice-response'] : []),
+    'frontend relay',
+    `  bind 127.0.0.1:${listen}`,
+    '  default_backend receiver',
+    'backend receiver',
+    `  server b 127.0.0.1:${target}`,
+    '',
+  ].join('\n');
+}
+
+function ensureHaproxy(): string {
+  return execFileSync(join(root, 'scripts', 'ensure-haproxy.sh'), { stdio: ['ignore', 'pipe', 'inherit'] }).toString().trim();
+}
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+async function runOne(contender: Contender, round: number, haproxy: string): Promise<Sample> {
+  const streamBytes = STREAM_MIB * MiB;
+  const children: Child[] = [];
+  let relayPid: number | undefined;
+  let haproxyProc: ChildProcess | undefined;
+  let pingsFrom: number | undefined;
+  const dialSender = (port: number, pass?: Pass): void => {
+    if (relayPid !== undefined) pingsFrom = cpuNs(relayPid);
+    sender.send({ type: 'dial', host: '127.0.0.1', port, ...(pass ? { pass } : {}) });
+  };
+  let sender!: Child;
+  try {
+    const receiver = forkRole('receiver', String((PING_WARMUP + PING_COUNT) * PING_BYTES), String(streamBytes));
+    children.push(receiver);
+    const { port: receiverPort } = await receiver.next('listening');
+    sender = forkRole('sender', String(PING_COUNT), String(PING_WARMUP), String(streamBytes));
+    children.push(sender);
+
+    if (contender === 'direct') {
+      dialSender(receiverPort);
+    } else if (contender === 'node-pipe') {
+      const relay = forkRole('relay-pipe', String(receiverPort));
+      children.push(relay);
+      relayPid = relay.proc.pid;
+      const { port } = await relay.next('listening');
+      dialSender(port);
+    } else if (contender.startsWith('onread-')) {
+      const relay = forkRole('relay-onread', String(receiverPort), String(Number(contender.slice(7)) * 1024));
+      children.push(relay);
+      relayPid = relay.proc.pid;
+      const { port } = await relay.next('listening');
+      dialSender(port);
+    } else if (contender.startsWith('eps')) {
+      const before = process.env.BENCH_EPS_BEFORE;
+      if (contender === 'eps-before' && !before) throw new Error('eps-before needs BENCH_EPS_BEFORE=<root of a built checkout>');
+      const relay =
+        contender === 'eps-before'
+          ? new Child(fork(join(before!, 'dist', 'bench', 'relay-roles.js'), ['relay-eps'], { cwd: before!, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: relayFlags }))
+          : forkRole('relay-eps', contender === 'eps-bare' ? 'bare' : 'production');
+      children.push(relay);
+      relayPid = relay.proc.pid;
+      const { port } = await relay.next('listening');
+      relay.send({ type: 'open' });
+      const b = await relay.next('pass');
+      receiver.send({ type: 'dial', host: '127.0.0.1', port, pass: b.pass });
+      const a = await relay.next('pass');
+      dialSender(port, a.pass);
+    } else {
+      const port = await freePort();
+      const cfg = join(tmpdir(), `eps-bench-haproxy-${process.pid}.cfg`);
+      writeFileSync(cfg, haproxyConfig(port, receiverPort, contender === 'haproxy-splice'));
+      haproxyProc = spawn(haproxy, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
+      relayPid = haproxyProc.pid;
+      await waitForListener(port);
+      dialSender(port);
+    }
+
+    const { rttsUs } = await sender.next('pinged');
+    const pingCpuNs = relayPid === undefined ? undefined : cpuNs(relayPid) - pingsFrom!;
+    const sorted = rttsUs.sort((a, b) => a - b);
+    const before = relayPid === undefined ? 0 : cpuNs(relayPid);
+    sender.send({ type: 'go' });
+    const streamed = await sender.next('streamed');
+    const cpuMs = relayPid === undefined ? undefined : (cpuNs(relayPid) - before) / 1e6;
+    const gib = streamed.bytes / (1024 * MiB);
+    return {
+      round,
+      contender,
+      mibps: streamed.bytes / MiB / (streamed.ms / 1000),
+      ...(cpuMs === undefined ? {} : { cpuMsPerGiB: cpuMs / gib }),
+      ...(pingCpuNs === undefined ? {} : { cpuUsPerRoundTrip: pingCpuNs / 1e3 / (PING_COUNT + PING_WARMUP) }),
+      p50Us: percentile(sorted, 50),
+      p99Us: percentile(sorted, 99),
+    };
+  } finally {
+    for (const c of children) c.kill();
+    haproxyProc?.kill('SIGKILL');
+  }
+}
+
+export interface Summary {
+  contender: Contender;
+  mibps: number;
+  cpuMsPerGiB?: number;
+  cpuUsPerRoundTrip?: number;
+  p50Us: number;
+  p99Us: number;
+  range: { mibps: [number, number]; p50Us: [number, number] };
+}
+
+function summarise(samples: Sample[]): Summary[] {
+  return [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
+    const mine = samples.filter((s) => s.contender === contender);
+    const cpu = mine.flatMap((s) => (s.cpuMsPerGiB === undefined ? [] : [s.cpuMsPerGiB]));
+    const cpuRt = mine.flatMap((s) => (s.cpuUsPerRoundTrip === undefined ? [] : [s.cpuUsPerRoundTrip]));
+    const mibps = mine.map((s) => s.mibps);
+    const p50 = mine.map((s) => s.p50Us);
+    return {
+      contender,
+      mibps: median(mibps),
+      ...(cpu.length ? { cpuMsPerGiB: median(cpu), cpuUsPerRoundTrip: median(cpuRt) } : {}),
+      p50Us: median(p50),
+      p99Us: median(mine.map((s) => s.p99Us)),
+      range: { mibps: [Math.min(...mibps), Math.max(...mibps)], p50Us: [Math.min(...p50), Math.max(...p50)] },
+    };
+  });
+}
+
+function ratios(summary: Summary[]): Record<string, Record<string, number>> {
+  const eps = summary.find((s) => s.contender === 'eps');
+  const out: Record<string, Record<string, number>> = {};
+  if (!eps) return out;
+  for (const anchor of summary) {
+    if (anchor.contender === 'eps') continue;
+    out[anchor.contender] = {
+      throughput: eps.mibps / anchor.mibps,
+      ...(anchor.cpuMsPerGiB && eps.cpuMsPerGiB ? { cpuPerGiB: eps.cpuMsPerGiB / anchor.cpuMsPerGiB } : {}),
+      ...(anchor.cpuUsPerRoundTrip && eps.cpuUsPerRoundTrip ? { cpuPerRoundTrip: eps.cpuUsPerRoundTrip / anchor.cpuUsPerRoundTrip } : {}),
+      p50: eps.p50Us / anchor.p50Us,
+      p99: eps.p99Us / anchor.p99Us,
+    };
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const haproxy = ensureHaproxy();
+  const haproxyVersion = execFileSync(haproxy, ['-v']).toString().split('\n')[0]!.trim();
+  const samples: Sample[] = [];
+  console.log(`relay bench: ${ROUNDS} rounds, ${STREAM_MIB} MiB stream, ${PING_COUNT} x ${PING_BYTES} B round trips; ${haproxyVersion}`);
+  // BENCH_ONLY=eps,node-pipe narrows a run while working on one contender; the README's figures use all.
+  const only = process.env.BENCH_ONLY?.split(',') ?? [...CONTENDERS];
+  const running = [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => only.includes(c));
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = running.map((_, i) => running[(i + round) % running.length]!);
+    for (const contender of order) {
+      const s = await runOne(contender, round, haproxy);
+      samples.push(s);
+      console.log(
+        `  round ${round} ${contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s` +
+          `${s.cpuMsPerGiB === undefined ? '' : `, relay CPU ${s.cpuMsPerGiB.toFixed(0)} ms/GiB, ${s.cpuUsPerRoundTrip!.toFixed(1)} us/round trip`}` +
+          `; round trip p50 ${s.p50Us.toFixed(0)} us, p99 ${s.p99Us.toFixed(0)} us`,
+      );
+    }
+  }
+  const summary = summarise(samples);
+  const r = ratios(summary);
+  console.log('\nmedians over rounds (range of MiB/s):');
+  for (const s of summary) {
+    console.log(
+      `  ${s.contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s (${s.range.mibps[0].toFixed(0)}-${s.range.mibps[1].toFixed(0)})` +
+        `  CPU ${s.cpuMsPerGiB === undefined ? '   -' : s.cpuMsPerGiB.toFixed(0).padStart(4)} ms/GiB` +
+        ` ${s.cpuUsPerRoundTrip === undefined ? '   -' : s.cpuUsPerRoundTrip.toFixed(1).padStart(5)} us/round trip` +
+        `  p50 ${s.p50Us.toFixed(0).padStart(4)} us  p99 ${s.p99Us.toFixed(0).padStart(5)} us`,
+    );
+  }
+  console.log(`\neps against each (eps / other; throughput above 1 is better, CPU and latency below 1 are):`);
+  for (const [anchor, x] of Object.entries(r)) {
+    console.log(
+      `  vs ${anchor.padEnd(15)} throughput ${x.throughput!.toFixed(2)}x` +
+        `${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x  CPU/round trip ${x.cpuPerRoundTrip!.toFixed(2)}x`}  p50 ${x.p50!.toFixed(2)}x  p99 ${x.p99!.toFixed(2)}x`,
+    );
+  }
+  const a = r[ANCHOR];
+  if (a) console.log(
+    `\ntargets (issue 10): throughput >= 1.10x ${ANCHOR}: ${a.throughput!.toFixed(2)}x; CPU/GiB <= 1.00x: ${a.cpuPerGiB!.toFixed(2)}x; p50 <= 1.10x: ${a.p50!.toFixed(2)}x`,
+  );
+
+  const at = new Date().toISOString().replace(/[:.]/g, '-');
+  const dir = join(root, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const record = {
+    bench: 'relay',
+    at: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, haproxy: haproxyVersion },
+    config: { rounds: ROUNDS, streamMiB: STREAM_MIB, pings: PING_COUNT, pingWarmup: PING_WARMUP, pingBytes: PING_BYTES, anchor: ANCHOR },
+    samples,
+    summary,
+    ratios: r,
+  };
+  writeFileSync(join(dir, `relay-${at}.json`), `${JSON.stringify(record, null, 2)}\n`);
+  writeFileSync(join(dir, `relay-${at}.svg`), relayChart(summary, record.at));
+  console.log(`\nwrote bench/results/relay-${at}.json and .svg`);
+}
+
+await main();
