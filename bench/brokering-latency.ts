@@ -49,7 +49,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function start(root: string, extraOverrides: Record<string, string> = {}): Promise<Target> {
+export async function start(root: string, extraOverrides: Record<string, string> = {}, nodeArgs: Record<string, string[]> = {}): Promise<Target> {
   const abs = resolve(root);
   const mod = (await import(pathToFileURL(join(abs, 'dist/src/devstack/stack.js')).href)) as {
     DevStack: new (o: unknown) => DevStackLike;
@@ -76,6 +76,7 @@ export async function start(root: string, extraOverrides: Record<string, string>
   const stack = new mod.DevStack({
     natsUrl: `nats://127.0.0.1:${natsPort}`,
     ports,
+    nodeArgs,
     overrides: { 'hd-1': `timeouts: { channelIdleMs: ${IDLE_MS} }\n`, ...extraOverrides },
   });
   await stack.startAll(['sd-1', 'public-proxy-1', 'hd-1', 'hd-2']);

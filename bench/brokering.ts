@@ -46,7 +46,16 @@ async function main(): Promise<void> {
   let kept: PeerClient | undefined;
   const samples: Record<Series, number[]> = { brokered: [], kept: [], local: [], directFresh: [], directKept: [] };
   try {
-    stack = await start('.');
+    // BENCH_CPU_PROF=<dir>: the stack's processes run with --cpu-prof into <dir>, and the pid of
+    // each role is written beside the profiles (bench/cpuprofile-top.ts summarises them).
+    const profDir = process.env['BENCH_CPU_PROF'];
+    if (profDir) mkdirSync(profDir, { recursive: true });
+    const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+    stack = await start('.', {}, { 'public-proxy-1': prof, 'hd-1': prof, 'hd-2': prof });
+    if (profDir) {
+      const children = (stack.stack as unknown as { children: Map<string, ChildProcess> }).children;
+      writeFileSync(join(profDir, 'roles.json'), JSON.stringify(Object.fromEntries([...children].map(([role, c]) => [c.pid, role]))));
+    }
     anchor = await startAnchor();
     const target = stack;
     const gw = (method: string) =>
@@ -84,6 +93,19 @@ async function main(): Promise<void> {
       samples[s].push(performance.now() - t0);
     };
     const k = kept;
+    // CPU of each role (user + system, from /proc/<pid>/stat) over the timed rounds.
+    const roleChildren = (target.stack as unknown as { children: Map<string, ChildProcess> }).children;
+    const cpuOf = (pid: number | undefined): number => {
+      try {
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // clock ticks (USER_HZ 100) -> ms
+      } catch {
+        return NaN;
+      }
+    };
+    const cpuPids: Record<string, number | undefined> = { anchor: anchor.child.pid };
+    for (const [role, c] of roleChildren) cpuPids[role] = c.pid;
+    const cpuBefore = Object.fromEntries(Object.entries(cpuPids).map(([r, pid]) => [r, cpuOf(pid)]));
     for (let i = 0; i < rounds; i++) {
       await sleep(IDLE_MS * 3);
       const eps = async () => {
@@ -95,7 +117,9 @@ async function main(): Promise<void> {
         await timed('directFresh', fresh);
         await timed('directKept', () => k.call('_ping', {}));
       };
-      if (i % 2 === 0) {
+      // BENCH_BROKER_ONLY=1: brokerings alone (for profiles of what one brokering costs).
+      if (process.env['BENCH_BROKER_ONLY']) await timed('brokered', () => gw('hd-2._ping'));
+      else if (i % 2 === 0) {
         await eps();
         await direct();
       } else {
@@ -103,9 +127,12 @@ async function main(): Promise<void> {
         await eps();
       }
     }
+    const cpuPerRound = Object.fromEntries(
+      Object.entries(cpuPids).map(([r, pid]) => [r, Math.round(((cpuOf(pid) - cpuBefore[r]!) / rounds) * 100) / 100]),
+    );
     const s = Object.fromEntries(Object.entries(samples).map(([k2, v]) => [k2, stats(v)])) as Record<Series, ReturnType<typeof stats>>;
     const r2 = (x: number) => Math.round(x * 100) / 100;
-    const ratios = {
+    const ratios = process.env['BENCH_BROKER_ONLY'] ? {} : {
       freshP50: r2(s.brokered.p50 / s.directFresh.p50),
       freshP99: r2(s.brokered.p99 / s.directFresh.p99),
       keptP50: r2((s.kept.p50 - s.local.p50) / s.directKept.p50),
@@ -115,9 +142,10 @@ async function main(): Promise<void> {
     for (const [name, st] of Object.entries(s)) console.log(`${name.padEnd(12)} p50 ${st.p50}  p90 ${st.p90}  p99 ${st.p99}  n ${st.n}`);
     console.log(`brokered ÷ direct fresh: p50 ${ratios.freshP50}×  p99 ${ratios.freshP99}×   (target ≤ 1.5×)`);
     console.log(`(kept − local p50) ÷ direct kept: p50 ${ratios.keptP50}×  p99 ${ratios.keptP99}×   (target ≤ 1.2×)`);
+    console.log(`CPU ms per round (${process.env['BENCH_BROKER_ONLY'] ? 'one brokering' : 'brokered + kept + local on the stack, fresh + kept on the anchor'}): ${JSON.stringify(cpuPerRound)}`);
     mkdirSync('bench/results', { recursive: true });
     const file = `bench/results/brokering-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    writeFileSync(file, JSON.stringify({ rounds, label: process.env['BENCH_LABEL'] ?? '', stats: s, ratios, samples }, null, 1));
+    writeFileSync(file, JSON.stringify({ rounds, label: process.env['BENCH_LABEL'] ?? '', stats: s, ratios, cpuPerRound, samples }, null, 1));
     console.log(`wrote ${file}`);
   } finally {
     kept?.close();
