@@ -19,13 +19,13 @@ import { callJsonRpc } from '../src/jsonrpc/client.js';
 //
 //   node dist/bench/brokering-latency.js --root /work/main --root . --rounds 200
 
-interface DevStackLike {
+export interface DevStackLike {
   startAll(order?: string[]): Promise<void>;
   sdSetup(): Promise<void>;
   stop(): Promise<void>;
 }
 
-interface Target {
+export interface Target {
   label: string;
   nats: ChildProcess;
   storeDir: string;
@@ -38,7 +38,7 @@ interface Target {
 const CERTS = 'settings/dev/certs';
 const IDLE_MS = 50;
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);
@@ -49,7 +49,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function start(root: string): Promise<Target> {
+export async function start(root: string, extraOverrides: Record<string, string> = {}, nodeArgs: Record<string, string[]> = {}): Promise<Target> {
   const abs = resolve(root);
   const mod = (await import(pathToFileURL(join(abs, 'dist/src/devstack/stack.js')).href)) as {
     DevStack: new (o: unknown) => DevStackLike;
@@ -76,7 +76,8 @@ async function start(root: string): Promise<Target> {
   const stack = new mod.DevStack({
     natsUrl: `nats://127.0.0.1:${natsPort}`,
     ports,
-    overrides: { 'hd-1': `timeouts: { channelIdleMs: ${IDLE_MS} }\n` },
+    nodeArgs,
+    overrides: { 'hd-1': `timeouts: { channelIdleMs: ${IDLE_MS} }\n`, ...extraOverrides },
   });
   await stack.startAll(['sd-1', 'public-proxy-1', 'hd-1', 'hd-2']);
   await mod.waitForPort(ports.jsonrpc, 20_000);
@@ -105,7 +106,7 @@ async function warmUp(t: Target): Promise<void> {
   }
 }
 
-function stats(samples: number[]): { p50: number; p90: number; p99: number; n: number } {
+export function stats(samples: number[]): { p50: number; p90: number; p99: number; n: number } {
   const s = [...samples].sort((x, y) => x - y);
   const at = (p: number) => Math.round((s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] ?? 0) * 100) / 100;
   return { p50: at(50), p90: at(90), p99: at(99), n: s.length };

@@ -1,7 +1,7 @@
-import { X509Certificate, createPrivateKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from '../core/canonical-json.js';
-import { fingerprintOf } from '../core/tls-material.js';
+import { listedKey } from '../core/listed-key.js';
 
 // Every message on the bus is an envelope signed by its sender. The receiver checks the signature
 // against the sender's certificate as the signed directory lists it, so the bus itself (NATS, or
@@ -104,17 +104,15 @@ export function openEnvelope(data: Uint8Array, opts: EnvelopeCheckOptions): Enve
   if (env.to !== opts.self) return { ok: false, code: 'MISADDRESSED', detail: `addressed to ${env.to}, not ${opts.self}` };
   const known = opts.certificateOf(env.from);
   if (!known) return { ok: false, code: 'UNKNOWN_SENDER', detail: `${env.from} is not in the directory` };
-  const cert = new X509Certificate(known.certificate);
-  if (fingerprintOf(cert) !== known.fingerprint) {
-    return { ok: false, code: 'UNKNOWN_SENDER', detail: `directory certificate of ${env.from} does not match its fingerprint` };
-  }
+  const key = listedKey(known);
+  if (typeof key === 'string') return { ok: false, code: 'UNKNOWN_SENDER', detail: `${env.from}: ${key}` };
   // Verify what arrived, not the schema's output: zod drops a `__proto__` key inside `params`,
   // so checking the parsed copy would accept bytes the sender never signed.
   const { sig: _sig, ...received } = raw as Record<string, unknown>;
   const { sig } = env;
   let valid = false;
   try {
-    valid = verify('sha256', signingBytes(received as Omit<Envelope, 'sig'>), cert.publicKey, Buffer.from(sig, 'base64'));
+    valid = verify('sha256', signingBytes(received as Omit<Envelope, 'sig'>), key, Buffer.from(sig, 'base64'));
   } catch {
     valid = false;
   }

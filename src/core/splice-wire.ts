@@ -1,9 +1,9 @@
-import { X509Certificate, sign, verify, type KeyObject } from 'node:crypto';
+import { sign, verify, type KeyObject } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { MAX_PROOF_BYTES, TOKEN_BYTES } from './constants.js';
-import { fingerprintOf } from './tls-material.js';
+import { listedKey } from './listed-key.js';
 
 // The splice wire format, both ends of it: what a dialer sends first on a splice connection, how
 // the proxy reads it, the proof inside it, and the host:port strings that name an endpoint.
@@ -91,26 +91,6 @@ export function signProof(key: KeyObject, s: ProofSubject): Buffer {
 }
 
 export type ProofCheck = { ok: true } | { ok: false; detail: string };
-
-// Parsing and fingerprinting the certificate cost more than the signature check itself, on every
-// dial, so each listed certificate's key is kept once its fingerprint was checked.
-const MAX_CACHED_KEYS = 1024;
-const checkedKeys = new Map<string, { fingerprint: string; key: KeyObject }>();
-
-function listedKey(listed: { certificate: string; fingerprint: string }): KeyObject | string {
-  const cached = checkedKeys.get(listed.certificate);
-  if (cached && cached.fingerprint === listed.fingerprint) return cached.key;
-  let cert: X509Certificate;
-  try {
-    cert = new X509Certificate(listed.certificate);
-  } catch {
-    return 'the directory certificate does not parse';
-  }
-  if (fingerprintOf(cert) !== listed.fingerprint) return 'the directory certificate does not match its fingerprint';
-  if (checkedKeys.size >= MAX_CACHED_KEYS) checkedKeys.clear();
-  checkedKeys.set(listed.certificate, { fingerprint: listed.fingerprint, key: cert.publicKey });
-  return cert.publicKey;
-}
 
 /** Checks a proof against the dialer's certificate as the signed directory lists it. */
 export function verifyProof(proof: Uint8Array, s: ProofSubject, listed: { certificate: string; fingerprint: string } | undefined): ProofCheck {

@@ -31,6 +31,8 @@ export interface StackOptions {
   overrides?: Partial<Record<RoleName, string>>;
   /** Inherit stdio instead of writing log files (the demo in a terminal). */
   inheritOutput?: boolean;
+  /** Options for node itself, per role (benches: `--cpu-prof`, which NODE_OPTIONS refuses). */
+  nodeArgs?: Partial<Record<RoleName, string[]>>;
 }
 
 export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1' | 'games-1';
@@ -95,7 +97,7 @@ export class DevStack {
 
   start(role: RoleName): ChildProcess {
     const cmd = COMMANDS[role];
-    const child = spawn(process.execPath, [binPath(cmd.bin), ...cmd.args], {
+    const child = spawn(process.execPath, [...(this.opts.nodeArgs?.[role] ?? []), binPath(cmd.bin), ...cmd.args], {
       cwd: packageRoot,
       env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],

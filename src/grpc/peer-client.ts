@@ -1,10 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { createServer, Socket, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { RpcError } from '../core/errors.js';
@@ -115,10 +115,25 @@ interface Bridge {
   dispose(): void;
 }
 
+// One private directory (0700, mkdtemp's mode) per process holds every bridge's socket, each under
+// a random name: creating and removing a directory per brokering cost hd-1 more than the bridge's
+// own I/O. Only our user can enter it, as before; it goes when the process exits, or is made anew
+// if something removed it meanwhile.
+let bridgeDir: string | undefined;
+
+function bridgeDirectory(): string {
+  if (!bridgeDir) {
+    const dir = mkdtempSync(join(tmpdir(), 'eps-peer-'));
+    bridgeDir = dir;
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return bridgeDir;
+}
+
 function openBridge(held: Socket | Duplex, log: Logger): Promise<Bridge> {
   if (held.destroyed) return Promise.reject(new PeerTransportError('closed', 'the held socket is already closed'));
-  const dir = mkdtempSync(join(tmpdir(), 'eps-peer-'));
-  const path = join(dir, 'grpc.sock');
+  const dir = bridgeDirectory();
+  const path = join(dir, `${randomUUID()}.sock`);
   let inner: Socket | undefined;
   let gone = false;
   const goneCallbacks: Array<() => void> = [];
@@ -126,7 +141,11 @@ function openBridge(held: Socket | Duplex, log: Logger): Promise<Bridge> {
 
   const stopListening = (): void => {
     if (listener.listening) listener.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone: libuv unlinks a unix socket's path when its server closes
+    }
   };
   const markGone = (): void => {
     if (gone) return;
@@ -157,7 +176,8 @@ function openBridge(held: Socket | Duplex, log: Logger): Promise<Bridge> {
   });
 
   return new Promise((resolve, reject) => {
-    listener.once('error', (err) => {
+    listener.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' && bridgeDir === dir) bridgeDir = undefined;
       markGone();
       reject(new PeerTransportError('transport', `cannot open the local gRPC bridge: ${err.message}`, { cause: err }));
     });
@@ -178,6 +198,23 @@ function openBridge(held: Socket | Duplex, log: Logger): Promise<Bridge> {
       });
     });
   });
+}
+
+// createSsl parses the key, the certificate and the CA into a new SecureContext for every client,
+// which cost hd-1 more CPU per brokering than anything else of its own; the material does not
+// change between channels, so each TlsMaterial object gets one context. Only what createSsl puts
+// in it (ca, key, cert, and GRPC_SSL_CIPHER_SUITES when set); each client still brings its own
+// checkServerIdentity.
+const secureContexts = new WeakMap<TlsMaterial, SecureContext>();
+
+function secureContextFor(tls: TlsMaterial): SecureContext {
+  let ctx = secureContexts.get(tls);
+  if (!ctx) {
+    const ciphers = process.env['GRPC_SSL_CIPHER_SUITES'];
+    ctx = createSecureContext({ ca: tls.ca, key: tls.key, cert: tls.cert, ...(ciphers ? { ciphers } : {}) });
+    secureContexts.set(tls, ctx);
+  }
+  return ctx;
 }
 
 function normalizeFingerprint(fp: string): string {
@@ -216,7 +253,7 @@ class GrpcPeerClient implements PeerClient {
       this.log.warn({ reason: err.message }, 'peer certificate refused');
       return (this.identityError = err);
     };
-    const credentials = grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, {
+    const credentials = grpc.credentials.createFromSecureContext(secureContextFor(tls), {
       // grpc-js calls this instead of (not after) Node's default check, with the override name.
       checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
         const nameError = checkServerIdentity(host, cert);

@@ -211,11 +211,23 @@ export function peerIdentityOf(call: Pick<grpc.ServerUnaryCall<unknown, unknown>
   const ctx = call.getAuthContext();
   const raw = ctx?.transportSecurityType === 'ssl' ? ctx.sslPeerCertificate?.raw : undefined;
   if (!raw || raw.length === 0) return undefined;
+  const der = raw.toString('base64');
+  const cached = identities.get(der);
+  if (cached) return cached;
   const x509 = new X509Certificate(raw);
   const commonName = commonNameOf(x509);
   if (!commonName) return undefined;
-  return { commonName, fingerprint: fingerprintOf(x509) };
+  const identity = { commonName, fingerprint: fingerprintOf(x509) };
+  if (identities.size >= MAX_CACHED_IDENTITIES) identities.clear();
+  identities.set(der, identity);
+  return identity;
 }
+
+// Parsing the (already verified) client certificate on every call cost more than the rest of
+// serving a `_ping`; name and fingerprint follow from the DER bytes alone, so they are kept per
+// certificate. The TLS layer still verifies the chain on every connection.
+const MAX_CACHED_IDENTITIES = 1024;
+const identities = new Map<string, PeerIdentity>();
 
 function statusError(code: grpc.status, details: string): grpc.ServerErrorResponse {
   return Object.assign(new Error(details), { code, details });

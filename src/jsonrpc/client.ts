@@ -1,4 +1,4 @@
-import { request } from 'node:https';
+import { request, type Agent } from 'node:https';
 import { randomUUID } from 'node:crypto';
 import { RpcError } from '../core/errors.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -10,6 +10,8 @@ export interface JsonRpcClientOptions {
   serverName: string;
   tls: Pick<TlsMaterial, 'ca' | 'cert' | 'key'>;
   timeoutMs?: number;
+  /** A keep-alive agent lets successive calls share one TLS connection to the gateway. */
+  agent?: Agent;
 }
 
 /** One JSON-RPC call over HTTPS with a client certificate; JSON-RPC errors become RpcError. */
@@ -29,6 +31,7 @@ export function callJsonRpc<T = unknown>(opts: JsonRpcClientOptions, method: str
         key: opts.tls.key,
         headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
         timeout: opts.timeoutMs ?? 10_000,
+        ...(opts.agent ? { agent: opts.agent } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];

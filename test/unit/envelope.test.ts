@@ -46,6 +46,20 @@ describe('bus envelopes', () => {
     expect(open(forged)).toMatchObject({ ok: false, code: 'BAD_SIGNATURE' });
   });
 
+  it('envelope - once a certificate\'s key is cached, a directory entry with another fingerprint is still refused', () => {
+    expect(open(seal()).ok).toBe(true);
+    const swapped = { certificate: dir['hd-1']!.certificate, fingerprint: dir['hd-2']!.fingerprint };
+    const r = openEnvelope(Buffer.from(JSON.stringify(seal())), {
+      self: 'hd-2',
+      certificateOf: (op) => (op === 'hd-1' ? swapped : dir[op]),
+      replay: new ReplayCache(),
+      maxAgeMs,
+      maxBytes: 64 * 1024,
+    });
+    expect(r).toMatchObject({ ok: false, code: 'UNKNOWN_SENDER' });
+    expect(open(seal()).ok).toBe(true);
+  });
+
   it('envelope - a replayed envelope is refused the second time', () => {
     const replay = new ReplayCache();
     const env = seal();

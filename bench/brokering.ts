@@ -1,0 +1,195 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:https';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
+import { connectPeerClientDirect, type PeerClient } from '../src/grpc/peer-client.js';
+import { callJsonRpc } from '../src/jsonrpc/client.js';
+import { start, stats, type Target } from './brokering-latency.js';
+
+// Brokering against its anchor, in the same run (issue 10, parts 2 and 3). The EPS stack (sd,
+// proxy, hd-1, hd-2 from dist/, as the demo starts them, on free ports, on the generated secured
+// bus) and a bare gRPC peer server (bench/peer-server-child.ts: the project's createPeerServer
+// with hd-2's certificate) each run in processes of their own. Per round, after hd-1 has closed
+// its idle channel (50 ms), the contenders take turns, the first one rotating:
+//   brokered     hd-2._ping through hd-1's gateway, which must broker a new channel; the client
+//                keeps its HTTPS connection to the gateway alive
+//   kept         the same call at once, on the channel just brokered
+//   local        hd-1._ping: hd-1 answering itself, its share of `kept`
+//   directFresh  mTLS gRPC connect + one unary call + close, to the bare server
+//   directKept   one unary call on a gRPC connection to it held open for the whole run
+// Ratios: brokered ÷ directFresh (p50, p99) and (kept − local p50) ÷ directKept.
+// BENCH_BEFORE=<a built checkout> adds that build's stack as a second EPS contender (before/after
+// in one run). BENCH_CPU_PROF=<dir> runs this build's proxy, hd-1 and hd-2 with --cpu-prof
+// (summarise with bench/cpuprofile-top.ts); BENCH_BROKER_ONLY=1 times brokerings alone.
+//
+//   node dist/bench/brokering.js [rounds]
+
+const CERTS = 'settings/dev/certs';
+const IDLE_MS = 50;
+
+interface Stats {
+  p50: number;
+  p90: number;
+  p99: number;
+  n: number;
+}
+
+interface EpsContender {
+  label: string;
+  target: Target;
+  agent: Agent;
+  samples: { brokered: number[]; kept: number[]; local: number[] };
+}
+
+function startAnchor(): Promise<{ child: ChildProcess; port: number }> {
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, ['dist/bench/peer-server-child.js'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.once('error', rej);
+    child.stdout!.once('data', (d: Buffer) => res({ child, port: Number(String(d).trim()) }));
+  });
+}
+
+function childrenOf(t: Target): Map<string, ChildProcess> {
+  return (t.stack as unknown as { children: Map<string, ChildProcess> }).children;
+}
+
+/** user + system CPU of a process, ms (clock ticks of 10 ms). */
+function cpuOf(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+async function main(): Promise<void> {
+  const rounds = Number(process.argv[2] ?? 200);
+  const brokerOnly = Boolean(process.env['BENCH_BROKER_ONLY']);
+  const hd1 = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
+  const expectedPeer = { name: 'hd-2', fingerprint: fingerprintOf(readFileSync(`${CERTS}/hd-2.crt`)) };
+  const contenders: EpsContender[] = [];
+  let anchor: { child: ChildProcess; port: number } | undefined;
+  let kept: PeerClient | undefined;
+  const direct = { directFresh: [] as number[], directKept: [] as number[] };
+  try {
+    const profDir = process.env['BENCH_CPU_PROF'];
+    if (profDir) mkdirSync(profDir, { recursive: true });
+    const prof = profDir ? ['--cpu-prof', `--cpu-prof-dir=${resolve(profDir)}`] : [];
+    const roots: Array<[string, string]> = [['.', 'this build']];
+    if (process.env['BENCH_BEFORE']) roots.push([process.env['BENCH_BEFORE'], `before (${process.env['BENCH_BEFORE']})`]);
+    for (const [root, label] of roots) {
+      const target = await start(root, {}, root === '.' ? { 'public-proxy-1': prof, 'hd-1': prof, 'hd-2': prof } : {});
+      contenders.push({ label, target, agent: new Agent({ keepAlive: true, maxSockets: 1 }), samples: { brokered: [], kept: [], local: [] } });
+    }
+    if (profDir) {
+      const pids = Object.fromEntries([...childrenOf(contenders[0]!.target)].map(([role, c]) => [c.pid, role]));
+      writeFileSync(join(profDir, 'roles.json'), JSON.stringify(pids));
+    }
+    anchor = await startAnchor();
+    const address = `127.0.0.1:${anchor.port}`;
+    const gw = (c: EpsContender, method: string) =>
+      callJsonRpc({ url: `https://127.0.0.1:${c.target.jsonrpcPort}/jsonrpc`, serverName: 'hd-1', tls: hd1, timeoutMs: 10_000, agent: c.agent }, method, {});
+    const fresh = async () => {
+      const client = await connectPeerClientDirect({ tls: hd1, expectedPeer, address });
+      try {
+        await client.call('_ping', {});
+      } finally {
+        client.close();
+      }
+    };
+    // Warm up: a stack needs a few seconds before hd-2 is in hd-1's directory.
+    for (const c of contenders) {
+      const until = Date.now() + 30_000;
+      for (;;) {
+        try {
+          await gw(c, 'hd-2._ping');
+          break;
+        } catch (err) {
+          if (Date.now() > until) throw err;
+          await sleep(200);
+        }
+      }
+    }
+    const held = await connectPeerClientDirect({ tls: hd1, expectedPeer, address });
+    kept = held;
+    for (let i = 0; i < 20; i++) {
+      await fresh();
+      await held.call('_ping', {});
+      for (const c of contenders) await gw(c, 'hd-1._ping');
+    }
+    const timed = async (into: number[], f: () => Promise<unknown>) => {
+      const t0 = performance.now();
+      await f();
+      into.push(performance.now() - t0);
+    };
+    const turns: Array<() => Promise<void>> = contenders.map((c) => async () => {
+      await timed(c.samples.brokered, () => gw(c, 'hd-2._ping'));
+      if (brokerOnly) return;
+      await timed(c.samples.kept, () => gw(c, 'hd-2._ping'));
+      await timed(c.samples.local, () => gw(c, 'hd-1._ping'));
+    });
+    if (!brokerOnly) {
+      turns.push(async () => {
+        await timed(direct.directFresh, fresh);
+        await timed(direct.directKept, () => held.call('_ping', {}));
+      });
+    }
+    const pids: Record<string, number | undefined> = { anchor: anchor.child.pid };
+    for (const c of contenders) for (const [role, child] of childrenOf(c.target)) pids[`${c.label}: ${role}`] = child.pid;
+    const cpuBefore = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuOf(pid)]));
+    for (let i = 0; i < rounds; i++) {
+      await sleep(IDLE_MS * 3);
+      for (let j = 0; j < turns.length; j++) await turns[(i + j) % turns.length]!();
+    }
+    const cpuPerRound = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, Math.round(((cpuOf(pid) - cpuBefore[k]!) / rounds) * 100) / 100]));
+
+    const r2 = (x: number) => Math.round(x * 100) / 100;
+    const d = { directFresh: stats(direct.directFresh), directKept: stats(direct.directKept) };
+    console.log(`brokering vs direct gRPC, ${rounds} rounds, contenders alternating (ms)`);
+    if (!brokerOnly) for (const [name, st] of Object.entries(d)) console.log(`  ${name.padEnd(12)} p50 ${st.p50}  p90 ${st.p90}  p99 ${st.p99}`);
+    const results = contenders.map((c) => {
+      const s = { brokered: stats(c.samples.brokered), kept: stats(c.samples.kept), local: stats(c.samples.local) } as Record<string, Stats>;
+      const ratios = brokerOnly
+        ? {}
+        : {
+            brokeredP50: r2(s['brokered']!.p50 / d.directFresh.p50),
+            brokeredP99: r2(s['brokered']!.p99 / d.directFresh.p99),
+            keptP50: r2((s['kept']!.p50 - s['local']!.p50) / d.directKept.p50),
+            keptP99: r2((s['kept']!.p99 - s['local']!.p50) / d.directKept.p99),
+          };
+      console.log(`${c.label}`);
+      for (const [name, st] of Object.entries(s)) if (st.n) console.log(`  ${name.padEnd(12)} p50 ${st.p50}  p90 ${st.p90}  p99 ${st.p99}`);
+      if (!brokerOnly) {
+        console.log(`  brokered ÷ direct fresh: p50 ${ratios.brokeredP50}×, p99 ${ratios.brokeredP99}× (target ≤ 1.5×)`);
+        console.log(`  (kept − local p50) ÷ direct kept: p50 ${ratios.keptP50}×, p99 ${ratios.keptP99}× (target ≤ 1.2×)`);
+      }
+      return { label: c.label, stats: s, ratios, samples: c.samples };
+    });
+    console.log(`CPU ms per round (${brokerOnly ? 'one brokering per stack' : 'each stack: brokered + kept + local; anchor: fresh + kept'}):`);
+    for (const [k, v] of Object.entries(cpuPerRound)) if (!k.includes('sd-1')) console.log(`  ${k.padEnd(40)} ${v}`);
+    mkdirSync('bench/results', { recursive: true });
+    const file = `bench/results/brokering-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
+    writeFileSync(file, JSON.stringify({ rounds, brokerOnly, direct: d, contenders: results, cpuPerRound, directSamples: direct }, null, 1));
+    console.log(`wrote ${file}`);
+  } finally {
+    kept?.close();
+    anchor?.child.kill('SIGTERM');
+    for (const c of contenders) {
+      c.agent.destroy();
+      await c.target.stack.stop().catch(() => {});
+      c.target.nats.kill('SIGTERM');
+      rmSync(c.target.storeDir, { recursive: true, force: true });
+    }
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
