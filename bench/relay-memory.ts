@@ -112,7 +112,8 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
     if (contender.startsWith('haproxy')) {
       port = await freePort();
       const cfg = join(tmpdir(), `eps-bench-haproxy-memory-${process.pid}.cfg`);
-      writeFileSync(cfg, ['global', `  maxconn ${SESSIONS * 2 + 100}`, 'defaults', '  mode tcp', '  maxconn 100000', '  timeout connect 5s', '  timeout client 600s', '  timeout server 600s',
+      // maxconn counts sessions; haproxy wants two descriptors per session and a few more.
+      writeFileSync(cfg, ['global', `  maxconn ${SESSIONS + 20}`, 'defaults', '  mode tcp', `  maxconn ${SESSIONS + 20}`, '  timeout connect 5s', '  timeout client 600s', '  timeout server 600s',
         'frontend relay', `  bind 127.0.0.1:${port}`, '  backlog 4096', '  default_backend receiver', 'backend receiver', `  server b 127.0.0.1:${bPort} maxconn 100000`, ''].join('\n'));
       haproxyProc = spawn(haproxy, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
       relayPid = haproxyProc.pid!;
