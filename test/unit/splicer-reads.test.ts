@@ -161,6 +161,49 @@ describe('splicer reads', () => {
     quiet.stop();
   }, 30_000);
 
+  it('splicer - a session idle after a bulk message each way holds no read buffer of its own', async () => {
+    // Issue 10's memory target: 10,000 idle sessions may not keep 128 KiB per direction because
+    // each once carried a large message. Both directions must read into the one shared buffer.
+    const [bProxy, bPeer] = await pair();
+    const [aProxy, aPeer] = await pair();
+    const s = start(undefined);
+    s.attach('ATTACH_B', bProxy);
+    s.attach('ATTACH_A', aProxy);
+    const readBuffer = (socket: Socket) => {
+      const slot = Object.getOwnPropertySymbols(socket).find((k) => k.description === 'kBuffer')!;
+      return (socket as unknown as Record<symbol, unknown>)[slot];
+    };
+    const bulk = async (from: Socket, to: Socket, seed: number) => {
+      const message = pattern(300_000, seed);
+      const chunks: Buffer[] = [];
+      let got = 0;
+      const all = new Promise<void>((resolve) =>
+        to.on('data', (c: Buffer) => {
+          chunks.push(c);
+          got += c.length;
+          if (got >= message.length) resolve();
+        }),
+      );
+      from.write(message);
+      await all;
+      expect(digest(Buffer.concat(chunks))).toBe(digest(message));
+    };
+    await bulk(aPeer, bPeer, 11);
+    await bulk(bPeer, aPeer, 12);
+    // Let the last writes' callbacks run.
+    await new Promise((r) => setTimeout(r, 50));
+    // A boolean: a failed toBe on two 128 KiB buffers would format a diff of both for minutes.
+    expect(readBuffer(aProxy) === readBuffer(bProxy)).toBe(true);
+    // And the idle session still relays both ways.
+    const got = once(bPeer, 'data');
+    aPeer.write('hello');
+    expect(String((await got)[0])).toBe('hello');
+    const back = once(aPeer, 'data');
+    bPeer.write('world');
+    expect(String((await back)[0])).toBe('world');
+    s.stop();
+  });
+
   it('splicer - on this Node, spliced sockets read into reused buffers rather than a new one per read', async () => {
     // The fast path rests on net.Socket internals; if a Node upgrade removes them the splicer
     // still relays (with 'data' events) and this test says the relay got slower.
