@@ -1,78 +1,16 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { pino } from 'pino';
+import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
-import type { SplicerEvent } from '../../machines/brokering.js';
-import { createSplicer, type SpliceLimits } from '../../src/proxy/splicer.js';
+import { closeAll, counter, gone, pair, startSplicer } from '../helpers/splicer-harness.js';
 
 // The splicer's reads into reused buffers (src/proxy/reused-reads.ts): a read buffer is shared
 // by every quiet socket and a bulk direction reads into one of its own, so a write still pending
 // when the next read comes would relay the wrong bytes. These push streams through slow readers
 // (forcing pending writes) and mixed write sizes (moving between the buffers), and compare every
-// byte. The harness is splicer-limits.test.ts's.
+// byte. The harness is test/helpers/splicer-harness.ts.
 
-type Ended = { reason: string; bytesAToB: number; bytesBToA: number };
-
-const log = pino({ level: 'silent' });
-const servers: Server[] = [];
-const sockets: Socket[] = [];
-
-afterEach(() => {
-  for (const s of sockets.splice(0)) s.destroy();
-  for (const s of servers.splice(0)) s.close();
-});
-
-/** One loopback connection: [the proxy's end, the peer's end]. */
-async function pair(): Promise<[Socket, Socket]> {
-  const server = createServer({ allowHalfOpen: true });
-  servers.push(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const peer = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-  peer.on('error', () => {});
-  const [proxySide] = await accepted;
-  proxySide.on('error', () => {});
-  sockets.push(peer, proxySide);
-  return [proxySide, peer];
-}
-
-function start(limits: SpliceLimits | undefined, idleMs = 0, reuseReadBuffers = true) {
-  const machine = setup({
-    types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
-    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers }) },
-  }).createMachine({
-    context: { ended: undefined },
-    invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },
-    on: {
-      ATTACH_B: { actions: sendTo('splicer', ({ event }) => event) },
-      ATTACH_A: { actions: sendTo('splicer', ({ event }) => event) },
-      SPLICE_ENDED: { actions: assign({ ended: ({ event }) => ({ reason: event.reason, bytesAToB: event.bytesAToB, bytesBToA: event.bytesBToA }) }) },
-    },
-  });
-  const actor = createActor(machine).start();
-  return {
-    attach: (type: 'ATTACH_A' | 'ATTACH_B', socket: Socket, rest: Buffer = Buffer.alloc(0)) => actor.send({ type, socket, rest }),
-    ended: async (timeout = 3_000) => (await waitFor(actor, (s) => s.context.ended !== undefined, { timeout })).context.ended!,
-    current: () => actor.getSnapshot().context.ended,
-    stop: () => actor.stop(),
-  };
-}
-
-/** The proxy closed its end: the peer (half-open) sees FIN or RST. */
-const gone = (socket: Socket): Promise<unknown> => {
-  socket.resume();
-  return socket.readableEnded || socket.destroyed ? Promise.resolve() : Promise.race([once(socket, 'end'), once(socket, 'close')]);
-};
-
-const counter = (socket: Socket) => {
-  let n = 0;
-  socket.on('data', (c: Buffer) => (n += c.length));
-  return () => n;
-};
+afterEach(closeAll);
 
 
 /** Deterministic bytes, different per seed, so a misplaced chunk shows in the digest. */
@@ -125,14 +63,14 @@ describe('splicer reads', () => {
     const MiB = 1024 * 1024;
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const bulk = start(undefined, 0, reuse);
+    const bulk = startSplicer(undefined, 0, reuse);
     bulk.attach('ATTACH_B', bProxy);
     bulk.attach('ATTACH_A', aProxy);
 
     // A second session of small exchanges reads through the shared buffer meanwhile.
     const [qbProxy, qbPeer] = await pair();
     const [qaProxy, qaPeer] = await pair();
-    const quiet = start(undefined, 0, reuse);
+    const quiet = startSplicer(undefined, 0, reuse);
     quiet.attach('ATTACH_B', qbProxy);
     quiet.attach('ATTACH_A', qaProxy);
     qbPeer.on('data', (c: Buffer) => qbPeer.write(c));
@@ -166,7 +104,7 @@ describe('splicer reads', () => {
     // each once carried a large message. Both directions must read into the one shared buffer.
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = start(undefined);
+    const s = startSplicer(undefined);
     s.attach('ATTACH_B', bProxy);
     s.attach('ATTACH_A', aProxy);
     const readBuffer = (socket: Socket) => {
@@ -209,7 +147,7 @@ describe('splicer reads', () => {
     // still relays (with 'data' events) and this test says the relay got slower.
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = start(undefined);
+    const s = startSplicer(undefined);
     s.attach('ATTACH_B', bProxy);
     s.attach('ATTACH_A', aProxy);
     const userBuffer = (socket: Socket) => {

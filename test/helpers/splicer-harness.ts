@@ -1,0 +1,70 @@
+// The splicer actor alone, in a minimal parent that hands it two sockets and records how it
+// ended; the sockets are loopback pairs (the proxy's side goes to the splicer, the peer's side
+// stays with the test). Shared by the splicer's unit tests; `closeAll()` belongs in afterEach.
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { pino } from 'pino';
+import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
+import type { SplicerEvent } from '../../machines/brokering.js';
+import { createSplicer, type SpliceLimits } from '../../src/proxy/splicer.js';
+
+export type Ended = { reason: string; bytesAToB: number; bytesBToA: number };
+
+const log = pino({ level: 'silent' });
+const servers: Server[] = [];
+const sockets: Socket[] = [];
+
+export function closeAll(): void {
+  for (const s of sockets.splice(0)) s.destroy();
+  for (const s of servers.splice(0)) s.close();
+}
+
+/** One loopback connection: [the proxy's end, the peer's end]. */
+export async function pair(): Promise<[Socket, Socket]> {
+  const server = createServer({ allowHalfOpen: true });
+  servers.push(server);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const peer = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  peer.on('error', () => {});
+  const [proxySide] = await accepted;
+  proxySide.on('error', () => {});
+  sockets.push(peer, proxySide);
+  return [proxySide, peer];
+}
+
+export function startSplicer(limits: SpliceLimits | undefined, idleMs = 0, reuseReadBuffers = true) {
+  const machine = setup({
+    types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
+    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers }) },
+  }).createMachine({
+    context: { ended: undefined },
+    invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },
+    on: {
+      ATTACH_B: { actions: sendTo('splicer', ({ event }) => event) },
+      ATTACH_A: { actions: sendTo('splicer', ({ event }) => event) },
+      SPLICE_ENDED: { actions: assign({ ended: ({ event }) => ({ reason: event.reason, bytesAToB: event.bytesAToB, bytesBToA: event.bytesBToA }) }) },
+    },
+  });
+  const actor = createActor(machine).start();
+  return {
+    attach: (type: 'ATTACH_A' | 'ATTACH_B', socket: Socket, rest: Buffer = Buffer.alloc(0)) => actor.send({ type, socket, rest }),
+    ended: async (timeout = 3_000) => (await waitFor(actor, (s) => s.context.ended !== undefined, { timeout })).context.ended!,
+    current: () => actor.getSnapshot().context.ended,
+    stop: () => actor.stop(),
+  };
+}
+
+/** The proxy closed its end: the peer (half-open) sees FIN or RST. */
+export const gone = (socket: Socket): Promise<unknown> => {
+  socket.resume();
+  return socket.readableEnded || socket.destroyed ? Promise.resolve() : Promise.race([once(socket, 'end'), once(socket, 'close')]);
+};
+
+export const counter = (socket: Socket) => {
+  let n = 0;
+  socket.on('data', (c: Buffer) => (n += c.length));
+  return () => n;
+};
