@@ -1,7 +1,16 @@
-import type { Summary } from './relay.js';
-
 // One SVG per relay bench run: a panel per figure (throughput, relay CPU per GiB, round-trip
 // p50), one horizontal bar per contender, the project's bar in its own colour.
+
+/** One contender's medians over a run, as the chart draws them (bench/relay.ts computes them). */
+export interface Summary {
+  contender: string;
+  mibps: number;
+  cpuMsPerGiB?: number;
+  cpuUsPerRoundTrip?: number;
+  p50Us: number;
+  p99Us: number;
+  range: { mibps: [number, number]; p50Us: [number, number] };
+}
 
 const PANEL_W = 300;
 const BAR_H = 18;

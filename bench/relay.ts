@@ -6,7 +6,7 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
-import { relayChart } from './relay-chart.js';
+import { relayChart, type Summary } from './relay-chart.js';
 
 // The relay against what an operator would run instead, each in processes of its own: a sender
 // (A), a relay and a receiver (B) are three processes, forked afresh for every contender in every
@@ -239,15 +239,6 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
   }
 }
 
-export interface Summary {
-  contender: Contender;
-  mibps: number;
-  cpuMsPerGiB?: number;
-  cpuUsPerRoundTrip?: number;
-  p50Us: number;
-  p99Us: number;
-  range: { mibps: [number, number]; p50Us: [number, number] };
-}
 
 function summarise(samples: Sample[]): Summary[] {
   return [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
