@@ -5,6 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RoleChild } from './role-child.js';
 import type { FromChild, Pass, ToChild } from './relay-memory-roles.js';
 
 // RSS per idle spliced session (issue 10, part 4): SESSIONS sessions through each relay, each in
@@ -32,33 +33,10 @@ const root = join(here, '..', '..');
 const ROLES = join(here, 'relay-memory-roles.js');
 const CONTENDERS = ['eps-idle', 'eps-bulk', 'haproxy-idle', 'haproxy-bulk', 'node-pipe-idle', 'node-pipe-bulk'];
 
-class Child {
-  readonly messages: FromChild[] = [];
-  #waiters: (() => void)[] = [];
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: FromChild) => {
-      this.messages.push(m);
-      for (const w of this.#waiters.splice(0)) w();
-    });
-  }
-  send(m: ToChild): void {
-    this.proc.send(m);
-  }
-  async next<T extends FromChild['type']>(type: T): Promise<Extract<FromChild, { type: T }>> {
-    const deadline = Date.now() + STEP_TIMEOUT_MS;
-    for (;;) {
-      const i = this.messages.findIndex((m) => m.type === type || m.type === 'failed');
-      if (i >= 0) {
-        const [m] = this.messages.splice(i, 1);
-        if (m!.type === 'failed') throw new Error(m!.detail);
-        return m as Extract<FromChild, { type: T }>;
-      }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${type}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 1_000);
-        this.#waiters.push(() => (clearTimeout(t), r()));
-      });
-    }
+/** A role process of this bench, speaking relay-memory-roles' messages. */
+class Child extends RoleChild<ToChild, FromChild> {
+  constructor(proc: ChildProcess) {
+    super(proc, STEP_TIMEOUT_MS);
   }
 }
 

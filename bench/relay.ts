@@ -5,6 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RoleChild } from './role-child.js';
 import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
 import { relayChart, type Summary } from './relay-chart.js';
 
@@ -52,37 +53,10 @@ export interface Sample {
   p99Us: number;
 }
 
-class Child {
-  readonly messages: FromChild[] = [];
-  #waiters: (() => void)[] = [];
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: FromChild) => {
-      this.messages.push(m);
-      for (const w of this.#waiters.splice(0)) w();
-    });
-  }
-  send(m: ToChild): void {
-    this.proc.send(m);
-  }
-  async next<T extends FromChild['type']>(type: T): Promise<Extract<FromChild, { type: T }>> {
-    const deadline = Date.now() + STEP_TIMEOUT_MS;
-    for (;;) {
-      const i = this.messages.findIndex((m) => m.type === type || m.type === 'failed');
-      if (i >= 0) {
-        const [m] = this.messages.splice(i, 1);
-        if (m!.type === 'failed') throw new Error(m!.detail);
-        return m as Extract<FromChild, { type: T }>;
-      }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${type}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 1_000);
-        this.#waiters.push(() => (clearTimeout(t), r()));
-      });
-    }
-  }
-  kill(): void {
-    // SIGTERM: the roles exit on it, so a --cpu-prof profile gets written.
-    this.proc.kill('SIGTERM');
+/** A role process of this bench: its steps and answers are relay-roles' messages. */
+class Child extends RoleChild<ToChild, FromChild> {
+  constructor(proc: ChildProcess) {
+    super(proc, STEP_TIMEOUT_MS);
   }
 }
 
