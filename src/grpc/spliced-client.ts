@@ -52,6 +52,7 @@ class SplicedPeerClient implements PeerClient {
   /** B checks it against our certificate's CN; sent so B's logs name the caller even on refusal. */
   private readonly from: string;
   private readonly method = callMethodDefinition();
+  private readonly held: PeerClientOptions['socket'];
   private readonly tlsSocket: TLSSocket;
   private readonly session: ClientHttp2Session;
   private readonly callTimeoutMs: number;
@@ -69,7 +70,7 @@ class SplicedPeerClient implements PeerClient {
     this.peer = { name: opts.expectedPeer.name, fingerprint: normalizeFingerprint(opts.expectedPeer.fingerprint) };
     this.from = opts.tls.commonName;
     this.callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-    const held = opts.socket;
+    const held = (this.held = opts.socket);
     // Nagle on the relay leg would add ~40 ms per small call (delayed ACK on the other side).
     if (held instanceof Socket) held.setNoDelay(true);
     held.on('error', (err: Error) => log.debug({ err: err.message }, 'held socket error'));
@@ -146,6 +147,8 @@ class SplicedPeerClient implements PeerClient {
         {
           [h2.HTTP2_HEADER_METHOD]: 'POST',
           [h2.HTTP2_HEADER_PATH]: this.method.path,
+          // As grpc-js sends it (grpc.default_authority): the operator's name, no port.
+          [h2.HTTP2_HEADER_AUTHORITY]: this.peer.name,
           [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
           [h2.HTTP2_HEADER_TE]: 'trailers',
           'grpc-timeout': grpcTimeout(this.callTimeoutMs),
@@ -252,6 +255,7 @@ class SplicedPeerClient implements PeerClient {
     for (const p of [...this.pending]) p.fail(reason);
     this.session.destroy();
     this.tlsSocket.destroy();
+    this.held.destroy();
     fireCloseCallbacks(this.closeCallbacks, reason, this.log);
   }
 
