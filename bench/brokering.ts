@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { connectPeerClientDirect, type PeerClient } from '../src/grpc/peer-client.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
+import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
 import { start, stats, type Target } from './brokering-latency.js';
 
 // Brokering against its anchor, in the same run (issue 10, parts 2 and 3). The EPS stack (sd,
@@ -24,6 +25,10 @@ import { start, stats, type Target } from './brokering-latency.js';
 // BENCH_BEFORE=<a built checkout> adds that build's stack as a second EPS contender (before/after
 // in one run). BENCH_CPU_PROF=<dir> runs this build's proxy, hd-1 and hd-2 with --cpu-prof
 // (summarise with bench/cpuprofile-top.ts); BENCH_BROKER_ONLY=1 times brokerings alone.
+// Then the concurrent mode (bench/brokering-concurrent.ts): BENCH_CONCURRENCY requesters (50) for
+// BENCH_WINDOW_MS (5,000) per contender and round, BENCH_CONCURRENT_ROUNDS rounds (3; 0 skips
+// it): brokerings per second through each stack against direct fresh connects + calls per second,
+// with every process's CPU per request. `rounds` 0 skips the serial part.
 //
 //   node dist/bench/brokering.js [rounds]
 
@@ -68,6 +73,9 @@ function cpuOf(pid: number | undefined): number {
 
 async function main(): Promise<void> {
   const rounds = Number(process.argv[2] ?? 200);
+  const concurrentRounds = Number(process.env['BENCH_CONCURRENT_ROUNDS'] ?? 3);
+  const concurrency = Number(process.env['BENCH_CONCURRENCY'] ?? 50);
+  const windowMs = Number(process.env['BENCH_WINDOW_MS'] ?? 5_000);
   const brokerOnly = Boolean(process.env['BENCH_BROKER_ONLY']);
   const hd1 = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
   const expectedPeer = { name: 'hd-2', fingerprint: fingerprintOf(readFileSync(`${CERTS}/hd-2.crt`)) };
@@ -147,6 +155,32 @@ async function main(): Promise<void> {
     }
     const cpuPerRound = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, Math.round(((cpuOf(pid) - cpuBefore[k]!) / rounds) * 100) / 100]));
 
+    let concurrent: ConcurrentSummary[] = [];
+    if (concurrentRounds > 0) {
+      console.log(`concurrent: ${concurrency} requesters, ${windowMs} ms per contender and round, ${concurrentRounds} rounds`);
+      const contenderList: ConcurrentContender[] = contenders.map((c) => {
+        const children = childrenOf(c.target);
+        return {
+          label: `brokered, ${c.label}`,
+          target: {
+            target: c.target,
+            root: c.label === 'this build' ? '.' : process.env['BENCH_BEFORE']!,
+            pids: { proxy: children.get('public-proxy-1')?.pid, 'hd-2': children.get('hd-2')?.pid, 'hd-1': children.get('hd-1')?.pid, nats: c.target.nats.pid },
+          },
+        };
+      });
+      contenderList.push({ label: 'direct fresh connect + call', anchor: { address, pids: { anchor: anchor.child.pid } } });
+      concurrent = await runConcurrent(contenderList, { rounds: concurrentRounds, concurrency, durationMs: windowMs, cpuOf });
+      const directRate = concurrent.at(-1)!.ratePerSecond.median;
+      for (const c of concurrent) {
+        const cpu = Object.entries(c.cpuMsPerRequest).map(([k, v]) => `${k} ${v}`).join(', ');
+        const total = Math.round(Object.values(c.cpuMsPerRequest).reduce((a, b) => a + b, 0) * 100) / 100;
+        console.log(`${c.label}`);
+        console.log(`  ${c.ratePerSecond.median}/s (${c.ratePerSecond.min}–${c.ratePerSecond.max}), ${Math.round((c.ratePerSecond.median / directRate) * 100) / 100}× direct (target ≥ 0.6×); latency p50 ${c.latency.p50} p99 ${c.latency.p99} ms; ${c.failed} failed`);
+        console.log(`  CPU ms per request: ${cpu} (total ${total})`);
+      }
+    }
+
     const r2 = (x: number) => Math.round(x * 100) / 100;
     const d = { directFresh: stats(direct.directFresh), directKept: stats(direct.directKept) };
     console.log(`brokering vs direct gRPC, ${rounds} rounds, contenders alternating (ms)`);
@@ -173,7 +207,7 @@ async function main(): Promise<void> {
     for (const [k, v] of Object.entries(cpuPerRound)) if (!k.includes('sd-1')) console.log(`  ${k.padEnd(40)} ${v}`);
     mkdirSync('bench/results', { recursive: true });
     const file = `bench/results/brokering-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
-    writeFileSync(file, JSON.stringify({ rounds, brokerOnly, direct: d, contenders: results, cpuPerRound, directSamples: direct }, null, 1));
+    writeFileSync(file, JSON.stringify({ rounds, brokerOnly, direct: d, contenders: results, cpuPerRound, directSamples: direct, concurrent }, null, 1));
     console.log(`wrote ${file}`);
   } finally {
     kept?.close();
