@@ -4,8 +4,10 @@ import { Agent } from 'node:https';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
+import { pino } from 'pino';
 import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
-import { connectPeerClientDirect, type PeerClient } from '../src/grpc/peer-client.js';
+import { dialTcp } from '../src/core/dial.js';
+import { connectPeerClient, connectPeerClientDirect, type PeerClient } from '../src/grpc/peer-client.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
 import { start, stats, type Target } from './brokering-latency.js';
@@ -21,6 +23,9 @@ import { start, stats, type Target } from './brokering-latency.js';
 //   local        hd-1._ping: hd-1 answering itself, its share of `kept`
 //   directFresh  mTLS gRPC connect + one unary call + close, to the bare server
 //   directKept   one unary call on a gRPC connection to it held open for the whole run
+//   sameClient…  the same two with A's own client (src/grpc/spliced-client.ts) on a socket the
+//                bench dials itself: what the brokered figures would be measured against if the
+//                operator's alternative used A's leaner client rather than grpc-js's
 // Ratios: brokered ÷ directFresh (p50, p99) and (kept − local p50) ÷ directKept.
 // BENCH_BEFORE=<a built checkout> adds that build's stack as a second EPS contender (before/after
 // in one run). BENCH_CPU_PROF=<dir> runs this build's proxy, hd-1 and hd-2 with --cpu-prof
@@ -87,7 +92,8 @@ async function main(): Promise<void> {
   const contenders: EpsContender[] = [];
   let anchor: { child: ChildProcess; port: number } | undefined;
   let kept: PeerClient | undefined;
-  const direct = { directFresh: [] as number[], directKept: [] as number[] };
+  const direct = { directFresh: [] as number[], directKept: [] as number[], sameClientFresh: [] as number[], sameClientKept: [] as number[] };
+  let keptSame: PeerClient | undefined;
   try {
     const profDir = process.env['BENCH_CPU_PROF'];
     if (profDir) mkdirSync(profDir, { recursive: true });
@@ -129,9 +135,22 @@ async function main(): Promise<void> {
     }
     const held = await connectPeerClientDirect({ tls: hd1, expectedPeer, address });
     kept = held;
+    const sameClient = async () => connectPeerClient({ tls: hd1, expectedPeer, socket: await dialTcp(address), log: pino({ level: 'silent' }) });
+    const freshSame = async () => {
+      const client = await sameClient();
+      try {
+        await client.call('_ping', {});
+      } finally {
+        client.close();
+      }
+    };
+    const heldSame = await sameClient();
+    keptSame = heldSame;
     for (let i = 0; i < 20; i++) {
       await fresh();
       await held.call('_ping', {});
+      await freshSame();
+      await heldSame.call('_ping', {});
       for (const c of contenders) await gw(c, 'hd-1._ping');
     }
     const timed = async (into: number[], f: () => Promise<unknown>) => {
@@ -149,6 +168,8 @@ async function main(): Promise<void> {
       turns.push(async () => {
         await timed(direct.directFresh, fresh);
         await timed(direct.directKept, () => held.call('_ping', {}));
+        await timed(direct.sameClientFresh, freshSame);
+        await timed(direct.sameClientKept, () => heldSame.call('_ping', {}));
       });
     }
     const pids: Record<string, number | undefined> = { anchor: anchor.child.pid };
@@ -187,7 +208,12 @@ async function main(): Promise<void> {
     }
 
     const r2 = (x: number) => Math.round(x * 100) / 100;
-    const d = { directFresh: stats(direct.directFresh), directKept: stats(direct.directKept) };
+    const d = {
+      directFresh: stats(direct.directFresh),
+      directKept: stats(direct.directKept),
+      sameClientFresh: stats(direct.sameClientFresh),
+      sameClientKept: stats(direct.sameClientKept),
+    };
     console.log(`brokering vs direct gRPC, ${rounds} rounds, contenders alternating (ms)`);
     if (!brokerOnly) for (const [name, st] of Object.entries(d)) console.log(`  ${name.padEnd(12)} p50 ${st.p50}  p90 ${st.p90}  p99 ${st.p99}`);
     const results = contenders.map((c) => {
@@ -199,12 +225,17 @@ async function main(): Promise<void> {
             brokeredP99: r2(s['brokered']!.p99 / d.directFresh.p99),
             keptP50: r2((s['kept']!.p50 - s['local']!.p50) / d.directKept.p50),
             keptP99: r2((s['kept']!.p99 - s['local']!.p50) / d.directKept.p99),
+            sameClientBrokeredP50: r2(s['brokered']!.p50 / d.sameClientFresh.p50),
+            sameClientBrokeredP99: r2(s['brokered']!.p99 / d.sameClientFresh.p99),
+            sameClientKeptP50: r2((s['kept']!.p50 - s['local']!.p50) / d.sameClientKept.p50),
+            sameClientKeptP99: r2((s['kept']!.p99 - s['local']!.p50) / d.sameClientKept.p99),
           };
       console.log(`${c.label}`);
       for (const [name, st] of Object.entries(s)) if (st.n) console.log(`  ${name.padEnd(12)} p50 ${st.p50}  p90 ${st.p90}  p99 ${st.p99}`);
       if (!brokerOnly) {
         console.log(`  brokered ÷ direct fresh: p50 ${ratios.brokeredP50}×, p99 ${ratios.brokeredP99}× (target ≤ 1.5×)`);
         console.log(`  (kept − local p50) ÷ direct kept: p50 ${ratios.keptP50}×, p99 ${ratios.keptP99}× (target ≤ 1.2×)`);
+        console.log(`  against A's own client direct: brokered p50 ${ratios.sameClientBrokeredP50}×, p99 ${ratios.sameClientBrokeredP99}×; kept − local p50 ${ratios.sameClientKeptP50}×, p99 ${ratios.sameClientKeptP99}×`);
       }
       return { label: c.label, stats: s, ratios, samples: c.samples };
     });
@@ -216,6 +247,7 @@ async function main(): Promise<void> {
     console.log(`wrote ${file}`);
   } finally {
     kept?.close();
+    keptSame?.close();
     anchor?.child.kill('SIGTERM');
     for (const c of contenders) {
       c.agent.destroy();
