@@ -5,18 +5,16 @@ import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { callMethodDefinition, type CallRequestMessage, type CallResponseMessage } from './peer-server.js';
 import {
-  DEFAULT_CALL_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
-  directoryIdentityCheck,
-  fireCloseCallbacks,
-  normalizeFingerprint,
   paramsJson,
+  PeerClientBase,
   PeerTransportError,
   resultOf,
   secureContextFor,
   type ExpectedPeer,
   type PeerClient,
   type PeerClientDirectOptions,
+  type PendingCall,
 } from './peer-transport.js';
 
 /** Largest delay setTimeout honours; grpc-js would otherwise drop an idle channel after 30 min. */
@@ -34,40 +32,14 @@ export async function connectPeerClientDirect(opts: PeerClientDirectOptions): Pr
   return client;
 }
 
-interface PendingCall {
-  fail(reason: PeerTransportError): void;
-}
-
-class GrpcPeerClient implements PeerClient {
-  readonly peer: ExpectedPeer;
-  /** B checks it against our certificate's CN; sent so B's logs name the caller even on refusal. */
-  private readonly from: string;
+class GrpcPeerClient extends PeerClientBase {
   private readonly client: grpc.Client;
   private readonly method = callMethodDefinition();
-  private readonly pending = new Set<PendingCall>();
-  private readonly closeCallbacks: Array<(reason: PeerTransportError) => void> = [];
-  private closedReason: PeerTransportError | undefined;
-  /** Why our checkServerIdentity refused B: grpc-js reports only TRANSIENT_FAILURE. */
-  private identityError: Error | undefined;
 
-  constructor(
-    target: string,
-    tls: TlsMaterial,
-    expected: ExpectedPeer,
-    private readonly log: Logger,
-    private readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
-  ) {
-    this.peer = { name: expected.name, fingerprint: normalizeFingerprint(expected.fingerprint) };
-    this.from = tls.commonName;
-    const credentials = grpc.credentials.createFromSecureContext(secureContextFor(tls), {
-      // grpc-js calls this instead of (not after) Node's default check, with the override name.
-      checkServerIdentity: directoryIdentityCheck(this.peer, (err) => {
-        // A CA-valid certificate that is not the directory's is worth a warning: a stale directory
-        // entry at best, someone else's key at worst.
-        this.log.warn({ reason: err.message }, 'peer certificate refused');
-        return (this.identityError = err);
-      }),
-    });
+  constructor(target: string, tls: TlsMaterial, expected: ExpectedPeer, log: Logger, callTimeoutMs: number | undefined) {
+    super(tls, expected, log, callTimeoutMs);
+    // grpc-js calls checkServerIdentity with the override name below.
+    const credentials = grpc.credentials.createFromSecureContext(secureContextFor(tls), { checkServerIdentity: this.identityCheck() });
     this.client = new grpc.Client(target, credentials, {
       // B must prove it is the operator we asked for, whatever address it was dialed at.
       'grpc.ssl_target_name_override': expected.name,
@@ -78,8 +50,8 @@ class GrpcPeerClient implements PeerClient {
       'grpc.enable_retries': 0,
       // The owner decides when an unused channel goes away (DEFAULT_CHANNEL_IDLE_TIMEOUT_MS).
       'grpc.client_idle_timeout_ms': MAX_TIMER_MS,
-      // No reconnect tuning: the channel is closed as soon as it leaves READY. (Huge backoff values also overflow grpc-js's
-      // BackoffTimeout.reset into a 1 ms timer.)
+      // No reconnect tuning: the channel is closed as soon as it leaves READY. (Huge backoff
+      // values also overflow grpc-js's BackoffTimeout.reset into a 1 ms timer.)
     });
   }
 
@@ -143,7 +115,7 @@ class GrpcPeerClient implements PeerClient {
           if (settled) return;
           settled = true;
           this.pending.delete(entry);
-          if (err) return reject(this.callError(method, err));
+          if (err) return reject(this.statusError(method, err.code, err.details, err));
           try {
             resolve(resultOf(this.peer.name, method, res));
           } catch (answered) {
@@ -153,21 +125,6 @@ class GrpcPeerClient implements PeerClient {
       );
       this.pending.add(entry);
     });
-  }
-
-  close(): void {
-    this.closeWith(new PeerTransportError('closed', `channel to ${this.peer.name} closed by its owner`));
-  }
-
-  onClose(cb: (reason: PeerTransportError) => void): void {
-    if (this.closedReason) {
-      const reason = this.closedReason;
-      queueMicrotask(() => cb(reason));
-    } else this.closeCallbacks.push(cb);
-  }
-
-  isOpen(): boolean {
-    return this.closedReason === undefined;
   }
 
   private watchForLoss(channel: grpc.ChannelInterface): void {
@@ -185,35 +142,8 @@ class GrpcPeerClient implements PeerClient {
     watch(grpc.connectivityState.READY);
   }
 
-  private closeWith(reason: PeerTransportError): void {
-    if (this.closedReason) return;
-    this.closedReason = reason;
-    this.log.debug({ reason: reason.message }, 'peer channel closed');
-    for (const p of [...this.pending]) p.fail(reason);
+  protected releaseTransport(): void {
     this.client.close();
-    fireCloseCallbacks(this.closeCallbacks, reason, this.log);
-  }
-
-  private handshakeError(cause?: PeerTransportError): PeerTransportError {
-    if (this.identityError) {
-      return new PeerTransportError('identity', `refusing ${this.peer.name}: ${this.identityError.message}`, { cause: this.identityError });
-    }
-    return new PeerTransportError(
-      'handshake',
-      `TLS/HTTP2 set-up with ${this.peer.name} failed${cause ? ` (${cause.message})` : ''}: did it refuse our certificate, or is the other end not a peer server?`,
-      { cause },
-    );
-  }
-
-  private callError(method: string, err: grpc.ServiceError): PeerTransportError {
-    const code = err.code;
-    if (code === grpc.status.DEADLINE_EXCEEDED) {
-      return new PeerTransportError('timeout', `${this.peer.name} did not answer ${method} within ${this.callTimeoutMs} ms`, { cause: err, grpcCode: code });
-    }
-    if (code === grpc.status.UNAVAILABLE || code === grpc.status.CANCELLED) {
-      return this.closedReason ?? new PeerTransportError('closed', `connection to ${this.peer.name} lost during ${method}: ${err.details}`, { cause: err, grpcCode: code });
-    }
-    return new PeerTransportError('transport', `${method} to ${this.peer.name} failed with gRPC ${grpc.status[code]}: ${err.details}`, { cause: err, grpcCode: code });
   }
 }
 

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
-import type * as grpc from '@grpc/grpc-js';
+import { status, type status as GrpcStatus } from '@grpc/grpc-js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -36,8 +36,8 @@ export type PeerTransportErrorKind =
 export class PeerTransportError extends Error {
   override readonly name = 'PeerTransportError';
   readonly kind: PeerTransportErrorKind;
-  readonly grpcCode: grpc.status | undefined;
-  constructor(kind: PeerTransportErrorKind, message: string, options?: { cause?: unknown; grpcCode?: grpc.status }) {
+  readonly grpcCode: GrpcStatus | undefined;
+  constructor(kind: PeerTransportErrorKind, message: string, options?: { cause?: unknown; grpcCode?: GrpcStatus }) {
     super(message, { cause: options?.cause });
     this.kind = kind;
     this.grpcCode = options?.grpcCode;
@@ -96,16 +96,16 @@ export function secureContextFor(tls: TlsMaterial): SecureContext {
   return ctx;
 }
 
-export function normalizeFingerprint(fp: string): string {
+function normalizeFingerprint(fp: string): string {
   return fp.replace(/:/g, '').toLowerCase();
 }
 
 /**
- * Replaces (not follows) Node's default check: B's certificate must be valid for B's name and be
+ * Replaces (not follows) Node's default check (grpc-js too calls it instead of Node's own): B's certificate must be valid for B's name and be
  * exactly the one the directory lists. `refuse` sees every refusal, since TLS reports only that
  * the handshake failed.
  */
-export function directoryIdentityCheck(expected: ExpectedPeer, refuse: (err: Error) => Error): (host: string, cert: PeerCertificate) => Error | undefined {
+function directoryIdentityCheck(expected: ExpectedPeer, refuse: (err: Error) => Error): (host: string, cert: PeerCertificate) => Error | undefined {
   const fingerprint = normalizeFingerprint(expected.fingerprint);
   return (host, cert) => {
     const nameError = checkServerIdentity(host, cert);
@@ -149,13 +149,107 @@ export function resultOf(peer: string, method: string, res: CallResponseMessage 
   }
 }
 
-/** Fires every close callback once, each in isolation. */
-export function fireCloseCallbacks(callbacks: Array<(reason: PeerTransportError) => void>, reason: PeerTransportError, log: Logger): void {
-  for (const cb of callbacks.splice(0)) {
-    try {
-      cb(reason);
-    } catch (err) {
-      log.error({ err }, 'onClose callback threw');
+export interface PendingCall {
+  fail(reason: PeerTransportError): void;
+}
+
+/**
+ * What both clients do alike: one connection, calls in flight failed when it goes, close
+ * callbacks fired once, B's refusals and gRPC statuses mapped to PeerTransportErrors. A subclass
+ * brings the transport: it releases it in releaseTransport() and records why B's certificate was
+ * refused through refuseIdentity().
+ */
+export abstract class PeerClientBase implements PeerClient {
+  readonly peer: ExpectedPeer;
+  /** B checks it against our certificate's CN; sent so B's logs name the caller even on refusal. */
+  protected readonly from: string;
+  protected readonly callTimeoutMs: number;
+  protected readonly pending = new Set<PendingCall>();
+  protected closedReason: PeerTransportError | undefined;
+  private readonly closeCallbacks: Array<(reason: PeerTransportError) => void> = [];
+  /** Why our identity check refused B: TLS reports only a failed handshake. */
+  private identityError: Error | undefined;
+
+  constructor(
+    tls: TlsMaterial,
+    expected: ExpectedPeer,
+    protected readonly log: Logger,
+    callTimeoutMs: number | undefined,
+  ) {
+    this.peer = { name: expected.name, fingerprint: normalizeFingerprint(expected.fingerprint) };
+    this.from = tls.commonName;
+    this.callTimeoutMs = callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  }
+
+  abstract call(method: string, params?: unknown, id?: string): Promise<unknown>;
+
+  /** Closes the connection underneath; called once, from closeWith. */
+  protected abstract releaseTransport(): void;
+
+  close(): void {
+    this.closeWith(new PeerTransportError('closed', `channel to ${this.peer.name} closed by its owner`));
+  }
+
+  onClose(cb: (reason: PeerTransportError) => void): void {
+    if (this.closedReason) {
+      const reason = this.closedReason;
+      queueMicrotask(() => cb(reason));
+    } else this.closeCallbacks.push(cb);
+  }
+
+  offClose(cb: (reason: PeerTransportError) => void): void {
+    const at = this.closeCallbacks.indexOf(cb);
+    if (at >= 0) this.closeCallbacks.splice(at, 1);
+  }
+
+  isOpen(): boolean {
+    return this.closedReason === undefined;
+  }
+
+  /** The server identity check for TLS: the directory's certificate for B, refusals recorded. */
+  protected identityCheck(): (host: string, cert: PeerCertificate) => Error | undefined {
+    return directoryIdentityCheck(this.peer, (err) => {
+      // A CA-valid certificate that is not the directory's is worth a warning: a stale directory
+      // entry at best, someone else's key at worst.
+      this.log.warn({ reason: err.message }, 'peer certificate refused');
+      return (this.identityError = err);
+    });
+  }
+
+  protected closeWith(reason: PeerTransportError): void {
+    if (this.closedReason) return;
+    this.closedReason = reason;
+    this.log.debug({ reason: reason.message }, 'peer channel closed');
+    for (const p of [...this.pending]) p.fail(reason);
+    this.releaseTransport();
+    for (const cb of this.closeCallbacks.splice(0)) {
+      try {
+        cb(reason);
+      } catch (err) {
+        this.log.error({ err }, 'onClose callback threw');
+      }
     }
+  }
+
+  protected handshakeError(cause?: Error): PeerTransportError {
+    if (this.identityError) {
+      return new PeerTransportError('identity', `refusing ${this.peer.name}: ${this.identityError.message}`, { cause: this.identityError });
+    }
+    return new PeerTransportError(
+      'handshake',
+      `TLS/HTTP2 set-up with ${this.peer.name} failed${cause ? ` (${cause.message})` : ''}: did it refuse our certificate, or is the other end not a peer server?`,
+      { cause },
+    );
+  }
+
+  /** A gRPC status other than OK, as the owner needs it: timeout, connection gone, or other. */
+  protected statusError(method: string, code: number, details: string, cause?: unknown): PeerTransportError {
+    if (code === status.DEADLINE_EXCEEDED) {
+      return new PeerTransportError('timeout', `${this.peer.name} did not answer ${method} within ${this.callTimeoutMs} ms`, { cause, grpcCode: code });
+    }
+    if (code === status.UNAVAILABLE || code === status.CANCELLED) {
+      return this.closedReason ?? new PeerTransportError('closed', `connection to ${this.peer.name} lost during ${method}: ${details}`, { cause, grpcCode: code });
+    }
+    return new PeerTransportError('transport', `${method} to ${this.peer.name} failed with gRPC ${status[code] ?? code}: ${details}`, { cause, grpcCode: code });
   }
 }

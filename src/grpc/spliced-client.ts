@@ -7,17 +7,14 @@ import type { Logger } from '../core/logger.js';
 import { decodeGrpcMessage, frameMessage, GRPC_CONTENT_TYPE, grpcTimeout, MessageReader } from './grpc-wire.js';
 import { callMethodDefinition, type CallRequestMessage } from './peer-server.js';
 import {
-  DEFAULT_CALL_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
-  directoryIdentityCheck,
-  fireCloseCallbacks,
-  normalizeFingerprint,
   paramsJson,
+  PeerClientBase,
   PeerTransportError,
   resultOf,
   secureContextFor,
-  type ExpectedPeer,
   type PeerClient,
+  type PendingCall,
   type PeerClientOptions,
 } from './peer-transport.js';
 
@@ -43,33 +40,15 @@ export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise
   return client;
 }
 
-interface PendingCall {
-  fail(reason: PeerTransportError): void;
-}
-
-class SplicedPeerClient implements PeerClient {
-  readonly peer: ExpectedPeer;
-  /** B checks it against our certificate's CN; sent so B's logs name the caller even on refusal. */
-  private readonly from: string;
+class SplicedPeerClient extends PeerClientBase {
   private readonly method = callMethodDefinition();
   private readonly held: PeerClientOptions['socket'];
   private readonly tlsSocket: TLSSocket;
   private readonly session: ClientHttp2Session;
-  private readonly callTimeoutMs: number;
-  private readonly pending = new Set<PendingCall>();
-  private readonly closeCallbacks: Array<(reason: PeerTransportError) => void> = [];
-  private closedReason: PeerTransportError | undefined;
-  /** Why our identity check refused B: TLS reports only a failed handshake. */
-  private identityError: Error | undefined;
   private isReady = false;
 
-  constructor(
-    opts: PeerClientOptions,
-    private readonly log: Logger,
-  ) {
-    this.peer = { name: opts.expectedPeer.name, fingerprint: normalizeFingerprint(opts.expectedPeer.fingerprint) };
-    this.from = opts.tls.commonName;
-    this.callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  constructor(opts: PeerClientOptions, log: Logger) {
+    super(opts.tls, opts.expectedPeer, log, opts.callTimeoutMs);
     const held = (this.held = opts.socket);
     // Nagle on the relay leg would add ~40 ms per small call (delayed ACK on the other side).
     if (held instanceof Socket) held.setNoDelay(true);
@@ -82,19 +61,16 @@ class SplicedPeerClient implements PeerClient {
       // B must prove it is the operator we asked for; the proxy's address means nothing to TLS.
       servername: this.peer.name,
       ALPNProtocols: ['h2'],
-      checkServerIdentity: directoryIdentityCheck(this.peer, (err) => {
-        // A CA-valid certificate that is not the directory's is worth a warning: a stale directory
-        // entry at best, someone else's key at worst.
-        log.warn({ reason: err.message }, 'peer certificate refused');
-        return (this.identityError = err);
-      }),
+      checkServerIdentity: this.identityCheck(),
     });
-    this.tlsSocket.on('error', (err: Error) => this.closeWith(this.isReady ? new PeerTransportError('closed', `connection to ${this.peer.name} lost: ${err.message}`, { cause: err }) : this.handshakeError(err)));
+    const lost = (err: Error): void =>
+      this.closeWith(this.isReady ? new PeerTransportError('closed', `connection to ${this.peer.name} lost: ${err.message}`, { cause: err }) : this.handshakeError(err));
+    this.tlsSocket.on('error', lost);
     this.session = http2Connect(`https://${this.peer.name}`, {
       createConnection: () => this.tlsSocket,
       settings: { enablePush: false },
     });
-    this.session.on('error', (err: Error) => this.closeWith(this.isReady ? new PeerTransportError('closed', `connection to ${this.peer.name} lost: ${err.message}`, { cause: err }) : this.handshakeError(err)));
+    this.session.on('error', lost);
     // After a GOAWAY no new call may start: the one connection we have is done, as when grpc-js's
     // channel left READY.
     this.session.once('goaway', () => this.closeWith(new PeerTransportError('closed', `${this.peer.name} ended the connection (GOAWAY)`)));
@@ -228,55 +204,9 @@ class SplicedPeerClient implements PeerClient {
     });
   }
 
-  close(): void {
-    this.closeWith(new PeerTransportError('closed', `channel to ${this.peer.name} closed by its owner`));
-  }
-
-  onClose(cb: (reason: PeerTransportError) => void): void {
-    if (this.closedReason) {
-      const reason = this.closedReason;
-      queueMicrotask(() => cb(reason));
-    } else this.closeCallbacks.push(cb);
-  }
-
-  isOpen(): boolean {
-    return this.closedReason === undefined;
-  }
-
-  private offClose(cb: (reason: PeerTransportError) => void): void {
-    const at = this.closeCallbacks.indexOf(cb);
-    if (at >= 0) this.closeCallbacks.splice(at, 1);
-  }
-
-  private closeWith(reason: PeerTransportError): void {
-    if (this.closedReason) return;
-    this.closedReason = reason;
-    this.log.debug({ reason: reason.message }, 'peer channel closed');
-    for (const p of [...this.pending]) p.fail(reason);
+  protected releaseTransport(): void {
     this.session.destroy();
     this.tlsSocket.destroy();
     this.held.destroy();
-    fireCloseCallbacks(this.closeCallbacks, reason, this.log);
-  }
-
-  private handshakeError(cause?: Error): PeerTransportError {
-    if (this.identityError) {
-      return new PeerTransportError('identity', `refusing ${this.peer.name}: ${this.identityError.message}`, { cause: this.identityError });
-    }
-    return new PeerTransportError(
-      'handshake',
-      `TLS/HTTP2 set-up with ${this.peer.name} failed${cause ? ` (${cause.message})` : ''}: did it refuse our certificate, or is the other end not a peer server?`,
-      { cause },
-    );
-  }
-
-  private statusError(method: string, code: number, details: string): PeerTransportError {
-    if (code === status.DEADLINE_EXCEEDED) {
-      return new PeerTransportError('timeout', `${this.peer.name} did not answer ${method} within ${this.callTimeoutMs} ms`, { grpcCode: code });
-    }
-    if (code === status.UNAVAILABLE || code === status.CANCELLED) {
-      return this.closedReason ?? new PeerTransportError('closed', `connection to ${this.peer.name} lost during ${method}: ${details}`, { grpcCode: code });
-    }
-    return new PeerTransportError('transport', `${method} to ${this.peer.name} failed with gRPC ${status[code] ?? code}: ${details}`, { grpcCode: code });
   }
 }
