@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { connect as http2Connect, constants as h2, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { connect as http2Connect, constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 import { Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { status } from '@grpc/grpc-js';
@@ -118,8 +118,9 @@ class SplicedPeerClient extends PeerClientBase {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise<unknown>((resolve, reject) => {
-      const stream = this.session.request(
+    let stream: ClientHttp2Stream;
+    try {
+      stream = this.session.request(
         {
           [h2.HTTP2_HEADER_METHOD]: 'POST',
           [h2.HTTP2_HEADER_PATH]: this.method.path,
@@ -131,6 +132,11 @@ class SplicedPeerClient extends PeerClientBase {
         },
         { endStream: false },
       );
+    } catch (err) {
+      // The session went away and its close event is still to come.
+      return Promise.reject(new PeerTransportError('closed', `connection to ${this.peer.name} lost before ${method}: ${(err as Error).message}`, { cause: err }));
+    }
+    return new Promise<unknown>((resolve, reject) => {
       const reader = new MessageReader();
       let responseStatus: number | undefined;
       let grpcStatus: number | undefined;
@@ -178,6 +184,9 @@ class SplicedPeerClient extends PeerClientBase {
         const read = reader.push(chunk);
         if (read.type === 'tooLarge') {
           fail(new PeerTransportError('transport', `${this.peer.name} answered ${method} with a ${read.bytes}-byte message, over the limit`, { grpcCode: status.RESOURCE_EXHAUSTED }));
+        } else if (reader.messages.length > 1) {
+          // A unary answer is one message; buffering more would let B fill our memory.
+          fail(new PeerTransportError('transport', `${this.peer.name} answered ${method} with more than one message`, { grpcCode: status.INTERNAL }));
         } else if (read.type === 'compressed') {
           fail(new PeerTransportError('transport', `${this.peer.name} answered ${method} with a compressed message it was not offered`, { grpcCode: status.INTERNAL }));
         }
@@ -195,7 +204,7 @@ class SplicedPeerClient extends PeerClientBase {
           return;
         }
         if (reader.messages.length !== 1 || reader.leftover !== 0) {
-          fail(new PeerTransportError('transport', `${this.peer.name} answered ${method} with ${reader.messages.length} messages, not one`, { grpcCode: status.INTERNAL }));
+          fail(new PeerTransportError('transport', `${this.peer.name} answered ${method} with ${reader.messages.length === 0 ? 'no message' : 'an incomplete message'}, not one`, { grpcCode: status.INTERNAL }));
           return;
         }
         finish(() => resultOf(this.peer.name, method, this.method.responseDeserialize(reader.messages[0]!)));

@@ -118,7 +118,21 @@ describe('spliced gRPC client - wire behaviour against raw HTTP/2 servers', () =
     answer = (stream) => stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '0' }, { endStream: true });
     const err = await client.call('_ping', {}).catch((e: unknown) => e);
     expect(err).toMatchObject({ kind: 'transport' });
-    expect((err as Error).message).toContain('0 messages');
+    expect((err as Error).message).toContain('no message');
+  });
+
+  it('a second message in a unary answer fails the call at once, without waiting for the trailers', async () => {
+    const streams: ServerHttp2Stream[] = [];
+    answer = (stream) => {
+      streams.push(stream);
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.write(Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // two empty messages, no trailers yet
+    };
+    const client = await open();
+    const err = await client.call('_ping', {}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'transport', grpcCode: 13 });
+    expect((err as Error).message).toContain('more than one message');
+    for (const s of streams) s.destroy();
   });
 
   it('a TLS server that does not speak HTTP/2 fails the set-up as a handshake error', async () => {
