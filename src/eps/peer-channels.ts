@@ -41,6 +41,7 @@ const confirmationSchema = z.strictObject({
 /** One channel to one peer: the machine's actor plus the I/O objects the machine must not hold. */
 interface Channel {
   actor: Actor<typeof peerConnectionMachine>;
+  log: Logger;
   ready: Promise<PeerClient>;
   confirmation?: z.infer<typeof confirmationSchema> & { proxy: string };
   socket?: Socket;
@@ -54,8 +55,19 @@ interface Channel {
  */
 export class PeerChannels {
   private readonly channels = new Map<string, Channel>();
+  /**
+   * Each channel's I/O objects, by the actor system of its machine (one per createActor): the
+   * machine is provided once, since provide() rebuilds every state node of the machine (~0.3-0.6 ms
+   * per call, more than the rest of the actor's life), and its actors and actions find their
+   * channel here. Looked up once when an actor starts, so a late promise still holds the channel it
+   * started with, never a newer one to the same peer.
+   */
+  private readonly io = new WeakMap<object, Channel>();
+  private readonly machine;
 
-  constructor(private readonly opts: PeerChannelsOptions) {}
+  constructor(private readonly opts: PeerChannelsOptions) {
+    this.machine = this.provideMachine();
+  }
 
   async call(peer: string, method: string, params: unknown, id: string): Promise<unknown> {
     const channel = this.channelTo(peer);
@@ -89,11 +101,38 @@ export class PeerChannels {
 
     const { opts } = this;
     const log = opts.log.child({ component: 'peer-connection', peer });
-    const channel = {} as Channel;
-    const provided = peerConnectionMachine.provide({
+    const channel = { log } as Channel;
+    channel.actor = createActor(this.machine, { input: { peer }, inspect: opts.inspect });
+    this.io.set(channel.actor.system, channel);
+    channel.ready = new Promise<PeerClient>((resolve, reject) => {
+      channel.actor.subscribe((snap) => {
+        if (snap.value === 'open' && channel.client) resolve(channel.client);
+        if (snap.status === 'error') {
+          log.error({ err: snap.error }, 'peer channel machine failed');
+          reject(new RpcError('INTERNAL_ERROR', `channel to ${peer} failed`));
+          if (this.channels.get(peer) === channel) this.channels.delete(peer);
+        }
+        if (snap.status === 'done') {
+          reject(toRpcError(peer, snap.output!));
+          if (this.channels.get(peer) === channel) this.channels.delete(peer);
+          log.info({ outcome: snap.output }, 'peer channel ended');
+        }
+      });
+    });
+    channel.ready.catch(() => {}); // the caller awaiting it gets the error; nobody else must crash
+    this.channels.set(peer, channel);
+    channel.actor.start();
+    log.info('peer channel opening');
+    return channel;
+  }
+
+  private provideMachine() {
+    const { opts } = this;
+    return peerConnectionMachine.provide({
       actors: {
-        resolvePeer: fromPromise(async () => this.route(peer)),
-        requestConnection: fromPromise(async ({ input: { proxy } }: { input: { peer: string; proxy: string } }) => {
+        resolvePeer: fromPromise(async ({ input: { peer } }: { input: { peer: string } }) => this.route(peer)),
+        requestConnection: fromPromise(async ({ input: { peer, proxy }, system }: { input: { peer: string; proxy: string }; system: object }) => {
+          const channel = this.channelOf(system);
           let answer: unknown;
           try {
             answer = await opts.bus.request(proxy, 'connectionRequest', { to: peer, channel: 'grpc_server' }, opts.timeouts.busRequestMs);
@@ -106,7 +145,8 @@ export class PeerChannels {
           channel.confirmation = { ...checked.data, proxy };
           return { endpoint: checked.data.endpoint };
         }),
-        dialPeer: fromPromise(async ({ input: { route }, signal }: { input: { peer: string; route: Route }; signal: AbortSignal }) => {
+        dialPeer: fromPromise(async ({ input: { route }, signal, system }: { input: { peer: string; route: Route }; signal: AbortSignal; system: object }) => {
+          const channel = this.channelOf(system);
           const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint);
           // The machine gave up on this dial (timeout, CLOSE) and released the channel already:
           // a late socket would be nobody's, and through P it would even be spliced to B.
@@ -127,14 +167,15 @@ export class PeerChannels {
             throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
           }
         }),
-        openChannel: fromPromise(async () => {
+        openChannel: fromPromise(async ({ input: { peer }, system }: { input: { peer: string }; system: object }) => {
+          const channel = this.channelOf(system);
           const entry = opts.directory.entry(peer);
           if (!entry) throw new PeerConnectionError('unknownPeer', `${peer} left the directory`);
           const client = await connectPeerClient({
             tls: opts.tls,
             expectedPeer: { name: peer, fingerprint: entry.fingerprint },
             socket: channel.socket!,
-            log,
+            log: channel.log,
             callTimeoutMs: opts.timeouts.callMs,
           });
           channel.client = client;
@@ -142,34 +183,19 @@ export class PeerChannels {
         }),
       },
       actions: {
-        releaseChannel: () => {
+        releaseChannel: ({ system }) => {
+          const channel = this.channelOf(system);
           channel.client?.close();
           channel.socket?.destroy();
         },
       },
       delays: { dialTimeout: opts.timeouts.dialMs, idleTimeout: opts.timeouts.channelIdleMs },
     });
+  }
 
-    channel.actor = createActor(provided, { input: { peer }, inspect: opts.inspect });
-    channel.ready = new Promise<PeerClient>((resolve, reject) => {
-      channel.actor.subscribe((snap) => {
-        if (snap.value === 'open' && channel.client) resolve(channel.client);
-        if (snap.status === 'error') {
-          log.error({ err: snap.error }, 'peer channel machine failed');
-          reject(new RpcError('INTERNAL_ERROR', `channel to ${peer} failed`));
-          if (this.channels.get(peer) === channel) this.channels.delete(peer);
-        }
-        if (snap.status === 'done') {
-          reject(toRpcError(peer, snap.output!));
-          if (this.channels.get(peer) === channel) this.channels.delete(peer);
-          log.info({ outcome: snap.output }, 'peer channel ended');
-        }
-      });
-    });
-    channel.ready.catch(() => {}); // the caller awaiting it gets the error; nobody else must crash
-    this.channels.set(peer, channel);
-    channel.actor.start();
-    log.info('peer channel opening');
+  private channelOf(system: object): Channel {
+    const channel = this.io.get(system);
+    if (!channel) throw new Error('peer channel actor without its channel');
     return channel;
   }
 

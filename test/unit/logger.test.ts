@@ -30,3 +30,20 @@ describe('logging', () => {
     expect(lines.join('')).toContain('[redacted]');
   });
 });
+
+describe('root logger', () => {
+  it('logger - lines written just before process.exit still reach a piped stdout (asynchronous destination flushed on exit)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { pathToFileURL } = await import('node:url');
+    const { resolve } = await import('node:path');
+    const logger = pathToFileURL(resolve('dist/src/core/logger.js')).href;
+    const script = `const { createRootLogger } = await import(${JSON.stringify(logger)});
+      const log = createRootLogger('exit-test');
+      for (let i = 0; i < 200; i++) log.info({ i }, 'line');
+      process.exit(0);`;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info' }, encoding: 'utf8' });
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { i: number; name: string });
+    expect(lines).toHaveLength(200);
+    expect(lines.at(-1)).toMatchObject({ i: 199, name: 'exit-test' });
+  });
+});
