@@ -3,6 +3,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, StoreUnavailableError, type GameStore } from '../../src/games/game-store.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { MemoryLobby } from '../../src/games/lobby.js';
 import { PROBLEM_CONTENT_TYPE, PROBLEMS } from '../../src/games/problems.js';
 
 const HOST = ['203.0.113.1:4000', '[2001:db8::1]:4000'];
@@ -12,7 +13,7 @@ let now = 1_000_000;
 let app: FastifyInstance;
 
 async function build(opts: { store?: GameStore; max?: number; bodyLimit?: number } = {}) {
-  const service = new GameService({ store: opts.store ?? new MemoryGameStore(), now: () => now, hostPollTimeoutMs: 30_000, maxGuests: 2 });
+  const service = new GameService({ store: opts.store ?? new MemoryGameStore(), lobby: new MemoryLobby(), now: () => now, hostPollTimeoutMs: 30_000, maxGuests: 2 });
   return buildGamesApi({ service, bodyLimit: opts.bodyLimit ?? 4096, rateLimit: { max: opts.max ?? 1000, windowMs: 60_000 } });
 }
 
