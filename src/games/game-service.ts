@@ -144,6 +144,8 @@ export class GameService {
   private readonly now: () => number;
   private readonly maxAttempts: number;
   private readonly holds: RelayHolds;
+  /** Where this instance's next sweep starts reading (a revision): see sweep(). */
+  private sweepFrom = 1;
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
@@ -421,13 +423,23 @@ export class GameService {
   async sweep(): Promise<number> {
     let expired = 0;
     const horizon = this.now() - this.opts.hostPollTimeoutMs;
-    for await (const game of this.store.inWriteOrder()) {
-      const young = (game.record.writtenAt ?? 0) > horizon;
-      if (young && this.ticked(game).status === 'active') break;
+    let firstKept: number | undefined;
+    for await (const game of this.store.inWriteOrder(this.sweepFrom)) {
+      const ticked = this.ticked(game);
+      // What the tick changed (silent guests pruned) is written, as any request would.
+      const unchanged = ticked.status === 'active' && sameContent(this.recordAfter(ticked, game.record), game.record);
+      if (unchanged) {
+        firstKept ??= game.revision;
+        if ((game.record.writtenAt ?? 0) > horizon) break;
+        continue;
+      }
       // An expired game answers requests as not found; the sweep counts it as what it expired.
       const r = await this.mutate<{ type: 'gone' | 'kept' }>(game.name, () => ({ event: undefined }), () => ({ type: 'kept' }), () => ({ type: 'gone' }));
       if (r.type === 'gone') expired++;
     }
+    // Every record before the first one left in place was deleted or written again later (as a
+    // newer revision): the next sweep starts there, past the deletion markers of ended games.
+    if (firstKept !== undefined) this.sweepFrom = firstKept;
     return expired;
   }
 
@@ -468,7 +480,7 @@ export class GameService {
         return output.outcome === 'expired' ? expired() : answer(next);
       }
       if (refused) return refused;
-      const record = { ...this.recordOf(next, stored.record.secretHash, inFlight(stored.record.relayInFlight)), ...lobbyOf(stored.record) };
+      const record = this.recordAfter(next, stored.record, inFlight(stored.record.relayInFlight));
       // A tick that changed nothing (the common sweep) costs no write.
       if (sameContent(record, stored.record)) return answer(next);
       const updated = await this.store.update(name, record, stored.revision);
@@ -500,6 +512,11 @@ export class GameService {
       context: { ...context, hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
     });
     return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
+  }
+
+  /** The record a step writes: the snapshot, with what the machine does not see carried over. */
+  private recordAfter(s: Snapshot, stored: GameRecord, relayInFlight = stored.relayInFlight): GameRecord {
+    return { ...this.recordOf(s, stored.secretHash, relayInFlight), ...lobbyOf(stored) };
   }
 
   /** In-flight relay marks ride along with every write; ended ones (or a gone pairing's) are dropped. */

@@ -1,4 +1,4 @@
-import { jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
@@ -49,8 +49,11 @@ export interface GameStore {
   create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
-  /** Every game, least recently written first; the caller stops reading when it has seen enough. */
-  inWriteOrder(): AsyncIterable<{ name: string } & StoredGame>;
+  /**
+   * Every game whose revision is `from` or later, least recently written first; the caller stops
+   * reading when it has seen enough.
+   */
+  inWriteOrder(from?: number): AsyncIterable<{ name: string } & StoredGame>;
   getHolds(key: HoldKey): Promise<StoredHolds | null>;
   /** Creates the key when `revision` is null; an empty list deletes it. */
   putHolds(key: HoldKey, holds: RelayHold[], revision: number | null): Promise<{ type: 'written' } | { type: 'conflict' }>;
@@ -138,13 +141,13 @@ export class KvGameStore implements GameStore {
     }
   }
 
-  async *inWriteOrder(): AsyncIterable<{ name: string } & StoredGame> {
+  async *inWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredGame> {
     // An ordered consumer on the game keys only: with one value per key, the stream holds each
     // game's last write, in the order they were written. It is read a small batch at a time.
     const prefix = `$KV.${this.bucket}.`;
     // A consumer with nothing to deliver would wait: ask first whether any game key exists.
-    if (!(await guarded('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: 1, next_by_subj: `${prefix}g.>` })))) return;
-    const consumer = await guarded('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>` }));
+    if (!(await guarded('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: from, next_by_subj: `${prefix}g.>` })))) return;
+    const consumer = await guarded('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>`, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }));
     const messages = await guarded('sweep read', () => consumer.consume({ max_messages: 64 }));
     try {
       for await (const m of messages) {
@@ -208,8 +211,8 @@ export class MemoryGameStore implements GameStore {
     this.games.delete(name);
     return { type: 'removed' as const };
   }
-  async *inWriteOrder() {
-    const byRevision = [...this.games].sort(([, a], [, b]) => a.revision - b.revision);
+  async *inWriteOrder(from = 1) {
+    const byRevision = [...this.games].filter(([, g]) => g.revision >= from).sort(([, a], [, b]) => a.revision - b.revision);
     for (const [name, g] of byRevision) yield { name, record: structuredClone(g.record), revision: g.revision };
   }
   private readonly holdLists = new Map<string, StoredHolds>();

@@ -3,6 +3,7 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import type { NatsConnection } from '../core/nats.js';
+import { lobbyBucket } from './buckets.js';
 import { guarded } from './game-store.js';
 
 // The lobby: an index of games in registration order, in a bucket of its own so that its stream
@@ -27,9 +28,6 @@ export interface LobbyPage {
   end: boolean;
 }
 
-/** Where the lobby and the shared counters live, next to the games bucket: `<bucket>_LOBBY`, `<bucket>_LIMITS`. */
-export const lobbyBucket = (bucket: string) => `${bucket}_LOBBY`;
-export const limitsBucket = (bucket: string) => `${bucket}_LIMITS`;
 
 export interface Lobby {
   /** Appends an entry for `name`; returns its sequence. */

@@ -2,7 +2,7 @@ import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../core/nats.js';
 import { guarded, StoreContentionError } from './game-store.js';
-import { limitsBucket } from './lobby.js';
+import { limitsBucket } from './buckets.js';
 
 // Rate limits every `games run` instance shares: a count per key (a client address) and fixed
 // window, in a bucket whose messages age out (max_age), so counters of past windows and of
