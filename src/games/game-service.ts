@@ -132,6 +132,19 @@ export interface GameServiceOptions {
  */
 export const LIST_SCAN_FACTOR = 4;
 
+/**
+ * Attempts of a revision-checked write before it gives up: with the jittered backoff between
+ * them (conflictBackoff) about a second in all, room for 50 guests joining one game at once and
+ * its host polling, each write of the game's record winning one round.
+ */
+export const DEFAULT_MAX_ATTEMPTS = 64;
+
+/**
+ * After a lost write: a random pause up to 2^attempt ms (at most 32 ms), so writers that
+ * collided do not read and collide again in lock step, and one of them wins each round.
+ */
+const conflictBackoff = (attempt: number) => sleep(Math.random() * Math.min(2 ** attempt, 32));
+
 /** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
@@ -150,7 +163,7 @@ export class GameService {
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
     this.now = opts.now;
-    this.maxAttempts = opts.maxAttempts ?? 10;
+    this.maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
   }
 
@@ -471,7 +484,10 @@ export class GameService {
       }
       if (next.status === 'done') {
         const removed = await this.store.remove(name, stored.revision);
-        if (removed.type === 'conflict') continue;
+        if (removed.type === 'conflict') {
+          await conflictBackoff(attempt);
+          continue;
+        }
         await this.leaveLobby(name, stored.record.lobbySeq);
         this.opts.onTransition?.(name, event, next);
         const output = next.output as GameSessionOutput;
@@ -488,6 +504,7 @@ export class GameService {
         this.opts.onTransition?.(name, event, next);
         return answer(next);
       }
+      await conflictBackoff(attempt);
     }
     throw new StoreContentionError(`game ${name}: writes kept conflicting after ${this.maxAttempts} attempts`);
   }

@@ -24,6 +24,8 @@ export interface GamesProcessOptions {
   directoryUrl?: string;
   /** The operator the rendezvous signs relay requests as (its certificate in settings/dev/certs). */
   operator?: string;
+  /** games.maxGuests, games.maxGames and games.registerLimit, when a test needs other limits. */
+  limits?: { maxGuests?: number; maxGames?: number; registerLimit?: { max: number; windowMs: number } };
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
   relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
@@ -61,7 +63,7 @@ export class GamesProcess {
         // The games principal's certificate (or the operator a test signs relay requests as); the
         // test's nats-server must allow opts.bucket.
         `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.crt, key: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.key }`,
-        `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
+        `games: ${JSON.stringify({ bucket: opts.bucket, hostPollTimeoutMs: opts.hostPollTimeoutMs ?? 30_000, sweepIntervalMs: opts.sweepIntervalMs ?? 5_000, ...opts.limits })}`,
         ...(opts.relayProxy
           ? [
               `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000${opts.relayCaps ? `, maxPerClient: ${opts.relayCaps.maxPerClient}, maxPerGame: ${opts.relayCaps.maxPerGame}` : ''} }`,
