@@ -145,6 +145,12 @@ export const DEFAULT_MAX_ATTEMPTS = 64;
  */
 const conflictBackoff = (attempt: number) => sleep(Math.random() * Math.min(2 ** attempt, 32));
 
+/**
+ * Entries read after a new registration's own to rank it against the total cap: registrations
+ * in flight at once on every instance. More than this at once may overshoot the cap by the excess.
+ */
+const RANK_LOOKAHEAD = 32;
+
 /** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
@@ -191,6 +197,11 @@ export class GameService {
       maxGuests: this.opts.maxGuests,
     });
     const lobbySeq = await this.opts.lobby.add(name);
+    if (maxGames !== undefined && (await this.lobbyRank(lobbySeq)) > maxGames) {
+      await this.leaveLobby(name, lobbySeq);
+      this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
+      return { type: 'gamesCapReached', limit: maxGames };
+    }
     const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq };
     const created = await this.createReclaiming(name, record).catch(async (err: unknown) => {
       await this.leaveLobby(name, lobbySeq);
@@ -377,6 +388,17 @@ export class GameService {
     }
     const done = page.end && last === (page.entries.at(-1)?.seq ?? q.after);
     return done ? { games } : { games, next: last };
+  }
+
+  /**
+   * How many lobby entries up to and including `seq`: registrations racing on several instances
+   * each counted room for one more, so each checks its own entry's place once it is written, and
+   * only those within the cap go on. The entries after it are read first, the total second, so a
+   * registration in between makes the rank too high (a refusal), never too low.
+   */
+  private async lobbyRank(seq: number): Promise<number> {
+    const after = await this.opts.lobby.page(seq, RANK_LOOKAHEAD);
+    return (await this.opts.lobby.count()) - after.entries.length;
   }
 
   /** Removes a game's lobby entry; one left behind (the store failed) only costs list pages a skip. */
