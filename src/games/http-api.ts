@@ -118,6 +118,10 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  // For load balancers and probes; it touches no store, so it is also the ceiling the rendezvous
+  // bench measures the other routes against.
+  app.get('/health', { schema: { summary: 'The process serves HTTP', response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } } } }, async () => ({ ok: true }));
+
   app.post<{ Body: { name: string; peerId: string } }>(
     '/games/register',
     {

@@ -40,6 +40,9 @@ export interface Lobby {
   count(): Promise<number>;
 }
 
+/** Rounds of parallel reads one page makes at most. */
+const PAGE_ROUNDS = 4;
+
 // Another instance (or a hand) may have written the entry: it is read as untrusted input.
 const entrySchema = z.strictObject({ v: z.literal(1), name: z.string().min(1).max(256) });
 
@@ -73,27 +76,32 @@ export class KvLobby implements Lobby {
   }
 
   async page(after: number, max: number): Promise<LobbyPage> {
+    const entries: LobbyEntry[] = [];
+    let from = after;
     // One request per sequence after the cursor, all at once: each answers the first entry at or
     // after its sequence, so together they return every entry in the window plus the first one
-    // past it, with no round trip waiting on another.
-    const answers = await guarded('lobby page', () =>
-      Promise.all(Array.from({ length: max }, (_, i) => this.jsm.direct.getMessage(this.stream, { seq: after + 1 + i, next_by_subj: '>' }))),
-    );
-    const bySeq = new Map<number, LobbyEntry>();
-    let end = false;
-    for (const m of answers) {
-      if (!m) {
-        end = true;
-        continue;
+    // past it, with no round trip waiting on another. Entries removed leave holes whose requests
+    // all answer the entry after the hole: another round then starts past it. The rounds are
+    // bounded, so a page after a long run of removed entries may be short (it says where to go on).
+    for (let round = 0; round < PAGE_ROUNDS && entries.length < max; round++) {
+      const wanted = max - entries.length;
+      const answers = await guarded('lobby page', () =>
+        Promise.all(Array.from({ length: wanted }, (_, i) => this.jsm.direct.getMessage(this.stream, { seq: from + 1 + i, next_by_subj: '>' }))),
+      );
+      const bySeq = new Map<number, LobbyEntry>();
+      for (const m of answers) {
+        if (!m || bySeq.has(m.seq)) continue;
+        const parsed = entrySchema.safeParse(safeJson(m.data));
+        // A damaged entry is passed over with its sequence, so the walk goes on past it.
+        bySeq.set(m.seq, { seq: m.seq, name: parsed.success ? parsed.data.name : '' });
       }
-      if (bySeq.has(m.seq)) continue;
-      const parsed = entrySchema.safeParse(safeJson(m.data));
-      // A damaged entry is passed over with its sequence, so the walk goes on past it.
-      bySeq.set(m.seq, { seq: m.seq, name: parsed.success ? parsed.data.name : '' });
+      const found = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(0, wanted);
+      entries.push(...found);
+      // No answer at all past the window's last sequence: nothing after it.
+      if (answers.at(-1) === null) return { entries, end: true };
+      from = found.at(-1)?.seq ?? from + wanted;
     }
-    const sorted = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
-    const entries = sorted.slice(0, max);
-    return { entries, end: end && entries.length === sorted.length };
+    return { entries, end: false };
   }
 
   async count(): Promise<number> {
