@@ -126,11 +126,18 @@ export async function startGames(natsUrl: string, games: Record<string, unknown>
     ].join('\n'),
   );
   let output = '';
-  const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {
+  // BENCH_CPU_PROF=<dir>: the games process writes a .cpuprofile there on exit (read it with
+  // dist/bench/cpuprofile-top.js <dir>; roles.json names the process).
+  const prof = process.env.BENCH_CPU_PROF;
+  const child = spawn(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), 'dist/src/cli/games.js', 'run'], {
     env: { ...process.env, GAMES_SETTINGS: folder, NATS_URL: natsUrl, LOG_FORMAT: 'json', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
+  if (prof) {
+    mkdirSync(prof, { recursive: true });
+    writeFileSync(join(prof, 'roles.json'), JSON.stringify({ [String(child.pid)]: 'games' }));
+  }
   // Drained (a full pipe would stall the server), keeping only the tail for error messages.
   const keep = (d: Buffer) => (output = (output + d.toString()).slice(-8_192));
   child.stdout?.on('data', keep);

@@ -35,7 +35,10 @@ export interface RunningGames {
  * them can run behind a load balancer.
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
-  const nc = await connectBus({ url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls) }, log.child({ component: 'bus' }));
+  const nc = await connectBus(
+    { url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    log.child({ component: 'bus' }),
+  );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
   const store = await KvGameStore.open(nc, settings.games.bucket);
   const lobby = await KvLobby.open(nc, settings.games.bucket);
