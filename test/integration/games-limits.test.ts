@@ -1,38 +1,18 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TestNatsServer } from '../helpers/nats-server.js';
-import { GamesProcess } from './games-process.js';
+import { describe, expect, it } from 'vitest';
+import { gamesBed, type GamesProcess } from './games-process.js';
 
 // Two real `games run` processes over one real nats-server: the limits and the lobby are shared
 // through the store, so what one instance counted or listed, the other sees.
 
 const HOST = ['203.0.113.1:4000'];
 
-let nats: TestNatsServer;
-const running: GamesProcess[] = [];
-let bucketSeq = 0;
-const bucketName = (n: number) => `GAMES_L${process.pid}_${n}`;
-const MAX_BUCKETS = 6;
-const bucket = () => {
-  if (bucketSeq >= MAX_BUCKETS) throw new Error('raise MAX_BUCKETS: the nats-server allows only that many buckets');
-  return bucketName(++bucketSeq);
-};
+const bed = gamesBed('L', 6);
 
+/** Two instances over one fresh bucket, as two `games run` behind a load balancer. */
 async function pair(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl' | 'bucket'>) {
-  const b = bucket();
-  const started = await Promise.all([0, 1].map(() => GamesProcess.start({ natsUrl: nats.url, bucket: b, ...opts })));
-  running.push(...started);
-  return started as [GamesProcess, GamesProcess];
+  const b = bed.bucket();
+  return (await Promise.all([0, 1].map(() => bed.start({ bucket: b, ...opts })))) as [GamesProcess, GamesProcess];
 }
-
-beforeAll(async () => {
-  nats = await TestNatsServer.start({ buckets: Array.from({ length: MAX_BUCKETS }, (_, i) => bucketName(i + 1)) });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.stop()));
-});
-afterAll(async () => {
-  await nats?.stop();
-});
 
 describe('games limits and lobby across two instances (real CLI, real nats-server)', () => {
   it('games limits - 50 guests join one game at once on two instances while its host polls: no 503, no guest lost', async () => {
