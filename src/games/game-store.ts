@@ -92,6 +92,14 @@ const holdsSchema = z.strictObject({
   holds: z.array(z.strictObject({ id: z.string().min(1).max(64), until: z.number().int() })).max(10_000),
 });
 
+function parsedRecord(data: Uint8Array): GameRecord | undefined {
+  try {
+    return JSON.parse(Buffer.from(data).toString('utf8')) as GameRecord;
+  } catch {
+    return undefined;
+  }
+}
+
 export class KvGameStore implements GameStore {
   private constructor(
     private readonly kv: KV,
@@ -152,9 +160,9 @@ export class KvGameStore implements GameStore {
     try {
       for await (const m of messages) {
         const operation = m.headers?.get('KV-Operation');
-        if (!operation || operation === 'PUT') {
-          yield { name: nameOfKey(m.subject.slice(prefix.length)), record: m.json<GameRecord>(), revision: m.seq };
-        }
+        const record = !operation || operation === 'PUT' ? parsedRecord(m.data) : undefined;
+        // A record that is not JSON is passed over: it must not stop every later sweep here.
+        if (record) yield { name: nameOfKey(m.subject.slice(prefix.length)), record, revision: m.seq };
         if (m.info.pending === 0) break;
       }
     } finally {
