@@ -1,164 +1,30 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { packageRoot } from '../src/core/package-root.js';
-import { waitForPort } from '../src/devstack/stack.js';
-import { writeNatsConfig } from '../src/natsconf/generate.js';
+import { BENCH_BUCKET, cleanup, post, run, startGames, startNats, writeResult, type CannonRequest, type Row } from './rendezvous-stack.js';
 
-// What a host poll costs under load: one real `games run` process (the CLI from dist/, as a user
-// starts it) on a real nats-server with JetStream, hammered by autocannon. Every POST /games/poll
-// is a KV read-modify-write of the game's record; the baseline, in the same run and on the same
-// server, is GET /openapi.json, which goes through the same fastify, rate limiter and sockets but
-// never touches NATS. The ratio is what the KV round trips (and contention between them) cost.
-// GET /games/:name (one KV get, no write) sits between the two. Note the baseline is not free:
-// it serializes the whole OpenAPI document, so the ratios understate the KV's share a little.
-//
-// Two poll scenarios: "spread" has one game per connection (each connection starts on a different
-// game and walks the list, so two hosts rarely write the same record at once, as in real life
-// where each game has one host polling about once a second); "hot" has a few games shared by all
-// connections, so writes to the same record conflict and the service's retry loop shows.
+// What the rendezvous's requests cost under load: one real `games run` process (the CLI from
+// dist/, as a user starts it) on a real nats-server with JetStream, hammered by autocannon. The
+// ceiling, in the same run and on the same server, is GET /health: the same fastify, rate
+// limiter and sockets, no store. Every other row is a ratio against it:
+// - GET /games/:name: one KV read;
+// - a host poll: a KV read and a revision-checked write of the game's record;
+// - a guest start: the same, by the game's guests (two per game);
+// - a lobby page (GET /games?limit=20, every page of the lobby in turn): 20 direct gets of the
+//   lobby stream, then the 20 games' records;
+// - a poll of a few games shared by all connections ("hot"): writes to one record conflict and
+//   the service's retry loop (with backoff) shows.
+// Writes bench/results/rendezvous-load-<time>.json.
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const SPREAD_GAMES = CONNECTIONS;
 const HOT_GAMES = Number(process.env.BENCH_HOT_GAMES ?? 5);
 const GUESTS_PER_GAME = 2;
-const NATS_BIN = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p)) ?? 'nats-server';
-const CERTS = join(packageRoot, 'settings/dev/certs');
+const PAGE = 20;
+const json = { 'content-type': 'application/json' };
 
-// autocannon ships no types; this is the slice of its programmatic API used here.
-interface CannonRequest {
-  method: string;
-  path: string;
-  headers?: Record<string, string>;
-  body?: string;
-}
-interface CannonClient {
-  setRequests(requests: CannonRequest[]): void;
-}
-interface CannonResult {
-  requests: { average: number; total: number };
-  latency: { p50: number; p99: number; average: number; max: number };
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  statusCodeStats: Record<string, { count: number }>;
-}
-const autocannon = createRequire(import.meta.url)('autocannon') as (opts: {
-  url: string;
-  connections: number;
-  duration: number;
-  requests?: CannonRequest[];
-  setupClient?: (client: CannonClient) => void;
-}) => Promise<CannonResult>;
-
-/** A port below Linux's ephemeral range, free a moment ago (bound later by a child). */
-async function freePort(): Promise<number> {
-  const tryListen = (port: number) =>
-    new Promise<number | undefined>((resolve) => {
-      const srv = createServer();
-      srv.once('error', () => resolve(undefined));
-      srv.listen(port, '127.0.0.1', () => {
-        const { port: bound } = srv.address() as { port: number };
-        srv.close(() => resolve(bound));
-      });
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await tryListen(20_000 + Math.floor(Math.random() * 12_000));
-    if (port !== undefined) return port;
-  }
-  const port = await tryListen(0);
-  if (port === undefined) throw new Error('no free TCP port on 127.0.0.1');
-  return port;
-}
-
-const children: ChildProcess[] = [];
-const dirs: string[] = [];
-
-async function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    child.once('exit', () => {
-      clearTimeout(force);
-      resolve();
-    });
-    child.kill(signal);
-  });
-}
-
-async function cleanup(): Promise<void> {
-  // games first (it drains its NATS connection), then nats-server.
-  for (const child of [...children].reverse()) await stopChild(child, 'SIGTERM');
-  children.length = 0;
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => void cleanup().finally(() => process.exit(130)));
-}
-
-async function startNats(): Promise<string> {
-  const port = await freePort();
-  const store = mkdtempSync(join(tmpdir(), 'bench-nats-'));
-  dirs.push(store);
-  // The bus as deployed: TLS, client certificates, the generated permissions.
-  const config = join(store, 'nats.conf');
-  writeNatsConfig(config, { settings: join(packageRoot, 'settings/dev'), host: '127.0.0.1', port, storeDir: join(store, 'js'), extraBuckets: ['BENCH_GAMES'] });
-  const child = spawn(NATS_BIN, ['-c', config], { stdio: 'ignore' });
-  children.push(child);
-  await waitForPort(port, 10_000);
-  return `nats://127.0.0.1:${port}`;
-}
-
-async function startGames(natsUrl: string): Promise<{ base: string; log: () => string }> {
-  const httpPort = await freePort();
-  const stunPort = await freePort();
-  const folder = mkdtempSync(join(tmpdir(), 'bench-games-role-'));
-  dirs.push(folder);
-  writeFileSync(
-    join(folder, 'games.yml'),
-    [
-      `name: games-bench-${httpPort}`,
-      // The default limit (300 a minute per address) would turn the bench into a 429 counter.
-      `http: { host: 127.0.0.1, port: ${httpPort}, rateLimit: { max: 1000000000, windowMs: 60000 } }`,
-      `stun: { host: 127.0.0.1, port: ${stunPort} }`,
-      `nats: { url: ${natsUrl} }`,
-      `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
-      // Hosts that stop polling between scenarios must not expire mid-bench.
-      'games: { bucket: BENCH_GAMES, hostPollTimeoutMs: 600000, sweepIntervalMs: 5000 }',
-    ].join('\n'),
-  );
-  let output = '';
-  const child = spawn(process.execPath, ['dist/src/cli/games.js', 'run'], {
-    env: { ...process.env, GAMES_SETTINGS: folder, NATS_URL: natsUrl, LOG_FORMAT: 'json', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  // Drained (a full pipe would stall the server), keeping only the tail for error messages.
-  const keep = (d: Buffer) => (output = (output + d.toString()).slice(-8_192));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  try {
-    await waitForPort(httpPort, 10_000);
-  } catch (err) {
-    throw new Error(`games run did not listen: ${(err as Error).message}\n${output}`);
-  }
-  return { base: `http://127.0.0.1:${httpPort}`, log: () => output };
-}
-
-async function post(base: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await res.text();
-  if (res.status >= 300) throw new Error(`POST ${path} ${JSON.stringify(body)} -> ${res.status} ${text}`);
-  return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
-
-/** Registers `count` games, each with its host's candidates and a few guests started; returns the host poll bodies. */
-async function setupGames(base: string, prefix: string, count: number): Promise<CannonRequest[]> {
+/** Registers `count` games, each with its host's candidates and a few guests started; returns the host poll and guest start bodies. */
+async function setupGames(base: string, prefix: string, count: number): Promise<{ polls: CannonRequest[]; starts: CannonRequest[] }> {
   const polls: CannonRequest[] = [];
+  const starts: CannonRequest[] = [];
   for (let i = 0; i < count; i++) {
     const name = `${prefix}-${i}`;
     const host = `host-${prefix}-${i}`;
@@ -166,49 +32,27 @@ async function setupGames(base: string, prefix: string, count: number): Promise<
     await post(base, '/games/register', { name, peerId: host });
     await post(base, '/games/poll', hostBody);
     for (let g = 0; g < GUESTS_PER_GAME; g++) {
-      await post(base, '/games/start', { name, peerId: `guest-${g}-${prefix}-${i}`, addresses: [`198.51.100.${g + 1}:${30_000 + i}`] });
+      const guestBody = { name, peerId: `guest-${g}-${prefix}-${i}`, addresses: [`198.51.100.${g + 1}:${30_000 + i}`] };
+      await post(base, '/games/start', guestBody);
+      starts.push({ method: 'POST', path: '/games/start', headers: json, body: JSON.stringify(guestBody) });
     }
     const check = await post(base, '/games/poll', hostBody);
     if (check.body?.status !== 1 || check.body?.guests?.length !== GUESTS_PER_GAME) throw new Error(`game ${name} not ready: ${JSON.stringify(check.body)}`);
-    polls.push({ method: 'POST', path: '/games/poll', headers: { 'content-type': 'application/json' }, body: JSON.stringify(hostBody) });
+    polls.push({ method: 'POST', path: '/games/poll', headers: json, body: JSON.stringify(hostBody) });
   }
-  return polls;
+  return { polls, starts };
 }
 
-interface Row {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  total: number;
-  errors: number;
-  non2xx: number;
-  codes: string;
-}
-
-async function run(name: string, base: string, requests: CannonRequest[]): Promise<Row> {
-  let next = 0;
-  const r = await autocannon({
-    url: base,
-    connections: CONNECTIONS,
-    duration: DURATION_S,
-    requests,
-    // Round-robin with a different starting game per connection, so connection i is host of
-    // game i first instead of all of them piling onto game 0 in lock step.
-    setupClient: (client) => {
-      const offset = next++ % requests.length;
-      client.setRequests([...requests.slice(offset), ...requests.slice(0, offset)]);
-    },
-  });
-  const codes = Object.entries(r.statusCodeStats)
-    .map(([code, s]) => `${code}:${s.count}`)
-    .join(' ');
-  const row = { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, total: r.requests.total, errors: r.errors + r.timeouts, non2xx: r.non2xx, codes };
-  console.log(
-    `${name.padEnd(22)} ${row.rps.toFixed(0).padStart(6)} req/s  p50 ${row.p50.toFixed(1).padStart(6)} ms  p99 ${row.p99.toFixed(1).padStart(6)} ms  ` +
-      `${row.total} requests, ${row.errors} errors, ${row.non2xx} non-2xx  [${codes}]`,
-  );
-  return row;
+/** Every page of the lobby, by walking its cursors once. */
+async function lobbyPages(base: string): Promise<CannonRequest[]> {
+  const pages: CannonRequest[] = [];
+  let cursor: string | undefined;
+  do {
+    const path = `/games?limit=${PAGE}${cursor ? `&cursor=${cursor}` : ''}`;
+    pages.push({ method: 'GET', path });
+    cursor = ((await (await fetch(base + path)).json()) as { next?: string }).next;
+  } while (cursor);
+  return pages;
 }
 
 try {
@@ -216,24 +60,30 @@ try {
   const games = await startGames(natsUrl);
   const spread = await setupGames(games.base, 'spread', SPREAD_GAMES);
   const hot = await setupGames(games.base, 'hot', HOT_GAMES);
+  const pages = await lobbyPages(games.base);
   console.log(
-    `rendezvous load: 1 games process, nats-server JetStream, ${CONNECTIONS} connections x ${DURATION_S} s per row, ` +
-      `${GUESTS_PER_GAME} guests per game`,
+    `rendezvous load: 1 games process, nats-server JetStream (bucket ${BENCH_BUCKET}), ${CONNECTIONS} connections x ${DURATION_S} s per row, ` +
+      `${GUESTS_PER_GAME} guests per game, ${SPREAD_GAMES + HOT_GAMES} games, lobby pages of ${PAGE}`,
   );
-  const baseline = await run('GET /openapi.json', games.base, [{ method: 'GET', path: '/openapi.json' }]);
-  // A KV read without the write: splits what a poll costs into the get and the update.
-  const reads = spread.map((r) => ({ method: 'GET', path: `/games/${encodeURIComponent(JSON.parse(r.body ?? '{}').name)}` }));
-  const read = await run(`GET /games/:name`, games.base, reads);
-  const polls = await run(`poll ${SPREAD_GAMES} games`, games.base, spread);
-  const contended = await run(`poll ${HOT_GAMES} games (hot)`, games.base, hot);
-  for (const row of [read, polls, contended]) {
+  const ceiling = await run('GET /health', games.base, [{ method: 'GET', path: '/health' }], CONNECTIONS, DURATION_S);
+  const reads = spread.polls.map((r) => ({ method: 'GET', path: `/games/${encodeURIComponent(JSON.parse(r.body ?? '{}').name)}` }));
+  const rows: Row[] = [
+    await run('GET /games/:name', games.base, reads, CONNECTIONS, DURATION_S),
+    await run(`host poll, ${SPREAD_GAMES} games`, games.base, spread.polls, CONNECTIONS, DURATION_S),
+    await run(`guest start, ${SPREAD_GAMES} games`, games.base, spread.starts, CONNECTIONS, DURATION_S),
+    await run(`GET /games?limit=${PAGE}`, games.base, pages, CONNECTIONS, DURATION_S),
+    await run(`host poll, ${HOT_GAMES} games (hot)`, games.base, hot.polls, CONNECTIONS, DURATION_S),
+  ];
+  for (const row of rows) {
     console.log(
-      `${row.name}: ${row.rps.toFixed(0)} req/s = ${(row.rps / baseline.rps).toFixed(2)}x baseline throughput; ` +
-        `p99 ${(row.p99 / Math.max(baseline.p99, 1)).toFixed(1)}x baseline p99; ` +
+      `${row.name}: ${row.rps.toFixed(0)} req/s = ${(row.rps / ceiling.rps).toFixed(2)}x GET /health; ` +
+        `p99 ${row.p99.toFixed(1)} ms (${(row.p99 / Math.max(ceiling.p99, 1)).toFixed(1)}x); ` +
         `${row.non2xx} non-2xx (${((100 * row.non2xx) / Math.max(row.total, 1)).toFixed(2)}%)`,
     );
   }
-  if (polls.errors > 0 || polls.non2xx > 0 || read.non2xx > 0 || baseline.errors > 0 || baseline.non2xx > 0) {
+  const file = writeResult('rendezvous-load', { connections: CONNECTIONS, durationS: DURATION_S, ceiling, rows, ratios: rows.map((r) => ({ name: r.name, throughput: r.rps / ceiling.rps })) });
+  console.log(`wrote ${file}`);
+  if ([ceiling, ...rows].some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.log(`games process log tail:\n${games.log()}`);
     process.exitCode = 1;
   }

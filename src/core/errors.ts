@@ -113,10 +113,12 @@ export const PROBLEMS = {
   PAYLOAD_TOO_LARGE: { slug: 'payload-too-large', status: 413, title: 'The request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { slug: 'unsupported-media-type', status: 415, title: 'The body must be application/json' },
   RATE_LIMITED: { slug: 'rate-limited', status: 429, title: 'Too many requests' },
+  REGISTER_RATE_LIMITED: { slug: 'register-rate-limited', status: 429, title: 'This address registered too many games recently' },
   RELAY_CLIENT_LIMIT: { slug: 'relay-client-limit', status: 429, title: 'This address holds too many relay sessions' },
   RELAY_GAME_LIMIT: { slug: 'relay-game-limit', status: 429, title: 'This game holds too many relay sessions' },
   INTERNAL_ERROR: { slug: 'internal-error', status: 500, title: 'Internal error' },
   STORAGE_UNAVAILABLE: { slug: 'storage-unavailable', status: 503, title: 'Game storage is unavailable' },
+  GAMES_LIMIT: { slug: 'games-limit', status: 503, title: 'The rendezvous holds its maximum of games' },
   RELAY_UNAVAILABLE: { slug: 'relay-unavailable', status: 503, title: 'No relay could be opened' },
 } as const;
 

@@ -12,6 +12,12 @@ export interface BusConnectOptions {
   name: string;
   /** The role's certificate: nats-server verifies it against `ca` and maps it to a principal. */
   tls: Pick<TlsMaterial, 'ca' | 'cert' | 'key'>;
+  /**
+   * false: requests capture no stack trace up front for their timeout errors. nats.js builds an
+   * Error per request by default; a process making thousands of KV requests a second (games)
+   * spends a tenth of its CPU on them (bench/rendezvous-load.ts profile).
+   */
+  asyncTraces?: boolean;
 }
 
 /**
@@ -54,6 +60,7 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
       waitOnFirstConnect: true,
+      noAsyncTraces: opts.asyncTraces === false,
     });
   } catch (err) {
     // Most often a bus without TLS, or one whose generated configuration lacks this principal.

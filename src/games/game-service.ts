@@ -16,7 +16,9 @@ import type { Logger } from '../core/logger.js';
 import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
 import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
+import type { Lobby } from './lobby.js';
 import { RelayHolds } from './relay-holds.js';
+import type { SharedCounters } from './shared-limits.js';
 
 // The games core: it knows the store and the machine, not HTTP. Every answer is a status value
 // tagged by `type`, so the routes map them to responses and problems in one switch each.
@@ -40,7 +42,28 @@ export interface Candidates {
   addresses: string[];
 }
 
-export type RegisterResult = { type: 'registered'; game: GameView; secret: string } | { type: 'nameTaken' };
+export type RegisterResult =
+  | { type: 'registered'; game: GameView; secret: string }
+  | { type: 'nameTaken' }
+  /** The rendezvous holds `limit` games (games.maxGames), counted across instances. */
+  | { type: 'gamesCapReached'; limit: number }
+  /** This client address registered `limit` games in the current window (games.registerLimit). */
+  | { type: 'registerRateLimited'; limit: number; windowMs: number; retryAfterMs: number };
+
+/** A page of the lobby: `next` is the cursor of the following page, absent after the last. */
+export interface ListQuery {
+  /** The sequence of the last lobby entry already seen (0 from the start). */
+  after: number;
+  limit: number;
+  /** Only games a new guest fits in. */
+  openOnly?: boolean;
+  /** Only games whose name starts with this. */
+  prefix?: string;
+}
+export interface ListPage {
+  games: GameView[];
+  next?: number;
+}
 export type PollResult =
   | { type: 'polled'; status: 0 | 1; addresses: string[]; guests: Candidates[] }
   | { type: 'notFound' }
@@ -70,6 +93,14 @@ export { StoreContentionError } from './game-store.js';
 
 export interface GameServiceOptions {
   store: GameStore;
+  /** The index of games in registration order that GET /games pages through. */
+  lobby: Lobby;
+  /** Counters shared by every instance; without them, registrations are not rate-limited. */
+  counters?: SharedCounters;
+  /** Games the rendezvous holds at most (every instance together); absent: no cap. */
+  maxGames?: number;
+  /** Registrations one client address may make per window (every instance together). */
+  registerLimit?: { max: number; windowMs: number };
   /** The clock, injected so tests (and the machine's guards) never read the wall clock. */
   now: () => number;
   hostPollTimeoutMs: number;
@@ -94,6 +125,32 @@ export interface GameServiceOptions {
   relayWaitPollMs?: number;
 }
 
+/**
+ * A filtered page (open games, a name prefix) looks at up to this many lobby entries per game it
+ * may return, so its cost is bounded by the page size whatever the filter matches: a page may
+ * hold fewer games than asked, and the client follows `next`.
+ */
+export const LIST_SCAN_FACTOR = 4;
+
+/**
+ * Attempts of a revision-checked write before it gives up: with the jittered backoff between
+ * them (conflictBackoff) about a second in all, room for 50 guests joining one game at once and
+ * its host polling, each write of the game's record winning one round.
+ */
+export const DEFAULT_MAX_ATTEMPTS = 64;
+
+/**
+ * After a lost write: a random pause up to 2^attempt ms (at most 32 ms), so writers that
+ * collided do not read and collide again in lock step, and one of them wins each round.
+ */
+const conflictBackoff = (attempt: number) => sleep(Math.random() * Math.min(2 ** attempt, 32));
+
+/**
+ * Entries read after a new registration's own to rank it against the total cap: registrations
+ * in flight at once on every instance. More than this at once may overshoot the cap by the excess.
+ */
+const RANK_LOOKAHEAD = 32;
+
 /** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
@@ -106,15 +163,29 @@ export class GameService {
   private readonly now: () => number;
   private readonly maxAttempts: number;
   private readonly holds: RelayHolds;
+  /** Where this instance's next sweep starts reading (a revision): see sweep(). */
+  private sweepFrom = 1;
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
     this.now = opts.now;
-    this.maxAttempts = opts.maxAttempts ?? 10;
+    this.maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
   }
 
-  async register(name: string, peerId: string): Promise<RegisterResult> {
+  async register(name: string, peerId: string, client = 'unknown'): Promise<RegisterResult> {
+    // The total cap first: it needs no state per client, so a flood from many addresses is
+    // refused before it can make the shared counters grow.
+    const maxGames = this.opts.maxGames;
+    if (maxGames !== undefined && (await this.opts.lobby.count()) >= maxGames) {
+      this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
+      return { type: 'gamesCapReached', limit: maxGames };
+    }
+    const rate = this.opts.registerLimit;
+    if (rate && this.opts.counters) {
+      const counted = await this.opts.counters.hit(`register ${client}`, rate.max, rate.windowMs, this.now());
+      if (counted.type === 'limited') return { type: 'registerRateLimited', limit: rate.max, windowMs: rate.windowMs, retryAfterMs: counted.retryAfterMs };
+    }
     // The secret has 256 bits of entropy, so a plain SHA-256 is enough: there is nothing to
     // brute-force that a slow hash would protect.
     const secret = randomBytes(32).toString('base64url');
@@ -125,9 +196,21 @@ export class GameService {
       hostPollTimeoutMs: this.opts.hostPollTimeoutMs,
       maxGuests: this.opts.maxGuests,
     });
-    const record = this.recordOf(snapshot, hashSecret(secret).toString('hex'));
-    const created = await this.createReclaiming(name, record);
-    if (created.type === 'exists') return { type: 'nameTaken' };
+    const lobbySeq = await this.opts.lobby.add(name);
+    if (maxGames !== undefined && (await this.lobbyRank(lobbySeq)) > maxGames) {
+      await this.leaveLobby(name, lobbySeq);
+      this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
+      return { type: 'gamesCapReached', limit: maxGames };
+    }
+    const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq };
+    const created = await this.createReclaiming(name, record).catch(async (err: unknown) => {
+      await this.leaveLobby(name, lobbySeq);
+      throw err;
+    });
+    if (created.type === 'exists') {
+      await this.leaveLobby(name, lobbySeq);
+      return { type: 'nameTaken' };
+    }
     this.opts.onTransition?.(name, { type: 'xstate.init' }, snapshot);
     this.opts.log?.info({ game: name }, 'game registered');
     return { type: 'registered', game: this.view(snapshot), secret };
@@ -188,7 +271,7 @@ export class GameService {
       }
       const id = randomUUID();
       const until = at + (this.opts.relayTimeoutMs ?? DEFAULT_RELAY_REQUEST_TIMEOUT_MS) + IN_FLIGHT_MARGIN_MS;
-      const record = { ...stored.record, relayInFlight: { ...liveInFlight(stored.record.relayInFlight, s.context.guests, at), [pairingPeer]: { id, until } } };
+      const record = { ...stored.record, relayInFlight: { ...liveInFlight(stored.record.relayInFlight, s.context.guests, at), [pairingPeer]: { id, until } }, writtenAt: at };
       // Whoever writes the mark first asks; a loser reads the record again and waits for it.
       if ((await this.store.update(name, record, stored.revision)).type === 'updated') mine = { pairingPeer, id, until, role: role(s) };
       else if (--waits < 0) throw new StoreContentionError(`game ${name}: the relay mark kept conflicting`);
@@ -276,12 +359,52 @@ export class GameService {
     return s && s.status === 'active' ? { type: 'found', game: this.view(s) } : { type: 'notFound' };
   }
 
-  /** Open games, oldest first. Reads only: a game past its timeout is hidden until a sweep removes it. */
-  async list(): Promise<GameView[]> {
-    const games = await Promise.all((await this.store.names()).map((n) => this.get(n)));
-    return games
-      .flatMap((g) => (g.type === 'found' ? [g.game] : []))
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+  /**
+   * One page of the lobby, oldest registration first. Reads only the page's lobby entries and
+   * their games' records: a game past its timeout is hidden until a sweep removes it, and an entry
+   * whose game is gone (or was registered again under a newer entry) is passed over.
+   */
+  async list(q: ListQuery): Promise<ListPage> {
+    const filtered = q.openOnly === true || (q.prefix !== undefined && q.prefix !== '');
+    const page = await this.opts.lobby.page(q.after, filtered ? q.limit * LIST_SCAN_FACTOR : q.limit);
+    const views = await Promise.all(
+      page.entries.map(async (e) => {
+        if (!e.name || (q.prefix && !e.name.startsWith(q.prefix))) return undefined;
+        const stored = await this.store.get(e.name);
+        if (!stored || stored.record.lobbySeq !== e.seq) return undefined;
+        const s = this.ticked(stored);
+        if (s.status !== 'active') return undefined;
+        const view = this.view(s);
+        return q.openOnly && !view.open ? undefined : view;
+      }),
+    );
+    const games: GameView[] = [];
+    let last = q.after;
+    for (const [i, e] of page.entries.entries()) {
+      if (games.length === q.limit) break;
+      const view = views[i];
+      if (view) games.push(view);
+      last = e.seq;
+    }
+    const done = page.end && last === (page.entries.at(-1)?.seq ?? q.after);
+    return done ? { games } : { games, next: last };
+  }
+
+  /**
+   * How many lobby entries up to and including `seq`: registrations racing on several instances
+   * each counted room for one more, so each checks its own entry's place once it is written, and
+   * only those within the cap go on. The entries after it are read first, the total second, so a
+   * registration in between makes the rank too high (a refusal), never too low.
+   */
+  private async lobbyRank(seq: number): Promise<number> {
+    const after = await this.opts.lobby.page(seq, RANK_LOOKAHEAD);
+    return (await this.opts.lobby.count()) - after.entries.length;
+  }
+
+  /** Removes a game's lobby entry; one left behind (the store failed) only costs list pages a skip. */
+  private async leaveLobby(name: string, seq: number | undefined): Promise<void> {
+    if (seq === undefined) return;
+    await this.opts.lobby.remove(seq).catch((err: unknown) => this.opts.log?.warn({ err, game: name }, 'lobby entry not removed; list pages pass over it'));
   }
 
   async rename(name: string, secret: string, newName: string): Promise<RenameResult> {
@@ -294,15 +417,25 @@ export class GameService {
       if (newName === name) return { type: 'renamed', game: this.view(renamed) };
       // A key is the name, so a rename is create-new then delete-old; if the old record moved
       // on meanwhile, the copy is withdrawn and the rename retried from the newer record.
-      const created = await this.createReclaiming(newName, this.recordOf(renamed, stored.record.secretHash));
-      if (created.type === 'exists') return { type: 'nameTaken' };
+      // The renamed game joins the lobby under its new name (at the end of the list).
+      const lobbySeq = await this.opts.lobby.add(newName);
+      const created = await this.createReclaiming(newName, { ...this.recordOf(renamed, stored.record.secretHash), lobbySeq }).catch(async (err: unknown) => {
+        await this.leaveLobby(newName, lobbySeq);
+        throw err;
+      });
+      if (created.type === 'exists') {
+        await this.leaveLobby(newName, lobbySeq);
+        return { type: 'nameTaken' };
+      }
       const removed = await this.store.remove(name, stored.revision);
       if (removed.type === 'removed') {
+        await this.leaveLobby(name, stored.record.lobbySeq);
         this.opts.onTransition?.(name, { type: 'RENAMED', newName }, renamed);
         this.opts.log?.info({ game: name, newName }, 'game renamed');
         return { type: 'renamed', game: this.view(renamed) };
       }
       await this.store.remove(newName, created.revision);
+      await this.leaveLobby(newName, lobbySeq);
     }
     throw new StoreContentionError(`game ${name}: rename kept conflicting`);
   }
@@ -315,14 +448,33 @@ export class GameService {
     );
   }
 
-  /** Expires every game whose host went silent; any instance may run it at any time. */
+  /**
+   * Expires the games whose host went silent; any instance may run it at any time. It reads the
+   * games least recently written first and stops at the first one written less than a host
+   * timeout ago that is still open: every record before it was last written by a request that
+   * saw it open more than a timeout ago, so it has expired, and what comes after is younger. So a
+   * sweep reads the expired games and one more, never every game, and holds a batch at a time.
+   */
   async sweep(): Promise<number> {
     let expired = 0;
-    for (const name of await this.store.names()) {
+    const horizon = this.now() - this.opts.hostPollTimeoutMs;
+    let firstKept: number | undefined;
+    for await (const game of this.store.inWriteOrder(this.sweepFrom)) {
+      const ticked = this.ticked(game);
+      // What the tick changed (silent guests pruned) is written, as any request would.
+      const unchanged = ticked.status === 'active' && sameContent(this.recordAfter(ticked, game.record), game.record);
+      if (unchanged) {
+        firstKept ??= game.revision;
+        if ((game.record.writtenAt ?? 0) > horizon) break;
+        continue;
+      }
       // An expired game answers requests as not found; the sweep counts it as what it expired.
-      const r = await this.mutate<{ type: 'gone' | 'kept' }>(name, () => ({ event: undefined }), () => ({ type: 'kept' }), () => ({ type: 'gone' }));
+      const r = await this.mutate<{ type: 'gone' | 'kept' }>(game.name, () => ({ event: undefined }), () => ({ type: 'kept' }), () => ({ type: 'gone' }));
       if (r.type === 'gone') expired++;
     }
+    // Every record before the first one left in place was deleted or written again later (as a
+    // newer revision): the next sweep starts there, past the deletion markers of ended games.
+    if (firstKept !== undefined) this.sweepFrom = firstKept;
     return expired;
   }
 
@@ -354,7 +506,11 @@ export class GameService {
       }
       if (next.status === 'done') {
         const removed = await this.store.remove(name, stored.revision);
-        if (removed.type === 'conflict') continue;
+        if (removed.type === 'conflict') {
+          await conflictBackoff(attempt);
+          continue;
+        }
+        await this.leaveLobby(name, stored.record.lobbySeq);
         this.opts.onTransition?.(name, event, next);
         const output = next.output as GameSessionOutput;
         this.opts.log?.info({ game: name, outcome: output.outcome, detail: output.detail }, 'game ended');
@@ -362,14 +518,15 @@ export class GameService {
         return output.outcome === 'expired' ? expired() : answer(next);
       }
       if (refused) return refused;
-      const record = this.recordOf(next, stored.record.secretHash, inFlight(stored.record.relayInFlight));
+      const record = this.recordAfter(next, stored.record, inFlight(stored.record.relayInFlight));
       // A tick that changed nothing (the common sweep) costs no write.
-      if (JSON.stringify(record) === JSON.stringify(stored.record)) return answer(next);
+      if (sameContent(record, stored.record)) return answer(next);
       const updated = await this.store.update(name, record, stored.revision);
       if (updated.type === 'updated') {
         this.opts.onTransition?.(name, event, next);
         return answer(next);
       }
+      await conflictBackoff(attempt);
     }
     throw new StoreContentionError(`game ${name}: writes kept conflicting after ${this.maxAttempts} attempts`);
   }
@@ -381,7 +538,7 @@ export class GameService {
       if (created.type === 'created') return created;
       const holder = await this.store.get(name);
       if (holder && this.ticked(holder).status === 'active') return created;
-      if (holder) await this.store.remove(name, holder.revision);
+      if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') await this.leaveLobby(name, holder.record.lobbySeq);
     }
     throw new StoreContentionError(`game ${name}: create kept conflicting`);
   }
@@ -396,10 +553,15 @@ export class GameService {
     return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
   }
 
+  /** The record a step writes: the snapshot, with what the machine does not see carried over. */
+  private recordAfter(s: Snapshot, stored: GameRecord, relayInFlight = stored.relayInFlight): GameRecord {
+    return { ...this.recordOf(s, stored.secretHash, relayInFlight), ...lobbyOf(stored) };
+  }
+
   /** In-flight relay marks ride along with every write; ended ones (or a gone pairing's) are dropped. */
   private recordOf(s: Snapshot, secretHash: string, relayInFlight?: GameRecord['relayInFlight']): GameRecord {
     const marks = liveInFlight(relayInFlight, s.context.guests, this.now());
-    return { v: 1, secretHash, state: openState(s), context: s.context, ...(Object.keys(marks).length > 0 ? { relayInFlight: marks } : {}) };
+    return { v: 1, secretHash, state: openState(s), context: s.context, ...(Object.keys(marks).length > 0 ? { relayInFlight: marks } : {}), writtenAt: this.now() };
   }
 
   private view(s: Snapshot): GameView {
@@ -418,6 +580,13 @@ export class GameService {
     const actual = hashSecret(secret);
     return expected.length === actual.length && timingSafeEqual(expected, actual);
   }
+}
+
+const lobbyOf = (record: GameRecord) => (record.lobbySeq === undefined ? {} : { lobbySeq: record.lobbySeq });
+
+/** Two records that differ at most in when they were written. */
+function sameContent(a: GameRecord, b: GameRecord): boolean {
+  return JSON.stringify({ ...a, writtenAt: 0 }) === JSON.stringify({ ...b, writtenAt: 0 });
 }
 
 function withoutInFlight(marks: GameRecord['relayInFlight'], pairingPeer: string, id: string): GameRecord['relayInFlight'] {

@@ -1,4 +1,4 @@
-import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
+import { DeliverPolicy, jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
@@ -15,6 +15,14 @@ export interface GameRecord {
   context: GameSessionContext;
   /** The relay request each pairing (by guest peer id) is waiting for from the proxy, if any. */
   relayInFlight?: Record<string, RelayInFlight>;
+  /** The game's entry in the lobby (src/games/lobby.ts); absent on records older than the lobby. */
+  lobbySeq?: number;
+  /**
+   * The writer's clock when this revision was written. Every write is made by a request that saw
+   * the game open, so a record written a host timeout ago or more has expired: the sweep reads
+   * records in write order and stops at the first younger one.
+   */
+  writtenAt?: number;
 }
 
 /**
@@ -41,7 +49,11 @@ export interface GameStore {
   create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
-  names(): Promise<string[]>;
+  /**
+   * Every game whose revision is `from` or later, least recently written first; the caller stops
+   * reading when it has seen enough.
+   */
+  inWriteOrder(from?: number): AsyncIterable<{ name: string } & StoredGame>;
   getHolds(key: HoldKey): Promise<StoredHolds | null>;
   /** Creates the key when `revision` is null; an empty list deletes it. */
   putHolds(key: HoldKey, holds: RelayHold[], revision: number | null): Promise<{ type: 'written' } | { type: 'conflict' }>;
@@ -63,7 +75,7 @@ export class StoreUnavailableError extends Error {
 }
 
 /** Every unexpected store failure leaves as StoreUnavailableError, so the API answers 503 for it. */
-async function guarded<T>(what: string, op: () => Promise<T>): Promise<T> {
+export async function guarded<T>(what: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
@@ -80,13 +92,27 @@ const holdsSchema = z.strictObject({
   holds: z.array(z.strictObject({ id: z.string().min(1).max(64), until: z.number().int() })).max(10_000),
 });
 
+function parsedRecord(data: Uint8Array): GameRecord | undefined {
+  try {
+    return JSON.parse(Buffer.from(data).toString('utf8')) as GameRecord;
+  } catch {
+    return undefined;
+  }
+}
+
 export class KvGameStore implements GameStore {
-  private constructor(private readonly kv: KV) {}
+  private constructor(
+    private readonly kv: KV,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly bucket: string,
+  ) {}
 
   /** Opens (creating if needed) the bucket; one value per key is all a game needs. */
   static async open(nc: NatsConnection, bucket: string): Promise<KvGameStore> {
     const kv = await new Kvm(nc).create(bucket, { history: 1 });
-    return new KvGameStore(kv);
+    const js = jetstream(nc);
+    return new KvGameStore(kv, js, await js.jetstreamManager(), bucket);
   }
 
   async get(name: string): Promise<StoredGame | null> {
@@ -123,12 +149,25 @@ export class KvGameStore implements GameStore {
     }
   }
 
-  async names(): Promise<string[]> {
-    return guarded('keys', async () => {
-      const out: string[] = [];
-      for await (const key of await this.kv.keys('g.*')) out.push(nameOfKey(key));
-      return out;
-    });
+  async *inWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredGame> {
+    // An ordered consumer on the game keys only: with one value per key, the stream holds each
+    // game's last write, in the order they were written. It is read a small batch at a time.
+    const prefix = `$KV.${this.bucket}.`;
+    // A consumer with nothing to deliver would wait: ask first whether any game key exists.
+    if (!(await guarded('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: from, next_by_subj: `${prefix}g.>` })))) return;
+    const consumer = await guarded('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>`, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }));
+    const messages = await guarded('sweep read', () => consumer.consume({ max_messages: 64 }));
+    try {
+      for await (const m of messages) {
+        const operation = m.headers?.get('KV-Operation');
+        const record = !operation || operation === 'PUT' ? parsedRecord(m.data) : undefined;
+        // A record that is not JSON is passed over: it must not stop every later sweep here.
+        if (record) yield { name: nameOfKey(m.subject.slice(prefix.length)), record, revision: m.seq };
+        if (m.info.pending === 0) break;
+      }
+    } finally {
+      await messages.close().catch(() => undefined);
+    }
   }
 
   async getHolds(key: HoldKey): Promise<StoredHolds | null> {
@@ -180,8 +219,9 @@ export class MemoryGameStore implements GameStore {
     this.games.delete(name);
     return { type: 'removed' as const };
   }
-  async names() {
-    return [...this.games.keys()];
+  async *inWriteOrder(from = 1) {
+    const byRevision = [...this.games].filter(([, g]) => g.revision >= from).sort(([, a], [, b]) => a.revision - b.revision);
+    for (const [name, g] of byRevision) yield { name, record: structuredClone(g.record), revision: g.revision };
   }
   private readonly holdLists = new Map<string, StoredHolds>();
   async getHolds(key: HoldKey) {

@@ -4,7 +4,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { clientKeyOf } from '../core/client-address.js';
 import type { Logger } from '../core/logger.js';
-import { GameService, StoreContentionError, type GameView } from './game-service.js';
+import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView } from './game-service.js';
 import { StoreUnavailableError } from './game-store.js';
 import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type ProblemName } from './problems.js';
 
@@ -25,6 +25,12 @@ const PORT = '([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[
 const ADDRESS_PATTERN = `^(${OCTET}(\\.${OCTET}){3}|\\[[0-9A-Fa-f:.]{2,45}\\]):${PORT}$`;
 
 export const MAX_ADDRESSES = 16;
+/** Games in a lobby page unless the client asks: about a screen of a lobby. */
+export const DEFAULT_LIST_LIMIT = 20;
+/** Bounds what one request reads from the store (up to LIST_SCAN_FACTOR× this when filtered) and answers. */
+export const MAX_LIST_LIMIT = 100;
+/** A full rendezvous frees room only as games end: a client should not come back sooner than this. */
+const GAMES_LIMIT_RETRY_AFTER_S = 30;
 
 const nameSchema = {
   type: 'string',
@@ -112,6 +118,10 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  // For load balancers and probes; it touches no store, so it is also the ceiling the rendezvous
+  // bench measures the other routes against.
+  app.get('/health', { schema: { summary: 'The process serves HTTP', response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } } } }, async () => ({ ok: true }));
+
   app.post<{ Body: { name: string; peerId: string } }>(
     '/games/register',
     {
@@ -135,9 +145,26 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const r = await service.register(request.body.name, request.body.peerId);
-      if (r.type === 'nameTaken') throw new ProblemError('NAME_TAKEN', `a game named "${request.body.name}" already exists`);
-      return reply.code(201).send({ game: r.game, secret: r.secret });
+      const client = clientKeyOf(request.ip);
+      const r = await service.register(request.body.name, request.body.peerId, client);
+      switch (r.type) {
+        case 'registered':
+          return reply.code(201).send({ game: r.game, secret: r.secret });
+        case 'nameTaken':
+          throw new ProblemError('NAME_TAKEN', `a game named "${request.body.name}" already exists`);
+        case 'gamesCapReached':
+          throw new ProblemError('GAMES_LIMIT', `the rendezvous holds ${r.limit} games, its limit (games.maxGames); retry when games end`, {
+            headers: { 'retry-after': String(GAMES_LIMIT_RETRY_AFTER_S) },
+          });
+        case 'registerRateLimited': {
+          const retryAfter = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+          throw new ProblemError(
+            'REGISTER_RATE_LIMITED',
+            `${client} registered ${r.limit} games in ${r.windowMs / 1000} s, its limit (games.registerLimit); retry in ${retryAfter} s`,
+            { headers: { 'retry-after': String(retryAfter) } },
+          );
+        }
+      }
     },
   );
 
@@ -273,18 +300,42 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
   );
 
-  app.get(
+  app.get<{ Querystring: { limit?: string; cursor?: string; open?: 'true' | 'false'; prefix?: string } }>(
     '/games',
     {
       schema: {
-        summary: 'Games open for guests',
+        summary: 'The lobby, a page at a time, oldest registration first',
+        description:
+          `At most \`limit\` games (default ${DEFAULT_LIST_LIMIT}, at most ${MAX_LIST_LIMIT}); \`next\`, when present, is the cursor of the following page. ` +
+          `A filtered page (open, prefix) looks at up to ${LIST_SCAN_FACTOR}×limit games, so it may hold fewer than limit, even none, and still have a next.`,
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            limit: { type: 'string', pattern: '^[1-9][0-9]{0,5}$', description: `games per page, 1 to ${MAX_LIST_LIMIT}` },
+            cursor: { type: 'string', maxLength: 32, pattern: '^[A-Za-z0-9_-]+$', description: 'the next of the previous page' },
+            open: { type: 'string', enum: ['true', 'false'], description: 'true: only games a new guest fits in' },
+            prefix: { ...nameSchema, description: 'only games whose name starts with this' },
+          },
+        },
         response: {
-          200: { type: 'object', properties: { games: { type: 'array', items: { $ref: 'Game#' } } }, required: ['games'] },
-          ...errors(429, 500, 503),
+          200: {
+            type: 'object',
+            properties: { games: { type: 'array', items: { $ref: 'Game#' } }, next: { type: 'string' } },
+            required: ['games'],
+          },
+          ...errors(400, 429, 500, 503),
         },
       },
     },
-    async (): Promise<{ games: GameView[] }> => ({ games: await service.list() }),
+    async (request): Promise<{ games: GameView[]; next?: string }> => {
+      const q = request.query;
+      const limit = q.limit === undefined ? DEFAULT_LIST_LIMIT : Number(q.limit);
+      if (limit > MAX_LIST_LIMIT) throw new ProblemError('MALFORMED_REQUEST', `querystring/limit must be at most ${MAX_LIST_LIMIT}`);
+      const after = q.cursor === undefined ? 0 : cursorSeq(q.cursor);
+      const page = await service.list({ after, limit, openOnly: q.open === 'true', ...(q.prefix !== undefined ? { prefix: q.prefix } : {}) });
+      return page.next === undefined ? { games: page.games } : { games: page.games, next: cursorOf(page.next) };
+    },
   );
 
   const nameParams = { type: 'object', required: ['name'], properties: { name: nameSchema } } as const;
@@ -380,6 +431,14 @@ function bearerSecret(request: FastifyRequest): string {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
   if (!m?.[1]) throw new ProblemError('UNAUTHORIZED', 'send the host secret as "Authorization: Bearer <secret>"');
   return m[1];
+}
+
+/** A cursor is opaque to clients: today the lobby sequence after which the next page starts. */
+const cursorOf = (seq: number) => Buffer.from(`s${seq}`, 'utf8').toString('base64url');
+function cursorSeq(cursor: string): number {
+  const m = /^s([0-9]{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  if (!m?.[1]) throw new ProblemError('MALFORMED_REQUEST', 'querystring/cursor is not a cursor this server handed out (use the next of a page)');
+  return Number(m[1]);
 }
 
 const notFound = (name: string) => new ProblemError('GAME_NOT_FOUND', `no game named "${name}" (it may have expired)`);

@@ -15,6 +15,8 @@ import { relayClient } from '../relay/client.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
+import { KvLobby } from './lobby.js';
+import { KvSharedCounters } from './shared-limits.js';
 import { startStunServer, type StunServer } from './stun-server.js';
 
 export const STUN_SOFTWARE = 'eps-p2p games';
@@ -33,12 +35,22 @@ export interface RunningGames {
  * them can run behind a load balancer.
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
-  const nc = await connectBus({ url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls) }, log.child({ component: 'bus' }));
+  const nc = await connectBus(
+    { url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    log.child({ component: 'bus' }),
+  );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
   const store = await KvGameStore.open(nc, settings.games.bucket);
+  const lobby = await KvLobby.open(nc, settings.games.bucket);
+  // Counters live twice their window: long enough for the window they count, then they age out.
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * settings.games.registerLimit.windowMs);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
+    lobby,
+    counters,
+    maxGames: settings.games.maxGames,
+    registerLimit: settings.games.registerLimit,
     ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
@@ -76,21 +88,31 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     });
   }
 
-  // Every instance sweeps; revision-checked deletes make concurrent sweeps harmless.
+  // Every instance sweeps; revision-checked deletes make concurrent sweeps harmless. The next
+  // sweep is scheduled when one ends, so a slow sweep delays the next instead of overlapping it.
   let sweeping: Promise<void> = Promise.resolve();
-  const sweepTimer = setInterval(() => {
-    sweeping = service.sweep().then(
-      (n) => void (n > 0 && log.info({ expired: n }, 'swept expired games')),
-      (err: unknown) => log.warn({ err }, 'sweep failed'),
-    );
-  }, settings.games.sweepIntervalMs);
+  let sweepTimer: NodeJS.Timeout | undefined;
+  let closing = false;
+  const scheduleSweep = () => {
+    sweepTimer = setTimeout(() => {
+      sweeping = service
+        .sweep()
+        .then(
+          (n) => void (n > 0 && log.info({ expired: n }, 'swept expired games')),
+          (err: unknown) => log.warn({ err }, 'sweep failed'),
+        )
+        .finally(() => void (closing || scheduleSweep()));
+    }, settings.games.sweepIntervalMs);
+  };
+  scheduleSweep();
 
   return {
     httpPort,
     stunPort: stun?.port,
     ...(inspector ? { inspector: inspector.log } : {}),
     async close() {
-      clearInterval(sweepTimer);
+      closing = true;
+      clearTimeout(sweepTimer);
       // Open event streams would keep the http server from closing.
       inspector?.http.close();
       await app.close();

@@ -1,6 +1,7 @@
 import { inboxPrefixOf, subjectToken } from '../core/nats.js';
 import { SD_RECORDS_SUBJECT } from '../directory/client.js';
 import type { RecordData } from '../directory/types.js';
+import { gamesBuckets, lobbyBucket } from '../games/buckets.js';
 
 // Who may do what on the bus, derived from the same sources as the directory and the
 // certificates. Pure, so every rule is unit-tested; render.ts turns the result into nats-server's
@@ -237,7 +238,10 @@ export function busPolicy(input: BusPolicyInput): BusPrincipal[] {
         break;
       case 'games':
         readDirectory(r);
-        buckets.forEach((b) => bucketSubjects(b).forEach((x) => r.publish.add(x)));
+        buckets.forEach((b) => gamesBuckets(b).forEach((x) => bucketSubjects(x).forEach((y) => r.publish.add(y))));
+        // The lobby's entries leave by message delete (a KV delete would leave a marker per game
+        // forever); only in the lobby: the games bucket and every other stream keep their history.
+        buckets.forEach((b) => r.publish.add(`$JS.API.STREAM.MSG.DELETE.KV_${lobbyBucket(b)}`));
         break;
     }
   }

@@ -21,6 +21,15 @@ export const DEFAULT_GAMES_BUCKET = 'EPS_GAMES';
 export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 
 /**
+ * Games the rendezvous holds at once, every instance together (the lobby's entries are counted).
+ * A game costs a KV record of about 1 KiB plus its guests' candidates, and a lobby entry.
+ */
+export const DEFAULT_MAX_GAMES = 100_000;
+/** Registrations one client address may make per window, every instance together: a host registers once per game. */
+export const DEFAULT_REGISTER_LIMIT_MAX = 30;
+export const DEFAULT_REGISTER_LIMIT_WINDOW_MS = minute;
+
+/**
  * Relay sessions one client address may hold at once (a session counts from its grant until the
  * proxy would end it at the latest: dial deadline plus the grant's maxDurationMs). Several
  * players behind one NAT share an address, hence room for more than one duel.
@@ -72,6 +81,13 @@ const gamesSettingsFields = z.strictObject({
       hostPollTimeoutMs: ms.default(DEFAULT_HOST_POLL_TIMEOUT_MS),
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
+      maxGames: z.number().int().positive().default(DEFAULT_MAX_GAMES),
+      registerLimit: z
+        .strictObject({
+          max: z.number().int().positive().default(DEFAULT_REGISTER_LIMIT_MAX),
+          windowMs: ms.default(DEFAULT_REGISTER_LIMIT_WINDOW_MS),
+        })
+        .prefault({}),
     })
     .prefault({}),
   /** Where peers that cannot punch are relayed: the P2P proxy serving relays for this operator. */

@@ -1,28 +1,14 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
-import { TestNatsServer } from '../helpers/nats-server.js';
 import { gameKey, type GameRecord } from '../../src/games/game-store.js';
-import { GamesProcess } from './games-process.js';
+import { gamesBed, GamesProcess } from './games-process.js';
 
 const HOST = ['203.0.113.1:4000'];
 const GUEST = ['198.51.100.7:5000'];
 
-let nats: TestNatsServer;
-const running: GamesProcess[] = [];
-let bucketSeq = 0;
-const bucketName = (n: number) => `GAMES_T${process.pid}_${n}`;
-/** One bucket per test; the bus lets the games principal use these names only. */
-const MAX_BUCKETS = 10;
-const bucket = () => {
-  if (bucketSeq >= MAX_BUCKETS) throw new Error('raise MAX_BUCKETS: the nats-server allows only that many buckets');
-  return bucketName(++bucketSeq);
-};
-
-async function games(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl'>, folder?: string) {
-  const p = await GamesProcess.start({ natsUrl: nats.url, ...opts }, folder);
-  running.push(p);
-  return p;
-}
+const bed = gamesBed('T', 10);
+const bucket = () => bed.bucket();
+const games = (opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl'>, folder?: string) => bed.start(opts, folder);
 
 async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 8_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -32,16 +18,6 @@ async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeou
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-
-beforeAll(async () => {
-  nats = await TestNatsServer.start({ buckets: Array.from({ length: MAX_BUCKETS }, (_, i) => bucketName(i + 1)) });
-});
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((p) => p.stop()));
-});
-afterAll(async () => {
-  await nats?.stop();
-});
 
 describe('games run (real CLI, real nats-server)', () => {
   it('games cluster - a restarted games run loses no game, and the secret still works', async () => {
@@ -83,7 +59,7 @@ describe('games run (real CLI, real nats-server)', () => {
     expect(after.body!.guests).toHaveLength(11);
 
     // The record in the bucket: the machine's state and context, the secret only as a hash.
-    const nc = await nats.admin('games');
+    const nc = await bed.nats.admin('games');
     try {
       const kv = await new Kvm(nc).open(b);
       const record = (await kv.get(gameKey('go')))!.json<GameRecord>();

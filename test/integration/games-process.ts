@@ -4,9 +4,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { freePort } from '../helpers/ports.js';
-import { DEV_CERTS } from '../helpers/nats-server.js';
+import { DEV_CERTS, TestNatsServer } from '../helpers/nats-server.js';
 
 
 export interface GamesProcessOptions {
@@ -24,6 +25,8 @@ export interface GamesProcessOptions {
   directoryUrl?: string;
   /** The operator the rendezvous signs relay requests as (its certificate in settings/dev/certs). */
   operator?: string;
+  /** games.maxGuests, games.maxGames and games.registerLimit, when a test needs other limits. */
+  limits?: { maxGuests?: number; maxGames?: number; registerLimit?: { max: number; windowMs: number } };
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
   relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
@@ -61,7 +64,7 @@ export class GamesProcess {
         // The games principal's certificate (or the operator a test signs relay requests as); the
         // test's nats-server must allow opts.bucket.
         `tls: { ca: ${DEV_CERTS}/root.crt, cert: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.crt, key: ${DEV_CERTS}/${opts.operator ?? 'games-1'}.key }`,
-        `games: { bucket: ${opts.bucket}, hostPollTimeoutMs: ${opts.hostPollTimeoutMs ?? 30_000}, sweepIntervalMs: ${opts.sweepIntervalMs ?? 5_000} }`,
+        `games: ${JSON.stringify({ bucket: opts.bucket, hostPollTimeoutMs: opts.hostPollTimeoutMs ?? 30_000, sweepIntervalMs: opts.sweepIntervalMs ?? 5_000, ...opts.limits })}`,
         ...(opts.relayProxy
           ? [
               `relay: { proxy: ${opts.relayProxy}, timeoutMs: 2000${opts.relayCaps ? `, maxPerClient: ${opts.relayCaps.maxPerClient}, maxPerGame: ${opts.relayCaps.maxPerGame}` : ''} }`,
@@ -120,4 +123,43 @@ export class GamesProcess {
     const text = await res.text();
     return { status: res.status, type: res.headers.get('content-type') ?? '', body: text ? (JSON.parse(text) as Record<string, any>) : undefined };
   }
+}
+
+/**
+ * A test file's nats-server and its `games run` processes: the server starts before the file's
+ * tests and allows `maxBuckets` buckets (one per test: `bucket()`), the processes a test started
+ * stop after it.
+ */
+export function gamesBed(label: string, maxBuckets: number) {
+  let nats: TestNatsServer | undefined;
+  const running: GamesProcess[] = [];
+  let seq = 0;
+  const bucketName = (n: number) => `GAMES_${label}${process.pid}_${n}`;
+  beforeAll(async () => {
+    nats = await TestNatsServer.start({ buckets: Array.from({ length: maxBuckets }, (_, i) => bucketName(i + 1)) });
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((p) => p.stop()));
+  });
+  afterAll(async () => {
+    await nats?.stop();
+  });
+  const server = () => {
+    if (!nats) throw new Error('the nats-server starts in beforeAll');
+    return nats;
+  };
+  return {
+    get nats() {
+      return server();
+    },
+    bucket(): string {
+      if (seq >= maxBuckets) throw new Error('raise maxBuckets: the nats-server allows only that many buckets');
+      return bucketName(++seq);
+    },
+    async start(opts: Omit<GamesProcessOptions, 'natsUrl'>, folder?: string): Promise<GamesProcess> {
+      const p = await GamesProcess.start({ natsUrl: server().url, ...opts }, folder);
+      running.push(p);
+      return p;
+    },
+  };
 }

@@ -5,6 +5,7 @@ import { brokeringMachine } from '../../machines/brokering.js';
 import { gameSessionMachine } from '../../machines/game-session.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
+import { MemoryLobby } from '../../src/games/lobby.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
 import { serveInspector } from '../../src/games/server.js';
 import { gamesFeed } from '../../src/inspector/feeds.js';
@@ -161,7 +162,7 @@ describe('inspector on the games app', () => {
   it('inspector games - /inspect answers loopback clients only, unless allowRemote', async () => {
     for (const allowRemote of [false, true]) {
       const log = new SessionLog({ maxFinished: 10, maxTimeline: 20 });
-      const service = new GameService({ store: new MemoryGameStore(), now: () => 1_000_000, hostPollTimeoutMs: 30_000, maxGuests: 2, onTransition: gamesFeed(log) });
+      const service = new GameService({ store: new MemoryGameStore(), lobby: new MemoryLobby(), now: () => 1_000_000, hostPollTimeoutMs: 30_000, maxGuests: 2, onTransition: gamesFeed(log) });
       const app = await buildGamesApi({ service, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
       const http = new InspectorHttp({ log, machines: [gameSessionMachine], title: 'games test', allowRemote });
       serveInspector(app, http);

@@ -3,6 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { gameSessionMachine, type GameSessionContext } from '../../machines/game-session.js';
 import { GameService, type PollResult, type StartResult } from '../../src/games/game-service.js';
 import { KvGameStore } from '../../src/games/game-store.js';
+import { KvLobby } from '../../src/games/lobby.js';
 import { GameRelays } from '../../src/proxy/game-relays.js';
 import { RELAY_METHOD } from '../../src/relay/protocol.js';
 import { fixedDirectory, testBus } from '../helpers/relay-bus.js';
@@ -34,6 +35,7 @@ export interface GameCtx {
   id: number;
   nc: NatsConnection;
   store: KvGameStore;
+  lobby: KvLobby;
   service: GameService;
   clock: { t: number };
   name: string;
@@ -105,6 +107,7 @@ export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   // per-case bucket and the per-case relay operator, which no generated principal holds.
   ctx.nc = await connectNats(natsUrl, BUS_ADMIN);
   ctx.store = await KvGameStore.open(ctx.nc, `games_model_${ctx.id}`);
+  ctx.lobby = await KvLobby.open(ctx.nc, `games_model_${ctx.id}`);
   const proxy = { name: `relay-proxy-${process.pid}-${ctx.id}`, cert: 'public-proxy-eps-1' };
   const rendezvous = { name: `rendezvous-${process.pid}-${ctx.id}`, cert: 'games-1' };
   const directory = fixedDirectory([proxy, rendezvous], [[rendezvous.name, proxy.name, RELAY_METHOD]]);
@@ -124,6 +127,7 @@ export async function setupGame(ctx: GameCtx, natsUrl: string): Promise<void> {
   ctx.relays = { registry, stop: () => proxyBus.close() };
   ctx.service = new GameService({
     store: ctx.store,
+    lobby: ctx.lobby,
     now: () => ctx.clock.t,
     hostPollTimeoutMs: HOST_POLL_TIMEOUT_MS,
     maxGuests: MAX_GUESTS,
@@ -209,7 +213,7 @@ async function recordIsMachine(ctx: GameCtx, step: ModelStep): Promise<void> {
 
 async function notFoundEverywhere(ctx: GameCtx): Promise<void> {
   expect(await ctx.service.get(ctx.name)).toEqual({ type: 'notFound' });
-  expect((await ctx.service.list()).map((g) => g.name)).not.toContain(ctx.name);
+  expect((await ctx.service.list({ after: 0, limit: 100 })).games.map((g) => g.name)).not.toContain(ctx.name);
   expect(await ctx.service.poll(ctx.name, ctx.host, HOST_ADDRESSES)).toEqual({ type: 'notFound' });
   expect(await ctx.service.start(ctx.name, 'late-guest', ['203.0.113.99:5000'])).toEqual({ type: 'notFound' });
   expect(await ctx.service.rename(ctx.name, ctx.secret, `${ctx.name} again`)).toEqual({ type: 'notFound' });

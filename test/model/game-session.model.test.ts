@@ -17,8 +17,13 @@ describeModelPaths('game-session', 'game-session model paths (real game service,
     expect(ctx.trace.last?.status).toBe(ended ? 'done' : 'active');
     // An ended game leaves no key behind (the checks may have reused the name); an open one
     // is still the one record in the bucket.
-    const names = await ctx.store.names();
-    if (!ended) expect(names).toEqual([ctx.name]);
+    const names: string[] = [];
+    for await (const g of ctx.store.inWriteOrder()) names.push(g.name);
+    if (!ended) {
+      expect(names).toEqual([ctx.name]);
+      // ... and the one entry of the lobby: a rename moved it, an end removed it.
+      expect((await ctx.lobby.page(0, 10)).entries.map((e) => e.name)).toEqual([ctx.name]);
+    }
   } finally {
     await teardownGame(ctx);
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { liveInFlight, moveRelayHold, relayHeldUntil, relayNext, takeRelayHold, type RelayGrant } from '../../machines/game-session.js';
+import { MemoryLobby } from '../../src/games/lobby.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, type GameStore } from '../../src/games/game-store.js';
 import { clientKeyOf } from '../../src/core/client-address.js';
@@ -78,9 +79,11 @@ function fakeProxy(delayMs = 50) {
 }
 
 function services(store: GameStore, proxy: ReturnType<typeof fakeProxy>, clock: { t: number }, caps = { perClient: 2, perGame: 3 }) {
+  const lobby = new MemoryLobby();
   const make = () =>
     new GameService({
       store,
+      lobby,
       now: () => clock.t,
       hostPollTimeoutMs: 30_000,
       maxGuests: 8,

@@ -3,6 +3,8 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, StoreUnavailableError, type GameStore } from '../../src/games/game-store.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { MemoryLobby } from '../../src/games/lobby.js';
+import { MemorySharedCounters } from '../../src/games/shared-limits.js';
 import { PROBLEM_CONTENT_TYPE, PROBLEMS } from '../../src/games/problems.js';
 
 const HOST = ['203.0.113.1:4000', '[2001:db8::1]:4000'];
@@ -11,8 +13,17 @@ const GUEST = ['198.51.100.7:5000'];
 let now = 1_000_000;
 let app: FastifyInstance;
 
-async function build(opts: { store?: GameStore; max?: number; bodyLimit?: number } = {}) {
-  const service = new GameService({ store: opts.store ?? new MemoryGameStore(), now: () => now, hostPollTimeoutMs: 30_000, maxGuests: 2 });
+async function build(opts: { store?: GameStore; max?: number; bodyLimit?: number; maxGames?: number; registerLimit?: { max: number; windowMs: number } } = {}) {
+  const service = new GameService({
+    store: opts.store ?? new MemoryGameStore(),
+    lobby: new MemoryLobby(),
+    counters: new MemorySharedCounters(),
+    now: () => now,
+    hostPollTimeoutMs: 30_000,
+    maxGuests: 2,
+    ...(opts.maxGames ? { maxGames: opts.maxGames } : {}),
+    ...(opts.registerLimit ? { registerLimit: opts.registerLimit } : {}),
+  });
   return buildGamesApi({ service, bodyLimit: opts.bodyLimit ?? 4096, rateLimit: { max: opts.max ?? 1000, windowMs: 60_000 } });
 }
 
@@ -101,6 +112,40 @@ describe('games REST API (inject)', () => {
     const { games } = json(r) as { games: Record<string, unknown>[] };
     expect(games.map((g) => [g.name, g.state])).toEqual([['a', 'hosting'], ['b', 'registered']]);
     expect(r.body).not.toMatch(/secret|203\.0\.113|h1/);
+  });
+
+  it('games api - GET /games pages with limit and an opaque cursor, oldest first', async () => {
+    for (const name of ['a', 'b', 'c', 'd', 'e']) await register(name, `h-${name}`);
+    const first = json(await app.inject({ method: 'GET', url: '/games?limit=2' })) as { games: { name: string }[]; next: string };
+    expect(first.games.map((g) => g.name)).toEqual(['a', 'b']);
+    expect(first.next).toMatch(/^[A-Za-z0-9_-]+$/);
+    const second = json(await app.inject({ method: 'GET', url: `/games?limit=2&cursor=${first.next}` })) as { games: { name: string }[]; next: string };
+    expect(second.games.map((g) => g.name)).toEqual(['c', 'd']);
+    const last = json(await app.inject({ method: 'GET', url: `/games?limit=2&cursor=${second.next}` }));
+    expect(last).toEqual({ games: [expect.objectContaining({ name: 'e' })] });
+    expect((json(await app.inject({ method: 'GET', url: '/games' })).games as unknown[]).length).toBe(5);
+    expectProblem(await app.inject({ method: 'GET', url: '/games?limit=101' }), 400, 'malformed-request', '/games');
+    expectProblem(await app.inject({ method: 'GET', url: '/games?cursor=bm90LWEtY3Vyc29y' }), 400, 'malformed-request', '/games');
+  });
+
+  it('games api - the games cap answers 503 games-limit with Retry-After, the register rate 429 register-rate-limited', async () => {
+    await app.close();
+    app = await build({ maxGames: 2, registerLimit: { max: 3, windowMs: 60_000 } });
+    const a = await register('a', 'h');
+    const b = await register('b', 'h');
+    const full = await post('/games/register', { name: 'c', peerId: 'h' });
+    expect(expectProblem(full, 503, 'games-limit', '/games/register').detail).toContain('games.maxGames');
+    expect(full.headers['retry-after']).toBe('30');
+    // The cap answered first: that refusal was not counted against the address.
+    expect((await app.inject({ method: 'DELETE', url: '/games/a', headers: { authorization: `Bearer ${a.secret}` } })).statusCode).toBe(204);
+    expect((await app.inject({ method: 'DELETE', url: '/games/b', headers: { authorization: `Bearer ${b.secret}` } })).statusCode).toBe(204);
+    await register('c', 'h');
+    const limited = await post('/games/register', { name: 'd', peerId: 'h' });
+    expect(expectProblem(limited, 429, 'register-rate-limited', '/games/register').detail).toContain('games.registerLimit');
+    // The window (60 s, aligned) ends 20 s after the injected clock's 1,000,000 ms.
+    expect(limited.headers['retry-after']).toBe('20');
+    now += 20_000;
+    await register('d', 'h');
   });
 
   it('games api - an expired game disappears (injected clock)', async () => {
@@ -203,10 +248,11 @@ describe('games REST API (inject)', () => {
     expect(r.statusCode).toBe(200);
     const doc = json(r) as { openapi: string; paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, unknown> } };
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths).sort()).toEqual(['/games', '/games/poll', '/games/register', '/games/relay', '/games/start', '/games/{name}']);
+    expect(Object.keys(doc.paths).sort()).toEqual(['/games', '/games/poll', '/games/register', '/games/relay', '/games/start', '/games/{name}', '/health']);
     expect(Object.keys(doc.paths['/games/{name}']!).sort()).toEqual(['delete', 'get', 'put']);
     expect(Object.keys(doc.components.schemas)).toEqual(expect.arrayContaining(['Problem', 'Game']));
     expect(JSON.stringify(doc.paths['/games/poll'])).toContain('addresses');
+    expect(JSON.stringify(doc.paths['/games'])).toContain('cursor');
   });
 
   it('games api - every problem status the routes can send is in the table', () => {

@@ -4,6 +4,7 @@ import { createActor } from 'xstate';
 import { stubbedBrokeringMachine } from '../../bench/inspector-cost.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
+import { MemoryLobby } from '../../src/games/lobby.js';
 import { brokeringFeed, eventLabel, gamesFeed } from '../../src/inspector/feeds.js';
 import { SessionLog, statePath, type SessionChange } from '../../src/inspector/session-log.js';
 
@@ -154,7 +155,7 @@ describe('inspector feeds', () => {
   it('feeds - games: register, poll, start, rename and delete, with peer ids, the secret and private candidates redacted', async () => {
     const { log } = manualLog({ maxTimeline: 50 });
     let now = 1_000_000;
-    const service = new GameService({ store: new MemoryGameStore(), now: () => now, hostPollTimeoutMs: 30_000, maxGuests: 4, onTransition: gamesFeed(log) });
+    const service = new GameService({ store: new MemoryGameStore(), lobby: new MemoryLobby(), now: () => now, hostPollTimeoutMs: 30_000, maxGuests: 4, onTransition: gamesFeed(log) });
     const reg = await service.register('chess', 'host-peer-secret');
     if (reg.type !== 'registered') throw new Error('not registered');
     now += 100;

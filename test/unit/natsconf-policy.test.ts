@@ -135,6 +135,24 @@ describe('nats config policy', () => {
     }
   });
 
+  it('nats config policy - games uses its lobby and limits buckets as it uses its games bucket, and deletes messages of its lobby only', () => {
+    for (const bucket of ['EPS_GAMES_LOBBY', 'EPS_GAMES_LIMITS']) {
+      for (const who of EVERYONE) {
+        const games = ['games-1', ...ADMINS].includes(who);
+        expect(mayPublish(p(who), `$KV.${bucket}.e.abc`), `${who} ${bucket}`).toBe(games);
+        expect(mayPublish(p(who), `$JS.API.DIRECT.GET.KV_${bucket}`), `${who} ${bucket}`).toBe(games);
+        expect(mayPublish(p(who), `$JS.API.STREAM.CREATE.KV_${bucket}`), `${who} ${bucket}`).toBe(games);
+        expect(mayPublish(p(who), `$JS.API.STREAM.UPDATE.KV_${bucket}`), `${who} ${bucket}`).toBe(ADMINS.includes(who));
+        expect(mayPublish(p(who), `$JS.API.STREAM.PURGE.KV_${bucket}`), `${who} ${bucket}`).toBe(ADMINS.includes(who));
+      }
+    }
+    for (const who of EVERYONE) {
+      expect(mayPublish(p(who), '$JS.API.STREAM.MSG.DELETE.KV_EPS_GAMES_LOBBY'), who).toBe(['games-1', ...ADMINS].includes(who));
+      expect(mayPublish(p(who), '$JS.API.STREAM.MSG.DELETE.KV_EPS_GAMES_LIMITS'), who).toBe(ADMINS.includes(who));
+    }
+    expect(p('games-1').publish.filter((s) => s.includes('MSG.DELETE'))).toEqual(['$JS.API.STREAM.MSG.DELETE.KV_EPS_GAMES_LOBBY']);
+  });
+
   it('nats config policy - nobody but the admin deletes or purges a stream or bucket, or deletes a message', () => {
     for (const stream of ['EPS_SD_RECORDS', 'KV_EPS_GAMES']) {
       for (const api of ['STREAM.DELETE', 'STREAM.PURGE', 'STREAM.MSG.DELETE']) {

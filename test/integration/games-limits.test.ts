@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { gamesBed, type GamesProcess } from './games-process.js';
+
+// Two real `games run` processes over one real nats-server: the limits and the lobby are shared
+// through the store, so what one instance counted or listed, the other sees.
+
+const HOST = ['203.0.113.1:4000'];
+
+const bed = gamesBed('L', 6);
+
+/** Two instances over one fresh bucket, as two `games run` behind a load balancer. */
+async function pair(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl' | 'bucket'>) {
+  const b = bed.bucket();
+  return (await Promise.all([0, 1].map(() => bed.start({ bucket: b, ...opts })))) as [GamesProcess, GamesProcess];
+}
+
+describe('games limits and lobby across two instances (real CLI, real nats-server)', () => {
+  it('games limits - 50 guests join one game at once on two instances while its host polls: no 503, no guest lost', async () => {
+    const [a, b] = await pair({ limits: { maxGuests: 64 } });
+    expect((await a.request('POST', '/games/register', { name: 'crowd', peerId: 'host' })).status).toBe(201);
+    await a.request('POST', '/games/poll', { name: 'crowd', peerId: 'host', addresses: HOST });
+    let polling = true;
+    const pollStatuses: number[] = [];
+    const host = (async () => {
+      for (let i = 0; polling; i++) pollStatuses.push((await (i % 2 ? a : b).request('POST', '/games/poll', { name: 'crowd', peerId: 'host', addresses: HOST })).status);
+    })();
+    const starts = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        (i % 2 ? a : b).request('POST', '/games/start', { name: 'crowd', peerId: `guest-${i}`, addresses: [`198.51.100.${i + 1}:5000`] }),
+      ),
+    );
+    polling = false;
+    await host;
+    expect(starts.map((s) => s.status)).toEqual(starts.map(() => 200));
+    expect(starts.every((s) => s.body?.status === 1 && s.body.addresses[0] === HOST[0])).toBe(true);
+    expect(pollStatuses.length).toBeGreaterThan(0);
+    expect(pollStatuses.every((s) => s === 200)).toBe(true);
+    const last = await b.request('POST', '/games/poll', { name: 'crowd', peerId: 'host', addresses: HOST });
+    expect((last.body!.guests as { peerId: string }[]).map((g) => g.peerId).sort()).toEqual(Array.from({ length: 50 }, (_, i) => `guest-${i}`).sort());
+  });
+
+  it('games limits - a register flood from 40 addresses on two instances stops at the total cap; a game registered before still works', async () => {
+    const [a, b] = await pair({ limits: { maxGames: 30, registerLimit: { max: 1000, windowMs: 60_000 } } });
+    expect((await a.request('POST', '/games/register', { name: 'legit', peerId: 'host' })).status).toBe(201);
+    const flood = await Promise.all(
+      Array.from({ length: 40 }, (_, src) =>
+        Promise.all([0, 1].map((k) => (k ? a : b).requestFrom(`127.0.0.${src + 2}`, 'POST', '/games/register', { name: `flood-${src}-${k}`, peerId: `p${src}` }))),
+      ),
+    ).then((r) => r.flat());
+    const created = flood.filter((r) => r.status === 201).length;
+    const refused = flood.filter((r) => r.status === 503);
+    expect(created + refused.length).toBe(80);
+    // Registrations racing for the last places rank their own lobby entries: none goes past the
+    // cap (a race may leave places free: each counted the others, and a client retries).
+    expect(created).toBeLessThanOrEqual(29);
+    expect(refused[0]!.body).toMatchObject({ type: '/problems/games-limit', status: 503 });
+    expect(refused[0]!.body!.detail).toContain('games.maxGames');
+    expect(refused[0]!.headers['retry-after']).toBe('30');
+    // One at a time, registrations fill exactly the places left, alternating instances, then are refused.
+    let more = 0;
+    for (;;) {
+      const r = await (more % 2 ? a : b).requestFrom(`127.0.1.${more + 1}`, 'POST', '/games/register', { name: `late-${more}`, peerId: 'x' });
+      if (r.status === 503) break;
+      expect(r.status).toBe(201);
+      more++;
+    }
+    expect(created + more).toBe(29);
+    expect((await b.request('POST', '/games/poll', { name: 'legit', peerId: 'host', addresses: HOST })).status).toBe(200);
+    expect((await a.request('POST', '/games/start', { name: 'legit', peerId: 'guest', addresses: ['198.51.100.1:5000'] })).body).toEqual({ status: 1, addresses: HOST });
+  });
+
+  it('games limits - one address registering on both instances is rate-limited across them, other addresses are not', async () => {
+    const [a, b] = await pair({ limits: { registerLimit: { max: 4, windowMs: 60_000 } } });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await (i % 2 ? a : b).requestFrom('127.0.0.9', 'POST', '/games/register', { name: `r-${i}`, peerId: 'h' })).status);
+    expect(statuses).toEqual([201, 201, 201, 201, 429, 429]);
+    const limited = await a.requestFrom('127.0.0.9', 'POST', '/games/register', { name: 'r-x', peerId: 'h' });
+    expect(limited.body).toMatchObject({ type: '/problems/register-rate-limited', status: 429 });
+    expect(limited.body!.detail).toContain('games.registerLimit');
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(60);
+    expect((await b.requestFrom('127.0.0.10', 'POST', '/games/register', { name: 'other', peerId: 'h' })).status).toBe(201);
+  });
+
+  it('games limits - GET /games pages across instances while games come and go: each game that stays is seen once, in registration order', async () => {
+    const [a, b] = await pair({});
+    const names = Array.from({ length: 25 }, (_, i) => `lobby-${String(i).padStart(2, '0')}`);
+    const secrets = new Map<string, string>();
+    for (const name of names) secrets.set(name, (await a.request('POST', '/games/register', { name, peerId: `h-${name}` })).body!.secret);
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; ; page++) {
+      const r = await (page % 2 ? a : b).request('GET', `/games?limit=4${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      expect(r.body!.games.length).toBeLessThanOrEqual(4);
+      seen.push(...r.body!.games.map((g: { name: string }) => g.name));
+      if (page === 1) {
+        // Games leave (one already listed, one not yet) and arrive while a client pages.
+        for (const gone of ['lobby-02', 'lobby-20']) {
+          expect((await b.request('DELETE', `/games/${gone}`, undefined, { authorization: `Bearer ${secrets.get(gone)}` })).status).toBe(204);
+        }
+        await b.request('POST', '/games/register', { name: 'lobby-new', peerId: 'h-new' });
+      }
+      cursor = r.body!.next;
+      if (!cursor) break;
+    }
+    expect(seen).toEqual([...names.filter((n) => n !== 'lobby-20'), 'lobby-new']);
+  });
+
+  it('games limits - lobby filters and bad queries', async () => {
+    const [a] = await pair({ limits: { maxGuests: 1 } });
+    for (const name of ['alpha-1', 'beta-1', 'alpha-2']) await a.request('POST', '/games/register', { name, peerId: `h-${name}` });
+    await a.request('POST', '/games/start', { name: 'alpha-1', peerId: 'g', addresses: [] });
+    const all = async (query: string) => {
+      const out: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const r = await a.request('GET', `/games?${query}${cursor ? `&cursor=${cursor}` : ''}`);
+        out.push(...r.body!.games.map((g: { name: string }) => g.name));
+        cursor = r.body!.next;
+      } while (cursor);
+      return out;
+    };
+    expect(await all('prefix=alpha&limit=1')).toEqual(['alpha-1', 'alpha-2']);
+    expect(await all('open=true&limit=1')).toEqual(['beta-1', 'alpha-2']);
+    for (const query of ['limit=0', 'limit=101', 'cursor=zz', 'open=yes', 'size=3']) {
+      const r = await a.request('GET', `/games?${query}`);
+      expect(r.status, query).toBe(400);
+      expect(r.body).toMatchObject({ type: '/problems/malformed-request' });
+    }
+  });
+});
