@@ -13,7 +13,7 @@ import { DEFAULT_NATS_URL } from '../core/constants.js';
 import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
-import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
+import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
 
@@ -42,6 +42,14 @@ function answers(hostPort: string): Promise<boolean> {
     s.once('connect', () => (s.destroy(), resolve(true)));
     s.once('error', () => resolve(false));
   });
+}
+
+// Every port the stack needs must be free: a squatter would answer in its place and the demo would
+// fail later, far from the cause.
+const busy = await busyPorts(DEV_PORTS);
+if (busy.length > 0) {
+  console.error(`demo: cannot start:\n  ${busy.join('\n  ')}\nStop what holds them (\`ss -ltnup\` shows it), or change those settings.`);
+  process.exit(1);
 }
 
 let nats: ChildProcess | undefined;

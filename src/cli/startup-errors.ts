@@ -56,7 +56,7 @@ export function explainStartupError(err: unknown, ctx: StartupContext = {}): str
         : `not allowed to listen on ${at} (ports below 1024 need privileges): ${change}`;
     }
     if (e.code === 'ENOENT' && e.path && e.syscall === 'open') {
-      return `cannot read ${e.path}: no such file (a certificate, key or CA named in the settings${where}; \`make certs\` writes the dev ones)`;
+      return `cannot read ${e.path}: no such file (a certificate, key or CA named by the settings${where}; \`make certs\` writes the dev ones)`;
     }
   }
   const text = chain.map((e) => `${e.name} ${e.message} ${e.code ?? ''}`).join(' ');

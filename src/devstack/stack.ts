@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { createSocket as createUdpSocket } from 'node:dgram';
 import { packageRoot } from '../core/package-root.js';
 
 // Starts the demo's processes exactly as the seed's five shells do (`sd run`, `proxy run public`,
@@ -21,6 +22,42 @@ export interface StackPorts {
 }
 
 export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191, games: 8000, stun: 3478 };
+
+/** Who listens on each of the stack's ports, and the setting that moves it (README "Ports"). */
+export const PORT_OWNERS: Record<keyof StackPorts, { process: string; setting: string; role: RoleName; protocol: 'tcp' | 'udp' }> = {
+  sd: { process: 'sd run', setting: 'listen.port', role: 'sd-1', protocol: 'tcp' },
+  jsonrpc: { process: 'eps server run (hd-1)', setting: 'jsonrpc.listen.port', role: 'hd-1', protocol: 'tcp' },
+  splice: { process: 'proxy run public', setting: 'splice.listen.port', role: 'public-proxy-1', protocol: 'tcp' },
+  metrics: { process: 'proxy run public', setting: 'metrics.port', role: 'public-proxy-1', protocol: 'tcp' },
+  games: { process: 'games run', setting: 'http.port', role: 'games-1', protocol: 'tcp' },
+  stun: { process: 'games run', setting: 'stun.port', role: 'games-1', protocol: 'udp' },
+};
+
+/** The stack's ports that something else already holds, each described for the user. */
+export async function busyPorts(ports: StackPorts): Promise<string[]> {
+  const busy: string[] = [];
+  for (const key of Object.keys(ports) as (keyof StackPorts)[]) {
+    const owner = PORT_OWNERS[key];
+    if (await portTaken(ports[key], owner.protocol)) {
+      busy.push(`port ${ports[key]}/${owner.protocol} (${owner.process}: ${owner.setting} in settings/dev/roles/${owner.role}) is in use by another process`);
+    }
+  }
+  return busy;
+}
+
+function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (protocol === 'udp') {
+      const socket = createUdpSocket('udp4');
+      socket.once('error', () => resolve(true));
+      socket.bind(port, '0.0.0.0', () => socket.close(() => resolve(false)));
+      return;
+    }
+    const server = createServer();
+    server.once('error', () => resolve(true));
+    server.listen(port, '0.0.0.0', () => server.close(() => resolve(false)));
+  });
+}
 
 export interface StackOptions {
   natsUrl: string;
