@@ -59,6 +59,9 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
       if (!entry || entry.fingerprint !== peer.fingerprint) {
         throw new RpcError('PERMISSION_DENIED', `${peer.commonName}'s certificate is not the one the directory lists`);
       }
+      // A listed operator may learn that a method does not exist (-32601) before being told it may
+      // not call one that does: the directory has already said who it is.
+      if (!Object.hasOwn(localMethods, call.method)) throw new RpcError('METHOD_NOT_FOUND', `${self}.${call.method}`);
       if (!directory.isPermitted(peer.commonName, self, call.method)) {
         throw new RpcError('PERMISSION_DENIED', `${peer.commonName} may not call ${self}.${call.method}`);
       }
