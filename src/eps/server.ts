@@ -5,6 +5,7 @@ import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { createPeerServer } from '../grpc/peer-server.js';
 import { startJsonRpcServer } from '../jsonrpc/server.js';
+import type { Bus } from '../bus/bus.js';
 import { joinAsOperator } from '../operator/presence.js';
 import { natsUrl, type EpsSettings } from '../settings/schemas.js';
 import { Callbacks } from './callbacks.js';
@@ -102,7 +103,12 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
         self: { name: self, fingerprint: tls.fingerprint },
         isKnownOperator: (name) => directory.entry(name) !== undefined,
         callLocal,
-        callRemote: (op, method, params, id) => channels.call(op, method, params, id),
+        // A peer with a gRPC server channel is called over it (brokered through its proxy when it
+        // has one); an operator the directory lists without one (a proxy's own server, such as the
+        // Hyper edition's) is reachable only on the bus, as a signed request its directory
+        // permissions allow or refuse.
+        callRemote: (op, method, params, id) =>
+          hasGrpcServerChannel(directory.entry(op)) ? channels.call(op, method, params, id) : callOverBus(bus, op, method, params),
       }),
     });
     log.info({ host: settings.jsonrpc.listen.host, port: settings.jsonrpc.listen.port }, 'JSON-RPC gateway listening');
@@ -122,4 +128,15 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
       await nc.drain().catch(() => {});
     },
   };
+}
+
+function hasGrpcServerChannel(entry: { channels: { type: string }[] } | undefined): boolean {
+  return entry?.channels.some((c) => c.type === 'grpc_server') ?? false;
+}
+
+function callOverBus(bus: Bus, operator: string, method: string, params: unknown): Promise<unknown> {
+  if (typeof params !== 'object' || params === null || Array.isArray(params)) {
+    throw new RpcError('INVALID_PARAMS', `${operator}.${method} is called over the bus, which takes named params (an object)`);
+  }
+  return bus.request(operator, method, params as Record<string, unknown>);
 }

@@ -119,6 +119,12 @@ describe('Hyper edition', () => {
       }
       expect(answer!.serverInfo.name).toBe('public-proxy-hyper-1');
       await directory.close();
+      // What the README shows: hd-1's gateway calls the Hyper server, which has no gRPC server
+      // channel, over the bus, with the seed's curl.
+      stack.start('hd-1');
+      await stack.waitUntilListening('hd-1', stack.opts.ports.jsonrpc, 20_000);
+      const viaGateway = await pingUntilAnswered(stack.opts.ports.jsonrpc, 20_000, 'public-proxy-hyper-1');
+      expect(viaGateway.body, JSON.stringify(viaGateway.body)).toMatchObject({ result: { serverInfo: { name: 'public-proxy-hyper-1' } } });
     } finally {
       await nc.close();
       await stack.stop();
