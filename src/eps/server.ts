@@ -113,7 +113,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     });
     log.info({ host: settings.jsonrpc.listen.host, port: settings.jsonrpc.listen.port }, 'JSON-RPC gateway listening');
   }
-  log.info({ name: self, grpcListener: settings.grpc.listen ?? 'none (reachable through its proxy only)' }, 'EPS server running');
+  log.info({ grpcListener: settings.grpc.listen ?? 'none (reachable through its proxy only)' }, 'EPS server running');
 
   return {
     async close() {
