@@ -6,14 +6,14 @@
 // rendezvous and has a host and a guest meet through it twice (punched, then relayed by the
 // proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
 import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
-import { DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
+import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
 
@@ -34,7 +34,6 @@ async function duel(name: string, extra: string[]): Promise<string[]> {
 const natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
 const certs = join(packageRoot, 'settings/dev/certs');
 const logDir = join(packageRoot, '.demo/logs');
-mkdirSync(logDir, { recursive: true });
 
 function answers(hostPort: string): Promise<boolean> {
   const { host, port } = parseHostPort(hostPort);
@@ -43,6 +42,14 @@ function answers(hostPort: string): Promise<boolean> {
     s.once('connect', () => (s.destroy(), resolve(true)));
     s.once('error', () => resolve(false));
   });
+}
+
+// Every port the stack needs must be free: a squatter would answer in its place and the demo would
+// fail later, far from the cause.
+const busy = await busyPorts(DEV_PORTS);
+if (busy.length > 0) {
+  console.error(`demo: cannot start:\n  ${busy.join('\n  ')}\nStop what holds them (\`ss -ltnup\` shows it), or change those settings.`);
+  process.exit(1);
 }
 
 let nats: ChildProcess | undefined;
@@ -66,19 +73,30 @@ if (await answers(natsHostPort)) {
   const config = join(packageRoot, 'settings/dev/nats/nats.conf');
   const store = devStoreDir(join(packageRoot, '.demo/nats'), join(packageRoot, 'settings/dev'));
   writeNatsConfig(config, { settings: join(packageRoot, 'settings/dev'), host, port, storeDir: store });
-  nats = spawn(bin, ['-c', config], { stdio: 'ignore' });
+  // Its own process group, like the stack's children: stopped last, by us, with one signal.
+  nats = spawn(bin, ['-c', config], { stdio: 'ignore', detached: true });
   await waitForPort(port, 10_000, host);
   console.log(`started nats-server (${bin}) at ${natsUrl} with ${config} (TLS, client certificates, store in ${store})`);
 }
 
-const stack = new DevStack({ natsUrl, ports: DEV_PORTS, logDir });
+// Each run's logs start empty; the previous run's stay in .demo/logs.1.
+const stack = new DevStack({ natsUrl, ports: DEV_PORTS, logDir, rotateLogs: true });
+// Should the demo die without its shutdown (an uncaught error), its children must not outlive it.
+process.on('exit', () => {
+  stack.killAll();
+  nats?.kill('SIGTERM');
+});
 let stopping = false;
 async function shutdown(code: number): Promise<never> {
   if (!stopping) {
     stopping = true;
     console.log('\nstopping the demo…');
     await stack.stop();
-    nats?.kill('SIGTERM');
+    if (nats && nats.exitCode === null) {
+      const exited = new Promise((resolve) => nats!.once('exit', resolve));
+      nats.kill('SIGTERM');
+      await exited;
+    }
   }
   process.exit(code);
 }
@@ -90,7 +108,7 @@ try {
   console.log(`started sd, proxy, hd-1, hd-2 and public-proxy-eps-1 (logs in ${logDir})`);
   await stack.sdSetup();
   console.log('sd-setup: directory records submitted');
-  await waitForPort(DEV_PORTS.jsonrpc, 20_000);
+  await stack.waitUntilListening('hd-1', DEV_PORTS.jsonrpc, 20_000);
 
   const tls = { ca: readFileSync(join(certs, 'root.crt')), cert: readFileSync(join(certs, 'hd-1.crt')), key: readFileSync(join(certs, 'hd-1.key')) };
   const call = () => callJsonRpc({ url: `https://127.0.0.1:${DEV_PORTS.jsonrpc}/jsonrpc`, serverName: 'hd-1', tls, timeoutMs: 20_000 }, 'hd-2._ping', {});
@@ -116,7 +134,7 @@ Try it yourself:
 Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_PORTS.metrics}/inspect`);
 
   stack.start('games-1');
-  await waitForPort(DEV_PORTS.games, 20_000);
+  await stack.waitUntilListening('games-1', DEV_PORTS.games, 20_000);
   console.log(`\nstarted games run (REST on ${DEV_PORTS.games}, STUN on ${DEV_PORTS.stun}/udp); a host and a guest meet through it:`);
   for (const line of await duel('demo duel', [])) console.log(`  ${line}`);
   console.log('and again, relayed through the proxy as when their NATs defeat punching (--relay always):');
@@ -129,6 +147,6 @@ The games' sessions are at http://127.0.0.1:${DEV_PORTS.games}/inspect
 
 Running until Ctrl-C.`);
 } catch (err) {
-  console.error(`demo failed: ${(err as Error).message}\n(see the logs in ${logDir})`);
+  console.error(`demo failed: ${(err as Error).message}\n(the logs are in ${logDir}; README "Troubleshooting" lists the usual causes)`);
   await shutdown(1);
 }

@@ -8,7 +8,9 @@ import type { PeerOptions } from '../games/peer/common.js';
 import { startGames } from '../games/server.js';
 import { gamesSettingsSchema } from '../settings/games-schema.js';
 import { loadSettings } from '../settings/load.js';
-import { runProcess, usage } from './run-process.js';
+import { natsUrl } from '../settings/schemas.js';
+import { COMMON_ENV_HELP, EXIT, exitWithHelpIfAsked, usageError, wrongWord } from './command-line.js';
+import { runProcess } from './run-process.js';
 
 const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
        games host  --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never]
@@ -23,14 +25,27 @@ const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
          Both print one JSON line {"result":"direct"|"relayed","peer":"ip:port","rttMs":n} and
          exit 0, or explain the failure on stderr and exit 1. STUN defaults to the server's host
          on 3478; for a relayed result, peer is the proxy endpoint the path goes through.
-         --verbose traces the steps on stderr.`;
+         --verbose traces the steps on stderr.
 
-const [verb, ...rest] = process.argv.slice(2);
+environment (games run):
+  GAMES_SETTINGS  role folders, colon-separated
+${COMMON_ENV_HELP}
+
+settings of games run (YAML in the role folders): name, http { host, port, bodyLimit, rateLimit },
+  stun { host, port }, nats { url }, tls { ca, cert, key }, directory { url, serverName }, games
+  { bucket, hostPollTimeoutMs, sweepIntervalMs, maxGuests }, relay, inspector. README "Settings".
+
+exit codes: 0 done (host/guest: a path was found), 1 failed while running (no partner, no path,
+  server unreachable), 2 wrong command line or settings.`;
+
+const args = process.argv.slice(2);
+exitWithHelpIfAsked(args, USAGE);
+const [verb, ...rest] = args;
 
 function hostPort(text: string, what: string, defaultPort?: number): { host: string; port: number } {
   const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(text);
   const port = m?.[2] !== undefined ? Number(m[2]) : defaultPort;
-  if (!m || port === undefined || port > 65535) usage(`games: ${what} expects HOST:PORT, got "${text}"\n\n${USAGE}`);
+  if (!m || port === undefined || port > 65535) usageError(`games: ${what} expects HOST:PORT (e.g. 203.0.113.7:3478), got "${text}"`, USAGE);
   return { host: m[1]!, port };
 }
 
@@ -52,18 +67,18 @@ if (verb === 'host' || verb === 'guest') {
       allowPositionals: false,
     }));
   } catch (err) {
-    usage(`games: ${(err as Error).message}\n\n${USAGE}`);
+    usageError(`games ${verb}: ${(err as Error).message}`, USAGE);
   }
-  if (!values.server || !values.name) usage(`games ${verb}: --server and --name are required\n\n${USAGE}`);
+  if (!values.server || !values.name) usageError(`games ${verb}: --server and --name are required`, USAGE);
   try {
     new URL(values.server);
   } catch {
-    usage(`games ${verb}: --server must be a URL like http://host:8000, got "${values.server}"`);
+    usageError(`games ${verb}: --server must be a URL like http://host:8000, got "${values.server}"`, USAGE);
   }
   const timeout = values.timeout === undefined ? undefined : Number(values.timeout);
-  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) usage(`games ${verb}: --timeout expects milliseconds`);
+  if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) usageError(`games ${verb}: --timeout expects milliseconds`, USAGE);
   const relay = values.relay;
-  if (relay !== 'auto' && relay !== 'always' && relay !== 'never') usage(`games ${verb}: --relay expects auto, always or never, got "${relay}"`);
+  if (relay !== 'auto' && relay !== 'always' && relay !== 'never') usageError(`games ${verb}: --relay expects auto, always or never, got "${relay}"`, USAGE);
   const opts: PeerOptions = {
     relay,
     server: values.server,
@@ -76,16 +91,19 @@ if (verb === 'host' || verb === 'guest') {
   try {
     const r = await (verb === 'host' ? runHost(opts) : runGuest(opts));
     process.stdout.write(`${JSON.stringify(r)}\n`);
-    process.exit(0);
+    process.exit(EXIT.ok);
   } catch (err) {
     process.stderr.write(`games ${verb}: failed: ${(err as Error).message}\n`);
-    process.exit(1);
+    process.exit(EXIT.failed);
   }
-} else if (verb !== 'run' || rest.length > 0) {
-  usage(USAGE);
+} else if (verb !== 'run') {
+  usageError(wrongWord('games', 'command', verb, ['run', 'host', 'guest']), USAGE);
+} else if (rest.length > 0) {
+  usageError(`games run: unexpected argument "${rest[0]}"`, USAGE);
 } else {
-  await runProcess('games', async (log) => {
-    const settings = loadSettings(['GAMES_SETTINGS'], gamesSettingsSchema);
-    return startGames(settings, log.child({ games: settings.name }));
+  await runProcess('games', {
+    settings: () => loadSettings(['GAMES_SETTINGS'], gamesSettingsSchema),
+    busUrl: (settings) => natsUrl(settings),
+    start: (settings, log) => startGames(settings, log.child({ games: settings.name })),
   });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { EXIT, parseCommandLine, usageError } from './command-line.js';
 import { packageRoot } from '../core/package-root.js';
 import { DEFAULT_BUS_ADMIN, DEFAULT_GAMES_ADMIN, devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 
@@ -19,23 +20,28 @@ const USAGE = `usage: nats-config [--settings DIR] [--out FILE] [--host HOST] [-
   bucket, OPS everyone else and the directory stream. --admin names principals with every right
   in OPS (default nats-admin), --games-admin in GAMES (default nats-admin-games).`;
 
-const { values, positionals } = parseArgs({
-  options: {
-    settings: { type: 'string', default: join(packageRoot, 'settings/dev') },
-    out: { type: 'string' },
-    host: { type: 'string', default: '127.0.0.1' },
-    port: { type: 'string', default: '4333' },
-    store: { type: 'string' },
-    admin: { type: 'string', multiple: true, default: [DEFAULT_BUS_ADMIN] },
-    'games-admin': { type: 'string', multiple: true, default: [DEFAULT_GAMES_ADMIN] },
-    help: { type: 'boolean', default: false },
-  },
-  allowPositionals: true,
-});
-if (values.help || positionals.length > 0) {
-  process.stderr.write(`${USAGE}\n`);
-  process.exit(values.help ? 0 : 2);
+const { values, positionals } = parseCommandLine(() =>
+  parseArgs({
+    options: {
+      settings: { type: 'string', default: join(packageRoot, 'settings/dev') },
+      out: { type: 'string' },
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '4333' },
+      store: { type: 'string' },
+      admin: { type: 'string', multiple: true, default: [DEFAULT_BUS_ADMIN] },
+      'games-admin': { type: 'string', multiple: true, default: [DEFAULT_GAMES_ADMIN] },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+  }),
+  'nats-config',
+  USAGE,
+);
+if (values.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(EXIT.ok);
 }
+if (positionals.length > 0) usageError(`nats-config: unexpected argument "${positionals[0]}"`, USAGE);
 try {
   const out = resolve(values.out ?? join(values.settings, 'nats/nats.conf'));
   const principals = writeNatsConfig(out, {

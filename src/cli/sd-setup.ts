@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { EXIT, parseCommandLine, usageError } from './command-line.js';
 import { z } from 'zod';
 import { second } from '../core/constants.js';
 import { RpcError } from '../core/errors.js';
@@ -31,21 +32,26 @@ const RETRY_MS = 500;
 const recordsResult = z.object({ records: z.array(z.object({ record: z.object({ data: z.unknown() }) })), tip: z.object({ seq: z.number(), hash: z.string() }) });
 
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
-    options: {
-      records: { type: 'string', default: join(repoRoot, 'settings/dev/directory') },
-      certs: { type: 'string', default: join(repoRoot, 'settings/dev/certs') },
-      signer: { type: 'string', default: 'sd-admin' },
-      client: { type: 'string', default: 'hd-1' },
-      wait: { type: 'string', default: String(DEFAULT_WAIT_S) },
-      help: { type: 'boolean', default: false },
-    },
-    allowPositionals: true,
-  });
-  if (values.help || positionals.length > 0) {
-    process.stderr.write(`${USAGE}\n`);
-    process.exit(values.help ? 0 : 2);
+  const { values, positionals } = parseCommandLine(() =>
+    parseArgs({
+      options: {
+        records: { type: 'string', default: join(repoRoot, 'settings/dev/directory') },
+        certs: { type: 'string', default: join(repoRoot, 'settings/dev/certs') },
+        signer: { type: 'string', default: 'sd-admin' },
+        client: { type: 'string', default: 'hd-1' },
+        wait: { type: 'string', default: String(DEFAULT_WAIT_S) },
+        help: { type: 'boolean', default: false },
+      },
+      allowPositionals: true,
+    }),
+    'sd-setup',
+    USAGE,
+  );
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(EXIT.ok);
   }
+  if (positionals.length > 0) usageError(`sd-setup: unexpected argument "${positionals[0]}"`, USAGE);
   const log = createRootLogger('sd-setup');
   const certs = values.certs;
   const rpc: JsonRpcClientOptions = {

@@ -11,6 +11,9 @@ import { natsUrl, sdSettingsSchema, type SdSettings } from '../settings/schemas.
 import { startSd } from '../directory/sd-server.js';
 import { damageMessage } from '../directory/damage.js';
 import { deleteStream, scanStream, truncateStream, writeBackup } from '../directory/repair.js';
+import { COMMON_ENV_HELP, EXIT, exitWithHelpIfAsked, usageError, wrongWord } from './command-line.js';
+import { runProcess } from './run-process.js';
+import { explainStartupError } from './startup-errors.js';
 
 const USAGE = `usage: sd run
        sd repair [--reset] [--yes] [--backup DIR] [--admin-cert FILE --admin-key FILE]
@@ -25,16 +28,23 @@ const USAGE = `usage: sd run
           Without --yes nothing is changed. It connects to the bus as its admin principal
           (nats-admin.crt/.key beside the sd's certificate unless --admin-cert/--admin-key).
 
-  Settings come from the role folders in SD_SETTINGS (colon-separated), e.g.
-  SD_SETTINGS=settings/dev/roles/sd-1 sd run. NATS_URL overrides nats.url.`;
+environment:
+  SD_SETTINGS  role folders, colon-separated, e.g. SD_SETTINGS=settings/dev/roles/sd-1 sd run
+${COMMON_ENV_HELP}
+
+settings (YAML in the role folders): name, tls { ca, cert, key }, nats { url }, listen { host,
+  port }, stream, inspector. README "Settings" lists them all.
+
+exit codes: 0 done (repair: nothing to do, or repaired), 1 failed while running, 2 wrong command
+  line or settings, or a repair refused without --yes.`;
 
 function readSettings(): SdSettings {
   try {
     return loadSettings(['SD_SETTINGS'], sdSettingsSchema);
   } catch (err) {
     if (err instanceof SettingsError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(2);
+      process.stderr.write(`sd: ${err.message}\n`);
+      process.exit(EXIT.usage);
     }
     throw err;
   }
@@ -55,28 +65,25 @@ function connectAsStreamAdmin(settings: SdSettings, admin: { cert?: string; key?
   return connectBus({ url: natsUrl(settings), name: `${settings.name}-repair`, tls }, log);
 }
 
-async function run(): Promise<void> {
-  const log = createRootLogger('sd');
-  const settings = readSettings();
-  const nc = await connectBus({ url: natsUrl(settings), name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
-  const sd = await startSd(settings, nc, log);
-
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    try {
-      await sd.close();
-      await nc.drain();
-    } catch (err) {
-      log.error({ err }, 'unclean shutdown');
-      process.exit(1);
-    }
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+/** `sd run`: the directory's JSON-RPC service over the bus's record stream, until a signal. */
+function run(): Promise<void> {
+  return runProcess('sd', {
+    settings: () => loadSettings(['SD_SETTINGS'], sdSettingsSchema),
+    busUrl: (settings) => natsUrl(settings),
+    start: async (settings, log) => {
+      const nc = await connectBus({ url: natsUrl(settings), name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
+      const sd = await startSd(settings, nc, log).catch(async (err: unknown) => {
+        await nc.close();
+        throw err;
+      });
+      return {
+        close: async () => {
+          await sd.close();
+          await nc.drain();
+        },
+      };
+    },
+  });
 }
 
 /** Exit codes: 0 done or nothing to do, 2 refused (no --yes, or bad usage), 1 failed. */
@@ -140,22 +147,25 @@ async function repair(args: string[]): Promise<number> {
   }
 }
 
-const [command, ...rest] = process.argv.slice(2);
+const args = process.argv.slice(2);
+exitWithHelpIfAsked(args, USAGE);
+const [command, ...rest] = args;
 const fail = (err: unknown) => {
-  process.stderr.write(`sd: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
+  const why = explainStartupError(err);
+  if (why) process.stderr.write(`sd: ${why}\n`);
+  else process.stderr.write(`sd: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(EXIT.failed);
 };
-if (command === 'run' && rest.length === 0) {
-  run().catch(fail);
+if (command === 'run') {
+  if (rest.length > 0) usageError(`sd run: unexpected argument "${rest[0]}"`, USAGE);
+  await run();
 } else if (command === 'repair') {
   repair(rest).then((code) => process.exit(code), (err: unknown) => {
     if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`${err.message}\n${USAGE}\n`);
-      process.exit(2);
+      usageError(`sd repair: ${err.message}`, USAGE);
     }
     fail(err);
   });
 } else {
-  process.stderr.write(`${USAGE}\n`);
-  process.exit(2);
+  usageError(wrongWord('sd', 'command', command, ['run', 'repair']), USAGE);
 }

@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from './logger.js';
 import { commonNameOf, type TlsMaterial } from './tls-material.js';
+import { BUS_WAIT_REPEAT_MS, BUS_WAIT_REPORT_MS, whyBusUnreachable } from './bus-wait.js';
 
 export type { NatsConnection };
 
@@ -51,6 +52,15 @@ export function inboxPrefixOf(principal: string): string {
 export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<NatsConnection> {
   const principal = busPrincipalOf(opts.tls.cert);
   let nc: NatsConnection;
+  // Say what we wait for while nats.js retries the first connection silently.
+  let waiting = true;
+  const reportWait = async (): Promise<void> => {
+    const why = await whyBusUnreachable(opts.url);
+    if (!waiting) return;
+    log.warn({ waitingFor: 'bus', url: opts.url, why }, `waiting for the bus at ${opts.url}: ${why}; retrying every 250 ms`);
+    waitTimer = setTimeout(() => void reportWait(), BUS_WAIT_REPEAT_MS);
+  };
+  let waitTimer = setTimeout(() => void reportWait(), BUS_WAIT_REPORT_MS);
   try {
     nc = await connect({
       servers: opts.url,
@@ -63,6 +73,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       noAsyncTraces: opts.asyncTraces === false,
     });
   } catch (err) {
+    waiting = false;
+    clearTimeout(waitTimer);
     // Most often a bus without TLS, or one whose generated configuration lacks this principal.
     throw new Error(
       `the bus at ${opts.url} refused ${principal}: ${(err as Error).message} ` +
@@ -70,6 +82,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       { cause: err },
     );
   }
+  waiting = false;
+  clearTimeout(waitTimer);
   const link: Link = { connected: true, waiters: new Set() };
   links.set(nc, link);
   void (async () => {

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { createSocket as createUdpSocket } from 'node:dgram';
 import { packageRoot } from '../core/package-root.js';
 
 // Starts the demo's processes exactly as the seed's five shells do (`sd run`, `proxy run public`,
@@ -22,6 +23,42 @@ export interface StackPorts {
 
 export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191, games: 8000, stun: 3478 };
 
+/** Who listens on each of the stack's ports, and the setting that moves it (README "Ports"). */
+export const PORT_OWNERS: Record<keyof StackPorts, { process: string; setting: string; role: RoleName; protocol: 'tcp' | 'udp' }> = {
+  sd: { process: 'sd run', setting: 'listen.port', role: 'sd-1', protocol: 'tcp' },
+  jsonrpc: { process: 'eps server run (hd-1)', setting: 'jsonrpc.listen.port', role: 'hd-1', protocol: 'tcp' },
+  splice: { process: 'proxy run public', setting: 'splice.listen.port', role: 'public-proxy-1', protocol: 'tcp' },
+  metrics: { process: 'proxy run public', setting: 'metrics.port', role: 'public-proxy-1', protocol: 'tcp' },
+  games: { process: 'games run', setting: 'http.port', role: 'games-1', protocol: 'tcp' },
+  stun: { process: 'games run', setting: 'stun.port', role: 'games-1', protocol: 'udp' },
+};
+
+/** The stack's ports that something else already holds, each described for the user. */
+export async function busyPorts(ports: StackPorts): Promise<string[]> {
+  const busy: string[] = [];
+  for (const key of Object.keys(ports) as (keyof StackPorts)[]) {
+    const owner = PORT_OWNERS[key];
+    if (await portTaken(ports[key], owner.protocol)) {
+      busy.push(`port ${ports[key]}/${owner.protocol} (${owner.process}: ${owner.setting} in settings/dev/roles/${owner.role}) is in use by another process`);
+    }
+  }
+  return busy;
+}
+
+function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (protocol === 'udp') {
+      const socket = createUdpSocket('udp4');
+      socket.once('error', () => resolve(true));
+      socket.bind(port, '0.0.0.0', () => socket.close(() => resolve(false)));
+      return;
+    }
+    const server = createServer();
+    server.once('error', () => resolve(true));
+    server.listen(port, '0.0.0.0', () => server.close(() => resolve(false)));
+  });
+}
+
 export interface StackOptions {
   natsUrl: string;
   ports: StackPorts;
@@ -33,7 +70,12 @@ export interface StackOptions {
   inheritOutput?: boolean;
   /** Options for node itself, per role (benches: `--cpu-prof`, which NODE_OPTIONS refuses). */
   nodeArgs?: Partial<Record<RoleName, string[]>>;
+  /** Keep the previous run's logDir as `<logDir>.1` and start empty (the demo). */
+  rotateLogs?: boolean;
 }
+
+/** What a child wrote last on stderr, kept to explain an early exit. */
+const STDERR_TAIL_LINES = 5;
 
 export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1' | 'games-1';
 
@@ -58,11 +100,18 @@ function binPath(bin: string): string {
 
 export class DevStack {
   readonly logDir: string;
+  private readonly ownsLogDir: boolean;
   private readonly overrideDir: string;
   private readonly children = new Map<RoleName, ChildProcess>();
+  private readonly stderrTails = new Map<RoleName, string[]>();
 
   constructor(readonly opts: StackOptions) {
+    this.ownsLogDir = opts.logDir === undefined;
     this.logDir = opts.logDir ?? mkdtempSync(join(tmpdir(), 'eps-stack-'));
+    if (opts.rotateLogs && existsSync(this.logDir)) {
+      rmSync(`${this.logDir}.1`, { recursive: true, force: true });
+      renameSync(this.logDir, `${this.logDir}.1`);
+    }
     mkdirSync(this.logDir, { recursive: true });
     this.overrideDir = mkdtempSync(join(tmpdir(), 'eps-overrides-'));
   }
@@ -101,14 +150,42 @@ export class DevStack {
       cwd: packageRoot,
       env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
+      // A process group of its own: Ctrl-C in the terminal reaches the demo alone, which then
+      // stops each child with one SIGTERM (not SIGINT from the terminal and then SIGTERM).
+      detached: true,
     });
+    const tail: string[] = [];
+    this.stderrTails.set(role, tail);
     if (!this.opts.inheritOutput) {
       const out = createWriteStream(join(this.logDir, `${role}.log`), { flags: 'a' });
       child.stdout!.pipe(out);
       child.stderr!.pipe(out);
+      child.stderr!.on('data', (chunk: Buffer) => {
+        tail.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        tail.splice(0, Math.max(0, tail.length - STDERR_TAIL_LINES));
+      });
     }
     this.children.set(role, child);
     return child;
+  }
+
+  /**
+   * Waits until `role` listens on `port`; fails at once, with what the child said on stderr, if
+   * it exits first (a busy port, a bus without JetStream), rather than at the timeout.
+   */
+  async waitUntilListening(role: RoleName, port: number, timeoutMs: number): Promise<void> {
+    const child = this.children.get(role);
+    const exited = new Promise<never>((_, reject) => {
+      const explain = (code: number | null, signal: NodeJS.Signals | null) => {
+        const said = this.stderrTails.get(role)?.join('\n') || '(nothing on stderr)';
+        reject(new Error(`${role} exited (${signal ?? `code ${code}`}) before listening on ${port}:\n${said}`));
+      };
+      if (!child) return reject(new Error(`${role} was not started`));
+      if (child.exitCode !== null || child.signalCode !== null) explain(child.exitCode, child.signalCode);
+      else child.once('exit', explain);
+    });
+    exited.catch(() => undefined);
+    await Promise.race([waitForPort(port, timeoutMs), exited]);
   }
 
   /** Signs and submits the dev directory records, as `make sd-setup` does. */
@@ -127,7 +204,7 @@ export class DevStack {
 
   async startAll(order: RoleName[] = ['sd-1', 'public-proxy-1', 'hd-1', 'hd-2', 'public-proxy-eps-1']): Promise<void> {
     for (const role of order) this.start(role);
-    await waitForPort(this.opts.ports.sd, 20_000);
+    await this.waitUntilListening('sd-1', this.opts.ports.sd, 20_000);
   }
 
   child(role: RoleName): ChildProcess | undefined {
@@ -149,8 +226,16 @@ export class DevStack {
     });
   }
 
+  /** Stops every process and removes the stack's temporary folders (its logs too, unless given). */
   async stop(): Promise<void> {
     await Promise.all([...this.children.keys()].map((role) => this.stopRole(role)));
+    rmSync(this.overrideDir, { recursive: true, force: true });
+    if (this.ownsLogDir) rmSync(this.logDir, { recursive: true, force: true });
+  }
+
+  /** Last resort when the owner exits without stop(): the children are in their own groups. */
+  killAll(): void {
+    for (const child of this.children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
   }
 }
 

@@ -5,6 +5,7 @@ import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { createPeerServer } from '../grpc/peer-server.js';
 import { startJsonRpcServer } from '../jsonrpc/server.js';
+import type { Bus } from '../bus/bus.js';
 import { joinAsOperator } from '../operator/presence.js';
 import { natsUrl, type EpsSettings } from '../settings/schemas.js';
 import { Callbacks } from './callbacks.js';
@@ -59,6 +60,9 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
       if (!entry || entry.fingerprint !== peer.fingerprint) {
         throw new RpcError('PERMISSION_DENIED', `${peer.commonName}'s certificate is not the one the directory lists`);
       }
+      // A listed operator may learn that a method does not exist (-32601) before being told it may
+      // not call one that does: the directory has already said who it is.
+      if (!Object.hasOwn(localMethods, call.method)) throw new RpcError('METHOD_NOT_FOUND', `${self}.${call.method}`);
       if (!directory.isPermitted(peer.commonName, self, call.method)) {
         throw new RpcError('PERMISSION_DENIED', `${peer.commonName} may not call ${self}.${call.method}`);
       }
@@ -99,12 +103,17 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
         self: { name: self, fingerprint: tls.fingerprint },
         isKnownOperator: (name) => directory.entry(name) !== undefined,
         callLocal,
-        callRemote: (op, method, params, id) => channels.call(op, method, params, id),
+        // A peer with a gRPC server channel is called over it (brokered through its proxy when it
+        // has one); an operator the directory lists without one (a proxy's own server, such as the
+        // Hyper edition's) is reachable only on the bus, as a signed request its directory
+        // permissions allow or refuse.
+        callRemote: (op, method, params, id) =>
+          hasGrpcServerChannel(directory.entry(op)) ? channels.call(op, method, params, id) : callOverBus(bus, op, method, params),
       }),
     });
     log.info({ host: settings.jsonrpc.listen.host, port: settings.jsonrpc.listen.port }, 'JSON-RPC gateway listening');
   }
-  log.info({ name: self, grpcListener: settings.grpc.listen ?? 'none (reachable through its proxy only)' }, 'EPS server running');
+  log.info({ grpcListener: settings.grpc.listen ?? 'none (reachable through its proxy only)' }, 'EPS server running');
 
   return {
     async close() {
@@ -119,4 +128,15 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
       await nc.drain().catch(() => {});
     },
   };
+}
+
+function hasGrpcServerChannel(entry: { channels: { type: string }[] } | undefined): boolean {
+  return entry?.channels.some((c) => c.type === 'grpc_server') ?? false;
+}
+
+function callOverBus(bus: Bus, operator: string, method: string, params: unknown): Promise<unknown> {
+  if (typeof params !== 'object' || params === null || Array.isArray(params)) {
+    throw new RpcError('INVALID_PARAMS', `${operator}.${method} is called over the bus, which takes named params (an object)`);
+  }
+  return bus.request(operator, method, params as Record<string, unknown>);
 }

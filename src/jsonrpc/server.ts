@@ -71,7 +71,12 @@ async function handleHttp(req: IncomingMessage, res: ServerResponse, path: strin
   const peer = socket.getPeerX509Certificate?.();
   if (!socket.authorized || !peer) {
     opts.log.warn({ remote: socket.remoteAddress, reason: socket.authorizationError }, 'JSON-RPC call without a valid client certificate');
-    return send(res, 401, errorResponse(null, new RpcError('NOT_AUTHENTICATED', String(socket.authorizationError ?? 'no certificate presented'))));
+    // Without a certificate OpenSSL still reports a verification error (UNABLE_TO_GET_ISSUER_CERT),
+    // which reads as if the certificate were wrong: say which of the two it is.
+    const detail = !peer
+      ? 'no client certificate was presented: this gateway answers only clients with a certificate of its CA (curl --cert FILE --key FILE)'
+      : `the client certificate does not verify against this server's CA (${String(socket.authorizationError)})`;
+    return send(res, 401, errorResponse(null, new RpcError('NOT_AUTHENTICATED', detail)));
   }
   const caller: Caller = { commonName: commonNameOf(peer), fingerprint: fingerprintOf(peer as X509Certificate) };
 

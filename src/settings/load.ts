@@ -80,6 +80,12 @@ function fileFor(path: string, origin: Map<string, string>, folders: string[]): 
   return `settings in ${folders.join(':')}`;
 }
 
+/** zod's words, except for the commonest mistake: a required key that is not there at all. */
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `missing: required (${issue.expected})`;
+  return issue.message;
+}
+
 /**
  * Loads settings for a process: the role folders come from the first of `envVars` that is set
  * (colon-separated), are merged, then validated by `schema`. Every problem is reported at once.
@@ -95,13 +101,16 @@ export function loadSettings<S extends z.ZodType>(
   }
   const folders = env[envVar]!.split(':').filter(Boolean);
   const { tree, origin } = readRoleFolders(folders);
+  if (origin.size === 0) {
+    throw new SettingsError(`no settings in ${folders.join(':')} (from ${envVar}): a role folder holds *.yml files, e.g. settings/dev/roles/<role>`);
+  }
   const result = schema.safeParse(tree);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => {
       const base = issue.path.join('.');
       // An unknown key is reported once per key, at the key, so its file can be named.
       const keys = issue.code === 'unrecognized_keys' ? issue.keys.map((k) => (base ? `${base}.${k}` : k)) : [base];
-      return keys.map((key) => `${fileFor(key, origin, folders)}: ${key || '(top level)'}: ${issue.message}`);
+      return keys.map((key) => `${fileFor(key, origin, folders)}: ${key || '(top level)'}: ${describeIssue(issue)}`);
     });
     throw new SettingsError(`invalid settings from ${envVar}=${env[envVar]}:\n  ${lines.join('\n  ')}`);
   }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
@@ -36,6 +36,8 @@ export interface TestNatsOptions {
   /** Directory records (YAML, as sd-setup reads them) a test submits besides the dev ones: the
    *  bus's rights follow the directory, so the server must know them too. */
   records?: string;
+  /** Default true; false runs the server without JetStream, as `nats-server` without `-js` (a newcomer's mistake). */
+  jetstream?: boolean;
 }
 
 /**
@@ -78,6 +80,10 @@ export class TestNatsServer {
     this.port = port;
     this.dir = dir;
     ({ configFile: this.configFile, storeDir: this.storeDir, principals: this.principals } = writeTestNatsConfig(dir, port, opts));
+    if (opts.jetstream === false) {
+      const config = readFileSync(this.configFile, 'utf8').replace(/^jetstream \{[^}]*\}\n/m, '').replace(/^\s*jetstream: enabled\n/gm, '');
+      writeFileSync(this.configFile, config);
+    }
   }
 
   get url(): string {

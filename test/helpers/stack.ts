@@ -43,10 +43,11 @@ export async function curlJsonRpc(port: number, body: string, opts: { withCert?:
 export const PING = '{"method": "hd-2._ping", "id": "1", "params": {}, "jsonrpc": "2.0"}';
 
 /** Pings until the servers have learned the directory (they get it over the bus after sd-setup). */
-export async function pingUntilAnswered(port: number, timeoutMs = 20_000) {
+export async function pingUntilAnswered(port: number, timeoutMs = 20_000, operator = 'hd-2') {
   const deadline = Date.now() + timeoutMs;
+  const ping = operator === 'hd-2' ? PING : PING.replace('hd-2._ping', `${operator}._ping`);
   for (;;) {
-    const r = await curlJsonRpc(port, PING);
+    const r = await curlJsonRpc(port, ping);
     if (r.body?.result || Date.now() > deadline) return r;
     await new Promise((res) => setTimeout(res, 300));
   }

@@ -48,6 +48,9 @@ describe('seed demo', () => {
     expect(r.status).toBe(401);
     expect(r.body.error).toMatchObject({ code: -32020 });
     expect(r.body.error.message).toMatch(/certificate/i);
+    // Not OpenSSL's UNABLE_TO_GET_ISSUER_CERT, which reads as if a certificate had been sent.
+    expect(r.body.error.data?.detail ?? r.body.error.message).toMatch(/no client certificate was presented/);
+    expect(JSON.stringify(r.body.error)).not.toContain('UNABLE_TO_GET_ISSUER_CERT');
   });
 
   it('demo - bad JSON-RPC gets the standard codes and the server keeps working', async () => {
@@ -56,6 +59,9 @@ describe('seed demo', () => {
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"nobody._ping"}')).body.error.code).toBe(-32001);
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"hd-1.nothing"}')).body.error.code).toBe(-32601);
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"noseparator"}')).body.error.code).toBe(-32601);
+    // A method hd-2 does not have, through the proxy: not found, not "permission denied".
+    const nope = await curlJsonRpc(stack.opts.ports.jsonrpc, '{"jsonrpc":"2.0","id":1,"method":"hd-2.nope"}');
+    expect(nope.body.error.code, JSON.stringify(nope.body)).toBe(-32601);
     const huge = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'hd-1._ping', params: { pad: 'x'.repeat(2 * 1024 * 1024) } });
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, huge)).status).toBe(413);
     expect((await curlJsonRpc(stack.opts.ports.jsonrpc, PING)).body.result.serverInfo.name).toBe('hd-2');
@@ -113,6 +119,12 @@ describe('Hyper edition', () => {
       }
       expect(answer!.serverInfo.name).toBe('public-proxy-hyper-1');
       await directory.close();
+      // What the README shows: hd-1's gateway calls the Hyper server, which has no gRPC server
+      // channel, over the bus, with the seed's curl.
+      stack.start('hd-1');
+      await stack.waitUntilListening('hd-1', stack.opts.ports.jsonrpc, 20_000);
+      const viaGateway = await pingUntilAnswered(stack.opts.ports.jsonrpc, 20_000, 'public-proxy-hyper-1');
+      expect(viaGateway.body, JSON.stringify(viaGateway.body)).toMatchObject({ result: { serverInfo: { name: 'public-proxy-hyper-1' } } });
     } finally {
       await nc.close();
       await stack.stop();

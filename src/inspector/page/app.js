@@ -64,7 +64,6 @@ function renderSessions() {
   const now = Date.now() + offset;
   const list = [...sessions.values()].sort((a, b) => b.startedAt - a.startedAt);
   const rows = list.map((s) => {
-    const end = s.finishedAt ?? now;
     const relayed = s.bytes ? `A→B ${bytes(s.bytes.aToB)} · B→A ${bytes(s.bytes.bToA)}` : '—';
     const tr = el(
       'tr',
@@ -72,7 +71,8 @@ function renderSessions() {
       el('td', { class: 'id', title: s.id }, s.id.length > 13 ? `${s.id.slice(0, 8)}…` : s.id),
       el('td', {}, s.parties),
       el('td', {}, el('span', { class: stateClass(s) }, stateText(s))),
-      el('td', {}, age(end - s.startedAt)),
+      // A live session's age; a finished one's lifetime and how long ago it ended.
+      el('td', {}, s.finishedAt === undefined ? age(now - s.startedAt) : `lasted ${age(s.finishedAt - s.startedAt)}, ended ${age(now - s.finishedAt)} ago`),
       el('td', {}, relayed),
     );
     tr.addEventListener('click', () => select(s.id));
@@ -150,8 +150,21 @@ async function select(id) {
   const dropped = $('#dropped');
   dropped.hidden = detail.dropped === 0;
   dropped.textContent = `${detail.dropped} earlier events not kept`;
-  $('#context').textContent = JSON.stringify(detail.context, null, 2);
+  showContext(detail.context, detail.summary);
   showSummary(detail.summary);
+}
+
+/**
+ * The machine's context holds what the machine decided on (byte totals only once the splice
+ * ended); the bytes relayed so far are the splicer's live counters, shown beside it so the two
+ * never seem to disagree.
+ */
+function showContext(context, summary) {
+  $('#context').textContent = JSON.stringify(context, null, 2);
+  const note = $('#context-note');
+  const live = summary.bytes && summary.status === 'live';
+  note.hidden = !live;
+  if (live) note.textContent = `Relayed so far: A→B ${bytes(summary.bytes.aToB)} · B→A ${bytes(summary.bytes.bToA)} (live counters; the machine's context records the totals when the splice ends).`;
 }
 
 let contextTimer;
@@ -159,7 +172,10 @@ function refreshContext(id) {
   clearTimeout(contextTimer);
   contextTimer = setTimeout(async () => {
     const res = await fetch(`${api}/sessions/${encodeURIComponent(id)}`);
-    if (res.ok && selected === id) $('#context').textContent = JSON.stringify((await res.json()).context, null, 2);
+    if (res.ok && selected === id) {
+      const detail = await res.json();
+      showContext(detail.context, detail.summary);
+    }
   }, 300);
 }
 
