@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { clientKeyOf } from '../core/client-address.js';
@@ -79,7 +79,8 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     bodyLimit: opts.bodyLimit,
     // Typed as fastify's base logger: pino's own type is a superset fastify's generics reject.
     ...(opts.log ? { loggerInstance: opts.log as FastifyBaseLogger } : { logger: false }),
-    disableRequestLogging: true,
+    // Not a log line per request (the top-level disableRequestLogging is deprecated in fastify 5).
+    logController: new LogController({ disableRequestLogging: true }),
     // Unknown fields and wrong types are refused, not silently dropped or coerced: a client bug
     // shows up as a 400 naming the field.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
