@@ -63,6 +63,10 @@ export function explainStartupError(err: unknown, ctx: StartupContext = {}): str
   if (/JetStreamNotEnabled|jetstream not enabled|JetStream is not enabled/i.test(text)) {
     return `JetStream is not enabled on the bus${ctx.busUrl ? ` at ${ctx.busUrl}` : ''}: start nats-server with -js (or a jetstream block in its configuration; \`make demo\` starts one that has it)`;
   }
+  const violation = /Permissions Violation for (Publish|Subscription) to "([^"]+)"/.exec(text);
+  if (violation) {
+    return `the bus${ctx.busUrl ? ` at ${ctx.busUrl}` : ''} does not let this process ${violation[1] === 'Publish' ? 'publish to' : 'subscribe to'} ${violation[2]}: its configuration was generated for other roles, directory or code; run \`make nats-config\` and restart nats-server`;
+  }
   const refused = chain.find((e) => e.message.startsWith('the bus at '));
   if (refused) return refused.message;
   return undefined;
