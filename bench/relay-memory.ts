@@ -41,7 +41,8 @@ class Child extends RoleChild<ToChild, FromChild> {
 }
 
 // eps-* is the native relay (and fails if the addon is not built), eps-js-* the JS one.
-const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child => new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
+  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc'] : [] }));
 const relayEnv = (contender: string): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender.startsWith('eps-js') ? 'js' : 'native' });
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -73,6 +74,8 @@ export interface MemorySample {
   kibPerSession: number;
   /** The Node relays' own view once idle (heap, external, array buffers). */
   usage?: NodeJS.MemoryUsage;
+  /** Their heap after a forced full collection: what the sessions retain. */
+  heapAfterGc?: number;
   setupMs: number;
 }
 
@@ -123,12 +126,13 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
     const setupMs = Date.now() - started;
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const rssAfterKiB = rssKiB(relayPid);
-    let usage: NodeJS.MemoryUsage | undefined;
+    let memory: { usage: NodeJS.MemoryUsage; heapAfterGc: number } | undefined;
     if (relay) {
       relay.send({ type: 'memory' });
-      usage = (await relay.next('memory')).usage;
+      const { usage, heapAfterGc } = await relay.next('memory');
+      memory = { usage, heapAfterGc };
     }
-    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...(usage ? { usage } : {}), setupMs };
+    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...memory, setupMs };
   } finally {
     for (const c of children) c.proc.kill('SIGKILL');
     haproxyProc?.kill('SIGKILL');
@@ -146,7 +150,7 @@ async function main(): Promise<void> {
   for (const contender of running) {
     const s = await runOne(contender, haproxy);
     samples.push(s);
-    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB)` : '';
+    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB)` : '';
     console.log(`  ${contender.padEnd(15)} RSS ${(s.rssBeforeKiB / 1024).toFixed(0)} -> ${(s.rssAfterKiB / 1024).toFixed(0)} MiB: ${s.kibPerSession.toFixed(1)} KiB per idle session${u}`);
   }
   const per = Object.fromEntries(samples.map((s) => [s.contender, s.kibPerSession]));

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
 import type { Logger } from '../core/logger.js';
-import { nativeSplicer, stopReading, type NativeSession, type NativeSplicer, type RelayPath } from './native-splice.js';
+import { nativeSplicer, stopReading, type HandOver as HandOverOptions, type NativeSession, type NativeSplicer, type RelayPath } from './native-splice.js';
 import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
 
@@ -188,15 +188,7 @@ export function createSplicer(options: SplicerOptions) {
             maxBytesPerDirection: limits.maxBytesPerDirection,
             maxDurationMs: limits.maxDurationMs === undefined ? undefined : Math.max(1, limits.maxDurationMs - (Date.now() - splicedAt)),
             idleMs,
-            onRelayed: (aToB, bToA) => {
-              if (aToB > 0) onRelayed?.('aToB', aToB, input.sessionId);
-              if (bToA > 0) onRelayed?.('bToA', bToA, input.sessionId);
-            },
-            onEnded: (reason, aToB, bToA, error) => {
-              bytesAToB = aToB;
-              bytesBToA = bToA;
-              end(reason, error === undefined ? undefined : new Error(error));
-            },
+            ...nativeHandlers(),
           });
         } catch (err) {
           // No descriptor to spare, or the addon refused: this session relays in JS.
@@ -217,6 +209,22 @@ export function createSplicer(options: SplicerOptions) {
       aSocket.on('drain', go);
       bSocket.on('drain', go);
       go();
+    }
+
+    // Apart from handOver(): a closure made there would keep its scope, and with it both
+    // destroyed sockets, alive for as long as the native relay holds the session.
+    function nativeHandlers(): Pick<HandOverOptions, 'onRelayed' | 'onEnded'> {
+      return {
+        onRelayed: (aToB, bToA) => {
+          if (aToB > 0) onRelayed?.('aToB', aToB, input.sessionId);
+          if (bToA > 0) onRelayed?.('bToA', bToA, input.sessionId);
+        },
+        onEnded: (reason, aToB, bToA, error) => {
+          bytesAToB = aToB;
+          bytesBToA = bToA;
+          end(reason, error === undefined ? undefined : new Error(error));
+        },
+      };
     }
 
     /** Counts and writes one chunk from before the splice; false when it crossed the byte limit (the session ended). */
