@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
-import type { Logger } from '../core/logger.js';
+import { childOnDemand, type Logger } from '../core/logger.js';
 import { nativeSplicer, stopReading, type HandOver as HandOverOptions, type NativeSession, type NativeSplicer, type RelayPath } from './native-splice.js';
 import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
@@ -73,7 +73,7 @@ export function createSplicer(options: SplicerOptions) {
   if (options.relay === 'native' && !native) throw new Error(`the native relay is not available: ${nativeSplicer().why}`);
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
-    const log = options.log.child({ sessionId: input.sessionId });
+    const log = childOnDemand(options.log, { sessionId: input.sessionId });
     const limits = options.limitsOf?.(input.sessionId) ?? {};
     const maxBytes = limits.maxBytesPerDirection ?? Infinity;
     let durationTimer: NodeJS.Timeout | undefined;
@@ -192,7 +192,7 @@ export function createSplicer(options: SplicerOptions) {
           });
         } catch (err) {
           // No descriptor to spare, or the addon refused: this session relays in JS.
-          log.warn({ err: (err as Error).message }, 'native relay refused a session; relaying it in JS');
+          log().warn({ err: (err as Error).message }, 'native relay refused a session; relaying it in JS');
           if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), Math.max(1, limits.maxDurationMs - (Date.now() - splicedAt)));
           relayInJs(aSocket, bSocket, [], []);
           return;
@@ -360,7 +360,7 @@ export function createSplicer(options: SplicerOptions) {
     function end(reason: SpliceEndReason, err?: Error): void {
       if (ended) return;
       ended = true;
-      if (err) log.debug({ reason, err: err.message }, 'splice ended with a socket error');
+      if (err) log().debug({ reason, err: err.message }, 'splice ended with a socket error');
       destroyAll();
       report({ type: 'SPLICE_ENDED', reason, bytesAToB, bytesBToA });
     }
