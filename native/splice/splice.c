@@ -80,6 +80,8 @@ static int spare_count;
 static uint32_t pipes_open;
 static int epfd = -1, wakefd = -1;
 static int started, stopping;
+// When the loop scans next (monotonic ms); add() moves it earlier for a sooner deadline.
+static int64_t next_scan_ms;
 static pthread_t thread;
 static napi_threadsafe_function on_ended;
 
@@ -275,7 +277,6 @@ static void *loop(void *unused) {
   (void)unused;
   struct epoll_event events[MAX_EVENTS];
   int wait_ms = MAX_SCAN_MS;
-  int64_t next_scan = now_ms() + MAX_SCAN_MS;
   for (;;) {
     int n = epoll_wait(epfd, events, MAX_EVENTS, wait_ms);
     pthread_mutex_lock(&lock);
@@ -289,7 +290,6 @@ static void *loop(void *unused) {
       if (tag == 0) {
         uint64_t count;
         if (read(wakefd, &count, sizeof count) < 0) { /* woken to rescan: nothing to read is fine */ }
-        next_scan = now;
         continue;
       }
       session_t *s = lookup(tag >> 1);
@@ -302,11 +302,8 @@ static void *loop(void *unused) {
         if (err) end_session(s, side_error(side), err);
       }
     }
-    if (now >= next_scan) {
-      int due = scan(now);
-      next_scan = now + due;
-    }
-    wait_ms = (int)(next_scan - now);
+    if (now >= next_scan_ms) next_scan_ms = now + scan(now);
+    wait_ms = (int)(next_scan_ms - now);
     if (wait_ms < 0) wait_ms = 0;
     pthread_mutex_unlock(&lock);
   }
@@ -387,6 +384,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 256 * 1024);
+  next_scan_ms = now_ms() + MAX_SCAN_MS;
   int err = pthread_create(&thread, &attr, loop, NULL);
   pthread_attr_destroy(&attr);
   if (err) return throw_errno(env, "pthread_create", err);
@@ -457,8 +455,11 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   }
   uint64_t id = s->id;
   if (failed) end_session(s, -1, 0);
-  // A deadline sooner than the loop's next scan must wake it.
-  if (!failed && (s->deadline_ms || s->idle_ms)) {
+  // A deadline sooner than the loop's next scan must wake it (an idle timeout of minutes never does).
+  int64_t due = s->deadline_ms ? s->deadline_ms : INT64_MAX;
+  if (s->idle_ms && now + s->idle_ms < due) due = now + s->idle_ms;
+  if (!failed && due < next_scan_ms) {
+    next_scan_ms = due;
     uint64_t one = 1;
     if (write(wakefd, &one, sizeof one) < 0) { /* the next scan comes within MAX_SCAN_MS anyway */ }
   }
