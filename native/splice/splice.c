@@ -295,9 +295,13 @@ static void *loop(void *unused) {
       session_t *s = lookup(tag >> 1);
       if (!s) continue; // ended earlier in this batch, or cancelled
       int side = (int)(tag & 1);
-      // This side readable: its own direction moves; writable: the other direction's pipe drains.
-      if (pump(s, side, now) || pump(s, 1 - side, now)) continue;
-      if (events[i].events & EPOLLERR) {
+      uint32_t ev = events[i].events;
+      // Readable (or closing): this side's own direction moves. Writable: the other direction's
+      // pipe drains, if it holds bytes; loopback ACKs make writable edges frequent, and pumping
+      // on each would cost two splice calls that only say EAGAIN.
+      if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(s, side, now)) continue;
+      if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->dir[1 - side].in_pipe > 0 && pump(s, 1 - side, now)) continue;
+      if (ev & EPOLLERR) {
         int err = socket_error(s->fd[side]);
         if (err) end_session(s, side_error(side), err);
       }
