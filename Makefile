@@ -2,13 +2,18 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install build certs nats-config nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
+.PHONY: demo test install native build certs nats-config nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-build: install
+## The zero-copy splice addon (native/splice/): npm ci builds it; this rebuilds it after a change.
+## It never fails: without a compiler the proxy relays with its JS splicer.
+native: install
+	@node scripts/build-native.mjs
+
+build: install native
 	npx tsc -p tsconfig.json
 
 CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt

@@ -35,7 +35,7 @@ export type FromChild =
   | { type: 'listening'; port: number }
   | { type: 'passes'; leg: Leg; passes: Pass[] }
   | { type: 'dialed'; count: number }
-  | { type: 'memory'; usage: NodeJS.MemoryUsage }
+  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number }
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
@@ -43,8 +43,13 @@ const fail = (detail: string): never => {
   send({ type: 'failed', detail });
   process.exit(1);
 };
+// The relays run with --expose-gc: after the RSS was read, their heap after a full collection
+// says what sessions retain, apart from garbage not yet collected.
 const answerMemory = (m: ToChild): void => {
-  if (m.type === 'memory') send({ type: 'memory', usage: process.memoryUsage() });
+  if (m.type !== 'memory') return;
+  const usage = process.memoryUsage();
+  (globalThis as { gc?: () => void }).gc?.();
+  send({ type: 'memory', usage, heapAfterGc: process.memoryUsage().heapUsed });
 };
 
 async function relayEps(): Promise<void> {

@@ -31,7 +31,7 @@ const STEP_TIMEOUT_MS = 120_000;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
 const ROLES = join(here, 'relay-memory-roles.js');
-const CONTENDERS = ['eps-idle', 'eps-bulk', 'haproxy-idle', 'haproxy-bulk', 'node-pipe-idle', 'node-pipe-bulk'];
+const CONTENDERS = ['eps-idle', 'eps-bulk', 'eps-js-idle', 'eps-js-bulk', 'haproxy-idle', 'haproxy-bulk', 'node-pipe-idle', 'node-pipe-bulk'];
 
 /** A role process of this bench, speaking relay-memory-roles' messages. */
 class Child extends RoleChild<ToChild, FromChild> {
@@ -40,7 +40,10 @@ class Child extends RoleChild<ToChild, FromChild> {
   }
 }
 
-const forkRole = (...args: string[]): Child => new Child(fork(ROLES, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+// eps-* is the native relay (and fails if the addon is not built), eps-js-* the JS one.
+const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
+  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc'] : [] }));
+const relayEnv = (contender: string): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender.startsWith('eps-js') ? 'js' : 'native' });
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
@@ -71,6 +74,8 @@ export interface MemorySample {
   kibPerSession: number;
   /** The Node relays' own view once idle (heap, external, array buffers). */
   usage?: NodeJS.MemoryUsage;
+  /** Their heap after a forced full collection: what the sessions retain. */
+  heapAfterGc?: number;
   setupMs: number;
 }
 
@@ -79,8 +84,8 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
   const children: Child[] = [];
   let haproxyProc: ChildProcess | undefined;
   try {
-    const b = forkRole('side-b');
-    const a = forkRole('side-a');
+    const b = forkRole(['side-b']);
+    const a = forkRole(['side-a']);
     children.push(b, a);
     const { port: bPort } = await b.next('listening');
     await a.next('listening');
@@ -97,7 +102,7 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
       relayPid = haproxyProc.pid!;
       await waitForListener(port);
     } else {
-      relay = contender.startsWith('eps') ? forkRole('relay-eps') : forkRole('relay-pipe', String(bPort));
+      relay = contender.startsWith('eps') ? forkRole(['relay-eps'], relayEnv(contender)) : forkRole(['relay-pipe', String(bPort)]);
       children.push(relay);
       relayPid = relay.proc.pid!;
       ({ port } = await relay.next('listening'));
@@ -121,12 +126,13 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
     const setupMs = Date.now() - started;
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const rssAfterKiB = rssKiB(relayPid);
-    let usage: NodeJS.MemoryUsage | undefined;
+    let memory: { usage: NodeJS.MemoryUsage; heapAfterGc: number } | undefined;
     if (relay) {
       relay.send({ type: 'memory' });
-      usage = (await relay.next('memory')).usage;
+      const { usage, heapAfterGc } = await relay.next('memory');
+      memory = { usage, heapAfterGc };
     }
-    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...(usage ? { usage } : {}), setupMs };
+    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...memory, setupMs };
   } finally {
     for (const c of children) c.proc.kill('SIGKILL');
     haproxyProc?.kill('SIGKILL');
@@ -144,19 +150,19 @@ async function main(): Promise<void> {
   for (const contender of running) {
     const s = await runOne(contender, haproxy);
     samples.push(s);
-    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB)` : '';
+    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB)` : '';
     console.log(`  ${contender.padEnd(15)} RSS ${(s.rssBeforeKiB / 1024).toFixed(0)} -> ${(s.rssAfterKiB / 1024).toFixed(0)} MiB: ${s.kibPerSession.toFixed(1)} KiB per idle session${u}`);
   }
   const per = Object.fromEntries(samples.map((s) => [s.contender, s.kibPerSession]));
   const ratios: Record<string, Record<string, number>> = {};
-  for (const v of ['idle', 'bulk']) {
-    const eps = per[`eps-${v}`];
+  for (const [relay, v] of ['eps', 'eps-js'].flatMap((r) => ['idle', 'bulk'].map((v) => [r, v] as const))) {
+    const eps = per[`${relay}-${v}`];
     if (eps === undefined) continue;
-    ratios[`eps-${v}`] = {
+    ratios[`${relay}-${v}`] = {
       ...(per[`haproxy-${v}`] ? { haproxy: eps / per[`haproxy-${v}`]! } : {}),
       ...(per[`node-pipe-${v}`] ? { nodePipe: eps / per[`node-pipe-${v}`]! } : {}),
     };
-    console.log(`  eps-${v}: ${Object.entries(ratios[`eps-${v}`]!).map(([k, r]) => `${r.toFixed(2)}x ${k}`).join(', ')}; target <= 10 KiB: ${eps <= 10 ? 'met' : 'missed'}`);
+    console.log(`  ${relay}-${v}: ${Object.entries(ratios[`${relay}-${v}`]!).map(([k, r]) => `${r.toFixed(2)}x ${k}`).join(', ')}; target <= 10 KiB: ${eps <= 10 ? 'met' : 'missed'}`);
   }
   const at = new Date().toISOString().replace(/[:.]/g, '-');
   const dir = join(root, 'bench', 'results');

@@ -31,7 +31,7 @@ const root = join(here, '..', '..');
 const ROLES = join(here, 'relay-roles.js');
 
 /** What `npm run bench` runs. */
-export const CONTENDERS = ['eps', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct'];
+export const CONTENDERS = ['eps', 'eps-js', 'haproxy', 'haproxy-splice', 'node-pipe', 'direct'];
 /**
  * Chosen with BENCH_ONLY: eps-bare (the relay without its metrics hook and idle timeout: what
  * those cost), eps-before (the relay of another checkout, BENCH_EPS_BEFORE=<its root, built>, for
@@ -62,8 +62,10 @@ class Child extends RoleChild<ToChild, FromChild> {
 
 // BENCH_RELAY_FLAGS (e.g. --cpu-prof) go to the Node relays only.
 const relayFlags = process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? [];
-const forkRole = (...args: string[]): Child =>
-  new Child(fork(ROLES, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? relayFlags : [] }));
+// `eps` is the native relay (and fails if the addon is not built), `eps-js` the JS one.
+const relayEnv = (contender: Contender): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender === 'eps-js' ? 'js' : 'native' });
+const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
+  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? relayFlags : [] }));
 
 /** CPU time of every thread of a process, in ns, from the scheduler's own accounting. */
 function cpuNs(pid: number): number {
@@ -145,22 +147,22 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
   };
   let sender!: Child;
   try {
-    const receiver = forkRole('receiver', String((PING_WARMUP + PING_COUNT) * PING_BYTES), String(streamBytes));
+    const receiver = forkRole(['receiver', String((PING_WARMUP + PING_COUNT) * PING_BYTES), String(streamBytes)]);
     children.push(receiver);
     const { port: receiverPort } = await receiver.next('listening');
-    sender = forkRole('sender', String(PING_COUNT), String(PING_WARMUP), String(streamBytes));
+    sender = forkRole(['sender', String(PING_COUNT), String(PING_WARMUP), String(streamBytes)]);
     children.push(sender);
 
     if (contender === 'direct') {
       dialSender(receiverPort);
     } else if (contender === 'node-pipe') {
-      const relay = forkRole('relay-pipe', String(receiverPort));
+      const relay = forkRole(['relay-pipe', String(receiverPort)]);
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
       dialSender(port);
     } else if (contender.startsWith('onread-')) {
-      const relay = forkRole('relay-onread', String(receiverPort), String(Number(contender.slice(7)) * 1024));
+      const relay = forkRole(['relay-onread', String(receiverPort), String(Number(contender.slice(7)) * 1024)]);
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');
@@ -171,7 +173,7 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
       const relay =
         contender === 'eps-before'
           ? new Child(fork(join(before!, 'dist', 'bench', 'relay-roles.js'), ['relay-eps'], { cwd: before!, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: relayFlags }))
-          : forkRole('relay-eps', contender === 'eps-bare' ? 'bare' : 'production');
+          : forkRole(['relay-eps', contender === 'eps-bare' ? 'bare' : 'production'], relayEnv(contender));
       children.push(relay);
       relayPid = relay.proc.pid;
       const { port } = await relay.next('listening');

@@ -41,3 +41,12 @@ export function createRootLogger(name: string, level = process.env.LOG_LEVEL ?? 
   if (pretty) return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l' } } });
   return pino(options, pino.destination({ dest: 1, sync: false }));
 }
+
+/**
+ * A child logger made on first use: a long-lived session that never logs (an idle splice) then
+ * holds its bindings only, not a pino child (the relay memory bench counts per-session bytes).
+ */
+export function childOnDemand(parent: Logger, bindings: Record<string, unknown>): () => Logger {
+  let child: Logger | undefined;
+  return () => (child ??= parent.child(bindings));
+}

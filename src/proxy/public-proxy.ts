@@ -14,6 +14,7 @@ import { GameRelays } from './game-relays.js';
 import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
 import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
+import { relayPath } from './splicer.js';
 
 export interface RunningProxy {
   registry: SessionRegistry;
@@ -91,7 +92,8 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   });
   countRejections(metrics, endpoint);
   const address = await endpoint.listen();
-  log.info({ listen: `${address.address}:${address.port}`, endpoint: settings.splice.endpoint }, 'splice endpoint listening');
+  const relay = relayPath();
+  log.info({ listen: `${address.address}:${address.port}`, endpoint: settings.splice.endpoint, relay: relay.path, ...(relay.why ? { why: relay.why } : {}) }, 'splice endpoint listening');
 
   let metricsServer: Server | undefined;
   if (settings.metrics) {

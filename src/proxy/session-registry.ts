@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { DEFAULT_A_DIAL_TIMEOUT_MS, DEFAULT_B_DIAL_TIMEOUT_MS } from '../core/constants.js';
-import type { Logger } from '../core/logger.js';
+import { childOnDemand, type Logger } from '../core/logger.js';
 import { verifyProof, type Leg, type Preamble } from '../core/splice-wire.js';
 import {
   brokeringMachine,
@@ -111,7 +111,7 @@ interface Session {
   rejected: unknown;
   /** Dials refused BAD_PROOF, per leg: the first is logged, the count goes in the final line. */
   badProofs: Record<Leg, number>;
-  log: Logger;
+  log: () => Logger;
 }
 
 export class SessionRegistry {
@@ -173,7 +173,8 @@ export class SessionRegistry {
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
     const tokens = this.#tokens.mint(sessionId);
     const challenge = randomBytes(CHALLENGE_BYTES);
-    const log = this.#options.log.child({ component: 'brokering', sessionId });
+    const log = childOnDemand(this.#options.log, { component: 'brokering', sessionId });
+    const debug = this.#options.log.isLevelEnabled('debug');
     const startedAt = Date.now();
     if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);
     if (via.limits) this.#limits.set(sessionId, via.limits);
@@ -204,7 +205,7 @@ export class SessionRegistry {
       next: (snapshot) => {
         const state = JSON.stringify(snapshot.value);
         if (state !== last) {
-          log.debug({ from: last || undefined, to: snapshot.value }, 'brokering transition');
+          if (debug) log().debug({ from: last || undefined, to: snapshot.value }, 'brokering transition');
           if (snapshot.matches({ holding: 'spliced' }) && !last.includes('spliced')) {
             resolveSpliced(true);
             this.#options.onSpliced?.(info);
@@ -224,14 +225,14 @@ export class SessionRegistry {
       },
       error: (err) => {
         // Only a bug in the machine or a provided action lands here; still free the slot.
-        log.error({ err }, 'brokering actor failed');
+        log().error({ err }, 'brokering actor failed');
         const output: BrokeringOutput = { outcome: 'busFailed', detail: `internal error: ${String(err)}` };
         this.#finish(s, log, output, { bytesAToB: 0, bytesBToA: 0, durationMs: Date.now() - startedAt });
         resolveSpliced(false);
         resolveDone(output);
       },
     });
-    log.debug({ a: info.a, b: info.b, endpoint: info.endpoint, proofs: s.proofs }, 'brokering session opened');
+    if (debug) log().debug({ a: info.a, b: info.b, endpoint: info.endpoint, proofs: s.proofs }, 'brokering session opened');
     actor.start();
     return { sessionId, tokens, challenge, done, spliced };
   }
@@ -261,7 +262,7 @@ export class SessionRegistry {
         // Once per leg: a thief may retry for as long as the session waits, and the metric
         // counts each try. The real peer's own bad proof (a stale certificate) shows up here too.
         if (s.badProofs[leg]++ === 0) {
-          s.log.warn({ leg, operator, remote: `${socket.remoteAddress}:${socket.remotePort}`, detail: check.detail }, 'splice dial without a valid proof refused');
+          s.log().warn({ leg, operator, remote: `${socket.remoteAddress}:${socket.remotePort}`, detail: check.detail }, 'splice dial without a valid proof refused');
         }
         return 'BAD_PROOF';
       }
@@ -301,14 +302,14 @@ export class SessionRegistry {
     await Promise.all(pending);
   }
 
-  #finish(s: Session, log: Logger, output: BrokeringOutput, stats: SessionStats): void {
+  #finish(s: Session, log: () => Logger, output: BrokeringOutput, stats: SessionStats): void {
     if (!this.#sessions.has(s.info.sessionId)) return;
     this.#sessions.delete(s.info.sessionId);
     this.#dialDeadlines.delete(s.info.sessionId);
     this.#limits.delete(s.info.sessionId);
     this.#tokens.release(s.info.sessionId, [...s.dialed]);
     const badProofs = s.badProofs.a + s.badProofs.b > 0 ? { badProofs: s.badProofs } : {};
-    log.info({ outcome: output.outcome, detail: output.detail, ...stats, ...badProofs }, 'brokering session finished');
+    log().info({ outcome: output.outcome, detail: output.detail, ...stats, ...badProofs }, 'brokering session finished');
     this.#options.onFinished?.(s.info, output, stats);
   }
 }

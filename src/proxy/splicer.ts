@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
-import type { Logger } from '../core/logger.js';
+import { childOnDemand, type Logger } from '../core/logger.js';
+import { nativeSplicer, stopReading, type HandOver as HandOverOptions, type NativeSession, type NativeSplicer, type RelayPath } from './native-splice.js';
 import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
 
@@ -28,6 +29,14 @@ export interface SplicerOptions {
   onRelayed?: (direction: Direction, bytes: number, sessionId: string) => void;
   /** Default true; false relays with 'data' events, the path taken where Node lacks the hook (tests both). */
   reuseReadBuffers?: boolean;
+  /** Default: native when the addon loaded (see relayPath()), else js. */
+  relay?: RelayPath;
+}
+
+/** The relay a splicer uses by default, and why when it is not the native one. */
+export function relayPath(): { path: RelayPath; why?: string } {
+  const { splicer, why } = nativeSplicer();
+  return splicer ? { path: 'native' } : { path: 'js', why };
 }
 
 /**
@@ -60,12 +69,15 @@ const giveBackOwnBuffer = (buffer: Buffer): void => {
 
 export function createSplicer(options: SplicerOptions) {
   const { idleMs = 0, onRelayed, reuseReadBuffers = true } = options;
+  const native: NativeSplicer | undefined = (options.relay ?? relayPath().path) === 'native' ? nativeSplicer().splicer : undefined;
+  if (options.relay === 'native' && !native) throw new Error(`the native relay is not available: ${nativeSplicer().why}`);
 
   return fromCallback<SplicerEvent, SplicerInput>(({ input, receive, sendBack }) => {
-    const log = options.log.child({ sessionId: input.sessionId });
+    const log = childOnDemand(options.log, { sessionId: input.sessionId });
     const limits = options.limitsOf?.(input.sessionId) ?? {};
     const maxBytes = limits.maxBytesPerDirection ?? Infinity;
     let durationTimer: NodeJS.Timeout | undefined;
+    let nativeSession: NativeSession | undefined;
     let b: Socket | undefined;
     let a: Socket | undefined;
     let ended = false;
@@ -131,9 +143,6 @@ export function createSplicer(options: SplicerOptions) {
     }
 
     function splice(aSocket: Socket, bSocket: Socket, aRest: Uint8Array): void {
-      let aFinished = false;
-      let bFinished = false;
-
       // Nothing may be emitted to nobody while the relay is set up: both wait, and whatever each
       // already buffered (past its preamble, or B's early bytes) is relayed first, in order.
       aSocket.pause();
@@ -143,6 +152,103 @@ export function createSplicer(options: SplicerOptions) {
       if (aSocket.readableLength > 0) aPending.push(aSocket.read() as Buffer);
       if (bSocket.readableLength > 0) bPending.push(bSocket.read() as Buffer);
 
+      aSocket.on('error', (err) => end('aError', err));
+      bSocket.on('error', (err) => end('bError', err));
+      aSocket.on('close', () => end('aClosed'));
+      bSocket.on('close', () => end('bClosed'));
+      if (idleMs > 0) {
+        aSocket.setTimeout(idleMs, () => end('idle'));
+        bSocket.setTimeout(idleMs, () => end('idle'));
+      }
+      const splicedAt = Date.now();
+      if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), limits.maxDurationMs);
+
+      if (native) handOver(native, aSocket, bSocket, aPending, bPending, splicedAt);
+      else relayInJs(aSocket, bSocket, aPending, bPending);
+    }
+
+    /**
+     * The native relay: flush what came before the splice with the JS sockets, then give both
+     * descriptors to the addon and destroy the sockets, so an idle session holds no JS socket.
+     */
+    function handOver(splicer: NativeSplicer, aSocket: Socket, bSocket: Socket, aPending: Buffer[], bPending: Buffer[], splicedAt: number): void {
+      // From here on new bytes stay in the kernel for the addon to move.
+      stopReading(aSocket);
+      stopReading(bSocket);
+      for (const chunk of aPending) if (!forward('aToB', chunk, bSocket)) return;
+      for (const chunk of bPending) if (!forward('bToA', chunk, aSocket)) return;
+      const go = (): void => {
+        if (ended || aSocket.writableLength > 0 || bSocket.writableLength > 0) return;
+        if (aSocket.destroyed || bSocket.destroyed) return end(aSocket.destroyed ? 'aClosed' : 'bClosed');
+        clearTimeout(durationTimer);
+        try {
+          nativeSession = splicer.add(aSocket, bSocket, {
+            bytesAToB,
+            bytesBToA,
+            maxBytesPerDirection: limits.maxBytesPerDirection,
+            maxDurationMs: limits.maxDurationMs === undefined ? undefined : Math.max(1, limits.maxDurationMs - (Date.now() - splicedAt)),
+            idleMs,
+            ...nativeHandlers(),
+          });
+        } catch (err) {
+          // No descriptor to spare, or the addon refused: this session relays in JS.
+          log().warn({ err: (err as Error).message }, 'native relay refused a session; relaying it in JS');
+          if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), Math.max(1, limits.maxDurationMs - (Date.now() - splicedAt)));
+          relayInJs(aSocket, bSocket, [], []);
+          return;
+        }
+        // The descriptors are the addon's: the sockets go without a FIN, and with them their listeners.
+        for (const socket of [aSocket, bSocket]) {
+          socket.setTimeout(0);
+          socket.removeAllListeners();
+          socket.on('error', () => {});
+          socket.destroy();
+        }
+        a = b = undefined;
+      };
+      aSocket.on('drain', go);
+      bSocket.on('drain', go);
+      go();
+    }
+
+    // Apart from handOver(): a closure made there would keep its scope, and with it both
+    // destroyed sockets, alive for as long as the native relay holds the session.
+    function nativeHandlers(): Pick<HandOverOptions, 'onRelayed' | 'onEnded'> {
+      return {
+        onRelayed: (aToB, bToA) => {
+          if (aToB > 0) onRelayed?.('aToB', aToB, input.sessionId);
+          if (bToA > 0) onRelayed?.('bToA', bToA, input.sessionId);
+        },
+        onEnded: (reason, aToB, bToA, error) => {
+          bytesAToB = aToB;
+          bytesBToA = bToA;
+          end(reason, error === undefined ? undefined : new Error(error));
+        },
+      };
+    }
+
+    /** Counts and writes one chunk from before the splice; false when it crossed the byte limit (the session ended). */
+    function forward(direction: Direction, chunk: Buffer, dst: Socket): boolean {
+      const part = withinLimit(direction, chunk);
+      if (part.length > 0) dst.write(part);
+      if (part.length < chunk.length) end('byteLimit');
+      return !ended;
+    }
+
+    /** Counts a chunk against its direction: the part that fits the byte limit (all of it, or less when crossed). */
+    function withinLimit(direction: Direction, chunk: Buffer): Buffer {
+      const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
+      // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
+      const part = sent + chunk.length > maxBytes ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
+      if (direction === 'aToB') bytesAToB += part.length;
+      else bytesBToA += part.length;
+      if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
+      return part;
+    }
+
+    function relayInJs(aSocket: Socket, bSocket: Socket, aPending: Buffer[], bPending: Buffer[]): void {
+      let aFinished = false;
+      let bFinished = false;
       const aToB = relay(aSocket, bSocket, 'aToB');
       const bToA = relay(bSocket, aSocket, 'bToA');
 
@@ -160,17 +266,6 @@ export function createSplicer(options: SplicerOptions) {
         bFinished = true;
         onFinish();
       });
-
-      aSocket.on('error', (err) => end('aError', err));
-      bSocket.on('error', (err) => end('bError', err));
-      aSocket.on('close', () => end('aClosed'));
-      bSocket.on('close', () => end('bClosed'));
-
-      if (idleMs > 0) {
-        aSocket.setTimeout(idleMs, () => end('idle'));
-        bSocket.setTimeout(idleMs, () => end('idle'));
-      }
-      if (limits.maxDurationMs !== undefined) durationTimer = setTimeout(() => end('durationLimit'), limits.maxDurationMs);
 
       for (const chunk of aPending) aToB.push(chunk);
       for (const chunk of bPending) bToA.push(chunk);
@@ -207,14 +302,8 @@ export function createSplicer(options: SplicerOptions) {
       // backpressure, signalled by 'drain'; a chunk of our own buffer until it was all written.
       dst.on('drain', written);
       const push = (chunk: Buffer, borrowed = false): void => {
-        const sent = direction === 'aToB' ? bytesAToB : bytesBToA;
-        // Relay exactly up to the limit, so the byte counts in the output say where it stopped.
-        const over = sent + chunk.length > maxBytes;
-        const part = over ? chunk.subarray(0, Math.max(0, maxBytes - sent)) : chunk;
-        if (direction === 'aToB') bytesAToB += part.length;
-        else bytesBToA += part.length;
-        if (part.length > 0) onRelayed?.(direction, part.length, input.sessionId);
-        if (over) {
+        const part = withinLimit(direction, chunk);
+        if (part.length < chunk.length) {
           // end() destroys both sockets; flush the allowed part first so the peer sees it.
           if (part.length > 0) dst.write(part);
           end('byteLimit');
@@ -271,13 +360,14 @@ export function createSplicer(options: SplicerOptions) {
     function end(reason: SpliceEndReason, err?: Error): void {
       if (ended) return;
       ended = true;
-      if (err) log.debug({ reason, err: err.message }, 'splice ended with a socket error');
+      if (err) log().debug({ reason, err: err.message }, 'splice ended with a socket error');
       destroyAll();
       report({ type: 'SPLICE_ENDED', reason, bytesAToB, bytesBToA });
     }
 
     function destroyAll(): void {
       clearTimeout(durationTimer);
+      nativeSession?.cancel();
       a?.setTimeout(0);
       b?.setTimeout(0);
       a?.destroy();

@@ -6,7 +6,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
 import type { SplicerEvent } from '../../machines/brokering.js';
-import { createSplicer, type SpliceLimits } from '../../src/proxy/splicer.js';
+import type { RelayPath } from '../../src/proxy/native-splice.js';
+import { createSplicer, relayPath, type SpliceLimits, type SplicerOptions } from '../../src/proxy/splicer.js';
 
 export type Ended = { reason: string; bytesAToB: number; bytesBToA: number };
 
@@ -35,10 +36,21 @@ export async function pair(): Promise<[Socket, Socket]> {
   return [proxySide, peer];
 }
 
-export function startSplicer(limits: SpliceLimits | undefined, idleMs = 0, reuseReadBuffers = true) {
+/** Both relays where the addon is built, else the JS one alone: for describe.each over paths. */
+export const RELAY_PATHS: RelayPath[] = relayPath().path === 'native' ? ['native', 'js'] : ['js'];
+
+export interface HarnessOptions {
+  idleMs?: number;
+  /** Default js; tests over both relays pass each of RELAY_PATHS. */
+  relay?: RelayPath;
+  reuseReadBuffers?: boolean;
+  onRelayed?: SplicerOptions['onRelayed'];
+}
+
+export function startSplicer(limits: SpliceLimits | undefined, { idleMs = 0, relay = 'js', reuseReadBuffers = true, onRelayed }: HarnessOptions = {}) {
   const machine = setup({
     types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
-    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers }) },
+    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers, relay, onRelayed }) },
   }).createMachine({
     context: { ended: undefined },
     invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },
@@ -60,7 +72,8 @@ export function startSplicer(limits: SpliceLimits | undefined, idleMs = 0, reuse
 /** The proxy closed its end: the peer (half-open) sees FIN or RST. */
 export const gone = (socket: Socket): Promise<unknown> => {
   socket.resume();
-  return socket.readableEnded || socket.destroyed ? Promise.resolve() : Promise.race([once(socket, 'end'), once(socket, 'close')]);
+  // once() rejects on 'error': an RST (the proxy closed with bytes unread) is a way of being gone too.
+  return socket.readableEnded || socket.destroyed ? Promise.resolve() : Promise.race([once(socket, 'end'), once(socket, 'close')]).catch(() => undefined);
 };
 
 export const counter = (socket: Socket) => {

@@ -1,17 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeAll, counter, gone, pair, startSplicer } from '../helpers/splicer-harness.js';
+import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer } from '../helpers/splicer-harness.js';
 
 // The splicer actor alone, in a minimal parent that hands it two sockets and records how it
-// ended: the limits a relay grant carries, and the idle timeout every splice has. The sockets are
+// ended: the limits a relay grant carries, and the idle timeout every splice has, on both relays
+// (the native addon's where it is built, and the JS one). The sockets are
 // loopback pairs (the proxy's side goes to the splicer, the peer's side stays with the test).
 
 afterEach(closeAll);
 
-describe('splicer limits', () => {
+describe.each(RELAY_PATHS)('splicer limits (%s relay)', (relay) => {
   it('splicer - relays up to the byte limit of a direction, then ends both sockets with byteLimit', async () => {
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = startSplicer({ maxBytesPerDirection: 10_000 });
+    const s = startSplicer({ maxBytesPerDirection: 10_000 }, { relay });
     s.attach('ATTACH_B', bProxy);
     s.attach('ATTACH_A', aProxy);
     const bGot = counter(bPeer);
@@ -25,7 +26,7 @@ describe('splicer limits', () => {
   it('splicer - each direction has its own byte budget: just under it both ways carries on', async () => {
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = startSplicer({ maxBytesPerDirection: 1_000 });
+    const s = startSplicer({ maxBytesPerDirection: 1_000 }, { relay });
     s.attach('ATTACH_B', bProxy);
     s.attach('ATTACH_A', aProxy);
     const aGot = counter(aPeer);
@@ -43,7 +44,7 @@ describe('splicer limits', () => {
   it("splicer - bytes B sent before A attached count against B's direction", async () => {
     const [bProxy] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = startSplicer({ maxBytesPerDirection: 100 });
+    const s = startSplicer({ maxBytesPerDirection: 100 }, { relay });
     s.attach('ATTACH_B', bProxy, Buffer.alloc(150, 7));
     s.attach('ATTACH_A', aProxy);
     expect(await s.ended()).toEqual({ reason: 'byteLimit', bytesAToB: 0, bytesBToA: 100 });
@@ -54,7 +55,7 @@ describe('splicer limits', () => {
   it('splicer - the duration limit ends a busy splice with durationLimit, counted from the splice', async () => {
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const s = startSplicer({ maxDurationMs: 300 });
+    const s = startSplicer({ maxDurationMs: 300 }, { relay });
     s.attach('ATTACH_B', bProxy);
     // Held alone for longer than the limit: the duration is the splice's, not the wait's.
     await new Promise((r) => setTimeout(r, 350));
@@ -74,7 +75,7 @@ describe('splicer limits', () => {
   it('splicer - without limits a splice carries on; with an idle timeout a silent one ends with idle', async () => {
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const open = startSplicer(undefined);
+    const open = startSplicer(undefined, { relay });
     open.attach('ATTACH_B', bProxy);
     open.attach('ATTACH_A', aProxy);
     aPeer.write(Buffer.alloc(50_000));
@@ -85,7 +86,7 @@ describe('splicer limits', () => {
 
     const [b2, b2Peer] = await pair();
     const [a2] = await pair();
-    const idle = startSplicer(undefined, 200);
+    const idle = startSplicer(undefined, { idleMs: 200, relay });
     idle.attach('ATTACH_B', b2);
     idle.attach('ATTACH_A', a2);
     expect((await idle.ended()).reason).toBe('idle');

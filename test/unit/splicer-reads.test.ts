@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeAll, counter, gone, pair, startSplicer } from '../helpers/splicer-harness.js';
+import type { RelayPath } from '../../src/proxy/native-splice.js';
+import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer } from '../helpers/splicer-harness.js';
 
 // The splicer's reads into reused buffers (src/proxy/reused-reads.ts): a read buffer is shared
 // by every quiet socket and a bulk direction reads into one of its own, so a write still pending
@@ -56,21 +57,23 @@ function receive(socket: Socket): Promise<Buffer> {
 }
 
 describe('splicer reads', () => {
-  it.each([
-    ['reused read buffers', true],
-    ["'data' events (where Node lacks the hook)", false],
-  ])('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, reuse) => {
+  const variants: [string, RelayPath, boolean][] = [
+    ...(RELAY_PATHS.includes('native') ? [['the native relay', 'native', true] as [string, RelayPath, boolean]] : []),
+    ['the JS relay, reused read buffers', 'js', true],
+    ["the JS relay, 'data' events (where Node lacks the hook)", 'js', false],
+  ];
+  it.each(variants)('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, relay, reuse) => {
     const MiB = 1024 * 1024;
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const bulk = startSplicer(undefined, 0, reuse);
+    const bulk = startSplicer(undefined, { relay, reuseReadBuffers: reuse });
     bulk.attach('ATTACH_B', bProxy);
     bulk.attach('ATTACH_A', aProxy);
 
     // A second session of small exchanges reads through the shared buffer meanwhile.
     const [qbProxy, qbPeer] = await pair();
     const [qaProxy, qaPeer] = await pair();
-    const quiet = startSplicer(undefined, 0, reuse);
+    const quiet = startSplicer(undefined, { relay, reuseReadBuffers: reuse });
     quiet.attach('ATTACH_B', qbProxy);
     quiet.attach('ATTACH_A', qaProxy);
     qbPeer.on('data', (c: Buffer) => qbPeer.write(c));
@@ -99,7 +102,7 @@ describe('splicer reads', () => {
     quiet.stop();
   }, 30_000);
 
-  it('splicer - a session idle after a bulk message each way holds no read buffer of its own', async () => {
+  it('splicer - a session idle after a bulk message each way holds no read buffer of its own (JS relay)', async () => {
     // Issue 10's memory target: 10,000 idle sessions may not keep 128 KiB per direction because
     // each once carried a large message. Both directions must read into the one shared buffer.
     const [bProxy, bPeer] = await pair();
@@ -142,7 +145,7 @@ describe('splicer reads', () => {
     s.stop();
   });
 
-  it('splicer - on this Node, spliced sockets read into reused buffers rather than a new one per read', async () => {
+  it('splicer - on this Node, spliced sockets read into reused buffers rather than a new one per read (JS relay)', async () => {
     // The fast path rests on net.Socket internals; if a Node upgrade removes them the splicer
     // still relays (with 'data' events) and this test says the relay got slower.
     const [bProxy, bPeer] = await pair();
