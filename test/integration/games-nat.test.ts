@@ -227,7 +227,7 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     expect(exec(NS.h, 'ip', '-4', 'addr', 'show', 'eth0')).toContain('10.1.0.2');
     const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'nat-duel'];
     // No --stun: the default, the rendezvous host on 3478, is what the peers use.
-    const host = runPeer('host', common, ['ip', 'netns', 'exec', NS.h]);
+    const host = runPeer('host', [...common, '--max-guests', '1'], ['ip', 'netns', 'exec', NS.h]);
     const guest = runPeer('guest', common, ['ip', 'netns', 'exec', NS.g]);
     const [h, g] = await Promise.all([host, guest]);
     const hr = resultOf(h);
@@ -245,7 +245,7 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
 
   it('games nat - behind NATs that map each destination to a new port, punching fails and both peers report relayed through the proxy', async () => {
     const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'symmetric-duel'];
-    const [h, g] = await Promise.all([runPeer('host', common, ['ip', 'netns', 'exec', NS.h2]), runPeer('guest', common, ['ip', 'netns', 'exec', NS.g2])]);
+    const [h, g] = await Promise.all([runPeer('host', [...common, '--max-guests', '1'], ['ip', 'netns', 'exec', NS.h2]), runPeer('guest', common, ['ip', 'netns', 'exec', NS.g2])]);
     const hr = resultOf(h);
     const gr = resultOf(g);
     console.log(`through symmetric NATs: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);

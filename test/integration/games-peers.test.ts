@@ -18,7 +18,7 @@ afterAll(async () => {
 describe('games host / games guest (real CLIs on 127.0.0.1)', () => {
   it('games peers - host and guest meet through games run and punch a direct, authenticated path', async () => {
     const common = ['--server', `http://127.0.0.1:${games.httpPort}`, '--name', 'duel', '--stun', `127.0.0.1:${games.stunPort}`];
-    const host = runPeer('host', common);
+    const host = runPeer('host', [...common, '--max-guests', '1']);
     // The guest may come before the host has registered: it retries the 404.
     const guest = runPeer('guest', common);
     const [h, g] = await Promise.all([host, guest]);

@@ -1,5 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import { stunBinding } from '../stun-client.js';
 
 // What host and guest share: the one UDP socket, its candidates, and the rendezvous client.
@@ -19,7 +20,12 @@ export interface PeerOptions {
   relay?: RelayMode;
   /** Give up on the relay (grant, dial, exchange) after this long. */
   relayTimeoutMs?: number;
+  /** Every step (--verbose). */
   log?: (msg: string) => void;
+  /** What the peer waits for and every call that failed: always shown. */
+  warn?: (msg: string) => void;
+  /** Ends the run early (Ctrl-C): the host leaves its game cleanly. */
+  signal?: AbortSignal;
 }
 
 export type RelayMode = 'auto' | 'always' | 'never';
@@ -77,20 +83,5 @@ export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promi
   return { candidates, mapped: mappedText };
 }
 
-export async function api<T>(server: string, path: string, body: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(new URL(path, server), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
-}
-
-export function problemText(r: { status: number; body: unknown }): string {
-  const b = r.body as { detail?: string; title?: string } | undefined;
-  return `HTTP ${r.status}${b?.detail ? `: ${b.detail}` : b?.title ? `: ${b.title}` : ''}`;
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Rejects with an AbortError when `signal` aborts first (Ctrl-C while waiting). */
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => delay(ms, undefined, signal ? { signal } : undefined);
