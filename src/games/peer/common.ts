@@ -1,7 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
-import { stunBinding } from '../stun-client.js';
+import { stunBinding, StunTimeoutError } from '../stun-client.js';
 
 // What host and guest share: the one UDP socket, its candidates, and the rendezvous client.
 
@@ -59,8 +59,12 @@ export async function openSocket(bind: PeerOptions['bind']): Promise<Socket> {
   return socket;
 }
 
-/** Local non-internal IPv4 addresses with the socket's port, then the STUN-mapped one (deduplicated). */
-export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promise<{ candidates: string[]; mapped: string }> {
+/**
+ * Local non-internal IPv4 addresses with the socket's port, then the STUN-mapped one
+ * (deduplicated). STUN is asked again, with a word on stderr, until `deadline`: it is served by
+ * the rendezvous, which may be restarting.
+ */
+export async function gatherCandidates(socket: Socket, opts: PeerOptions, deadline: number): Promise<{ candidates: string[]; mapped: string }> {
   const port = socket.address().port;
   const bound = opts.bind?.host;
   const local =
@@ -70,18 +74,31 @@ export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promi
           .flat()
           .filter((i) => i && i.family === 'IPv4' && !i.internal)
           .map((i) => i!.address);
-  const stun = stunServerOf(opts);
-  let mappedText: string;
-  try {
-    const { mapped } = await stunBinding(stun, { socket, rtoMs: 250, capMs: 4000, software: 'eps-p2p games peer' });
-    if (mapped.family !== 'IPv4') throw new PeerError(`STUN mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`);
-    mappedText = `${mapped.address}:${mapped.port}`;
-  } catch (err) {
-    throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${(err as Error).message}`);
-  }
-  const candidates = [...new Set([...local.map((a) => `${a}:${port}`), mappedText])].slice(0, 16);
-  return { candidates, mapped: mappedText };
+  const mapped = await stunMapping(socket, opts, deadline);
+  const candidates = [...new Set([...local.map((a) => `${a}:${port}`), mapped])].slice(0, 16);
+  return { candidates, mapped };
 }
 
-/** Rejects with an AbortError when `signal` aborts first (Ctrl-C while waiting). */
+async function stunMapping(socket: Socket, opts: PeerOptions, deadline: number): Promise<string> {
+  const stun = stunServerOf(opts);
+  for (;;) {
+    let why: string;
+    try {
+      const { mapped } = await stunBinding(stun, { socket, rtoMs: 250, capMs: 4000, software: 'eps-p2p games peer' });
+      if (mapped.family === 'IPv4') return `${mapped.address}:${mapped.port}`;
+      why = `it mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`;
+      throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
+    } catch (err) {
+      if (err instanceof PeerError) throw err;
+      // Only silence is retried (the server away): an answer that refuses us will not change.
+      if (!(err instanceof StunTimeoutError)) throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${(err as Error).message}`);
+      why = err.message;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
+    opts.warn?.(`STUN ${stun.host}:${stun.port} failed (${why}); waiting for it, next try at once (gives up in ${Math.ceil(left / 1000)} s)`);
+    opts.signal?.throwIfAborted();
+  }
+}
+
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => delay(ms, undefined, signal ? { signal } : undefined);

@@ -19,10 +19,10 @@ export async function runGuest(opts: GuestOptions): Promise<PeerResult> {
   const client = new RendezvousClient(opts.server, { step: log, warn: opts.warn ?? log });
   const socket = await openSocket(opts.bind);
   try {
-    const { candidates } = await gatherCandidates(socket, opts);
+    const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+    const { candidates } = await gatherCandidates(socket, opts, deadline);
     log(`candidates ${candidates.join(' ')}`);
     const peerId = opts.peerId ?? `g-${randomBytes(16).toString('hex')}`;
-    const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
     let hostAddresses: string[] = [];
     for (;;) {
       const r = await client.call<{ status: 0 | 1; addresses: string[] }>('/games/start', { name: opts.name, peerId, addresses: candidates }, {

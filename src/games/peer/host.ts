@@ -47,14 +47,14 @@ export async function runHost(opts: HostOptions): Promise<GuestOutcome[]> {
   let secret: string | undefined;
   const pairings: Promise<GuestOutcome>[] = [];
   try {
-    const { candidates } = await gatherCandidates(socket, opts);
-    log(`candidates ${candidates.join(' ')}`);
-    // Random, so nobody but the rendezvous can poll (and read guest ids) as this host.
-    const peerId = `h-${randomBytes(16).toString('hex')}`;
     const idleMs = opts.timeoutMs;
     let joinedAt = Date.now();
     // Without --timeout the host stays until Ctrl-C, so a failing server is retried as long.
     const deadline = () => (idleMs === undefined ? Number.POSITIVE_INFINITY : joinedAt + idleMs);
+    const { candidates } = await gatherCandidates(socket, opts, deadline());
+    log(`candidates ${candidates.join(' ')}`);
+    // Random, so nobody but the rendezvous can poll (and read guest ids) as this host.
+    const peerId = `h-${randomBytes(16).toString('hex')}`;
     const register = async (why: string) => {
       const reg = await client.call<{ secret: string }>('/games/register', { name: opts.name, peerId }, { deadline: deadline(), waitingFor: why, signal: stop });
       if (reg.status !== 201) throw new PeerError(`register "${opts.name}" failed: ${problemText(reg)}`);
