@@ -117,7 +117,8 @@ function pairWith(opts: HostOptions, socket: Socket, hostPeerId: string) {
     const failed = (detail: string, peer: string | null = guest.addresses[0] ?? null): GuestOutcome => ({ result: 'failed', peer, peerId: guest.peerId, rttMs: null, detail });
     const relay = async (): Promise<GuestOutcome> => {
       try {
-        return { ...(await relayThroughProxy({ ...opts, log: tag }, { peerId: hostPeerId, guest: guest.peerId, key, role: 'host' })), peerId: guest.peerId };
+        const r = await relayThroughProxy({ ...opts, log: tag }, { peerId: hostPeerId, guest: guest.peerId, key, role: 'host' });
+        return { result: r.result, peer: r.peer, peerId: guest.peerId, rttMs: r.rttMs };
       } catch (err) {
         return failed(`relay: ${(err as Error).message}`);
       }
