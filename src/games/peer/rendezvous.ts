@@ -76,7 +76,7 @@ export class RendezvousClient {
       if (attempt.type === 'answer') return attempt.answer;
       opts.signal?.throwIfAborted();
       const left = opts.deadline - Date.now();
-      if (left <= 0) throw new PeerError(`${method} ${url} failed (${attempt.why}) and the deadline passed while ${opts.waitingFor}`);
+      if (left <= 0) throw new PeerError(`${method} ${url} failed (${attempt.why}); gave up waiting for the rendezvous ${opts.waitingFor}: the deadline passed`);
       const wait = Math.min(left, attempt.retryAfterMs ?? backoffMs(failures));
       this.log.warn(`${method} ${url} failed (${attempt.why}); waiting for the rendezvous ${opts.waitingFor}, next try in ${(wait / 1000).toFixed(1)} s (gives up in ${Math.ceil(left / 1000)} s)`);
       await sleep(wait, opts.signal);
