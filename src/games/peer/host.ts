@@ -109,7 +109,10 @@ export async function runHost(opts: HostOptions): Promise<GuestOutcome[]> {
 }
 
 /** One guest: punch on the shared socket, relay when that finds no path, and say which. */
-function pairWith(opts: HostOptions, socket: Socket, hostPeerId: string) {
+function pairWith(hostOpts: HostOptions, socket: Socket, hostPeerId: string) {
+  // A pairing under way finishes even when the host is told to leave (Ctrl-C): its guest is
+  // already punching or dialing the relay, and a half-done pairing helps nobody.
+  const { signal: _leaving, ...opts } = hostOpts;
   const log = opts.log ?? (() => {});
   return async (guest: { peerId: string; addresses: string[] }): Promise<GuestOutcome> => {
     const key = punchKey(guest.peerId, opts.name);
