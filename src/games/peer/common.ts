@@ -96,9 +96,13 @@ async function stunMapping(socket: Socket, opts: PeerOptions, deadline: number):
     }
     const left = deadline - Date.now();
     if (left <= 0) throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
-    opts.warn?.(`STUN ${stun.host}:${stun.port} failed (${why}); waiting for it, next try at once (gives up in ${Math.ceil(left / 1000)} s)`);
+    opts.warn?.(`STUN ${stun.host}:${stun.port} failed (${why}); waiting for it, next try at once (${givingUp(left)})`);
     opts.signal?.throwIfAborted();
   }
 }
 
+/** How long a wait may still last, as the wait messages say it: a host without --timeout waits until Ctrl-C. */
+export const givingUp = (leftMs: number): string => (Number.isFinite(leftMs) ? `gives up in ${Math.ceil(leftMs / 1000)} s` : 'until Ctrl-C');
+
+/** Rejects with an AbortError when `signal` aborts first (Ctrl-C while waiting). */
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => delay(ms, undefined, signal ? { signal } : undefined);

@@ -1,4 +1,4 @@
-import { PeerError, sleep } from './common.js';
+import { givingUp, PeerError, sleep } from './common.js';
 
 // The peers' side of the rendezvous REST API, riding out faults. A call that fails for a reason
 // time can fix (the server restarting, its store away, a rate limit, a network hiccup) is retried
@@ -78,7 +78,7 @@ export class RendezvousClient {
       const left = opts.deadline - Date.now();
       if (left <= 0) throw new PeerError(`${method} ${url} failed (${attempt.why}); gave up waiting for the rendezvous ${opts.waitingFor}: the deadline passed`);
       const wait = Math.min(left, attempt.retryAfterMs ?? backoffMs(failures));
-      this.log.warn(`${method} ${url} failed (${attempt.why}); waiting for the rendezvous ${opts.waitingFor}, next try in ${(wait / 1000).toFixed(1)} s (gives up in ${Math.ceil(left / 1000)} s)`);
+      this.log.warn(`${method} ${url} failed (${attempt.why}); waiting for the rendezvous ${opts.waitingFor}, next try in ${(wait / 1000).toFixed(1)} s (${givingUp(left)})`);
       await sleep(wait, opts.signal);
     }
   }
