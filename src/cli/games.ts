@@ -17,9 +17,9 @@ const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
   run:   the game rendezvous: REST on http.port, STUN on stun.port/udp. GAMES_SETTINGS names one
          or more role folders (colon-separated); NATS_URL overrides nats.url.
   host:  registers GAME and stays in it, punching a direct UDP path to every guest that joins
-         (a relay of its own for each guest punching fails for), until N guests were paired
+         (a relay of its own for each guest punching fails for), until N guests were reported
          (--max-guests; default: no limit, until Ctrl-C) or, with --timeout, until no guest
-         joined for MS. Prints one JSON line per guest as soon as it is paired:
+         joined for MS. Prints one JSON line per guest as soon as its outcome is known:
          {"result":"direct"|"relayed","peer":"ip:port","peerId":ID,"rttMs":n}, or
          {"result":"incompatible"|"failed","peer":…,"peerId":ID,"rttMs":null,"detail":…} for a
          guest that answered in another protocol (a client that only swaps addresses) or that

@@ -42,6 +42,8 @@ export class PeerError extends Error {
 }
 
 export const POLL_INTERVAL_MS = 500;
+/** The first STUN retransmission: the rendezvous answers from memory, so a quarter second is plenty. */
+const STUN_RTO_MS = 250;
 
 export function stunServerOf(opts: PeerOptions): { host: string; port: number } {
   return opts.stun ?? { host: new URL(opts.server).hostname.replace(/^\[|\]$/g, ''), port: 3478 };
@@ -84,7 +86,9 @@ async function stunMapping(socket: Socket, opts: PeerOptions, deadline: number):
   for (;;) {
     let why: string;
     try {
-      const { mapped } = await stunBinding(stun, { socket, rtoMs: 250, capMs: 4000, software: 'eps-p2p games peer' });
+      // One exchange lasts at most 4 s, and never past the deadline.
+      const capMs = Math.max(STUN_RTO_MS, Math.min(4000, deadline - Date.now()));
+      const { mapped } = await stunBinding(stun, { socket, rtoMs: STUN_RTO_MS, capMs, software: 'eps-p2p games peer' });
       if (mapped.family === 'IPv4') return `${mapped.address}:${mapped.port}`;
       why = `it mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`;
       throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
