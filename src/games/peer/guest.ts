@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { gatherCandidates, openSocket, PeerError, POLL_INTERVAL_MS, sleep, type PeerOptions, type PeerResult } from './common.js';
+import { gatherCandidates, givingUp, openSocket, PeerError, POLL_INTERVAL_MS, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { punch, punchKey } from './punch.js';
 import { directOrRelayed, relayThroughProxy } from './relay.js';
 import { problemText, RendezvousClient } from './rendezvous.js';
@@ -24,6 +24,7 @@ export async function runGuest(opts: GuestOptions): Promise<PeerResult> {
     log(`candidates ${candidates.join(' ')}`);
     const peerId = opts.peerId ?? `g-${randomBytes(16).toString('hex')}`;
     let hostAddresses: string[] = [];
+    let lastWait = '';
     for (;;) {
       const r = await client.call<{ status: 0 | 1; addresses: string[] }>('/games/start', { name: opts.name, peerId, addresses: candidates }, {
         deadline,
@@ -37,6 +38,10 @@ export async function runGuest(opts: GuestOptions): Promise<PeerResult> {
         break;
       }
       if (Date.now() > deadline) throw new PeerError(`"${opts.name}" had no host candidates within ${opts.timeoutMs ?? 60_000} ms (${problemText(r)})`);
+      // What we wait for, said once per reason: a quiet guest would look hung.
+      const waiting = r.status === 404 ? `no game "${opts.name}" yet: waiting for its host to register it` : `waiting for the host of "${opts.name}" to poll with its candidates`;
+      if (waiting !== lastWait) (opts.warn ?? log)(`${waiting} (${givingUp(deadline - Date.now())})`);
+      lastWait = waiting;
       await sleep(POLL_INTERVAL_MS, opts.signal);
     }
     log(`host candidates ${hostAddresses.join(' ')}`);

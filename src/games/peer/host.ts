@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:dgram';
-import { gatherCandidates, openSocket, PeerError, POLL_INTERVAL_MS, sleep, type PeerOptions, type PeerResult } from './common.js';
+import { gatherCandidates, givingUp, openSocket, PeerError, POLL_INTERVAL_MS, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { punch, PunchError, punchKey } from './punch.js';
 import { relayThroughProxy } from './relay.js';
 import { problemText, RendezvousClient } from './rendezvous.js';
@@ -62,6 +62,7 @@ export async function runHost(opts: HostOptions): Promise<GuestOutcome[]> {
       log(`registered "${opts.name}"`);
     };
     await register('to register the game');
+    warn(`hosting "${opts.name}": waiting for guests (${opts.maxGuests === undefined ? 'no limit' : `up to ${opts.maxGuests}`}, ${givingUp(deadline() - Date.now())})`);
     const seen = new Set<string>();
     const pair = pairWith(opts, socket, peerId);
     while (!stop.aborted && (opts.maxGuests === undefined || seen.size < opts.maxGuests)) {
