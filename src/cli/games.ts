@@ -3,7 +3,7 @@
 // `games host …` / `games guest …`: the peers, which meet through it and punch a direct UDP path.
 import { parseArgs } from 'node:util';
 import { runGuest } from '../games/peer/guest.js';
-import { runHost } from '../games/peer/host.js';
+import { runHost, succeeded } from '../games/peer/host.js';
 import type { PeerOptions } from '../games/peer/common.js';
 import { startGames } from '../games/server.js';
 import { gamesSettingsSchema } from '../settings/games-schema.js';
@@ -13,19 +13,29 @@ import { COMMON_ENV_HELP, EXIT, exitWithHelpIfAsked, usageError, wrongWord } fro
 import { runProcess } from './run-process.js';
 
 const USAGE = `usage: GAMES_SETTINGS=settings/dev/roles/games-1 games run
-       games host  --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never]
-       games guest --server URL --name GAME [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never]
+       games host  --server URL --name GAME [--max-guests N] [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never] [--verbose]
+       games guest --server URL --name GAME [--peer-id ID] [--stun HOST:PORT] [--bind HOST[:PORT]] [--timeout MS] [--relay auto|always|never] [--verbose]
 
   run:   the game rendezvous: REST on http.port, STUN on stun.port/udp. GAMES_SETTINGS names one
          or more role folders (colon-separated); NATS_URL overrides nats.url.
-  host:  registers GAME, waits for a guest, punches a direct UDP path to it.
-  guest: joins GAME, punches a direct UDP path to its host.
+  host:  registers GAME and stays in it, punching a direct UDP path to every guest that joins
+         (a relay of its own for each guest punching fails for), until N guests were reported
+         (--max-guests; default: no limit, until Ctrl-C) or, with --timeout, until no guest
+         joined for MS. Prints one JSON line per guest as soon as its outcome is known:
+         {"result":"direct"|"relayed","peer":"ip:port","peerId":ID,"rttMs":n}, or
+         {"result":"incompatible"|"failed","peer":…,"peerId":ID,"rttMs":null,"detail":…} for a
+         guest that answered in another protocol (a client that only swaps addresses) or that
+         no path reached. Deletes GAME on the way out; exits 0 if every guest got a path.
+  guest: joins GAME (waiting for its host until --timeout, default 60000 ms), punches a direct
+         UDP path to its host, and prints {"result":"direct"|"relayed","peer":"ip:port","rttMs":n}.
+         --peer-id sets the id it joins with (default g-<128 random bits>): the probes' key
+         derives from it, so it must be as unguessable.
          When punching fails (--relay auto, the default) both ask the rendezvous for a relay and
          meet through the P2P proxy; --relay always skips punching, --relay never fails instead.
-         Both print one JSON line {"result":"direct"|"relayed","peer":"ip:port","rttMs":n} and
-         exit 0, or explain the failure on stderr and exit 1. STUN defaults to the server's host
-         on 3478; for a relayed result, peer is the proxy endpoint the path goes through.
-         --verbose traces the steps on stderr.
+         For a relayed result, peer is the proxy endpoint the path goes through. STUN defaults to
+         the server's host on 3478. A call the rendezvous fails (unreachable, 429, 5xx) is retried
+         with backoff and jitter until the deadline, each failure said on stderr with its URL;
+         --verbose traces every step. On failure a peer explains on stderr and exits 1.
 
 environment (games run):
   GAMES_SETTINGS  role folders, colon-separated
@@ -61,6 +71,8 @@ if (verb === 'host' || verb === 'guest') {
         bind: { type: 'string' },
         timeout: { type: 'string' },
         relay: { type: 'string', default: 'auto' },
+        'max-guests': { type: 'string' },
+        'peer-id': { type: 'string' },
         verbose: { type: 'boolean', default: false },
       },
       strict: true,
@@ -79,6 +91,17 @@ if (verb === 'host' || verb === 'guest') {
   if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) usageError(`games ${verb}: --timeout expects milliseconds`, USAGE);
   const relay = values.relay;
   if (relay !== 'auto' && relay !== 'always' && relay !== 'never') usageError(`games ${verb}: --relay expects auto, always or never, got "${relay}"`, USAGE);
+  const maxGuests = values['max-guests'] === undefined ? undefined : Number(values['max-guests']);
+  if (maxGuests !== undefined && (verb !== 'host' || !(Number.isInteger(maxGuests) && maxGuests > 0))) {
+    usageError(`games ${verb}: --max-guests is for the host and expects a positive integer`, USAGE);
+  }
+  const peerId = values['peer-id'];
+  // The rendezvous's own rule for peer ids: refused here rather than retried there.
+  if (peerId !== undefined && (verb !== 'guest' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(peerId))) {
+    usageError(`games ${verb}: --peer-id is for the guest: 1 to 128 of A-Z a-z 0-9 _ . : -`, USAGE);
+  }
+  const say = (m: string) => process.stderr.write(`games ${verb}: ${m}\n`);
+  const interrupted = new AbortController();
   const opts: PeerOptions = {
     relay,
     server: values.server,
@@ -86,14 +109,33 @@ if (verb === 'host' || verb === 'guest') {
     ...(values.stun ? { stun: hostPort(values.stun, '--stun') } : {}),
     ...(values.bind ? { bind: hostPort(values.bind, '--bind', 0) } : {}),
     ...(timeout ? { timeoutMs: timeout } : {}),
-    ...(values.verbose ? { log: (m: string) => process.stderr.write(`games ${verb}: ${m}\n`) } : {}),
+    ...(values.verbose ? { log: say } : {}),
+    warn: say,
+    signal: interrupted.signal,
   };
+  // Ctrl-C: the host leaves its game cleanly (the pairings under way finish first); a second one exits at once.
+  process.once('SIGINT', () => {
+    say('interrupted: leaving the game');
+    interrupted.abort();
+    process.once('SIGINT', () => process.exit(130));
+  });
   try {
-    const r = await (verb === 'host' ? runHost(opts) : runGuest(opts));
+    if (verb === 'host') {
+      const outcomes = await runHost({
+        ...opts,
+        ...(maxGuests !== undefined ? { maxGuests } : {}),
+        onGuest: (o) => {
+          process.stdout.write(`${JSON.stringify(o)}\n`);
+          if (!succeeded(o)) say(`guest ${o.peerId}: ${o.result}: ${'detail' in o ? o.detail : ''}`);
+        },
+      });
+      process.exit(outcomes.every(succeeded) ? EXIT.ok : EXIT.failed);
+    }
+    const r = await runGuest({ ...opts, ...(peerId !== undefined ? { peerId } : {}) });
     process.stdout.write(`${JSON.stringify(r)}\n`);
     process.exit(EXIT.ok);
   } catch (err) {
-    process.stderr.write(`games ${verb}: failed: ${(err as Error).message}\n`);
+    say(`failed: ${(err as Error).message}`);
     process.exit(EXIT.failed);
   }
 } else if (verb !== 'run') {

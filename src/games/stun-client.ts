@@ -40,12 +40,17 @@ export interface BindingResult {
 }
 
 export class StunClientError extends Error {
-  override readonly name = 'StunClientError';
+  override readonly name: string = 'StunClientError';
   readonly code: number | undefined;
   constructor(message: string, code?: number) {
     super(message);
     this.code = code;
   }
+}
+
+/** No answer at all (the server away, or the path dropping datagrams): worth asking again later. */
+export class StunTimeoutError extends StunClientError {
+  override readonly name = 'StunTimeoutError';
 }
 
 export async function stunBinding(server: { host: string; port: number }, opts: BindingOptions = {}): Promise<BindingResult> {
@@ -109,7 +114,7 @@ export async function stunBinding(server: { host: string; port: number }, opts: 
       const giveUp = Math.min(at - rto * 2 ** (maxRequests - 1) + lastWait, cap);
       timers.push(
         setTimeout(
-          () => reject(new StunClientError(`no Binding answer from ${server.host}:${server.port} after ${requests} requests in ${Date.now() - started} ms`)),
+          () => reject(new StunTimeoutError(`no Binding answer from ${server.host}:${server.port} after ${requests} requests in ${Date.now() - started} ms`)),
           giveUp,
         ),
       );

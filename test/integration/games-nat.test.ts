@@ -82,6 +82,14 @@ const dirs: string[] = [];
 const exec = (ns: string, ...args: string[]) => run('ip', ['netns', 'exec', ns, ...args]);
 const PUBLIC = '203.0.113.1';
 
+/** Runs a short-lived process inside a namespace to its end; rejects on a non-zero exit. */
+function runIn(ns: string, argv: string[]): Promise<void> {
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d));
+  return new Promise((resolve, reject) => child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${argv[0]} in ${ns} exited ${code}: ${err}`)))));
+}
+
 /** Starts a long-lived process inside a namespace and waits for a line saying it is ready. */
 function startIn(ns: string, argv: string[], ready: string, env: NodeJS.ProcessEnv = process.env): Promise<{ output: () => string }> {
   const child = spawn('ip', ['netns', 'exec', ns, ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -139,6 +147,29 @@ table ip filter {
 }
 
 const CERTS = resolve('settings/dev/certs');
+
+/**
+ * A client written from the seed's request models: it learns its mapping by STUN, swaps
+ * addresses through /games/start under a peer id of its own choosing, then says hello over UDP in
+ * its own words. It never speaks the punching protocol: the host must report it, not drop it.
+ */
+const SEED_GUEST = `
+import { createSocket } from 'node:dgram';
+import { stunBinding } from './dist/src/games/stun-client.js';
+const [server, stun, name, peerId] = process.argv.slice(1);
+const socket = createSocket('udp4');
+await new Promise((r) => socket.bind(0, '0.0.0.0', r));
+const { mapped } = await stunBinding({ host: stun, port: 3478 }, { socket });
+const start = () => fetch(server + '/games/start', { method: 'POST', headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ name, peerId, addresses: [mapped.address + ':' + mapped.port] }) }).then((r) => r.json());
+let answer = await start();
+while (answer.status !== 1) { await new Promise((r) => setTimeout(r, 300)); answer = await start(); }
+for (let i = 0; i < 40; i++) {
+  for (const a of answer.addresses) { const [h, p] = a.split(':'); socket.send('hello from ' + peerId, Number(p), h); }
+  await new Promise((r) => setTimeout(r, 200));
+}
+socket.close();
+`;
 
 describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip netns + nftables masquerade)', () => {
   beforeAll(async () => {
@@ -227,7 +258,7 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     expect(exec(NS.h, 'ip', '-4', 'addr', 'show', 'eth0')).toContain('10.1.0.2');
     const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'nat-duel'];
     // No --stun: the default, the rendezvous host on 3478, is what the peers use.
-    const host = runPeer('host', common, ['ip', 'netns', 'exec', NS.h]);
+    const host = runPeer('host', [...common, '--max-guests', '1'], ['ip', 'netns', 'exec', NS.h]);
     const guest = runPeer('guest', common, ['ip', 'netns', 'exec', NS.g]);
     const [h, g] = await Promise.all([host, guest]);
     const hr = resultOf(h);
@@ -245,7 +276,7 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
 
   it('games nat - behind NATs that map each destination to a new port, punching fails and both peers report relayed through the proxy', async () => {
     const common = ['--server', `http://${PUBLIC}:8000`, '--name', 'symmetric-duel'];
-    const [h, g] = await Promise.all([runPeer('host', common, ['ip', 'netns', 'exec', NS.h2]), runPeer('guest', common, ['ip', 'netns', 'exec', NS.g2])]);
+    const [h, g] = await Promise.all([runPeer('host', [...common, '--max-guests', '1'], ['ip', 'netns', 'exec', NS.h2]), runPeer('guest', common, ['ip', 'netns', 'exec', NS.g2])]);
     const hr = resultOf(h);
     const gr = resultOf(g);
     console.log(`through symmetric NATs: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);
@@ -258,4 +289,35 @@ describe.skipIf(reason !== undefined)('games host / guest behind two NATs (ip ne
     expect(gr).toMatchObject({ result: 'relayed', peer: `${PUBLIC}:9999` });
     expect(hr.rttMs).toBeGreaterThan(0);
   });
+  it('games nat - one host, 10 guests: direct behind a masquerading NAT, relayed behind a symmetric one, any peer id, and a seed-style guest reported as incompatible', async () => {
+    const server = `http://${PUBLIC}:8000`;
+    const common = ['--server', server, '--name', 'lobby'];
+    const inNs = (ns: string) => ['ip', 'netns', 'exec', ns];
+    const host = runPeer('host', [...common, '--max-guests', '10'], inNs(NS.h), 60_000);
+    // 6 guests behind the masquerading NAT (one with an id of another form, as a seed client would
+    // send), 3 behind the symmetric one, and one client that only swaps addresses.
+    const anyId = '3b241101-e2bb-4255-8caf-4136c566a962';
+    const direct = Array.from({ length: 6 }, (_, i) => runPeer('guest', [...common, ...(i === 0 ? ['--peer-id', anyId] : [])], inNs(NS.g), 60_000));
+    const relayed = Array.from({ length: 3 }, () => runPeer('guest', common, inNs(NS.g2), 60_000));
+    const seed = runIn(NS.g, [process.execPath, '--input-type=module', '-e', SEED_GUEST, server, PUBLIC, 'lobby', 'player-7']);
+    const [h, ...guests] = await Promise.all([host, ...direct, ...relayed]);
+    await seed;
+    const lines = h.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { result: string; peer: string | null; peerId: string; rttMs: number | null; detail?: string });
+    console.log(`one host, 10 guests:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
+    expect(lines, h.stderr).toHaveLength(10);
+    const byId = new Map(lines.map((l) => [l.peerId, l]));
+    // Each guest's own line matches the host's line about it.
+    const guestResults = guests.map((g) => resultOf(g));
+    expect(guestResults.slice(0, 6).map((r) => r.result)).toEqual(Array(6).fill('direct'));
+    expect(guestResults.slice(6).map((r) => r.result)).toEqual(Array(3).fill('relayed'));
+    expect(lines.filter((l) => l.result === 'direct')).toHaveLength(6);
+    expect(lines.filter((l) => l.result === 'relayed')).toHaveLength(3);
+    for (const l of lines.filter((x) => x.result === 'direct')) expect(l.peer).toMatch(/^203\.0\.113\.12:\d+$/);
+    for (const l of lines.filter((x) => x.result === 'relayed')) expect(l).toMatchObject({ peer: `${PUBLIC}:9999`, rttMs: expect.any(Number) });
+    expect(byId.get(anyId)).toMatchObject({ result: 'direct' });
+    expect(byId.get('player-7')).toMatchObject({ result: 'incompatible', peer: expect.stringMatching(/^203\.0\.113\.12:\d+$/), rttMs: null });
+    expect(byId.get('player-7')!.detail).toContain('does not speak this punching protocol');
+    // Not every guest got a path, so the host says so with its exit code.
+    expect(h.code).toBe(1);
+  }, 90_000);
 });

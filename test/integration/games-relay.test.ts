@@ -70,7 +70,7 @@ async function pairedGame(name: string) {
 describe('game relay through the P2P proxy (real proxy run public, games run, peer CLIs)', () => {
   it('games relay - host and guest relayed through the proxy report relayed, authenticate each other and are spliced once', async () => {
     const before = await metrics(metricsPort);
-    const [h, g] = await Promise.all([runPeer('host', peer('relayed duel', ['--relay', 'always'])), runPeer('guest', peer('relayed duel', ['--relay', 'always']))]);
+    const [h, g] = await Promise.all([runPeer('host', peer('relayed duel', ['--relay', 'always', '--max-guests', '1'])), runPeer('guest', peer('relayed duel', ['--relay', 'always']))]);
     const hr = resultOf(h);
     const gr = resultOf(g);
     console.log(`relayed on loopback: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);

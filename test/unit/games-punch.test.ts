@@ -59,4 +59,29 @@ describe('punch (authenticated UDP probes)', () => {
     // Pinging itself: it sees its own host-role pings, which it must not answer as the guest would.
     await expect(punch({ socket: s, role: 'host', targets: [{ key, addresses: [addr(s)] }], timeoutMs: 500 })).rejects.toThrow(/no verified answer/);
   });
+  it('games punch - a guest id of any form keys the probes; a target speaking another protocol is reported, a stranger is not', async () => {
+    const [h, g, seed, stranger] = await Promise.all([udp(), udp(), udp(), udp()]);
+    const key = punchKey('3b241101-e2bb-4255-8caf-4136c566a962', 'lobby');
+    const foreign: string[] = [];
+    const hello = setInterval(() => {
+      seed.send('hello', h.address().port, '127.0.0.1');
+      stranger.send('hello', h.address().port, '127.0.0.1');
+    }, 50);
+    try {
+      const [hr, gr, seedPunch] = await Promise.all([
+        punch({ socket: h, role: 'host', targets: [{ key, addresses: [addr(g)] }], lingerMs: 100 }),
+        punch({ socket: g, role: 'guest', targets: [{ key, addresses: [addr(h)] }], lingerMs: 100 }),
+        // The same socket punching to a seed-style client at the same time (as a host with several guests does).
+        punch({ socket: h, role: 'host', targets: [{ key: punchKey('player-7', 'lobby'), addresses: [addr(seed)] }], timeoutMs: 400, onForeign: (from) => foreign.push(from) }).catch((e: unknown) => e),
+      ]);
+      expect(hr.peer).toBe(addr(g));
+      expect(gr.peer).toBe(addr(h));
+      expect(seedPunch).toBeInstanceOf(PunchError);
+      expect(foreign.length).toBeGreaterThan(0);
+      expect(new Set(foreign)).toEqual(new Set([addr(seed)]));
+      await Promise.all([hr.done, gr.done]);
+    } finally {
+      clearInterval(hello);
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
-import { stunBinding } from '../stun-client.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { stunBinding, StunTimeoutError } from '../stun-client.js';
 
 // What host and guest share: the one UDP socket, its candidates, and the rendezvous client.
 
@@ -19,7 +20,12 @@ export interface PeerOptions {
   relay?: RelayMode;
   /** Give up on the relay (grant, dial, exchange) after this long. */
   relayTimeoutMs?: number;
+  /** Every step (--verbose). */
   log?: (msg: string) => void;
+  /** What the peer waits for and every call that failed: always shown. */
+  warn?: (msg: string) => void;
+  /** Ends the run early (Ctrl-C): the host leaves its game cleanly. */
+  signal?: AbortSignal;
 }
 
 export type RelayMode = 'auto' | 'always' | 'never';
@@ -36,6 +42,8 @@ export class PeerError extends Error {
 }
 
 export const POLL_INTERVAL_MS = 500;
+/** The first STUN retransmission: the rendezvous answers from memory, so a quarter second is plenty. */
+const STUN_RTO_MS = 250;
 
 export function stunServerOf(opts: PeerOptions): { host: string; port: number } {
   return opts.stun ?? { host: new URL(opts.server).hostname.replace(/^\[|\]$/g, ''), port: 3478 };
@@ -53,8 +61,12 @@ export async function openSocket(bind: PeerOptions['bind']): Promise<Socket> {
   return socket;
 }
 
-/** Local non-internal IPv4 addresses with the socket's port, then the STUN-mapped one (deduplicated). */
-export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promise<{ candidates: string[]; mapped: string }> {
+/**
+ * Local non-internal IPv4 addresses with the socket's port, then the STUN-mapped one
+ * (deduplicated). STUN is asked again, with a word on stderr, until `deadline`: it is served by
+ * the rendezvous, which may be restarting.
+ */
+export async function gatherCandidates(socket: Socket, opts: PeerOptions, deadline: number): Promise<{ candidates: string[]; mapped: string }> {
   const port = socket.address().port;
   const bound = opts.bind?.host;
   const local =
@@ -64,33 +76,37 @@ export async function gatherCandidates(socket: Socket, opts: PeerOptions): Promi
           .flat()
           .filter((i) => i && i.family === 'IPv4' && !i.internal)
           .map((i) => i!.address);
+  const mapped = await stunMapping(socket, opts, deadline);
+  const candidates = [...new Set([...local.map((a) => `${a}:${port}`), mapped])].slice(0, 16);
+  return { candidates, mapped };
+}
+
+async function stunMapping(socket: Socket, opts: PeerOptions, deadline: number): Promise<string> {
   const stun = stunServerOf(opts);
-  let mappedText: string;
-  try {
-    const { mapped } = await stunBinding(stun, { socket, rtoMs: 250, capMs: 4000, software: 'eps-p2p games peer' });
-    if (mapped.family !== 'IPv4') throw new PeerError(`STUN mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`);
-    mappedText = `${mapped.address}:${mapped.port}`;
-  } catch (err) {
-    throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${(err as Error).message}`);
+  for (;;) {
+    let why: string;
+    try {
+      // One exchange lasts at most 4 s, and never past the deadline.
+      const capMs = Math.max(STUN_RTO_MS, Math.min(4000, deadline - Date.now()));
+      const { mapped } = await stunBinding(stun, { socket, rtoMs: STUN_RTO_MS, capMs, software: 'eps-p2p games peer' });
+      if (mapped.family === 'IPv4') return `${mapped.address}:${mapped.port}`;
+      why = `it mapped us to an IPv6 address ${mapped.address}: only IPv4 is supported`;
+      throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
+    } catch (err) {
+      if (err instanceof PeerError) throw err;
+      // Only silence is retried (the server away): an answer that refuses us will not change.
+      if (!(err instanceof StunTimeoutError)) throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${(err as Error).message}`);
+      why = err.message;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new PeerError(`STUN ${stun.host}:${stun.port} failed: ${why}`);
+    opts.warn?.(`STUN ${stun.host}:${stun.port} failed (${why}); waiting for it, next try at once (${givingUp(left)})`);
+    opts.signal?.throwIfAborted();
   }
-  const candidates = [...new Set([...local.map((a) => `${a}:${port}`), mappedText])].slice(0, 16);
-  return { candidates, mapped: mappedText };
 }
 
-export async function api<T>(server: string, path: string, body: unknown): Promise<{ status: number; body: T }> {
-  const res = await fetch(new URL(path, server), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
-}
+/** How long a wait may still last, as the wait messages say it: a host without --timeout waits until Ctrl-C. */
+export const givingUp = (leftMs: number): string => (Number.isFinite(leftMs) ? `gives up in ${Math.ceil(leftMs / 1000)} s` : 'until Ctrl-C');
 
-export function problemText(r: { status: number; body: unknown }): string {
-  const b = r.body as { detail?: string; title?: string } | undefined;
-  return `HTTP ${r.status}${b?.detail ? `: ${b.detail}` : b?.title ? `: ${b.title}` : ''}`;
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Rejects with an AbortError when `signal` aborts first (Ctrl-C while waiting). */
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => delay(ms, undefined, signal ? { signal } : undefined);

@@ -6,10 +6,13 @@ import { parseHostPort } from '../../core/splice-wire.js';
 // UDP hole punching between a host and a guest that learned each other's candidates through the
 // rendezvous, on the very socket they used for STUN (the NAT mapping belongs to that socket).
 //
-// Authentication. The guest's peerId is `g-<128-bit random hex>`; only the rendezvous and the
-// game's host ever see it (poll answers go to the host only, GET /games never shows peer ids),
-// and the host's own peerId is random too, so nobody else can poll as the host. Both sides derive
-//   K = HMAC-SHA256(guestNonce, "eps-p2p punch v1|" + gameName)
+// Authentication. Only the rendezvous and the game's host ever see a guest's peerId (poll answers
+// go to the host only, GET /games never shows peer ids), and the host's own peerId is random, so
+// nobody else can poll as the host. Both sides derive
+//   K = HMAC-SHA256(key = guestPeerId, "eps-p2p punch v2|" + gameName)
+// from the whole id, whatever its form, so a guest with any id the rendezvous accepts can punch;
+// K is exactly as secret as the id. `games guest` sends `g-<128-bit random hex>` (or an id given
+// with --peer-id, which must then be as unguessable), so K keeps 128 bits nobody else knows.
 // Every probe carries a fresh random tx and HMAC(K, "ping|<role>|<tx>"); the answer carries
 // HMAC(K, "pong|<role>|<tx>") for that same tx. A path counts only when our own fresh tx comes
 // back MACed by the other role, so:
@@ -19,7 +22,7 @@ import { parseHostPort } from '../../core/splice-wire.js';
 //     role in the MAC stops a probe being reflected back at its sender (or a peer hearing itself
 //     through a shared private subnet);
 //   - the host's bearer secret is never used or shared.
-// It does not stop someone who can read the rendezvous HTTP traffic (they learn the guest nonce):
+// It does not stop someone who can read the rendezvous HTTP traffic (they learn the guest id):
 // run the rendezvous behind TLS for that.
 
 export type Role = 'host' | 'guest';
@@ -28,8 +31,9 @@ const MAGIC = Buffer.from('EPSP1');
 /** Announced candidates (16 per peer) plus the peer-reflexive ones a few guests may add. */
 const MAX_TARGETS = 64;
 
-export function punchKey(guestNonce: string, gameName: string): Buffer {
-  return createHmac('sha256', guestNonce).update(`eps-p2p punch v1|${gameName}`).digest();
+/** The pairing key, from the guest's whole peer id (see above): any id works. */
+export function punchKey(guestPeerId: string, gameName: string): Buffer {
+  return createHmac('sha256', guestPeerId).update(`eps-p2p punch v2|${gameName}`).digest();
 }
 
 /** The MAC both the UDP probes and the relay exchange (relay.ts) carry. */
@@ -84,6 +88,12 @@ export interface PunchOptions {
   /** After success, keep answering the other side's probes this long so it can finish too. */
   lingerMs?: number;
   log?: (msg: string) => void;
+  /**
+   * A datagram from one of the targets that is not a verified probe of this pairing: the other
+   * side speaks another protocol (or another version of this one). Called for target addresses
+   * only, since several pairings may share the socket.
+   */
+  onForeign?: (from: string) => void;
 }
 
 export interface PunchResult {
@@ -119,16 +129,25 @@ export async function punch(opts: PunchOptions): Promise<PunchResult & { done: P
   };
 
   const targets = opts.targets.flatMap((t) => t.addresses.map((a) => ({ key: t.key, ...parseHostPort(a) })));
+  const isTarget = (r: RemoteInfo) => targets.some((t) => t.host === r.address && t.port === r.port);
+  // Several pairings may share the socket (a host with many guests): what comes from elsewhere is
+  // another pairing's business, and only what comes from our targets is worth a word.
+  const notOurs = (rinfo: RemoteInfo, what: string) => {
+    if (!isTarget(rinfo)) return;
+    log(`${what} from ${fmt(rinfo)} dropped`);
+    opts.onForeign?.(fmt(rinfo));
+  };
   const onMessage = (msg: Buffer, rinfo: RemoteInfo) => {
     const p = decode(msg);
-    if (!p || p.role !== other) return;
+    if (!p) return notOurs(rinfo, 'a datagram that is not a punching probe');
+    if (p.role !== other) return;
     if (p.t === 'ping') {
       const key = opts.targets.find((t) => macOk(t.key, 'ping', other, p.tx, p.mac))?.key;
-      if (!key) return log(`unverified ping from ${fmt(rinfo)} dropped`);
+      if (!key) return notOurs(rinfo, 'unverified ping');
       // A verified ping from an address nobody announced is the other side's mapping towards us
       // (a NAT that maps each destination to a new port): probe it too, or only the other side
       // would ever find the path and we would give up on one that works.
-      if (!targets.some((t) => t.host === rinfo.address && t.port === rinfo.port) && targets.length < MAX_TARGETS) {
+      if (!isTarget(rinfo) && targets.length < MAX_TARGETS) {
         log(`peer-reflexive candidate ${fmt(rinfo)} added`);
         targets.push({ key, host: rinfo.address, port: rinfo.port });
       }
@@ -137,7 +156,8 @@ export async function punch(opts: PunchOptions): Promise<PunchResult & { done: P
       return;
     }
     const sent = pending.get(p.tx);
-    if (!sent || !macOk(sent.key, 'pong', other, p.tx, p.mac)) return log(`unverified pong from ${fmt(rinfo)} dropped`);
+    if (!sent) return; // another pairing's probe on the same socket
+    if (!macOk(sent.key, 'pong', other, p.tx, p.mac)) return notOurs(rinfo, 'unverified pong');
     pending.delete(p.tx);
     const rtt = performance.now() - sent.sentAt;
     if (sent.resolve) sent.resolve(rinfo);

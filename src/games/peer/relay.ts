@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { api, PeerError, problemText, sleep, type PeerOptions, type PeerResult } from './common.js';
+import { PeerError, sleep, type PeerOptions, type PeerResult } from './common.js';
 import { dialAndPresent } from '../../core/dial.js';
 import { mac, macOk, otherRole, PunchError, type Role } from './punch.js';
+import { problemText, RendezvousClient } from './rendezvous.js';
 
 // The fallback when punching finds no path (a NAT that maps every destination to a new port):
 // ask the rendezvous for a relay, dial the P2P proxy's splice endpoint with the token it hands
@@ -23,16 +24,23 @@ interface Grant {
   limits?: { maxDurationMs: number; maxBytesPerDirection: number };
 }
 
-/** POST /games/relay until the rendezvous grants one; a refusal that waiting cannot fix fails at once. */
+/**
+ * POST /games/relay until the rendezvous grants one. 409 (the other side's candidates have not
+ * been answered yet) is waited out here; 429 and 503 (a cap, the proxy or the store away) by the
+ * client's backoff, which honours Retry-After. Anything else waiting cannot fix.
+ */
 async function askForRelay(opts: PeerOptions, peerId: string, guest: string | undefined, deadline: number): Promise<Grant> {
+  const client = new RendezvousClient(opts.server, { step: opts.log ?? (() => {}), warn: opts.warn ?? opts.log ?? (() => {}) });
   for (;;) {
-    const r = await api<Grant>(opts.server, '/games/relay', { name: opts.name, peerId, ...(guest ? { guest } : {}) });
+    const r = await client.call<Grant>('/games/relay', { name: opts.name, peerId, ...(guest ? { guest } : {}) }, {
+      deadline,
+      waitingFor: 'to grant a relay',
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
     if (r.status === 200) return r.body;
-    // 409: the other side's candidates have not been answered yet; 429: polling too fast; 503: the
-    // proxy is away or full for now. Anything else waiting cannot fix.
-    if (r.status !== 409 && r.status !== 429 && r.status !== 503) throw new PeerError(`relay refused: ${problemText(r)}`);
+    if (r.status !== 409) throw new PeerError(`relay refused: ${problemText(r)}`);
     if (Date.now() > deadline) throw new PeerError(`no relay granted in time (${problemText(r)})`);
-    await sleep(500);
+    await sleep(500, opts.signal);
   }
 }
 
