@@ -15,6 +15,7 @@ import { relayClient } from '../relay/client.js';
 import { GameService } from './game-service.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
+import { answerWhileStoreAway } from './store-outage.js';
 import { startStunServer, type StunServer } from './stun-server.js';
 
 export const STUN_SOFTWARE = 'eps-p2p games';
@@ -59,6 +60,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     rateLimit: settings.http.rateLimit,
     log: log.child({ component: 'http' }),
   });
+  answerWhileStoreAway(app, nc);
   if (inspector) serveInspector(app, inspector.http);
   await app.listen({ host: settings.http.host, port: settings.http.port });
   const httpPort = (app.server.address() as { port: number }).port;
