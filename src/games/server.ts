@@ -17,6 +17,7 @@ import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
 import { KvLobby } from './lobby.js';
 import { KvSharedCounters } from './shared-limits.js';
+import { answerWhileStoreAway } from './store-outage.js';
 import { startStunServer, type StunServer } from './stun-server.js';
 
 export const STUN_SOFTWARE = 'eps-p2p games';
@@ -71,6 +72,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     rateLimit: settings.http.rateLimit,
     log: log.child({ component: 'http' }),
   });
+  answerWhileStoreAway(app, nc);
   if (inspector) serveInspector(app, inspector.http);
   await app.listen({ host: settings.http.host, port: settings.http.port });
   const httpPort = (app.server.address() as { port: number }).port;
