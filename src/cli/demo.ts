@@ -22,7 +22,9 @@ async function duel(name: string, extra: string[]): Promise<string[]> {
   const args = ['--server', `http://127.0.0.1:${DEV_PORTS.games}`, '--name', name, '--stun', `127.0.0.1:${DEV_PORTS.stun}`, ...extra];
   const run = (verb: 'host' | 'guest') =>
     new Promise<string>((resolve) => {
-      const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // The host would otherwise stay for more guests until Ctrl-C: a duel is one guest.
+      const own = verb === 'host' ? ['--max-guests', '1'] : [];
+      const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args, ...own], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.on('data', (d) => (out += d));
       child.stderr.on('data', (d) => (out += d));
