@@ -63,6 +63,10 @@ export const DEFAULT_CHANNEL_IDLE_TIMEOUT_MS = 60 * second;
 
 /** JSON-RPC bodies above this are refused with HTTP 413 before they are parsed. */
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/** Calls in one JSON-RPC batch: each may broker a channel, so a batch is work bounded by this. */
+export const DEFAULT_MAX_BATCH_CALLS = 100;
+/** Nesting of a JSON-RPC body: no method needs more, and a deeper one must not reach a recursive parser or logger. */
+export const MAX_JSON_DEPTH = 64;
 
 /** Bus envelopes above this are refused before their signature is checked. */
 export const DEFAULT_MAX_ENVELOPE_BYTES = 256 * 1024;

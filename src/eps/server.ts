@@ -98,6 +98,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
       host: settings.jsonrpc.listen.host,
       port: settings.jsonrpc.listen.port,
       maxBodyBytes: settings.jsonrpc.maxBodyBytes,
+      maxBatchCalls: settings.jsonrpc.maxBatchCalls,
       log: log.child({ component: 'gateway' }),
       handle: createGatewayHandler({
         self: { name: self, fingerprint: tls.fingerprint },

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
+import { DEFAULT_MAX_BATCH_CALLS, MAX_JSON_DEPTH } from '../core/constants.js';
 import { RpcError, JSONRPC_ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -22,6 +23,8 @@ export interface JsonRpcServerOptions {
   port: number;
   path?: string;
   maxBodyBytes: number;
+  /** Calls in one batch (default DEFAULT_MAX_BATCH_CALLS); a larger batch is refused whole. */
+  maxBatchCalls?: number;
   log: Logger;
   handle: RpcHandler;
 }
@@ -90,8 +93,17 @@ async function handleHttp(req: IncomingMessage, res: ServerResponse, path: strin
   } catch {
     return send(res, 200, errorResponse(null, new RpcError('PARSE_ERROR')));
   }
+  // Refused before anything recursive (validation, logging, a handler) walks it.
+  if (nestingDepthExceeds(parsed, MAX_JSON_DEPTH)) {
+    return send(res, 200, errorResponse(null, new RpcError('INVALID_REQUEST', `the request is nested deeper than ${MAX_JSON_DEPTH} levels`)));
+  }
   if (Array.isArray(parsed)) {
     if (parsed.length === 0) return send(res, 200, errorResponse(null, new RpcError('INVALID_REQUEST', 'empty batch')));
+    const maxBatch = opts.maxBatchCalls ?? DEFAULT_MAX_BATCH_CALLS;
+    if (parsed.length > maxBatch) {
+      opts.log.warn({ calls: parsed.length, limit: maxBatch }, 'JSON-RPC batch over the limit refused');
+      return send(res, 200, errorResponse(null, new RpcError('INVALID_REQUEST', `a batch of ${parsed.length} calls exceeds the limit of ${maxBatch} (jsonrpc.maxBatchCalls)`)));
+    }
     const answers = await Promise.all(parsed.map((item) => answerOne(item, caller, opts)));
     const present = answers.filter((a): a is JsonRpcResponse => a !== undefined);
     if (present.length === 0) return void res.writeHead(204).end();
@@ -120,6 +132,20 @@ async function answerOne(raw: unknown, caller: Caller, opts: JsonRpcServerOption
     else opts.log.info({ method: request.method, code: rpcErr.code, msg: rpcErr.message }, 'call refused');
     return isNotification ? undefined : errorResponse(request.id ?? null, rpcErr);
   }
+}
+
+/** Walks the value without recursion (the point is to survive what recursion would not). */
+export function nestingDepthExceeds(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 function sanitizeId(id: unknown): string | number | null {

@@ -9,6 +9,7 @@ import {
   DEFAULT_INSPECTOR_MAX_FINISHED,
   DEFAULT_INSPECTOR_MAX_TIMELINE,
   DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_BATCH_CALLS,
   DEFAULT_MAX_ENVELOPE_BYTES,
   DEFAULT_MAX_RELAY_SESSIONS,
   DEFAULT_MAX_RELAY_SESSIONS_PER_REQUESTER,
@@ -143,6 +144,8 @@ export const epsSettingsSchema = z.strictObject({
     .strictObject({
       listen: listenSchema,
       maxBodyBytes: z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES),
+      /** Calls in one batch; beyond it the whole batch is refused -32600 before any call runs. */
+      maxBatchCalls: z.number().int().positive().default(DEFAULT_MAX_BATCH_CALLS),
     })
     .optional(),
   /** A gRPC listener for peers that can reach this server directly; hd-2 has none. */

@@ -355,3 +355,69 @@ describe('hostile JSON-RPC gateway', () => {
     expect(await settledExcess(baseline, ['TCPSocketWrap'])).toEqual({});
   });
 });
+
+describe('hostile JSON-RPC gateway - edges', () => {
+  let edgeServer: Server;
+  let edgePort: number;
+  const calls: string[] = [];
+
+  beforeAll(async () => {
+    const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
+    edgeServer = await startJsonRpcServer({
+      tls,
+      host: '127.0.0.1',
+      port: 0,
+      maxBodyBytes: 1024 * 1024,
+      maxBatchCalls: 50,
+      log,
+      handle: createGatewayHandler({
+        self: { name: 'hd-1', fingerprint: tls.fingerprint },
+        isKnownOperator: (name) => name === 'hd-2',
+        callLocal: async (method, params) => (calls.push(method), { pong: true, params }),
+        callRemote: async (operator, method) => (calls.push(`${operator}.${method}`), { relayed: true }),
+      }),
+    });
+    edgePort = (edgeServer.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => edgeServer.close(() => resolve()));
+    edgeServer.closeAllConnections();
+  });
+
+  const postEdge = (body: string) =>
+    new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port: edgePort, path: '/jsonrpc', method: 'POST', servername: 'hd-1', agent: agentFor('hd-1'), headers: { 'content-type': 'application/json' } },
+        (res) => {
+          let text = '';
+          res.on('data', (d) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const batch = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'hd-2._ping', params: {} })));
+
+  it('jsonrpc - a batch over jsonrpc.maxBatchCalls is refused -32600 whole, before any call runs; one at the limit is answered', async () => {
+    calls.length = 0;
+    const over = await postEdge(batch(51));
+    expect(over.status).toBe(200);
+    expect(over.body.error).toMatchObject({ code: -32600 });
+    expect(over.body.error.message).toContain('a batch of 51 calls exceeds the limit of 50 (jsonrpc.maxBatchCalls)');
+    expect(calls).toEqual([]);
+    const atLimit = await postEdge(batch(50));
+    expect(atLimit.body).toHaveLength(50);
+    expect(calls).toHaveLength(50);
+  });
+
+  it('jsonrpc - 100,000 nested arrays in params get -32600, never a 500; ordinary nesting still reaches the method', async () => {
+    const deep = `{"jsonrpc":"2.0","id":1,"method":"hd-1._ping","params":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`;
+    const refused = await postEdge(deep);
+    expect(refused.status).toBe(200);
+    expect(refused.body.error).toMatchObject({ code: -32600 });
+    expect(refused.body.error.message).toMatch(/nested deeper than 64 levels/);
+    const fine = await postEdge(`{"jsonrpc":"2.0","id":2,"method":"hd-1._ping","params":{"x":${'['.repeat(10)}${']'.repeat(10)}}}`);
+    expect(fine.body.result.pong).toBe(true);
+  });
+});
