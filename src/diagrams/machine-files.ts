@@ -56,7 +56,7 @@ export async function renderMachines(dir: string): Promise<Map<string, string>> 
   for (const { machine } of await findMachines(dir)) {
     const graph = machineGraph(machine);
     out.set(`${machine.id}.mmd`, mermaid(graph));
-    out.set(`${machine.id}.svg`, svg(graph));
+    out.set(`${machine.id}.svg`, await svg(graph));
   }
   return out;
 }

@@ -59,7 +59,7 @@ export class InspectorHttp {
   readonly #opts: InspectorHttpOptions;
   readonly #page: string;
   readonly #assets = new Map<string, Buffer>();
-  readonly #diagrams = new Map<string, string>();
+  readonly #diagrams = new Map<string, Promise<string>>();
   readonly #streams = new Set<ServerResponse>();
   /** One serialisation of each pushed batch, however many pages watch. */
   readonly #batches = new WeakMap<SessionChange[], string>();
@@ -105,7 +105,13 @@ export class InspectorHttp {
     const machine = /^\/api\/machines\/([A-Za-z0-9_-]+)\.svg$/.exec(rest);
     if (machine) {
       const diagram = this.#diagram(machine[1]!);
-      return (diagram ? send(res, 200, 'image/svg+xml; charset=utf-8', diagram) : json(res, 404, { error: 'no such machine' })), true;
+      if (!diagram) return json(res, 404, { error: 'no such machine' }), true;
+      // The layout runs once per machine; a failure must answer, never end the serving process.
+      diagram.then(
+        (text) => res.destroyed || send(res, 200, 'image/svg+xml; charset=utf-8', text),
+        (err: unknown) => res.destroyed || json(res, 500, { error: `the diagram could not be drawn: ${err instanceof Error ? err.message : String(err)}` }),
+      );
+      return true;
     }
     if (rest === '/api/events') return this.#stream(req, res), true;
     json(res, 404, { error: `no inspector route ${path}` });
@@ -118,12 +124,14 @@ export class InspectorHttp {
     this.#streams.clear();
   }
 
-  #diagram(id: string): string | undefined {
+  #diagram(id: string): Promise<string> | undefined {
     let text = this.#diagrams.get(id);
     if (text === undefined) {
       const machine = this.#opts.machines.find((m) => m.id === id);
       if (!machine) return undefined;
       text = svg(machineGraph(machine));
+      // A failed layout is not kept: the next request tries again.
+      text.catch(() => this.#diagrams.delete(id));
       this.#diagrams.set(id, text);
     }
     return text;

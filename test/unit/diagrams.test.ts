@@ -5,6 +5,7 @@ import type { StateNode } from 'xstate';
 import { brokeringMachine } from '../../machines/brokering.js';
 import { renderMachines } from '../../src/diagrams/machine-files.js';
 import { MERMAID_BANNER } from '../../src/diagrams/mermaid.js';
+import { svgProblems } from '../helpers/svg-overlaps.js';
 
 // The diagrams under docs/machines/ (and the README's copy of the brokering one) are generated
 // from machines/*.ts: this regenerates them in memory and fails when the committed ones drift.
@@ -28,6 +29,13 @@ describe('machine diagrams', () => {
     for (const name of committed.sort()) {
       if (!generated.has(name)) problems.push(`docs/machines/${name} belongs to no machine any more: ${fix}`);
     }
+    expect(problems, problems.join('\n')).toEqual([]);
+  });
+
+  it('every label of every diagram can be read: no overlap, nothing cut off or drawn over', async () => {
+    const svgs = [...(await renderMachines(machinesDir))].filter(([name]) => name.endsWith('.svg'));
+    expect(svgs.length).toBeGreaterThan(0);
+    const problems = svgs.flatMap(([name, text]) => svgProblems(text).map((p) => `${name}: ${p}`));
     expect(problems, problems.join('\n')).toEqual([]);
   });
 
