@@ -333,6 +333,8 @@ describe('hostile directory stream', () => {
       await sd.stop();
       sd.lines = [];
       await sd.start();
+      // Logs are written asynchronously: the line may land a moment after the sd listens.
+      await waitFor(() => sd.lines.some((l) => l.level === 50 && l.seq === 1), 10_000, 'the sd to log the foreign root');
       const line = sd.lines.find((l) => l.level === 50 && l.seq === 1);
       expect(line?.msg).toMatch(
         new RegExp(

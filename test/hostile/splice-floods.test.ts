@@ -297,8 +297,12 @@ describe('hostile: floods against the splice endpoint', () => {
     expect(h.lookups() - lookupsBefore).toBe(0);
     expect(await h.metric('TOKEN_USED')).toBe(N);
     await waitFor(() => loggedCount(refusedLines(h, 'TOKEN_USED')) === N, 2_000, 'the summary line');
-    // One detailed line and a count (a slow machine may spill the flood over into a second interval).
-    expect(h.lines.length - linesBefore).toBeLessThanOrEqual(3);
+    // One detailed line, then at most one count per refusal-log interval the flood lasted (a
+    // fast machine: a line and one count; a loaded one spills into a few more intervals). What
+    // must not happen is a line per refusal: 300 here.
+    const flooded = performance.now() - started;
+    expect(h.lines.length - linesBefore).toBeLessThanOrEqual(2 + Math.ceil(flooded / 300));
+    expect(h.lines.length - linesBefore).toBeLessThan(N / 10);
     console.log(`[splice floods] ${N} replays of a spent token: ${((elapsed / N) * 1000).toFixed(0)} us each, ${h.lines.length - linesBefore} log lines`);
 
     b.write('still here');
