@@ -26,9 +26,11 @@ async function duel(name: string, extra: string[]): Promise<string[]> {
       const own = verb === 'host' ? ['--max-guests', '1'] : [];
       const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args, ...own], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
+      let err = '';
       child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
-      child.on('close', () => resolve(`games ${verb.padEnd(5)} ${out.trim()}`));
+      child.stderr.on('data', (d) => (err += d));
+      // The JSON result line; what the peer said on stderr (its waits) only when it failed.
+      child.on('close', (code) => resolve(`games ${verb.padEnd(5)} ${code === 0 ? out.trim() : `${out}${err}`.trim()}`));
     });
   return Promise.all([run('host'), run('guest')]);
 }
@@ -82,7 +84,7 @@ if (await answers(natsHostPort)) {
 }
 
 // Each run's logs start empty; the previous run's stay in .demo/logs.1.
-const stack = new DevStack({ natsUrl, ports: DEV_PORTS, logDir, rotateLogs: true });
+const stack = new DevStack({ natsUrl, ports: DEV_PORTS, logDir, rotateLogs: true, ownProcessGroups: true });
 // Should the demo die without its shutdown (an uncaught error), its children must not outlive it.
 process.on('exit', () => {
   stack.killAll();

@@ -72,6 +72,12 @@ export interface StackOptions {
   nodeArgs?: Partial<Record<RoleName, string[]>>;
   /** Keep the previous run's logDir as `<logDir>.1` and start empty (the demo). */
   rotateLogs?: boolean;
+  /**
+   * Each child in a process group of its own (the demo): Ctrl-C in the terminal then reaches the
+   * demo alone, which stops each child with one SIGTERM. Tests leave it off, so that children
+   * of a test process killed outright go with its group rather than linger.
+   */
+  ownProcessGroups?: boolean;
 }
 
 /** What a child wrote last on stderr, kept to explain an early exit. */
@@ -150,9 +156,7 @@ export class DevStack {
       cwd: packageRoot,
       env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
-      // A process group of its own: Ctrl-C in the terminal reaches the demo alone, which then
-      // stops each child with one SIGTERM (not SIGINT from the terminal and then SIGTERM).
-      detached: true,
+      detached: this.opts.ownProcessGroups ?? false,
     });
     const tail: string[] = [];
     this.stderrTails.set(role, tail);
