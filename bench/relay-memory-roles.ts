@@ -1,15 +1,13 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { DEFAULT_SPLICE_IDLE_TIMEOUT_MS } from '../src/core/constants.js';
 import { encodePreamble, signProof, type Leg } from '../src/core/splice-wire.js';
-import { fingerprintOf } from '../src/core/tls-material.js';
 import { createProxyMetrics, registryMetricHooks } from '../src/proxy/metrics.js';
 import { SessionRegistry } from '../src/proxy/session-registry.js';
 import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
+import { BENCH_OPERATORS, BENCH_PROXY, benchKeyOf, listedBenchOperators } from './relay-operators.js';
 
 // The processes of the relay memory bench (bench/relay-memory.ts forks one per role):
 //   relay-eps   SessionRegistry + SpliceEndpoint as the proxy builds them (metrics hooks, default
@@ -18,9 +16,6 @@ import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
 //   side-b      echoes whatever arrives: a listener (pipe, haproxy) or dials the EPS relay with B's passes
 //   side-a      dials each session, sends one message and waits for its echo, then leaves it idle
 
-const CERTS = 'settings/dev/certs';
-const PROXY = 'bench-proxy';
-const OPERATORS: Record<Leg, string> = { a: 'hd-1', b: 'hd-2' };
 
 export interface Pass {
   sessionId: string;
@@ -54,15 +49,10 @@ const answerMemory = (m: ToChild): void => {
 
 async function relayEps(): Promise<void> {
   const log = pino({ level: 'silent' });
-  const listed = (operator: string) => {
-    const cert = new X509Certificate(readFileSync(`${CERTS}/${operator}.crt`));
-    return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
-  };
-  const certificates = new Map(Object.values(OPERATORS).map((o) => [o, listed(o)]));
   const registry = new SessionRegistry({
     log,
-    operator: PROXY,
-    certificateOf: (operator) => certificates.get(operator),
+    operator: BENCH_PROXY,
+    certificateOf: listedBenchOperators(),
     spliceIdleMs: DEFAULT_SPLICE_IDLE_TIMEOUT_MS,
     ...registryMetricHooks(createProxyMetrics()),
   });
@@ -82,7 +72,7 @@ async function relayEps(): Promise<void> {
     as = [];
     for (let i = 0; i < m.count; i++) {
       registry.open(
-        { a: OPERATORS.a, b: OPERATORS.b, endpoint: `127.0.0.1:${port}` },
+        { a: BENCH_OPERATORS.a, b: BENCH_OPERATORS.b, endpoint: `127.0.0.1:${port}` },
         {
           messengers: {
             notifyB: async (s, pass) => {
@@ -116,8 +106,6 @@ async function relayPipe(targetPort: number): Promise<void> {
   send({ type: 'listening', port: (server.address() as AddressInfo).port });
 }
 
-const keys = new Map<Leg, ReturnType<typeof createPrivateKey>>();
-const keyOf = (leg: Leg) => keys.get(leg) ?? keys.set(leg, createPrivateKey(readFileSync(`${CERTS}/${OPERATORS[leg]}.key`))).get(leg)!;
 const held: Socket[] = [];
 
 async function dial(host: string, port: number, leg: Leg, pass: Pass | undefined): Promise<Socket> {
@@ -127,7 +115,7 @@ async function dial(host: string, port: number, leg: Leg, pass: Pass | undefined
   await once(socket, 'connect');
   if (pass) {
     const token = Buffer.from(pass.token, 'base64');
-    const proof = signProof(keyOf(leg), { proxy: PROXY, sessionId: pass.sessionId, leg, token, challenge: Buffer.from(pass.challenge, 'base64') });
+    const proof = signProof(benchKeyOf(leg), { proxy: BENCH_PROXY, sessionId: pass.sessionId, leg, token, challenge: Buffer.from(pass.challenge, 'base64') });
     socket.write(encodePreamble(token, proof));
   }
   return socket;

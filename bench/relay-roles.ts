@@ -1,15 +1,13 @@
-import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { DEFAULT_SPLICE_IDLE_TIMEOUT_MS } from '../src/core/constants.js';
 import { encodePreamble, signProof, type Leg } from '../src/core/splice-wire.js';
-import { fingerprintOf } from '../src/core/tls-material.js';
 import { createProxyMetrics, registryMetricHooks } from '../src/proxy/metrics.js';
 import { SessionRegistry } from '../src/proxy/session-registry.js';
 import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
+import { BENCH_OPERATORS, BENCH_PROXY, benchKeyOf, listedBenchOperators } from './relay-operators.js';
 
 // The processes of the relay bench (bench/relay.ts forks one per role, with an IPC channel to it):
 //   relay-eps      the project's relay: SessionRegistry + SpliceEndpoint as the proxy builds them
@@ -21,9 +19,6 @@ import { SpliceEndpoint } from '../src/proxy/splice-endpoint.js';
 // Every socket has Nagle off, as every socket on the project's path does.
 
 export const PING_BYTES = 64;
-const CERTS = 'settings/dev/certs';
-const PROXY = 'bench-proxy';
-const OPERATORS: Record<Leg, string> = { a: 'hd-1', b: 'hd-2' };
 
 export type ToChild =
   | { type: 'open' }
@@ -50,22 +45,13 @@ const fail = (detail: string): never => {
   process.exit(1);
 };
 
-function devKey(operator: string) {
-  return createPrivateKey(readFileSync(`${CERTS}/${operator}.key`));
-}
-
 /** `bare` leaves out the metrics hook and the idle timeout, to measure what they cost. */
 async function relayEps(bare: boolean): Promise<void> {
   const log = pino({ level: 'silent' });
-  const listed = (operator: string) => {
-    const cert = new X509Certificate(readFileSync(`${CERTS}/${operator}.crt`));
-    return { certificate: cert.toString(), fingerprint: fingerprintOf(cert) };
-  };
-  const certificates = new Map(Object.values(OPERATORS).map((o) => [o, listed(o)]));
   const registry = new SessionRegistry({
     log,
-    operator: PROXY,
-    certificateOf: (operator) => certificates.get(operator),
+    operator: BENCH_PROXY,
+    certificateOf: listedBenchOperators(),
     ...(bare ? {} : { spliceIdleMs: DEFAULT_SPLICE_IDLE_TIMEOUT_MS, ...registryMetricHooks(createProxyMetrics()) }),
   });
   const endpoint = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log, route: (p, s, r) => registry.route(p, s, r) });
@@ -74,7 +60,7 @@ async function relayEps(bare: boolean): Promise<void> {
   process.on('message', (m: ToChild) => {
     if (m.type !== 'open') return;
     registry.open(
-      { a: OPERATORS.a, b: OPERATORS.b, endpoint: `127.0.0.1:${port}` },
+      { a: BENCH_OPERATORS.a, b: BENCH_OPERATORS.b, endpoint: `127.0.0.1:${port}` },
       {
         messengers: {
           notifyB: async (s, pass) => {
@@ -145,7 +131,7 @@ async function dial(host: string, port: number, leg: Leg, pass: Pass | undefined
   await once(socket, 'connect');
   if (pass) {
     const token = Buffer.from(pass.token, 'base64');
-    const proof = signProof(devKey(OPERATORS[leg]), { proxy: PROXY, sessionId: pass.sessionId, leg, token, challenge: Buffer.from(pass.challenge, 'base64') });
+    const proof = signProof(benchKeyOf(leg), { proxy: BENCH_PROXY, sessionId: pass.sessionId, leg, token, challenge: Buffer.from(pass.challenge, 'base64') });
     socket.write(encodePreamble(token, proof));
   }
   return socket;

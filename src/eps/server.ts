@@ -6,7 +6,7 @@ import { readTlsMaterial } from '../core/tls-material.js';
 import { createPeerServer } from '../grpc/peer-server.js';
 import { startJsonRpcServer } from '../jsonrpc/server.js';
 import type { Bus } from '../bus/bus.js';
-import { joinAsOperator } from '../operator/presence.js';
+import { joinAsOperator, presenceOptionsFrom } from '../operator/presence.js';
 import { natsUrl, type EpsSettings } from '../settings/schemas.js';
 import { Callbacks } from './callbacks.js';
 import { createGatewayHandler } from './gateway.js';
@@ -34,10 +34,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     nc,
     operator: self,
     tls,
-    directory: settings.directory,
-    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
-    maxEnvelopeBytes: settings.maxEnvelopeBytes,
-    requestTimeoutMs: settings.timeouts.busRequestMs,
+    ...presenceOptionsFrom(settings),
     log,
   });
 

@@ -32,6 +32,23 @@ export interface OperatorPresence {
   close(): Promise<void>;
 }
 
+/** The settings every operator process (EPS server, proxy) names its presence with, in one place. */
+export interface OperatorPresenceSettings {
+  directory: { url: string; serverName: string };
+  envelopeMaxAgeMs: number;
+  maxEnvelopeBytes: number;
+  timeouts: { busRequestMs: number };
+}
+
+export function presenceOptionsFrom(settings: OperatorPresenceSettings): Pick<OperatorPresenceOptions, 'directory' | 'envelopeMaxAgeMs' | 'maxEnvelopeBytes' | 'requestTimeoutMs'> {
+  return {
+    directory: settings.directory,
+    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
+    maxEnvelopeBytes: settings.maxEnvelopeBytes,
+    requestTimeoutMs: settings.timeouts.busRequestMs,
+  };
+}
+
 /** Starts following the directory (see its `ready()`) and returns the bus, serving nothing yet. */
 export function joinAsOperator(opts: OperatorPresenceOptions): OperatorPresence {
   const directory = new DirectoryClient({

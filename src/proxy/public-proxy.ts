@@ -3,7 +3,7 @@ import { brokeringMachine } from '../../machines/brokering.js';
 import type { Logger } from '../core/logger.js';
 import { connectBus } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
-import { joinAsOperator } from '../operator/presence.js';
+import { joinAsOperator, presenceOptionsFrom } from '../operator/presence.js';
 import { brokeringFeed } from '../inspector/feeds.js';
 import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
@@ -38,10 +38,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     nc,
     operator: settings.operator,
     tls,
-    directory: settings.directory,
-    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
-    maxEnvelopeBytes: settings.maxEnvelopeBytes,
-    requestTimeoutMs: settings.timeouts.busRequestMs,
+    ...presenceOptionsFrom(settings),
     log,
   });
   const { directory, bus } = presence;
