@@ -4,6 +4,8 @@ import { initialTransition, transition } from 'xstate';
 import {
   gameSessionMachine,
   liveInFlight,
+  onlyLivenessRefreshed,
+  refreshSlackMs,
   relayHeldUntil,
   relayNext,
   type GameSessionEvent,
@@ -105,7 +107,7 @@ export interface GameServiceOptions {
   now: () => number;
   hostPollTimeoutMs: number;
   maxGuests: number;
-  /** Sees each step once it is written (the inspector's feed); never changes what is written. */
+  /** Sees each step once it is written, or answered without a write (a liveness refresh): the inspector's feed; it never changes what is written. */
   onTransition?: (game: string, event: { type: string } & Record<string, unknown>, snapshot: Snapshot) => void;
   log?: Logger;
   /** Attempts before a conflicting write gives up with StoreContentionError. */
@@ -519,8 +521,13 @@ export class GameService {
       }
       if (refused) return refused;
       const record = this.recordAfter(next, stored.record, inFlight(stored.record.relayInFlight));
-      // A tick that changed nothing (the common sweep) costs no write.
+      // A tick that changed nothing (the common sweep) costs no write, nor does a poll or a
+      // repeated start that only refreshes a liveness reading the store holds recently enough.
       if (sameContent(record, stored.record)) return answer(next);
+      if (this.onlyRefreshes(record, stored.record)) {
+        this.opts.onTransition?.(name, event, next);
+        return answer(next);
+      }
       const updated = await this.store.update(name, record, stored.revision);
       if (updated.type === 'updated') {
         this.opts.onTransition?.(name, event, next);
@@ -541,6 +548,14 @@ export class GameService {
       if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') await this.leaveLobby(name, holder.record.lobbySeq);
     }
     throw new StoreContentionError(`game ${name}: create kept conflicting`);
+  }
+
+  /** See onlyLivenessRefreshed (machines/game-session.ts): the stored readings are fresh enough. */
+  private onlyRefreshes(record: GameRecord, stored: GameRecord): boolean {
+    return (
+      sameContent({ ...record, context: stored.context }, stored) &&
+      onlyLivenessRefreshed(stored.context, record.context, refreshSlackMs(this.opts.hostPollTimeoutMs))
+    );
   }
 
   /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
