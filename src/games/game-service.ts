@@ -88,10 +88,23 @@ export type RelayResult =
   | { type: 'relayUnavailable'; detail: string }
   /** A cap on relay sessions held at once is full: `retryAfterMs` until its first slot frees. */
   | { type: 'relayCapReached'; cap: 'client' | 'game'; limit: number; retryAfterMs: number };
-export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
-export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
+/**
+ * A call with a host secret counted past its limit: too many with this (right) secret, or too
+ * many wrong secrets from this client address (a right one from it still works).
+ */
+export type SecretRefusal =
+  | { type: 'badSecret' }
+  | { type: 'secretRateLimited'; limit: number; windowMs: number; retryAfterMs: number }
+  | { type: 'badSecretRateLimited'; limit: number; windowMs: number; retryAfterMs: number };
+export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'nameTaken' } | SecretRefusal;
+export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | SecretRefusal;
 
 export { StoreContentionError } from './game-store.js';
+
+export interface WindowLimit {
+  max: number;
+  windowMs: number;
+}
 
 export interface GameServiceOptions {
   store: GameStore;
@@ -102,7 +115,11 @@ export interface GameServiceOptions {
   /** Games the rendezvous holds at most (every instance together); absent: no cap. */
   maxGames?: number;
   /** Registrations one client address may make per window (every instance together). */
-  registerLimit?: { max: number; windowMs: number };
+  registerLimit?: WindowLimit;
+  /** Calls with one host secret (rename, delete) per window. */
+  secretLimit?: WindowLimit;
+  /** Wrong host secrets one client address may present per window; past it, 429 instead of 403. */
+  badSecretLimit?: WindowLimit;
   /** The clock, injected so tests (and the machine's guards) never read the wall clock. */
   now: () => number;
   hostPollTimeoutMs: number;
@@ -409,7 +426,9 @@ export class GameService {
     await this.opts.lobby.remove(seq).catch((err: unknown) => this.opts.log?.warn({ err, game: name }, 'lobby entry not removed; list pages pass over it'));
   }
 
-  async rename(name: string, secret: string, newName: string): Promise<RenameResult> {
+  async rename(name: string, secret: string, newName: string, client = 'unknown'): Promise<RenameResult> {
+    const refused = await this.admitSecretCall(name, secret, client);
+    if (refused) return refused;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const stored = await this.store.get(name);
       const s = stored && this.ticked(stored);
@@ -442,12 +461,41 @@ export class GameService {
     throw new StoreContentionError(`game ${name}: rename kept conflicting`);
   }
 
-  async remove(name: string, secret: string): Promise<RemoveResult> {
+  async remove(name: string, secret: string, client = 'unknown'): Promise<RemoveResult> {
+    const refused = await this.admitSecretCall(name, secret, client);
+    if (refused) return refused;
     return this.mutate<RemoveResult>(
       name,
       (s, stored) => (this.secretMatches(stored.record, secret) ? { event: { type: 'DELETED' } } : { refuse: { type: 'badSecret' } }),
       () => ({ type: 'removed' }),
     );
+  }
+
+  /**
+   * Counts a call made with a host secret before it runs: a wrong secret against the client's
+   * address (so guessing is slowed, and the real host, even behind the same address, is never
+   * locked out), a right one against the secret (so a leaked or buggy host cannot make the store
+   * rewrite a game without end). Counters are keyed by what the store already holds (the game's
+   * secret hash) or by the address, never by whatever secret a caller makes up.
+   */
+  private async admitSecretCall(name: string, secret: string, client: string): Promise<SecretRefusal | { type: 'notFound' } | undefined> {
+    const stored = await this.store.get(name);
+    if (!stored) return { type: 'notFound' };
+    const counters = this.opts.counters;
+    if (!this.secretMatches(stored.record, secret)) {
+      const bad = this.opts.badSecretLimit;
+      if (!bad || !counters) return { type: 'badSecret' };
+      const counted = await counters.hit(`bad-secret ${client}`, bad.max, bad.windowMs, this.now());
+      if (counted.type === 'counted') return { type: 'badSecret' };
+      this.opts.log?.warn({ game: name, client, limit: bad.max }, 'wrong host secrets: rate limit reached');
+      return { type: 'badSecretRateLimited', limit: bad.max, windowMs: bad.windowMs, retryAfterMs: counted.retryAfterMs };
+    }
+    const limit = this.opts.secretLimit;
+    if (!limit || !counters) return undefined;
+    const counted = await counters.hit(`secret ${stored.record.secretHash}`, limit.max, limit.windowMs, this.now());
+    if (counted.type === 'counted') return undefined;
+    this.opts.log?.warn({ game: name, limit: limit.max }, 'host secret calls: rate limit reached');
+    return { type: 'secretRateLimited', limit: limit.max, windowMs: limit.windowMs, retryAfterMs: counted.retryAfterMs };
   }
 
   /**

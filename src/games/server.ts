@@ -44,14 +44,18 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   const store = await KvGameStore.open(nc, settings.games.bucket);
   const lobby = await KvLobby.open(nc, settings.games.bucket);
   // Counters live twice their window: long enough for the window they count, then they age out.
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * settings.games.registerLimit.windowMs);
+  const { registerLimit, secretLimit, badSecretLimit } = settings.games;
+  const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
     lobby,
     counters,
     maxGames: settings.games.maxGames,
-    registerLimit: settings.games.registerLimit,
+    registerLimit,
+    secretLimit,
+    badSecretLimit,
     ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,

@@ -27,7 +27,10 @@ export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 export const DEFAULT_MAX_GAMES = 100_000;
 /** Registrations one client address may make per window, every instance together: a host registers once per game. */
 export const DEFAULT_REGISTER_LIMIT_MAX = 30;
-export const DEFAULT_REGISTER_LIMIT_WINDOW_MS = minute;
+/** Calls made with one host secret (rename, delete) per window: a host renames or deletes a game a few times at most. */
+export const DEFAULT_SECRET_LIMIT_MAX = 30;
+/** Wrong host secrets one client address may present per window before it is answered 429 instead of 403. */
+export const DEFAULT_BAD_SECRET_LIMIT_MAX = 10;
 
 /**
  * Relay sessions one client address may hold at once (a session counts from its grant until the
@@ -40,6 +43,15 @@ export const DEFAULT_RELAY_MAX_PER_GAME = 16;
 
 const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().positive();
+
+/** A count per window (a minute unless set), shared by every instance through the store (src/games/shared-limits.ts). */
+const windowLimit = (max: number) =>
+  z
+    .strictObject({
+      max: z.number().int().positive().default(max),
+      windowMs: ms.default(minute),
+    })
+    .prefault({});
 
 const gamesSettingsFields = z.strictObject({
   name: z.string().min(1),
@@ -82,12 +94,11 @@ const gamesSettingsFields = z.strictObject({
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
       maxGames: z.number().int().positive().default(DEFAULT_MAX_GAMES),
-      registerLimit: z
-        .strictObject({
-          max: z.number().int().positive().default(DEFAULT_REGISTER_LIMIT_MAX),
-          windowMs: ms.default(DEFAULT_REGISTER_LIMIT_WINDOW_MS),
-        })
-        .prefault({}),
+      registerLimit: windowLimit(DEFAULT_REGISTER_LIMIT_MAX),
+      /** Calls with one host secret (rename, delete), every instance together. */
+      secretLimit: windowLimit(DEFAULT_SECRET_LIMIT_MAX),
+      /** Wrong host secrets per client address, every instance together. */
+      badSecretLimit: windowLimit(DEFAULT_BAD_SECRET_LIMIT_MAX),
     })
     .prefault({}),
   /** Where peers that cannot punch are relayed: the P2P proxy serving relays for this operator. */
