@@ -167,6 +167,11 @@ export function untilBusDrops<T>(nc: NatsConnection, op: Promise<T>): Promise<T>
   });
 }
 
+/** Calls `fn` each time `nc` (made by connectBus) loses its connection. */
+export function onEveryBusDrop(nc: NatsConnection, fn: () => void): void {
+  links.get(nc)?.dropWatchers.add(fn);
+}
+
 /** Operator names may contain dots and other characters NATS treats specially: escape them. */
 export function subjectToken(name: string): string {
   return name.replace(/[^A-Za-z0-9_-]/g, (c) => `~${c.charCodeAt(0).toString(16).padStart(2, '0')}`);

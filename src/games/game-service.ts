@@ -354,7 +354,7 @@ export class GameService {
   private async clearInFlight(name: string, pairingPeer: string, id: string): Promise<void> {
     try {
       for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-        const stored = await this.store.get(name);
+        const stored = await this.store.get(name, attempt > 0);
         if (!stored || stored.record.relayInFlight?.[pairingPeer]?.id !== id) return;
         const { relayInFlight, ...rest } = stored.record;
         const marks = withoutInFlight(relayInFlight, pairingPeer, id);
@@ -430,7 +430,7 @@ export class GameService {
     const refused = await this.admitSecretCall(name, secret, client);
     if (refused) return refused;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      const stored = await this.store.get(name);
+      const stored = await this.store.get(name, attempt > 0);
       const s = stored && this.ticked(stored);
       if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
       if (!this.secretMatches(stored.record, secret)) return { type: 'badSecret' };
@@ -542,7 +542,8 @@ export class GameService {
     inFlight: (marks: GameRecord['relayInFlight']) => GameRecord['relayInFlight'] = (marks) => marks,
   ): Promise<R | { type: 'notFound' }> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      const stored = await this.store.get(name);
+      // After a lost write, the store itself: a cached read may be what lost.
+      const stored = await this.store.get(name, attempt > 0);
       if (!stored) return { type: 'notFound' };
       const ticked = this.ticked(stored);
       let next = ticked;
@@ -591,7 +592,7 @@ export class GameService {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const created = await this.store.create(name, record);
       if (created.type === 'created') return created;
-      const holder = await this.store.get(name);
+      const holder = await this.store.get(name, true);
       if (holder && this.ticked(holder).status === 'active') return created;
       if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') await this.leaveLobby(name, holder.record.lobbySeq);
     }

@@ -1,5 +1,5 @@
 import { DeliverPolicy, jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
 import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
 import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
@@ -45,7 +45,8 @@ export interface StoredGame {
  * wrote first) are status values; exceptions mean the store itself failed.
  */
 export interface GameStore {
-  get(name: string): Promise<StoredGame | null>;
+  /** `fresh`: read the store itself, past any cache (a write that lost its revision check reads again so). */
+  get(name: string, fresh?: boolean): Promise<StoredGame | null>;
   create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
@@ -160,6 +161,11 @@ export class KvGameStore implements GameStore {
       if (isWrongSequence(err)) return { type: 'conflict' as const };
       throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** Every write of a game key from now on, by any instance (for CachedGameStore). */
+  watchGames() {
+    return this.call('watch', () => this.kv.watch({ key: 'g.>', include: KvWatchInclude.UpdatesOnly }));
   }
 
   async *inWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredGame> {

@@ -6,13 +6,14 @@ import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
 import { DEFAULT_BUS_REQUEST_TIMEOUT_MS } from '../core/constants.js';
-import { connectBus, type NatsConnection } from '../core/nats.js';
+import { connectBus, onEveryBusDrop, type NatsConnection } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { joinAsOperator, type OperatorPresence } from '../operator/presence.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { relayClient } from '../relay/client.js';
 import { GameService } from './game-service.js';
+import { CachedGameStore } from './game-cache.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
 import { KvLobby } from './lobby.js';
@@ -41,7 +42,8 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     log.child({ component: 'bus' }),
   );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
-  const store = await KvGameStore.open(nc, settings.games.bucket);
+  const kvStore = await KvGameStore.open(nc, settings.games.bucket);
+  const store = settings.games.cacheGames > 0 ? await cachedStore(kvStore, nc, settings.games.cacheGames, log) : kvStore;
   const lobby = await KvLobby.open(nc, settings.games.bucket);
   // Counters live twice their window: long enough for the window they count, then they age out.
   const { registerLimit, secretLimit, badSecretLimit } = settings.games;
@@ -128,6 +130,17 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await nc.drain();
     },
   };
+}
+
+/**
+ * The store behind a cache of recent game records, fed by a watch of every game write. The cache
+ * forgets everything when the bus drops: what it holds may have moved on meanwhile.
+ */
+async function cachedStore(kv: KvGameStore, nc: NatsConnection, maxGames: number, log: Logger): Promise<CachedGameStore> {
+  const cache = new CachedGameStore(kv, maxGames, log.child({ component: 'game-cache' }));
+  void cache.follow(await kv.watchGames());
+  onEveryBusDrop(nc, () => cache.clear());
+  return cache;
 }
 
 /**

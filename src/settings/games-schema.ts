@@ -27,6 +27,11 @@ export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 export const DEFAULT_MAX_GAMES = 100_000;
 /** Registrations one client address may make per window, every instance together: a host registers once per game. */
 export const DEFAULT_REGISTER_LIMIT_MAX = 30;
+/**
+ * Game records each instance keeps in memory, fresh from a KV watch, so a poll that writes nothing
+ * makes no round trip (src/games/game-cache.ts). A record is about 1 KiB plus its guests' candidates.
+ */
+export const DEFAULT_CACHE_GAMES = 10_000;
 /** Calls made with one host secret (rename, delete) per window: a host renames or deletes a game a few times at most. */
 export const DEFAULT_SECRET_LIMIT_MAX = 30;
 /** Wrong host secrets one client address may present per window before it is answered 429 instead of 403. */
@@ -94,6 +99,8 @@ const gamesSettingsFields = z.strictObject({
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
       maxGames: z.number().int().positive().default(DEFAULT_MAX_GAMES),
+      /** Game records held in memory per instance (0: every read goes to the store). */
+      cacheGames: z.number().int().min(0).default(DEFAULT_CACHE_GAMES),
       registerLimit: windowLimit(DEFAULT_REGISTER_LIMIT_MAX),
       /** Calls with one host secret (rename, delete), every instance together. */
       secretLimit: windowLimit(DEFAULT_SECRET_LIMIT_MAX),

@@ -111,7 +111,14 @@ describe('faults: games run and its store under a running duel', () => {
     // nats-server stops answering with the connection still up, so the call waits in flight
     // (before: its whole 5 s timeout); then it dies, and the client sees the connection drop.
     nats.pause();
-    const inFlight = probe(encodeURIComponent('hung store'));
+    // A guest joining must write the game's record (a read may be answered from the instance's cache).
+    const t0 = performance.now();
+    const inFlight = fetch(`${base}/games/start`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'hung store', peerId: 'g-hung', addresses: ['198.51.100.9:5000'] }),
+      signal: AbortSignal.timeout(15_000),
+    }).then(async (res) => ({ status: res.status, retryAfter: res.headers.get('retry-after'), ms: Math.round(performance.now() - t0), body: await res.text() }));
     await sleep(400);
     await nats.kill();
     const answered = await inFlight;
