@@ -90,8 +90,9 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     stun = await startStunServer({
       host: settings.stun.host,
       port: settings.stun.port,
-      software: STUN_SOFTWARE,
+      ...(settings.stun.software ? { software: STUN_SOFTWARE } : {}),
       fingerprint: settings.stun.fingerprint,
+      limits: settings.stun.rateLimit,
       log: log.child({ component: 'stun' }),
     });
   }

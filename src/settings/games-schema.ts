@@ -38,6 +38,16 @@ export const DEFAULT_SECRET_LIMIT_MAX = 30;
 export const DEFAULT_BAD_SECRET_LIMIT_MAX = 10;
 
 /**
+ * STUN answers per source address: a peer sends one Binding request and retransmits a few times
+ * on loss, and a NAT may hide a room full of players, hence a burst well above one peer's need.
+ */
+export const DEFAULT_STUN_PER_SECOND = 20;
+export const DEFAULT_STUN_BURST = 50;
+/** STUN answers per second in all: at 40 bytes an answer, 2,000 a second is 80 kB/s at most, whatever a flood spoofs. */
+export const DEFAULT_STUN_TOTAL_PER_SECOND = 2_000;
+export const DEFAULT_STUN_MAX_ADDRESSES = 10_000;
+
+/**
  * Relay sessions one client address may hold at once (a session counts from its grant until the
  * proxy would end it at the latest: dial deadline plus the grant's maxDurationMs). Several
  * players behind one NAT share an address, hence room for more than one duel.
@@ -90,6 +100,17 @@ const gamesSettingsFields = z.strictObject({
       port,
       /** RFC 8489 makes FINGERPRINT optional for a Binding-only server; clients that check it like it. */
       fingerprint: z.boolean().default(true),
+      /** SOFTWARE in every answer: 20 bytes more per answer, so off unless a client wants to see it. */
+      software: z.boolean().default(false),
+      /** What the server answers at most (src/games/stun-limit.ts): source addresses can be spoofed. */
+      rateLimit: z
+        .strictObject({
+          perSecond: z.number().positive().default(DEFAULT_STUN_PER_SECOND),
+          burst: z.number().int().positive().default(DEFAULT_STUN_BURST),
+          totalPerSecond: z.number().positive().default(DEFAULT_STUN_TOTAL_PER_SECOND),
+          maxAddresses: z.number().int().positive().default(DEFAULT_STUN_MAX_ADDRESSES),
+        })
+        .prefault({}),
     })
     .optional(),
   games: z

@@ -33,6 +33,8 @@ export interface GamesProcessOptions {
     secretLimit?: { max: number; windowMs: number };
     badSecretLimit?: { max: number; windowMs: number };
   };
+  /** More stun settings (rateLimit, software), merged over host and port. */
+  stun?: Record<string, unknown>;
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
   relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
@@ -64,7 +66,7 @@ export class GamesProcess {
         `name: games-${httpPort}`,
         ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
         `http: { host: 127.0.0.1, port: ${httpPort} }`,
-        `stun: { host: 127.0.0.1, port: ${stunPort} }`,
+        `stun: ${JSON.stringify({ host: '127.0.0.1', port: stunPort, ...opts.stun })}`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
         // The games principal's certificate (or the operator a test signs relay requests as); the
