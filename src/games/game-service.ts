@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { initialTransition, transition } from 'xstate';
+import { initialTransition } from 'xstate';
+import { pureStepper } from '../core/machine-steps.js';
 import {
   gameSessionMachine,
   liveInFlight,
@@ -174,6 +175,9 @@ const RANK_LOOKAHEAD = 32;
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
 type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
+
+/** Steps a game's machine from a snapshot rebuilt from its record (see pureStepper: no actor per step). */
+const step = pureStepper(gameSessionMachine, { name: 'sample', hostPeerId: 'sample', at: 0, hostPollTimeoutMs: 1, maxGuests: 1 });
 
 const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest();
 
@@ -434,7 +438,7 @@ export class GameService {
       const s = stored && this.ticked(stored);
       if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
       if (!this.secretMatches(stored.record, secret)) return { type: 'badSecret' };
-      const renamed = transition(gameSessionMachine, s, { type: 'RENAMED', newName })[0];
+      const renamed = step(s, { type: 'RENAMED', newName });
       if (newName === name) return { type: 'renamed', game: this.view(renamed) };
       // A key is the name, so a rename is create-new then delete-old; if the old record moved
       // on meanwhile, the copy is withdrawn and the rename retried from the newer record.
@@ -553,7 +557,7 @@ export class GameService {
       if (ticked.status === 'active') {
         const d = decide(ticked, stored);
         if ('refuse' in d) refused = d.refuse;
-        else if (d.event) next = transition(gameSessionMachine, ticked, (event = d.event))[0];
+        else if (d.event) next = step(ticked, (event = d.event));
       }
       if (next.status === 'done') {
         const removed = await this.store.remove(name, stored.revision);
@@ -614,7 +618,7 @@ export class GameService {
       value: { open: state },
       context: { ...context, hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
     });
-    return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
+    return step(snapshot, { type: 'CLOCK_TICKED', at: this.now() });
   }
 
   /** The record a step writes: the snapshot, with what the machine does not see carried over. */
