@@ -1,4 +1,5 @@
 import { assign, setup } from 'xstate';
+import { jsonEqual } from './json-equal.js';
 
 // One game on the rendezvous server: a host registered a name, polls with its candidates, and
 // any number of guests start with theirs; the server only swaps candidates, the peers punch.
@@ -159,6 +160,9 @@ export function moveRelayHold(holds: RelayHold[], id: string, until: number | un
  */
 export const REFRESH_SLACK_FRACTION = 1 / 3;
 
+/** The context's liveness readings: the host's, and each guest's (no other field has these names). */
+const LIVENESS_READINGS: ReadonlySet<string> = new Set(['lastPollAt', 'lastSeenAt']);
+
 export const refreshSlackMs = (hostPollTimeoutMs: number): number => Math.floor(hostPollTimeoutMs * REFRESH_SLACK_FRACTION);
 
 /**
@@ -169,8 +173,7 @@ export function onlyLivenessRefreshed(stored: GameSessionContext, next: GameSess
   const fresh = (from: number, to: number) => to >= from && to - from < slackMs;
   if (!fresh(stored.lastPollAt, next.lastPollAt) || stored.guests.length !== next.guests.length) return false;
   if (!next.guests.every((g, i) => g.peerId === stored.guests[i]!.peerId && fresh(stored.guests[i]!.lastSeenAt, g.lastSeenAt))) return false;
-  const withoutReadings = (c: GameSessionContext) => JSON.stringify({ ...c, lastPollAt: 0, guests: c.guests.map((g) => ({ ...g, lastSeenAt: 0 })) });
-  return withoutReadings(stored) === withoutReadings(next);
+  return jsonEqual(stored, next, LIVENESS_READINGS);
 }
 
 export const gameSessionMachine = setup({

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { initialTransition } from 'xstate';
+import { jsonEqual } from '../../machines/json-equal.js';
 import { pureStepper } from '../core/machine-steps.js';
 import {
   gameSessionMachine,
@@ -652,9 +653,11 @@ export class GameService {
 
 const lobbyOf = (record: GameRecord) => (record.lobbySeq === undefined ? {} : { lobbySeq: record.lobbySeq });
 
-/** Two records that differ at most in when they were written. */
+const WRITTEN_AT: ReadonlySet<string> = new Set(['writtenAt']);
+
+/** Two records that differ at most in when they were written (no other field of a record has that name). */
 function sameContent(a: GameRecord, b: GameRecord): boolean {
-  return JSON.stringify({ ...a, writtenAt: 0 }) === JSON.stringify({ ...b, writtenAt: 0 });
+  return jsonEqual(a, b, WRITTEN_AT);
 }
 
 function withoutInFlight(marks: GameRecord['relayInFlight'], pairingPeer: string, id: string): GameRecord['relayInFlight'] {
