@@ -21,6 +21,7 @@ import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
 import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
 import type { Lobby } from './lobby.js';
+import { LobbyPages } from './lobby-pages.js';
 import { RelayHolds } from './relay-holds.js';
 import type { SharedCounters } from './shared-limits.js';
 
@@ -112,6 +113,8 @@ export interface GameServiceOptions {
   store: GameStore;
   /** The index of games in registration order that GET /games pages through. */
   lobby: Lobby;
+  /** How long a lobby page read by this instance is answered again without reading it (0 or absent: never). */
+  lobbyPageTtlMs?: number;
   /** Counters shared by every instance; without them, registrations are not rate-limited. */
   counters?: SharedCounters;
   /** Games the rendezvous holds at most (every instance together); absent: no cap. */
@@ -187,6 +190,8 @@ export class GameService {
   private readonly now: () => number;
   private readonly maxAttempts: number;
   private readonly holds: RelayHolds;
+  /** Lobby pages this instance read lately (absent: every list reads the lobby). */
+  private readonly lobbyPages: LobbyPages | undefined;
   /** Where this instance's next sweep starts reading (a revision): see sweep(). */
   private sweepFrom = 1;
 
@@ -195,6 +200,7 @@ export class GameService {
     this.now = opts.now;
     this.maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
+    this.lobbyPages = opts.lobbyPageTtlMs ? new LobbyPages(opts.lobbyPageTtlMs, opts.now) : undefined;
   }
 
   async register(name: string, peerId: string, client = 'unknown'): Promise<RegisterResult> {
@@ -390,7 +396,9 @@ export class GameService {
    */
   async list(q: ListQuery): Promise<ListPage> {
     const filtered = q.openOnly === true || (q.prefix !== undefined && q.prefix !== '');
-    const page = await this.opts.lobby.page(q.after, filtered ? q.limit * LIST_SCAN_FACTOR : q.limit);
+    const max = filtered ? q.limit * LIST_SCAN_FACTOR : q.limit;
+    const read = () => this.opts.lobby.page(q.after, max);
+    const page = await (this.lobbyPages ? this.lobbyPages.page(q.after, max, read) : read());
     const views = await Promise.all(
       page.entries.map(async (e) => {
         if (!e.name || (q.prefix && !e.name.startsWith(q.prefix))) return undefined;

@@ -55,6 +55,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     lobby,
     counters,
     maxGames: settings.games.maxGames,
+    lobbyPageTtlMs: settings.games.lobbyPageTtlMs,
     registerLimit,
     secretLimit,
     badSecretLimit,

@@ -32,6 +32,8 @@ export const DEFAULT_REGISTER_LIMIT_MAX = 30;
  * makes no round trip (src/games/game-cache.ts). A record is about 1 KiB plus its guests' candidates.
  */
 export const DEFAULT_CACHE_GAMES = 10_000;
+/** A lobby page read is answered again for this long: a new game shows up in a list at most this late. */
+export const DEFAULT_LOBBY_PAGE_TTL_MS = 1_000;
 /** Calls made with one host secret (rename, delete) per window: a host renames or deletes a game a few times at most. */
 export const DEFAULT_SECRET_LIMIT_MAX = 30;
 /** Wrong host secrets one client address may present per window before it is answered 429 instead of 403. */
@@ -120,6 +122,8 @@ const gamesSettingsFields = z.strictObject({
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
       maxGames: z.number().int().positive().default(DEFAULT_MAX_GAMES),
+      /** How long a lobby page is answered again from memory (0: every list reads the lobby). */
+      lobbyPageTtlMs: z.number().int().min(0).default(DEFAULT_LOBBY_PAGE_TTL_MS),
       /** Game records held in memory per instance (0: every read goes to the store). */
       cacheGames: z.number().int().min(0).default(DEFAULT_CACHE_GAMES),
       registerLimit: windowLimit(DEFAULT_REGISTER_LIMIT_MAX),
