@@ -53,6 +53,8 @@ export interface PeerClient {
   /** Fires once, when the connection is gone for whatever reason (also after close()). */
   onClose(cb: (reason: PeerTransportError) => void): void;
   isOpen(): boolean;
+  /** True when TLS resumed an earlier session with this peer (src/grpc/tls-sessions.ts). */
+  readonly resumed?: boolean;
 }
 
 export interface PeerClientOptions {
