@@ -8,8 +8,8 @@ import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
 
 // One contender of bench/brokering.ts's concurrent mode, in a process of its own: `concurrency`
 // requesters, each in a loop, for `durationMs`.
-//   brokered  each request is A's side of a new brokered channel: a PeerChannels of the given
-//             build (BENCH_ROOT) speaking as hd-1 on that stack's bus (its own connection, hd-1's
+//   brokered  each request is A's side of a new brokered channel: each requester's PeerChannels
+//             of the given build (BENCH_ROOT; kept across its requests, as hd-1 keeps one) speaking as hd-1 on that stack's bus (its own connection, hd-1's
 //             certificate, hd-1's settings as the stack wrote them: EPS_SETTINGS), calling
 //             hd-2._ping and closing the channel, so every request brokers anew through the real
 //             proxy and the real hd-2
@@ -20,6 +20,8 @@ import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
 // {type:'done', completed, failed, latencies} when the time is up.
 
 type Request = () => Promise<void>;
+/** Makes one requester's loop body (each requester may keep state across its requests). */
+type Requester = () => Request;
 
 interface Go {
   type: 'go';
@@ -29,7 +31,7 @@ interface Go {
 
 const CERTS = 'settings/dev/certs';
 
-async function brokeredRequester(root: string): Promise<Request> {
+async function brokeredRequester(root: string): Promise<Requester> {
   const from = (p: string) => import(pathToFileURL(join(root, 'dist/src', p)).href);
   const [{ loadSettings }, { epsSettingsSchema, natsUrl }, { connectBus }, { joinAsOperator }, { PeerChannels }, tlsMod] = await Promise.all([
     from('settings/load.js'),
@@ -59,20 +61,24 @@ async function brokeredRequester(root: string): Promise<Request> {
     if (Date.now() > until) throw new Error('hd-2 never appeared in the directory');
     await new Promise((r) => setTimeout(r, 100));
   }
-  return async () => {
+  // One PeerChannels per requester, as hd-1 keeps one for its life (its machine is provided once
+  // per PeerChannels): each request closes its channel after the call, so the next one brokers anew.
+  return () => {
     const channels = new PeerChannels({ self: settings.name, tls, signer, directory, bus, log, timeouts: settings.timeouts });
-    try {
-      await channels.call('hd-2', '_ping', {}, randomUUID());
-    } finally {
-      channels.close();
-    }
+    return async () => {
+      try {
+        await channels.call('hd-2', '_ping', {}, randomUUID());
+      } finally {
+        channels.close();
+      }
+    };
   };
 }
 
-function directRequester(address: string): Request {
+function directRequester(address: string): Requester {
   const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
   const expectedPeer = { name: 'hd-2', fingerprint: fingerprintOf(readFileSync(`${CERTS}/hd-2.crt`)) };
-  return async () => {
+  return () => async () => {
     const client = await connectPeerClientDirect({ tls, expectedPeer, address });
     try {
       await client.call('_ping', {});
@@ -82,13 +88,14 @@ function directRequester(address: string): Request {
   };
 }
 
-async function run(request: Request, go: Go): Promise<{ completed: number; failed: number; errors: string[]; latencies: number[]; wallMs: number }> {
+async function run(requester: Requester, go: Go): Promise<{ completed: number; failed: number; errors: string[]; latencies: number[]; wallMs: number }> {
   const latencies: number[] = [];
   const errors: string[] = [];
   let failed = 0;
   const t0 = performance.now();
   const end = t0 + go.durationMs;
   const loop = async (): Promise<void> => {
+    const request = requester();
     while (performance.now() < end) {
       const started = performance.now();
       try {
@@ -106,12 +113,12 @@ async function run(request: Request, go: Go): Promise<{ completed: number; faile
 
 async function main(): Promise<void> {
   const mode = process.env['BENCH_MODE'];
-  const request =
+  const requester =
     mode === 'brokered' ? await brokeredRequester(resolve(process.env['BENCH_ROOT'] ?? '.')) : directRequester(process.env['BENCH_ADDRESS'] ?? '');
   // One request of warm-up: code paths compiled, the first brokering's directory look-ups done.
-  await request();
+  await requester()();
   process.once('message', (msg: Go) => {
-    void run(request, msg).then((result) => {
+    void run(requester, msg).then((result) => {
       process.send!({ type: 'done', ...result }, () => process.exit(0));
     });
   });
