@@ -13,7 +13,7 @@ import { dialTcp } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
-import { challengeBase64Schema, hostPortSchema, presentPreamble, tokenBase64Schema } from '../core/splice-wire.js';
+import { challengeBase64Schema, hostPortSchema, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
@@ -147,7 +147,21 @@ export class PeerChannels {
         }),
         dialPeer: fromPromise(async ({ input: { route }, signal, system }: { input: { peer: string; route: Route }; signal: AbortSignal; system: object }) => {
           const channel = this.channelOf(system);
-          const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint);
+          let first: Buffer | undefined;
+          if (route.type === 'proxy') {
+            // The preamble is the routing key: P reads exactly it (A's token and proof), then
+            // splices. Signed before the dial and sent as it completes (src/core/dial.ts).
+            const { token, challenge, sessionId, proxy } = channel.confirmation!;
+            try {
+              first = presentationBytes({
+                token: Buffer.from(token, 'base64'),
+                prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
+              });
+            } catch (err) {
+              throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
+            }
+          }
+          const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint, first);
           // The machine gave up on this dial (timeout, CLOSE) and released the channel already:
           // a late socket would be nobody's, and through P it would even be spliced to B.
           if (signal.aborted) {
@@ -155,17 +169,6 @@ export class PeerChannels {
             return;
           }
           channel.socket = socket;
-          if (route.type === 'direct') return;
-          const { token, challenge, sessionId, proxy } = channel.confirmation!;
-          // The preamble is the routing key: P reads exactly it (A's token and proof), then splices.
-          try {
-            await presentPreamble(socket, {
-              token: Buffer.from(token, 'base64'),
-              prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
-            });
-          } catch (err) {
-            throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
-          }
         }),
         openChannel: fromPromise(async ({ input: { peer }, system }: { input: { peer: string }; system: object }) => {
           const channel = this.channelOf(system);
@@ -209,9 +212,9 @@ export class PeerChannels {
   }
 }
 
-async function dialOrFail(hostPort: string): Promise<Socket> {
+async function dialOrFail(hostPort: string, first?: Buffer): Promise<Socket> {
   try {
-    return await dialTcp(hostPort);
+    return await dialTcp(hostPort, first ? { first } : {});
   } catch (err) {
     throw new PeerConnectionError('dialFailed', (err as Error).message);
   }

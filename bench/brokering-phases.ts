@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import type { InspectionEvent } from 'xstate';
+import { connectBus } from '../src/core/nats.js';
+import { readTlsMaterial } from '../src/core/tls-material.js';
+import { PeerChannels } from '../src/eps/peer-channels.js';
+import { joinAsOperator } from '../src/operator/presence.js';
+import { loadSettings } from '../src/settings/load.js';
+import { epsSettingsSchema, natsUrl } from '../src/settings/schemas.js';
+import { start, stats } from './brokering-latency.js';
+
+// Where a serial brokering's time goes, as A sees it: this process speaks as hd-1 (its own bus
+// connection, hd-1's settings) to a real stack (proxy, hd-2, sd on the generated TLS bus) and
+// timestamps each state A's peer-connection machine enters through xstate's inspection hook:
+// requesting (the bus round trip to the proxy, which covers the forward to B and B's dial),
+// dialing (A's TCP connect and preamble), securing (end-to-end TLS and HTTP/2 through the splice),
+// open, then the call itself. One channel per round, closed after its call.
+//
+//   node dist/bench/brokering-phases.js [rounds]
+
+const PHASES = ['resolving', 'requesting', 'dialing', 'securing', 'open'] as const;
+
+async function main(): Promise<void> {
+  const rounds = Number(process.argv[2] ?? 200);
+  const target = await start('.');
+  try {
+    const stack = target.stack as unknown as { roleFolders(role: string): string; opts: { natsUrl: string } };
+    process.env['EPS_SETTINGS'] = stack.roleFolders('hd-1');
+    process.env['NATS_URL'] = stack.opts.natsUrl;
+    const settings = loadSettings(['EPS_SETTINGS'], epsSettingsSchema);
+    const log = pino({ level: 'warn' });
+    const tls = readTlsMaterial(settings.tls);
+    const nc = await connectBus({ url: natsUrl(settings), name: 'bench-phases', tls }, log);
+    const { directory, bus, signer } = joinAsOperator({
+      nc,
+      operator: settings.name,
+      tls,
+      directory: settings.directory,
+      envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
+      maxEnvelopeBytes: settings.maxEnvelopeBytes,
+      requestTimeoutMs: settings.timeouts.busRequestMs,
+      log,
+    });
+    await directory.ready();
+    while (!directory.entry('hd-2')) await sleep(100);
+    let marks: Array<[string, number]> = [];
+    const inspect = (e: InspectionEvent) => {
+      if (e.type !== '@xstate.snapshot') return;
+      const value = (e.snapshot as { value?: unknown }).value;
+      if (typeof value === 'string' && (!marks.length || marks.at(-1)![0] !== value)) marks.push([value, performance.now()]);
+    };
+    const channels = new PeerChannels({ self: settings.name, tls, signer, directory, bus, log, timeouts: settings.timeouts, inspect });
+    const samples: Record<string, number[]> = Object.fromEntries([...PHASES, 'call', 'total'].map((p) => [p, []]));
+    const once = async (record: boolean) => {
+      marks = [];
+      const t0 = performance.now();
+      await channels.call('hd-2', '_ping', {}, randomUUID());
+      const t1 = performance.now();
+      channels.close();
+      if (!record) return;
+      const at = new Map(marks);
+      const openAt = at.get('open')!;
+      PHASES.forEach((p, i) => {
+        const from = at.get(p);
+        const to = i + 1 < PHASES.length ? at.get(PHASES[i + 1]!) : t1;
+        if (from !== undefined && to !== undefined && p !== 'open') samples[p]!.push(to - from);
+      });
+      samples['call']!.push(t1 - openAt);
+      samples['total']!.push(t1 - t0);
+    };
+    for (let i = 0; i < 20; i++) await once(false);
+    for (let i = 0; i < rounds; i++) {
+      await sleep(20);
+      await once(true);
+    }
+    console.log(`A's phases of a brokered channel + one call, ${rounds} rounds (ms)`);
+    for (const [p, xs] of Object.entries(samples)) if (xs.length) console.log(`  ${p.padEnd(11)} p50 ${stats(xs).p50}  p90 ${stats(xs).p90}  p99 ${stats(xs).p99}`);
+  } finally {
+    await target.stack.stop().catch(() => {});
+    target.nats.kill('SIGTERM');
+    rmSync(target.storeDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  // The bus connection would keep reconnecting to the stopped nats-server.
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
