@@ -75,6 +75,21 @@ async function main(): Promise<void> {
       await sleep(20);
       await once(true);
     }
+    // The proxy's side, from its inspector (on in the demo's proxy role): when each session event
+    // came, after the session opened (Date.now's whole milliseconds, so medians of many).
+    const metricsPort = (target.stack as unknown as { opts: { ports: { metrics: number } } }).opts.ports.metrics;
+    const base = `http://127.0.0.1:${metricsPort}/inspect/api/sessions`;
+    const { sessions: list } = (await (await fetch(base)).json()) as { sessions: Array<{ id: string }> };
+    const proxySide = new Map<string, number[]>();
+    for (const { id } of list.slice(0, rounds)) {
+      const detail = (await (await fetch(`${base}/${encodeURIComponent(id)}`)).json()) as { summary: { startedAt: number }; timeline: Array<{ at: number; event: string; to: string }> };
+      for (const e of detail.timeline) {
+        const key = `${e.event} -> ${e.to}`;
+        proxySide.set(key, [...(proxySide.get(key) ?? []), e.at - detail.summary.startedAt]);
+      }
+    }
+    console.log(`the proxy's session events after the session opened, ${Math.min(rounds, list.length)} sessions (ms, whole-ms clock)`);
+    for (const [k, xs] of proxySide) if (xs.length > rounds / 2) console.log(`  ${k.padEnd(50)} p50 ${stats(xs).p50}  p90 ${stats(xs).p90}`);
     console.log(`A's phases of a brokered channel + one call, ${rounds} rounds (ms)`);
     for (const [p, xs] of Object.entries(samples)) if (xs.length) console.log(`  ${p.padEnd(11)} p50 ${stats(xs).p50}  p90 ${stats(xs).p90}  p99 ${stats(xs).p99}`);
   } finally {
