@@ -273,28 +273,17 @@ static int scan(int64_t now) {
   return next < 1 ? 1 : (int)next;
 }
 
-/** One epoll event of session `tag >> 1`; called with the lock held. */
-static void handle_event(uint64_t tag, uint32_t ev, int64_t now) {
-  session_t *s = lookup(tag >> 1);
-  if (!s) return; // ended earlier in this batch, or cancelled
-  int side = (int)(tag & 1);
-  // Readable (or closing): this side's own direction moves. Writable: the other direction's
-  // pipe drains, if it holds bytes; loopback ACKs make writable edges frequent, and pumping
-  // on each would cost two splice calls that only say EAGAIN.
-  if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(s, side, now)) return;
-  if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->dir[1 - side].in_pipe > 0 && pump(s, 1 - side, now)) return;
-  if (ev & EPOLLERR) {
-    int err = socket_error(s->fd[side]);
-    if (err) end_session(s, side_error(side), err);
-  }
-}
-
 static void *loop(void *unused) {
   (void)unused;
   struct epoll_event events[MAX_EVENTS];
   int wait_ms = MAX_SCAN_MS;
   for (;;) {
     int n = epoll_wait(epfd, events, MAX_EVENTS, wait_ms);
+    pthread_mutex_lock(&lock);
+    if (stopping) {
+      pthread_mutex_unlock(&lock);
+      return NULL;
+    }
     int64_t now = now_ms();
     for (int i = 0; i < n; i++) {
       uint64_t tag = events[i].data.u64;
@@ -303,21 +292,19 @@ static void *loop(void *unused) {
         if (read(wakefd, &count, sizeof count) < 0) { /* woken to rescan: nothing to read is fine */ }
         continue;
       }
-      // The lock is taken per event, not per batch: add() and cancel() on the JS thread then wait
-      // for one session's pump at most. Held across a batch of 64 busy sessions, it kept the
-      // proxy's event loop waiting in add() ~0.25 ms per brokering at 50 concurrent brokerings.
-      pthread_mutex_lock(&lock);
-      if (stopping) {
-        pthread_mutex_unlock(&lock);
-        return NULL;
+      session_t *s = lookup(tag >> 1);
+      if (!s) continue; // ended earlier in this batch, or cancelled
+      int side = (int)(tag & 1);
+      uint32_t ev = events[i].events;
+      // Readable (or closing): this side's own direction moves. Writable: the other direction's
+      // pipe drains, if it holds bytes; loopback ACKs make writable edges frequent, and pumping
+      // on each would cost two splice calls that only say EAGAIN.
+      if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(s, side, now)) continue;
+      if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->dir[1 - side].in_pipe > 0 && pump(s, 1 - side, now)) continue;
+      if (ev & EPOLLERR) {
+        int err = socket_error(s->fd[side]);
+        if (err) end_session(s, side_error(side), err);
       }
-      handle_event(tag, events[i].events, now);
-      pthread_mutex_unlock(&lock);
-    }
-    pthread_mutex_lock(&lock);
-    if (stopping) {
-      pthread_mutex_unlock(&lock);
-      return NULL;
     }
     if (now >= next_scan_ms) next_scan_ms = now + scan(now);
     wait_ms = (int)(next_scan_ms - now);
