@@ -43,6 +43,9 @@ interface Channel {
   actor: Actor<typeof peerConnectionMachine>;
   log: Logger;
   ready: Promise<PeerClient>;
+  /** The channel's client as soon as it exists (before TLS is through); rejects as `ready` does. */
+  started: Promise<PeerClient>;
+  start: (client: PeerClient) => void;
   confirmation?: z.infer<typeof confirmationSchema> & { proxy: string };
   socket?: Socket;
   client?: PeerClient;
@@ -71,10 +74,17 @@ export class PeerChannels {
 
   async call(peer: string, method: string, params: unknown, id: string): Promise<unknown> {
     const channel = this.channelTo(peer);
-    const client = await channel.ready;
+    // A new channel's call is made as soon as its client exists, so it leaves with the TLS
+    // handshake's last flight rather than after B's HTTP/2 settings, a round trip through the
+    // splice later (src/grpc/spliced-client.ts holds it until B's identity is checked). Whether
+    // the channel opened is still the machine's call: if it did not, the caller gets its error.
+    const client = await channel.started;
+    const pending = client.call(method, params, id);
+    pending.catch(() => {}); // read below, or dropped for the channel's own error
+    await channel.ready;
     channel.actor.send({ type: 'CALL_STARTED' });
     try {
-      return await client.call(method, params, id);
+      return await pending;
     } catch (err) {
       // Without this, a transport failure reached the caller as a bare -32603 Internal error.
       if (err instanceof PeerTransportError) {
@@ -120,6 +130,11 @@ export class PeerChannels {
       });
     });
     channel.ready.catch(() => {}); // the caller awaiting it gets the error; nobody else must crash
+    channel.started = new Promise<PeerClient>((resolve, reject) => {
+      channel.start = resolve;
+      channel.ready.catch(reject);
+    });
+    channel.started.catch(() => {});
     this.channels.set(peer, channel);
     channel.actor.start();
     log.info('peer channel opening');
@@ -180,6 +195,7 @@ export class PeerChannels {
             socket: channel.socket!,
             log: channel.log,
             callTimeoutMs: opts.timeouts.callMs,
+            onStarted: channel.start,
           });
           channel.client = client;
           client.onClose(() => channel.actor.send({ type: 'CONNECTION_LOST', detail: 'the connection to the peer closed' }));

@@ -66,6 +66,13 @@ export interface PeerClientOptions {
   callTimeoutMs?: number;
   /** TLS + HTTP/2 set-up on the held socket. */
   connectTimeoutMs?: number;
+  /**
+   * Called with the client as soon as it exists, before the set-up is through: a call made on it
+   * then leaves with the handshake's last flight instead of a round trip later. HTTP/2 holds it
+   * until TLS is through, so it never goes out before B's identity was checked; should the set-up
+   * fail, it fails as the set-up does.
+   */
+  onStarted?: (client: PeerClient) => void;
 }
 
 export interface PeerClientDirectOptions {

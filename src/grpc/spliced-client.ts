@@ -37,6 +37,7 @@ export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise
   const log = opts.log.child({ component: 'peer-client', peer: opts.expectedPeer.name });
   if (opts.socket.destroyed) throw new PeerTransportError('closed', 'the held socket is already closed');
   const client = new SplicedPeerClient(opts, log);
+  opts.onStarted?.(client);
   await client.ready(opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
   return client;
 }
