@@ -1,15 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pino } from 'pino';
 import type { InspectionEvent } from 'xstate';
-import { connectBus } from '../src/core/nats.js';
-import { readTlsMaterial } from '../src/core/tls-material.js';
-import { PeerChannels } from '../src/eps/peer-channels.js';
-import { joinAsOperator } from '../src/operator/presence.js';
-import { loadSettings } from '../src/settings/load.js';
-import { epsSettingsSchema, natsUrl } from '../src/settings/schemas.js';
 import { start, stats } from './brokering-latency.js';
+import { joinAsA } from './join-as-a.js';
 
 // Where a serial brokering's time goes, as A sees it: this process speaks as hd-1 (its own bus
 // connection, hd-1's settings) to a real stack (proxy, hd-2, sd on the generated TLS bus) and
@@ -29,29 +23,14 @@ async function main(): Promise<void> {
     const stack = target.stack as unknown as { roleFolders(role: string): string; opts: { natsUrl: string } };
     process.env['EPS_SETTINGS'] = stack.roleFolders('hd-1');
     process.env['NATS_URL'] = stack.opts.natsUrl;
-    const settings = loadSettings(['EPS_SETTINGS'], epsSettingsSchema);
-    const log = pino({ level: 'warn' });
-    const tls = readTlsMaterial(settings.tls);
-    const nc = await connectBus({ url: natsUrl(settings), name: 'bench-phases', tls }, log);
-    const { directory, bus, signer } = joinAsOperator({
-      nc,
-      operator: settings.name,
-      tls,
-      directory: settings.directory,
-      envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
-      maxEnvelopeBytes: settings.maxEnvelopeBytes,
-      requestTimeoutMs: settings.timeouts.busRequestMs,
-      log,
-    });
-    await directory.ready();
-    while (!directory.entry('hd-2')) await sleep(100);
+    const joined = await joinAsA('.', 'bench-phases');
     let marks: Array<[string, number]> = [];
     const inspect = (e: InspectionEvent) => {
       if (e.type !== '@xstate.snapshot') return;
       const value = (e.snapshot as { value?: unknown }).value;
       if (typeof value === 'string' && (!marks.length || marks.at(-1)![0] !== value)) marks.push([value, performance.now()]);
     };
-    const channels = new PeerChannels({ self: settings.name, tls, signer, directory, bus, log, timeouts: settings.timeouts, inspect });
+    const channels = joined.channels({ inspect });
     const samples: Record<string, number[]> = Object.fromEntries([...PHASES, 'call', 'total'].map((p) => [p, []]));
     const once = async (record: boolean) => {
       marks = [];

@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { pino } from 'pino';
+import { resolve } from 'node:path';
 import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
+import { joinAsA } from './join-as-a.js';
 
 // One contender of bench/brokering.ts's concurrent mode, in a process of its own: `concurrency`
 // requesters, each in a loop, for `durationMs`.
 //   brokered  each request is A's side of a new brokered channel: each requester's PeerChannels
-//             of the given build (BENCH_ROOT; kept across its requests, as hd-1 keeps one) speaking as hd-1 on that stack's bus (its own connection, hd-1's
-//             certificate, hd-1's settings as the stack wrote them: EPS_SETTINGS), calling
+//             of the given build (BENCH_ROOT; kept across its requests, as hd-1 keeps one)
+//             speaking as hd-1 on that stack's bus (bench/join-as-a.ts: its own connection,
+//             hd-1's certificate, hd-1's settings as the stack wrote them: EPS_SETTINGS), calling
 //             hd-2._ping and closing the channel, so every request brokers anew through the real
 //             proxy and the real hd-2
 //   direct    each request is a fresh mTLS gRPC connect + one unary call + close to the anchor
@@ -32,39 +32,11 @@ interface Go {
 const CERTS = 'settings/dev/certs';
 
 async function brokeredRequester(root: string): Promise<Requester> {
-  const from = (p: string) => import(pathToFileURL(join(root, 'dist/src', p)).href);
-  const [{ loadSettings }, { epsSettingsSchema, natsUrl }, { connectBus }, { joinAsOperator }, { PeerChannels }, tlsMod] = await Promise.all([
-    from('settings/load.js'),
-    from('settings/schemas.js'),
-    from('core/nats.js'),
-    from('operator/presence.js'),
-    from('eps/peer-channels.js'),
-    from('core/tls-material.js'),
-  ]);
-  const settings = loadSettings(['EPS_SETTINGS'], epsSettingsSchema);
-  const log = pino({ level: 'warn' });
-  const tls = tlsMod.readTlsMaterial(settings.tls);
-  const nc = await connectBus({ url: natsUrl(settings), name: `bench-requesters:${settings.name}`, tls }, log);
-  const { directory, bus, signer } = joinAsOperator({
-    nc,
-    operator: settings.name,
-    tls,
-    directory: settings.directory,
-    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
-    maxEnvelopeBytes: settings.maxEnvelopeBytes,
-    requestTimeoutMs: settings.timeouts.busRequestMs,
-    log,
-  });
-  await directory.ready();
-  const until = Date.now() + 30_000;
-  while (!directory.entry('hd-2')) {
-    if (Date.now() > until) throw new Error('hd-2 never appeared in the directory');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const joined = await joinAsA(root, 'bench-requesters:hd-1');
   // One PeerChannels per requester, as hd-1 keeps one for its life (its machine is provided once
   // per PeerChannels): each request closes its channel after the call, so the next one brokers anew.
   return () => {
-    const channels = new PeerChannels({ self: settings.name, tls, signer, directory, bus, log, timeouts: settings.timeouts });
+    const channels = joined.channels();
     return async () => {
       try {
         await channels.call('hd-2', '_ping', {}, randomUUID());

@@ -160,12 +160,12 @@ describe('gRPC between A and B through a TCP relay, B with no listener', () => {
   });
 
   /** What the proxy does for one session: B dials (and is injected), then A dials; returns A's socket. */
-  async function brokeredSocket(): Promise<{ a: Socket; b: Socket }> {
+  async function brokeredSocket(into: PeerServer = server): Promise<{ a: Socket; b: Socket }> {
     const before = relay.total;
     const b = await dial(relay.port);
     bSockets.push(b);
     await relay.acceptedCount(before + 1);
-    server.injectSocket(b);
+    into.injectSocket(b);
     const a = await dial(relay.port);
     await relay.acceptedCount(before + 2);
     return { a, b };
@@ -239,12 +239,7 @@ describe('gRPC between A and B through a TCP relay, B with no listener', () => {
     // hd-2's session cannot be resumed there, and the full handshake meets the identity check.
     const impostor = createPeerServer({ tls: hd1, log, handle: async () => 'impostor' });
     try {
-      const before = relay.total;
-      const b = await dial(relay.port);
-      bSockets.push(b);
-      await relay.acceptedCount(before + 1);
-      impostor.injectSocket(b);
-      const a = await dial(relay.port);
+      const { a } = await brokeredSocket(impostor);
       const err = await connectPeerClient({ tls: hd1, expectedPeer: { name: 'hd-2', fingerprint: hd2.fingerprint }, socket: a, log, connectTimeoutMs: 5_000 }).catch(
         (e: unknown) => e,
       );
