@@ -111,6 +111,8 @@ describe('faults: games run and its store under a running duel', () => {
     // nats-server stops answering with the connection still up, so the call waits in flight
     // (before: its whole 5 s timeout); then it dies, and the client sees the connection drop.
     nats.pause();
+    // The signal is delivered at once, but give a loaded machine a moment before the request.
+    await sleep(100);
     // A guest joining must write the game's record (a read may be answered from the instance's cache).
     const t0 = performance.now();
     const inFlight = fetch(`${base}/games/start`, {
