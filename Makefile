@@ -16,7 +16,7 @@ native: install
 build: install native
 	npx tsc -p tsconfig.json
 
-CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt
+CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-route.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt
 certs: $(CERT_FILES)
 $(CERT_FILES):
 	bash scripts/make-certs.sh $(CERTS)

@@ -33,4 +33,6 @@ await runProcess('proxy', {
   settings: () => loadSettings(['PROXY_SETTINGS'], proxySettingsSchema),
   busUrl: (settings) => natsUrl(settings),
   start: (settings, log) => startPublicProxy(settings, log.child({ proxy: settings.name })),
+  // The drain's deadline, then the rest of the shutdown (the splice endpoint, the bus).
+  stopWithinMs: (settings) => settings.timeouts.drainMs + 5000,
 });

@@ -37,14 +37,17 @@ export interface RunningGames {
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(
-    { url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    { url: natsUrl(settings, env), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
     log.child({ component: 'bus' }),
   );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
-  const store = await KvGameStore.open(nc, settings.games.bucket);
-  const lobby = await KvLobby.open(nc, settings.games.bucket);
+  // On a cluster each bucket is replicated by JetStream (games.replicas): any instance on any node
+  // reads and writes the same games, and they outlive the loss of a node.
+  const { replicas } = settings.games;
+  const store = await KvGameStore.open(nc, settings.games.bucket, replicas);
+  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas);
   // Counters live twice their window: long enough for the window they count, then they age out.
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * settings.games.registerLimit.windowMs);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * settings.games.registerLimit.windowMs, replicas);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
