@@ -6,6 +6,7 @@
 // rendezvous and has a host and a guest meet through it twice (punched, then relayed by the
 // proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { duel } from '../devstack/duel.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
@@ -17,23 +18,8 @@ import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.j
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
 
-/** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
-async function duel(name: string, extra: string[]): Promise<string[]> {
-  const args = ['--server', `http://127.0.0.1:${DEV_PORTS.games}`, '--name', name, '--stun', `127.0.0.1:${DEV_PORTS.stun}`, ...extra];
-  const run = (verb: 'host' | 'guest') =>
-    new Promise<string>((resolve) => {
-      // The host would otherwise stay for more guests until Ctrl-C: a duel is one guest.
-      const own = verb === 'host' ? ['--max-guests', '1'] : [];
-      const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args, ...own], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (err += d));
-      // The JSON result line; what the peer said on stderr (its waits) only when it failed.
-      child.on('close', (code) => resolve(`games ${verb.padEnd(5)} ${code === 0 ? out.trim() : `${out}${err}`.trim()}`));
-    });
-  return Promise.all([run('host'), run('guest')]);
-}
+/** The demo's rendezvous, for both peers of a duel. */
+const games = { server: `http://127.0.0.1:${DEV_PORTS.games}`, stun: `127.0.0.1:${DEV_PORTS.stun}` };
 
 const natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
 const certs = join(packageRoot, 'settings/dev/certs');
@@ -140,9 +126,9 @@ Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_
   stack.start('games-1');
   await stack.waitUntilListening('games-1', DEV_PORTS.games, 20_000);
   console.log(`\nstarted games run (REST on ${DEV_PORTS.games}, STUN on ${DEV_PORTS.stun}/udp); a host and a guest meet through it:`);
-  for (const line of await duel('demo duel', [])) console.log(`  ${line}`);
+  for (const line of await duel('demo duel', games, games)) console.log(`  ${line}`);
   console.log('and again, relayed through the proxy as when their NATs defeat punching (--relay always):');
-  for (const line of await duel('demo relay', ['--relay', 'always'])) console.log(`  ${line}`);
+  for (const line of await duel('demo relay', games, games, ['--relay', 'always'])) console.log(`  ${line}`);
   console.log(`
 Try it yourself, in two shells:
   npx games host  --server http://127.0.0.1:${DEV_PORTS.games} --name mine --verbose

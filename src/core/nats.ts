@@ -109,7 +109,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       } else if (s.type === 'error') log.error({ err: s.error }, 'bus error');
     }
   })();
-  log.info({ url: opts.url, principal }, 'bus connected');
+  // Which node of a cluster it got (make demo-cluster shows it under "what runs where").
+  log.info({ url: opts.url, server: nc.getServer(), principal }, 'bus connected');
   return nc;
 }
 

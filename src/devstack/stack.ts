@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { connect, createServer } from 'node:net';
 import { createSocket as createUdpSocket } from 'node:dgram';
 import { packageRoot } from '../core/package-root.js';
@@ -61,7 +61,7 @@ export async function busyPorts(ports: StackPorts): Promise<string[]> {
   return busy;
 }
 
-function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
+export function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
   return new Promise((resolve) => {
     if (protocol === 'udp') {
       const socket = createUdpSocket('udp4');
@@ -187,8 +187,7 @@ export class DevStack {
     };
     writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
     writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');
-    const profile = this.opts.profile ? join(this.opts.profile, 'roles', role) : undefined;
-    return [join(packageRoot, 'settings/dev/roles', BASE_ROLE[role] ?? role), ...(profile && existsSync(profile) ? [profile] : []), dir].join(':');
+    return [...this.settingsOf(role).split(':').map((f) => join(packageRoot, f)), dir].join(':');
   }
 
   start(role: RoleName): ChildProcess {
@@ -245,6 +244,13 @@ export class DevStack {
     child.stderr?.on('data', (d) => (output += d));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     if (code !== 0) throw new Error(`sd-setup exited with ${code}: ${output}`);
+  }
+
+  /** The role folders a role runs with, as a user would type them (without the stack's port overrides). */
+  settingsOf(role: RoleName): string {
+    const profile = this.opts.profile ? join(this.opts.profile, 'roles', role) : undefined;
+    const base = join(packageRoot, 'settings/dev/roles', BASE_ROLE[role] ?? role);
+    return [base, ...(profile && existsSync(profile) ? [profile] : [])].map((f) => relative(packageRoot, f)).join(':');
   }
 
   async startAll(order: RoleName[] = ['sd-1', 'public-proxy-1', 'hd-1', 'hd-2', 'public-proxy-eps-1']): Promise<void> {

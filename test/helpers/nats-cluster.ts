@@ -2,9 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { pino } from 'pino';
 import { waitForPort } from '../../src/devstack/stack.js';
+import { waitForJetStream } from '../../src/devstack/jetstream-ready.js';
 import { connectBus, type NatsConnection } from '../../src/core/nats.js';
 import { writeClusterConfigs, type ClusterNode } from '../../src/natsconf/cluster.js';
 import { BUS_ADMIN, DEV_SETTINGS, GAMES_ADMIN, NATS_SERVER_BIN, devMaterial } from './nats-server.js';
@@ -70,18 +70,8 @@ export class TestNatsCluster {
   /** Waits until the cluster has elected its JetStream meta leader (streams cannot be created before). */
   async jetStreamReady(timeoutMs = 20_000): Promise<void> {
     const nc = await this.connectAs(BUS_ADMIN);
-    const deadline = Date.now() + timeoutMs;
     try {
-      const jsm = await jetstreamManager(nc, { timeout: 2000, checkAPI: false });
-      for (;;) {
-        try {
-          await jsm.getAccountInfo();
-          return;
-        } catch (err) {
-          if (Date.now() > deadline) throw err;
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
+      await waitForJetStream(nc, timeoutMs);
     } finally {
       await nc.close();
     }
