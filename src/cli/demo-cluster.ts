@@ -13,9 +13,9 @@ import { connectBus } from '../core/nats.js';
 import { packageRoot } from '../core/package-root.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { duel, type DuelSide } from '../devstack/duel.js';
+import { pingHd2 } from '../devstack/gateway-ping.js';
 import { waitForJetStream } from '../devstack/jetstream-ready.js';
 import { busyPorts, DEV_PORTS, DevStack, portTaken, waitForPort, type RoleName, type StackPorts } from '../devstack/stack.js';
-import { callJsonRpc } from '../jsonrpc/client.js';
 import { clusterUrls, DEFAULT_CLUSTER_CLIENT_PORT, DEFAULT_CLUSTER_ROUTE_PORT, writeClusterConfigs, type ClusterNode } from '../natsconf/cluster.js';
 import { DEFAULT_BUS_ADMIN, devStoreDir } from '../natsconf/generate.js';
 
@@ -178,24 +178,11 @@ try {
     await sleep(200);
   }
 
-  const tls = { ca: readFileSync(join(certs, 'root.crt')), cert: readFileSync(join(certs, 'hd-1.crt')), key: readFileSync(join(certs, 'hd-1.key')) };
-  const ping = () => callJsonRpc({ url: `https://127.0.0.1:${PORTS.jsonrpc}/jsonrpc`, serverName: 'hd-1', tls, timeoutMs: 20_000 }, 'hd-2._ping', {});
   console.log(`\nhd-2._ping from hd-1's gateway, a new brokering each time (hd-1 on ${nodeOf('hd-1')}, where no proxy is: the queue group hands each request to either):`);
   const served = new Set<string>();
   for (let i = 1; i <= MAX_PINGS && served.size < 2; i++) {
     const before = await splicedCounts();
-    const deadline = Date.now() + 30_000;
-    let result: unknown;
-    for (;;) {
-      try {
-        result = await ping();
-        break;
-      } catch (err) {
-        // The servers learn the directory over the bus a moment after sd-setup: retry briefly.
-        if (Date.now() > deadline) throw err;
-        await sleep(500);
-      }
-    }
+    const result = await pingHd2(PORTS.jsonrpc, certs);
     const after = await splicedCounts();
     const by = Object.keys(PROXIES).find((p) => after[p]! > before[p]!) ?? '?';
     served.add(by);

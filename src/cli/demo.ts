@@ -7,13 +7,12 @@
 // proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { duel } from '../devstack/duel.js';
-import { readFileSync } from 'node:fs';
+import { pingHd2 } from '../devstack/gateway-ping.js';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
 import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
-import { callJsonRpc } from '../jsonrpc/client.js';
 import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
@@ -100,20 +99,7 @@ try {
   console.log('sd-setup: directory records submitted');
   await stack.waitUntilListening('hd-1', DEV_PORTS.jsonrpc, 20_000);
 
-  const tls = { ca: readFileSync(join(certs, 'root.crt')), cert: readFileSync(join(certs, 'hd-1.crt')), key: readFileSync(join(certs, 'hd-1.key')) };
-  const call = () => callJsonRpc({ url: `https://127.0.0.1:${DEV_PORTS.jsonrpc}/jsonrpc`, serverName: 'hd-1', tls, timeoutMs: 20_000 }, 'hd-2._ping', {});
-  let result: unknown;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      result = await call();
-      break;
-    } catch (err) {
-      // The servers learn the directory over the bus a moment after sd-setup: retry briefly.
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const result = await pingHd2(DEV_PORTS.jsonrpc, certs);
   console.log('\nhd-2._ping through the proxy answered:');
   console.log(JSON.stringify({ jsonrpc: '2.0', id: '1', result }, null, 2));
   console.log(`

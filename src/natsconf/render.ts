@@ -70,6 +70,19 @@ function users(principals: BusPrincipal[]): string {
     .join('\n');
 }
 
+/** Mutual TLS whose peer certificate, of our root, names the user it is (clients and routes alike). */
+function mutualTls(tls: { cert: string; key: string; ca: string }, indent: string): string[] {
+  return [
+    'tls {',
+    `  cert_file: ${q(tls.cert)}`,
+    `  key_file: ${q(tls.key)}`,
+    `  ca_file: ${q(tls.ca)}`,
+    '  verify_and_map: true',
+    '  timeout: 2',
+    '}',
+  ].map((l) => `${indent}${l}`);
+}
+
 /**
  * Routes carry every account's traffic unfiltered, so a route must be one of ours: mutual TLS on
  * the route port too, and verify_and_map with a single user, so that the route certificate and no
@@ -82,13 +95,7 @@ function clusterBlock(c: ClusterNodeOptions): string[] {
     'cluster {',
     `  name: ${q(c.name)}`,
     `  listen: ${q(`${c.host}:${c.port}`)}`,
-    '  tls {',
-    `    cert_file: ${q(c.tls.cert)}`,
-    `    key_file: ${q(c.tls.key)}`,
-    `    ca_file: ${q(c.tls.ca)}`,
-    '    verify_and_map: true',
-    '    timeout: 2',
-    '  }',
+    ...mutualTls(c.tls, '  '),
     `  authorization { user: ${q(c.routeUser)} }`,
     `  routes: ${list(c.routes.map((r) => `nats-route://${r}`), '  ')}`,
     '}',
@@ -115,13 +122,7 @@ export function renderNatsConfig(principals: BusPrincipal[], links: AccountLinks
     `max_payload: ${opts.maxPayload ?? DEFAULT_MAX_PAYLOAD}`,
     `max_connections: ${opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS}`,
     '# Every client presents a certificate of our root; its DNS SAN (else its subject) names its user.',
-    'tls {',
-    `  cert_file: ${q(opts.tls.cert)}`,
-    `  key_file: ${q(opts.tls.key)}`,
-    `  ca_file: ${q(opts.tls.ca)}`,
-    '  verify_and_map: true',
-    '  timeout: 2',
-    '}',
+    ...mutualTls(opts.tls, ''),
     '# OPS: every operator, the proxy, sd and the directory stream. GAMES: games and its bucket, so',
     '# that its JetStream consumers can deliver nowhere else (src/natsconf/policy.ts, OPS_ACCOUNT).',
     'accounts {',
