@@ -7,8 +7,13 @@ import { BUS_WAIT_REPEAT_MS, BUS_WAIT_REPORT_MS, whyBusUnreachable } from './bus
 export type { NatsConnection };
 
 export interface BusConnectOptions {
-  /** nats://host:port; the server requires TLS, which the client upgrades to after INFO. */
+  /**
+   * nats://host:port, or several separated by commas (the nodes of a cluster: the connection moves
+   * to another one when its node goes); the server requires TLS, which the client upgrades to after INFO.
+   */
   url: string;
+  /** false: try the URLs in the order given (the first is the process's own node); default true. */
+  randomize?: boolean;
   /** The connection's name as nats-server shows it (monitoring, logs). */
   name: string;
   /** The role's certificate: nats-server verifies it against `ca` and maps it to a principal. */
@@ -63,7 +68,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
   let waitTimer = setTimeout(() => void reportWait(), BUS_WAIT_REPORT_MS);
   try {
     nc = await connect({
-      servers: opts.url,
+      servers: busServers(opts.url),
+      noRandomize: opts.randomize === false,
       name: opts.name,
       tls: { ca: opts.tls.ca.toString(), cert: opts.tls.cert.toString(), key: opts.tls.key.toString() },
       inboxPrefix: inboxPrefixOf(principal),
@@ -104,7 +110,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       } else if (s.type === 'error') log.error({ err: s.error }, 'bus error');
     }
   })();
-  log.info({ url: opts.url, principal }, 'bus connected');
+  // Which node of a cluster it got (make demo-cluster shows it under "what runs where").
+  log.info({ url: opts.url, server: nc.getServer(), principal }, 'bus connected');
   return nc;
 }
 
@@ -140,6 +147,14 @@ export function whenConnected(nc: NatsConnection, timeoutMs: number): Promise<bo
     const timer = setTimeout(() => done(false), timeoutMs);
     link.waiters.add(wake);
   });
+}
+
+/** The URLs of a comma-separated bus URL (NATS_URL's form for a cluster). */
+export function busServers(url: string): string[] {
+  return url
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u.length > 0);
 }
 
 /** The bus connection dropped while a call was waiting for its answer. */

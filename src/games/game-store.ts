@@ -123,8 +123,8 @@ export class KvGameStore implements GameStore {
   }
 
   /** Opens (creating if needed) the bucket; one value per key is all a game needs. */
-  static async open(nc: NatsConnection, bucket: string): Promise<KvGameStore> {
-    const kv = await new Kvm(nc).create(bucket, { history: 1 });
+  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvGameStore> {
+    const kv = await new Kvm(nc).create(bucket, { history: 1, replicas });
     const js = jetstream(nc);
     return new KvGameStore(nc, kv, js, await js.jetstreamManager(), bucket);
   }

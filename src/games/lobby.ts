@@ -54,9 +54,9 @@ export class KvLobby implements Lobby {
     private readonly stream: string,
   ) {}
 
-  static async open(nc: NatsConnection, bucket: string): Promise<KvLobby> {
+  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvLobby> {
     const name = lobbyBucket(bucket);
-    const kv = await new Kvm(nc).create(name, { history: 1 });
+    const kv = await new Kvm(nc).create(name, { history: 1, replicas });
     return new KvLobby(storeCallsOn(nc), kv, await jetstreamManager(nc), `KV_${name}`);
   }
 

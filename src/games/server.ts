@@ -38,17 +38,20 @@ export interface RunningGames {
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(
-    { url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    { url: natsUrl(settings, env), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
     log.child({ component: 'bus' }),
   );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
-  const kvStore = await KvGameStore.open(nc, settings.games.bucket);
+  // On a cluster each bucket is replicated by JetStream (games.replicas): any instance on any node
+  // reads and writes the same games, and they outlive the loss of a node.
+  const { replicas } = settings.games;
+  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas);
   const store = settings.games.cacheGames > 0 ? await cachedStore(kvStore, nc, settings.games.cacheGames, log) : kvStore;
-  const lobby = await KvLobby.open(nc, settings.games.bucket);
+  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas);
   // Counters live twice their window: long enough for the window they count, then they age out.
   const { registerLimit, secretLimit, badSecretLimit } = settings.games;
   const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs);
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,

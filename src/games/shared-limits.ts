@@ -35,8 +35,8 @@ export class KvSharedCounters implements SharedCounters {
   }
 
   /** `keepMs` is the bucket's max_age, set when it is created: at least the longest window counted. */
-  static async open(nc: NatsConnection, bucket: string, keepMs: number): Promise<KvSharedCounters> {
-    return new KvSharedCounters(nc, await new Kvm(nc).create(limitsBucket(bucket), { history: 1, ttl: keepMs }));
+  static async open(nc: NatsConnection, bucket: string, keepMs: number, replicas = 1): Promise<KvSharedCounters> {
+    return new KvSharedCounters(nc, await new Kvm(nc).create(limitsBucket(bucket), { history: 1, ttl: keepMs, replicas }));
   }
 
   async hit(key: string, max: number, windowMs: number, now: number): Promise<Counted> {

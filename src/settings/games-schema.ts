@@ -118,6 +118,8 @@ const gamesSettingsFields = z.strictObject({
   games: z
     .strictObject({
       bucket: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected a KV bucket name (letters, digits, _ and -)').default(DEFAULT_GAMES_BUCKET),
+      /** Copies JetStream keeps of each bucket, set when the first instance creates them: 3 on a cluster. */
+      replicas: z.number().int().min(1).max(5).default(1),
       hostPollTimeoutMs: ms.default(DEFAULT_HOST_POLL_TIMEOUT_MS),
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
