@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { RpcError } from '../../src/core/errors.js';
+import { BrokeringStepError } from '../../src/devstack/chaos-broker.js';
+import { classifyCall, classifyDuel, normalize, retriedCalls } from '../../src/devstack/chaos-errors.js';
+import type { WorkRecord } from '../../src/devstack/chaos-load.js';
+import { outcomes, recoveryByTarget, type Kill } from '../../src/devstack/chaos-report.js';
+import type { DuelPeer } from '../../src/devstack/duel.js';
+
+// The chaos run's arithmetic and its error classes, on records made up here: which call counts
+// as the recovery after a kill, which failures fall in its window, what is a clear failure.
+
+const ok = (kind: WorkRecord['kind'], startedAt: number, endedAt: number): WorkRecord => ({ kind, startedAt, endedAt, ok: true });
+const failed = (kind: WorkRecord['kind'], startedAt: number, endedAt: number, label = 'JSON-RPC -#: x'): WorkRecord => ({ kind, startedAt, endedAt, ok: false, failure: { label, clear: true } });
+const peer = (verb: 'host' | 'guest', code: number | null, stderr: string, timedOut = false): DuelPeer => ({ verb, code, stdout: '', stderr, timedOut });
+
+describe('chaos figures', () => {
+  it('chaos report - the recovery is the first success among calls started after the kill, not one in flight across it', () => {
+    const kills: Kill[] = [
+      { target: 'proxy', victim: 'public-proxy-1', killedAt: 1000, restartedAt: 2500, healthyAt: 4000 },
+      { target: 'sd', victim: 'sd-1', killedAt: 10_000, restartedAt: 11_500, healthyAt: 13_000 },
+    ];
+    const records = [
+      ok('kept', 900, 1100), // in flight across the kill: not new work
+      failed('kept', 1200, 1300),
+      ok('kept', 1400, 1450),
+      ok('kept', 1300, 1500),
+      failed('brokered', 9000, 10_100), // ends in the second window
+      ok('brokered', 10_200, 10_260),
+    ];
+    const [proxy, sd] = outcomes(kills, records, 20_000);
+    expect(proxy!.recoveryMs).toEqual({ kept: 450, brokered: null, duel: null });
+    expect(proxy!.restartMs).toBe(3000);
+    expect(proxy!.failures).toEqual([{ kind: 'kept', label: 'JSON-RPC -#: x', clear: true, count: 1 }]);
+    expect(sd!.recoveryMs.brokered).toBe(260);
+    expect(sd!.failures.map((f) => f.kind)).toEqual(['brokered']);
+    const byTarget = recoveryByTarget([proxy!, sd!]);
+    expect(byTarget['proxy']!.kept).toMatchObject({ p50: 450, max: 450, n: 1, missing: 0 });
+    expect(byTarget['proxy']!.brokered).toMatchObject({ n: 0, missing: 1 });
+  });
+
+  it('chaos errors - a JSON-RPC error, a refused dial and a peer that explains are clear; a hang or a bare reset is not', () => {
+    expect(classifyCall(new RpcError('PEER_UNREACHABLE', 'hd-2: nobody serves it on the bus'))).toMatchObject({ clear: true });
+    expect(classifyCall(new BrokeringStepError('dial', new Error('connect ECONNREFUSED 127.0.0.1:29999')))).toEqual({ label: 'dial: refused: connect ECONNREFUSED #.#.#.#:#', clear: true });
+    expect(classifyCall(new Error('https://127.0.0.1:5555/jsonrpc: no answer within 15000 ms')).clear).toBe(false);
+    expect(classifyCall(new BrokeringStepError('call', new Error('read ECONNRESET'))).clear).toBe(false);
+    expect(classifyDuel([peer('host', 0, ''), peer('guest', 0, '')])).toBeUndefined();
+    expect(classifyDuel([peer('host', 0, ''), peer('guest', 1, 'waiting…\nno host joined "x" within 20000 ms\n')])).toEqual({ label: 'games guest: no host joined "x" within # ms', clear: true });
+    expect(classifyDuel([peer('host', null, 'polling', true), peer('guest', 0, '')])!.clear).toBe(false);
+    expect(classifyDuel([peer('host', 1, '')])!.clear).toBe(false);
+  });
+
+  it('chaos errors - the calls a peer retried are read from its stderr, with the game name and port taken out', () => {
+    const stderr = [
+      'POST http://127.0.0.1:28001/games/poll failed (503 store-unavailable); waiting for the rendezvous to poll for guests, next try in 1.0 s (gives up in 19 s)',
+      'GET http://127.0.0.1:28001/games/chaos%201 failed (ECONNREFUSED); waiting for the rendezvous to answer, next try in 0.5 s (gives up in 18 s)',
+      'STUN 127.0.0.1:3479 failed (no answer); waiting for it, next try at once (gives up in 17 s)',
+      '{"result":"direct"}',
+    ].join('\n');
+    expect(retriedCalls([peer('host', 0, stderr)])).toEqual([
+      { label: 'games host retried POST /games/poll: # store-unavailable', clear: true },
+      { label: 'games host retried GET /games/:name: ECONNREFUSED', clear: true },
+      { label: 'games host retried STUN: no answer', clear: true },
+    ]);
+    expect(normalize('session 1f0e2d3c-aaaa-bbbb-cccc-0123456789ab took 12 ms')).toBe('session <id> took # ms');
+  });
+});
