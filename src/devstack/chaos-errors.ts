@@ -62,11 +62,11 @@ export function classifyDuel(peers: DuelPeer[]): FailureClass | undefined {
   if (failed.timedOut) return { label: `hang: games ${failed.verb} still running at the duel's deadline`, clear: false };
   const said = lastLine(failed.stderr);
   if (!said) return { label: `unexplained: games ${failed.verb} exited ${failed.code} with nothing on stderr`, clear: false };
-  return { label: `games ${failed.verb}: ${normalize(said)}`, clear: true };
+  return { label: `games ${failed.verb}: ${normalize(said.replace(/^games (host|guest): /, ''))}`, clear: true };
 }
 
-/** A call a peer retried and said so (src/games/peer/rendezvous.ts, common.ts): `<what> failed (<why>); waiting …`. */
-const RETRIED = /^(?:(GET|POST|DELETE) https?:\/\/[^/\s]+(\S*)|(STUN) \S+) failed \((.*)\); waiting/;
+/** A call a peer retried and said so (src/games/peer/rendezvous.ts, common.ts): `games host: <what> failed (<why>); waiting …`. */
+const RETRIED = /^(?:games (?:host|guest): )?(?:(GET|POST|DELETE) https?:\/\/[^/\s]+(\S*)|(STUN) \S+) failed \((.*)\); waiting/;
 
 /**
  * The failed calls a duel's peers retried on their way to a result, by class: the rendezvous or

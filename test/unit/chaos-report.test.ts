@@ -44,16 +44,16 @@ describe('chaos figures', () => {
     expect(classifyCall(new Error('https://127.0.0.1:5555/jsonrpc: no answer within 15000 ms')).clear).toBe(false);
     expect(classifyCall(new BrokeringStepError('call', new Error('read ECONNRESET'))).clear).toBe(false);
     expect(classifyDuel([peer('host', 0, ''), peer('guest', 0, '')])).toBeUndefined();
-    expect(classifyDuel([peer('host', 0, ''), peer('guest', 1, 'waiting…\nno host joined "x" within 20000 ms\n')])).toEqual({ label: 'games guest: no host joined "x" within # ms', clear: true });
+    expect(classifyDuel([peer('host', 0, ''), peer('guest', 1, 'waiting…\ngames guest: failed: no host joined "x" within 20000 ms\n')])).toEqual({ label: 'games guest: failed: no host joined "x" within # ms', clear: true });
     expect(classifyDuel([peer('host', null, 'polling', true), peer('guest', 0, '')])!.clear).toBe(false);
     expect(classifyDuel([peer('host', 1, '')])!.clear).toBe(false);
   });
 
   it('chaos errors - the calls a peer retried are read from its stderr, with the game name and port taken out', () => {
     const stderr = [
-      'POST http://127.0.0.1:28001/games/poll failed (503 store-unavailable); waiting for the rendezvous to poll for guests, next try in 1.0 s (gives up in 19 s)',
-      'GET http://127.0.0.1:28001/games/chaos%201 failed (ECONNREFUSED); waiting for the rendezvous to answer, next try in 0.5 s (gives up in 18 s)',
-      'STUN 127.0.0.1:3479 failed (no answer); waiting for it, next try at once (gives up in 17 s)',
+      'games host: POST http://127.0.0.1:28001/games/poll failed (503 store-unavailable); waiting for the rendezvous to poll for guests, next try in 1.0 s (gives up in 19 s)',
+      'games host: GET http://127.0.0.1:28001/games/chaos%201 failed (ECONNREFUSED); waiting for the rendezvous to answer, next try in 0.5 s (gives up in 18 s)',
+      'games host: STUN 127.0.0.1:3479 failed (no answer); waiting for it, next try at once (gives up in 17 s)',
       '{"result":"direct"}',
     ].join('\n');
     expect(retriedCalls([peer('host', 0, stderr)])).toEqual([
