@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { packageRoot } from '../core/package-root.js';
 import { DEFAULT_SD_STREAM } from '../directory/stream-names.js';
+import { DEFAULT_CLUSTER_CLIENT_PORT } from '../natsconf/cluster.js';
 import { DEFAULT_BUS_ADMIN, DEFAULT_GAMES_ADMIN } from '../natsconf/generate.js';
+import { readRoleFolders } from '../settings/load.js';
 import { checkGameRecords, eventually, liveSessions, lostSubjects, replicasCurrent, streamSubjects, type GameRecordCheck } from './chaos-checks.js';
 import { Brokerer } from './chaos-broker.js';
 import { ChaosLoad, GameKeeper, type WorkKind, type WorkRecord } from './chaos-load.js';
@@ -57,18 +59,16 @@ export interface ChaosResult {
   records: WorkRecord[];
 }
 
-/** Each process's own node, as settings/cluster/roles has it (hd-1 where no proxy is). */
-const HOME: Record<RoleName, number> = {
-  'sd-1': 0,
-  'public-proxy-1': 0,
-  'games-1': 0,
-  'public-proxy-2': 1,
-  'games-2': 1,
-  'hd-2': 1,
-  'hd-1': 2,
-  'public-proxy-eps-1': 2,
-  'public-proxy-hyper-1': 2,
-};
+/**
+ * Each process's own node, as settings/cluster/roles has it: the first of its `nats.url` list,
+ * numbered from the profile's first client port (the proxies on nodes 1 and 2, hd-1 on node 3).
+ */
+function homeNode(role: RoleName): number {
+  const { tree } = readRoleFolders([join(packageRoot, 'settings/cluster/roles', role)]);
+  const first = ((tree['nats'] as { url?: string[] } | undefined)?.url ?? [])[0];
+  const port = first ? Number(new URL(first).port) : DEFAULT_CLUSTER_CLIENT_PORT;
+  return port - DEFAULT_CLUSTER_CLIENT_PORT;
+}
 const ROLES: RoleName[] = ['sd-1', 'public-proxy-1', 'public-proxy-2', 'hd-1', 'hd-2', 'public-proxy-eps-1', 'games-1', 'games-2'];
 /** hd-1 closes a channel idle this long: the kept load never lets it, and after the load it must go. */
 const CHANNEL_IDLE_MS = 1000;
@@ -98,7 +98,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   };
   const stack = new DevStack({
     natsUrl: bus.urls(0),
-    natsUrlOf: (role) => bus.urls(HOME[role]),
+    natsUrlOf: (role) => bus.urls(homeNode(role)),
     profile: join(packageRoot, 'settings/cluster'),
     ports,
     logDir,
@@ -137,7 +137,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     await stack.sdSetup();
     await Promise.all(Object.entries(portOf).map(([role, port]) => stack.waitUntilListening(role as RoleName, port!, 30_000)));
     // The servers learn the directory over the bus a moment after sd-setup.
-    brokerer = await Brokerer.start({ natsUrl: bus.urls(HOME['hd-1']), sdUrl: stack.sdUrl, certs: join(packageRoot, 'settings/dev/certs'), requestTimeoutMs: 10_000 });
+    brokerer = await Brokerer.start({ natsUrl: bus.urls(homeNode('hd-1')), sdUrl: stack.sdUrl, certs: join(packageRoot, 'settings/dev/certs'), requestTimeoutMs: 10_000 });
     const ready = await eventually(async () => (await load.call('hd-2'), await brokerer!.brokerOnce(), true), 45_000, 300);
     if (!ready) throw new Error(`the cluster stack did not broker within 45 s; logs in ${logDir}`);
     const directoryBefore = await streamSubjects(admin.ops, DEFAULT_SD_STREAM);
