@@ -49,6 +49,7 @@ async function main(): Promise<void> {
   const inv = result.invariants;
   console.log(`\ngame records: ${inv.gameRecords.map((g) => `"${g.name}" in KV ${g.inKv}, GET ${g.statusByInstance.join('/')}`).join('; ')}`);
   console.log(`directory stream: ${inv.directory.messagesBefore} records before, ${inv.directory.messagesAfter} after, subjects lost: ${inv.directory.lostSubjects.length}`);
+  console.log(`hd-1's kept channel lost with its proxy and brokered again: ${result.keptChannelLost} times`);
   console.log(`live sessions once the load stopped: ${Object.entries(inv.openSessions).map(([p, n]) => `${p} ${n}`).join(', ')}`);
   console.log(`processes not running: ${inv.notRunning.length ? inv.notRunning.join(', ') : 'none'}; replicas behind: ${inv.replicasBehind.length ? inv.replicasBehind.join(', ') : 'none'}`);
   mkdirSync('bench/results', { recursive: true });

@@ -3,9 +3,11 @@ import { BrokeringStepError } from './chaos-broker.js';
 import type { DuelPeer } from './duel.js';
 
 // Every call the chaos run makes that fails is put in a class by what the caller was told. A
-// clear failure says what went wrong: a JSON-RPC error with its code and message, or a game
-// peer's own explanation on stderr. An unclear one leaves the caller guessing: no answer by the
-// deadline (a hang), a socket reset or closed with nothing said, a body that is not the protocol.
+// clear failure says what went wrong: a JSON-RPC error with its code and message, a refused dial
+// with its address, a brokering step that names what broke (a splice reset with its proxy), or a
+// game peer's own explanation on stderr (which names the URL and the cause of each retried call).
+// An unclear one leaves the caller guessing: no answer by the deadline (a hang), a gateway call
+// reset with nothing said, a body that is not the protocol.
 
 export interface FailureClass {
   /** The failure with its variable parts (ids, ports, counts, times) replaced by #, so alike ones group. */
@@ -32,13 +34,15 @@ const HANG = /no answer within/;
 /** A call's failure: a gateway call's (src/jsonrpc/client.ts) or a step of a brokering (chaos-broker.ts). */
 export function classifyCall(err: unknown): FailureClass {
   if (err instanceof BrokeringStepError) {
+    // The step names what broke: A's splice reset because its proxy was killed is said as such.
+    // A hang is still a hang.
     const inner = classifyCall(err.error);
-    return { label: `${err.step}: ${inner.label}`, clear: inner.clear };
+    return { label: `${err.step}: ${inner.label}`, clear: inner.clear || inner.label.startsWith('reset') };
   }
   if (err instanceof RpcError) return { label: `JSON-RPC ${err.code}: ${normalize(err.message)}`, clear: true };
   const message = err instanceof Error ? err.message : String(err);
   if (HANG.test(message)) return { label: `hang: ${normalize(message)}`, clear: false };
-  if (UNEXPLAINED.test(message)) return { label: `unexplained: ${normalize(message)}`, clear: false };
+  if (UNEXPLAINED.test(message)) return { label: `reset: ${normalize(message)}`, clear: false };
   // Nothing listens where the caller was sent: it is told so, with the address.
   if (/ECONNREFUSED/.test(message)) return { label: `refused: ${normalize(message)}`, clear: true };
   return { label: `other: ${normalize(message)}`, clear: false };
@@ -70,7 +74,8 @@ const RETRIED = /^(?:games (?:host|guest): )?(?:(GET|POST|DELETE) https?:\/\/[^/
 
 /**
  * The failed calls a duel's peers retried on their way to a result, by class: the rendezvous or
- * its STUN away, a 503 while its store is. Each is a clear failure when the peer could say why.
+ * its STUN away, a 503 while its store is, a reset by a rendezvous killed mid-request. Each was
+ * said on the peer's stderr with the URL and the cause, which is the clear error a peer owes.
  */
 export function retriedCalls(peers: DuelPeer[]): FailureClass[] {
   const found: FailureClass[] = [];
@@ -81,7 +86,7 @@ export function retriedCalls(peers: DuelPeer[]): FailureClass[] {
       // POSTs go to fixed paths (/games/poll); GET and DELETE name the game.
       const what = m[3] ?? `${m[1]} ${m[1] === 'POST' ? m[2] : m[2]!.replace(/\/games\/[^/?]+$/, '/games/:name')}`;
       const why = normalize(m[4]!);
-      found.push({ label: `games ${p.verb} retried ${what}: ${why}`, clear: !UNEXPLAINED.test(why) && !/^(fetch failed|other side closed|terminated)$/.test(why) });
+      found.push({ label: `games ${p.verb} retried ${what}: ${why}`, clear: why !== '' });
     }
   }
   return found;

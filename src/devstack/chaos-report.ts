@@ -28,7 +28,7 @@ export interface KillOutcome {
   recoveryMs: Record<WorkKind, number | null>;
   /** Calls that ended in this kill's window and failed, by kind and class. */
   failures: { kind: WorkKind; label: string; clear: boolean; count: number }[];
-  /** Calls inside work that still succeeded or failed later, which failed and were retried (a duel's peers). */
+  /** Calls that failed and were retried inside work started in this kill's window (a duel's peers). */
   retried: { kind: WorkKind; label: string; clear: boolean; count: number }[];
 }
 
@@ -81,7 +81,8 @@ export function outcomes(kills: Kill[], records: WorkRecord[], loadEndedAt: numb
       restartMs: round(k.healthyAt - k.killedAt),
       recoveryMs,
       failures: failuresIn(records.filter((r) => r.endedAt >= k.killedAt && r.endedAt < until)),
-      retried: retriedIn(records.filter((r) => r.endedAt >= k.killedAt && r.endedAt < until)),
+      // A duel outlives a kill window at times; its peers' retries came early in it, not at its end.
+      retried: retriedIn(records.filter((r) => r.startedAt >= k.killedAt && r.startedAt < until)),
     };
   });
 }

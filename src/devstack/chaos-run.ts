@@ -56,6 +56,8 @@ export interface ChaosResult {
     /** A brokered and a kept call after everything: both must answer. */
     finalCalls: { brokered: boolean; kept: boolean };
   };
+  /** Times hd-1's kept channel was lost (its proxy killed) and brokered again on the next call (hd-1's log). */
+  keptChannelLost: number;
   records: WorkRecord[];
 }
 
@@ -231,6 +233,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
         replicasBehind,
         finalCalls,
       },
+      keptChannelLost: countIn('hd-1', '"detail":"lost"},"msg":"peer channel ended"'),
       records: load.records.map((r) => ({ ...r, startedAt: Math.round(r.startedAt - t0), endedAt: Math.round(r.endedAt - t0) })),
     };
   } finally {

@@ -42,7 +42,10 @@ describe('chaos figures', () => {
     expect(classifyCall(new RpcError('PEER_UNREACHABLE', 'hd-2: nobody serves it on the bus'))).toMatchObject({ clear: true });
     expect(classifyCall(new BrokeringStepError('dial', new Error('connect ECONNREFUSED 127.0.0.1:29999')))).toEqual({ label: 'dial: refused: connect ECONNREFUSED #.#.#.#:#', clear: true });
     expect(classifyCall(new Error('https://127.0.0.1:5555/jsonrpc: no answer within 15000 ms')).clear).toBe(false);
-    expect(classifyCall(new BrokeringStepError('call', new Error('read ECONNRESET'))).clear).toBe(false);
+    expect(classifyCall(new Error('read ECONNRESET')).clear).toBe(false);
+    // The step says what was reset: A's splice, when its proxy was killed.
+    expect(classifyCall(new BrokeringStepError('call', new Error('read ECONNRESET')))).toEqual({ label: 'call: reset: read ECONNRESET', clear: true });
+    expect(classifyCall(new BrokeringStepError('request', new Error('no answer within 15000 ms'))).clear).toBe(false);
     expect(classifyDuel([peer('host', 0, ''), peer('guest', 0, '')])).toBeUndefined();
     expect(classifyDuel([peer('host', 0, ''), peer('guest', 1, 'waiting…\ngames guest: failed: no host joined "x" within 20000 ms\n')])).toEqual({ label: 'games guest: failed: no host joined "x" within # ms', clear: true });
     expect(classifyDuel([peer('host', null, 'polling', true), peer('guest', 0, '')])!.clear).toBe(false);
