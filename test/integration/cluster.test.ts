@@ -14,6 +14,7 @@ import { createSigner } from '../../src/bus/envelope.js';
 import { DirectoryClient } from '../../src/directory/client.js';
 import { connectBus } from '../../src/core/nats.js';
 import { TestNatsCluster } from '../helpers/nats-cluster.js';
+import { waitForJetStream } from '../../src/devstack/jetstream-ready.js';
 import { CERTS, freePorts, metrics, metricValue, roleLog } from '../helpers/stack.js';
 import { freePort } from '../helpers/ports.js';
 
@@ -69,6 +70,7 @@ describe('cluster (3 nats-servers, 2 proxies of one operator, real processes)', 
       natsUrlOf: (role) => cluster.urls(HOME[role] ?? 0),
       profile: join(packageRoot, 'settings/cluster'),
       ports,
+      ...(process.env.EPS_CLUSTER_TEST_LOGS ? { logDir: process.env.EPS_CLUSTER_TEST_LOGS } : {}),
       overrides: {
         'public-proxy-1': `timeouts: { drainMs: ${DRAIN_MS} }\n`,
         'public-proxy-2': `timeouts: { drainMs: ${DRAIN_MS} }\n`,
@@ -221,10 +223,15 @@ describe('cluster (3 nats-servers, 2 proxies of one operator, real processes)', 
     expect(b.endpoint).toBe(endpoints['public-proxy-2']);
     expect(await b.client.call('_ping', {})).toMatchObject({ serverInfo: expect.anything() });
     b.client.close();
-    // The replicated directory still answers with one node of three gone.
+    // The replicated directory still answers with one node of three gone, once JetStream has
+    // elected new leaders where the killed node led (the cluster's meta group, the stream's).
     const ops = await cluster.connectAs('nats-admin', 0);
     try {
-      expect((await (await jetstreamManager(ops)).streams.info('EPS_SD_RECORDS')).state.messages).toBeGreaterThan(0);
+      await waitForJetStream(ops, 20_000);
+      const jsm = await jetstreamManager(ops, { checkAPI: false, timeout: 2000 });
+      await expect
+        .poll(async () => (await jsm.streams.info('EPS_SD_RECORDS').catch(() => undefined))?.state.messages ?? 0, { timeout: 20_000, interval: 250 })
+        .toBeGreaterThan(0);
     } finally {
       await ops.close();
     }
