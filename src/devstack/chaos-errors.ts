@@ -69,6 +69,11 @@ export function classifyDuel(peers: DuelPeer[]): FailureClass | undefined {
   return { label: `games ${failed.verb}: ${normalize(said.replace(/^games (host|guest): /, ''))}`, clear: true };
 }
 
+/** A failed call a peer retried, and when it said so. */
+export interface RetriedCall extends FailureClass {
+  at: number;
+}
+
 /** A call a peer retried and said so (src/games/peer/rendezvous.ts, common.ts): `games host: <what> failed (<why>); waiting …`. */
 const RETRIED = /^(?:games (?:host|guest): )?(?:(GET|POST|DELETE) https?:\/\/[^/\s]+(\S*)|(STUN) \S+) failed \((.*)\); waiting/;
 
@@ -77,16 +82,16 @@ const RETRIED = /^(?:games (?:host|guest): )?(?:(GET|POST|DELETE) https?:\/\/[^/
  * its STUN away, a 503 while its store is, a reset by a rendezvous killed mid-request. Each was
  * said on the peer's stderr with the URL and the cause, which is the clear error a peer owes.
  */
-export function retriedCalls(peers: DuelPeer[]): FailureClass[] {
-  const found: FailureClass[] = [];
+export function retriedCalls(peers: DuelPeer[]): RetriedCall[] {
+  const found: RetriedCall[] = [];
   for (const p of peers) {
-    for (const line of p.stderr.split('\n')) {
+    for (const { at, line } of p.said) {
       const m = RETRIED.exec(line.trim());
       if (!m) continue;
       // POSTs go to fixed paths (/games/poll); GET and DELETE name the game.
       const what = m[3] ?? `${m[1]} ${m[1] === 'POST' ? m[2] : m[2]!.replace(/\/games\/[^/?]+$/, '/games/:name')}`;
       const why = normalize(m[4]!);
-      found.push({ label: `games ${p.verb} retried ${what}: ${why}`, clear: why !== '' });
+      found.push({ at, label: `games ${p.verb} retried ${what}: ${why}`, clear: why !== '' });
     }
   }
   return found;

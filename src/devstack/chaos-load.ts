@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { packageRoot } from '../core/package-root.js';
 import { callJsonRpc } from '../jsonrpc/client.js';
-import { classifyCall, classifyDuel, retriedCalls, type FailureClass } from './chaos-errors.js';
+import { classifyCall, classifyDuel, retriedCalls, type FailureClass, type RetriedCall } from './chaos-errors.js';
 import { duelPeers, type DuelSide } from './duel.js';
 
 // The load the chaos run keeps up while it kills processes, each kind in a loop of its own, every
@@ -29,8 +29,8 @@ export interface WorkRecord {
   failure?: FailureClass;
   /** The raw message of a failure, for the run's JSON. */
   detail?: string;
-  /** Calls inside it that failed and were retried (a duel's peers retry the rendezvous). */
-  retried?: FailureClass[];
+  /** Calls inside it that failed and were retried (a duel's peers retry the rendezvous), each when it was said. */
+  retried?: RetriedCall[];
 }
 
 export interface LoadOptions {
@@ -118,7 +118,7 @@ export class ChaosLoad {
   }
 
   /** Duel `i`: the host on one instance and the guest on the other, in turn; the calls its peers retried. */
-  private async duel(i: number): Promise<FailureClass[]> {
+  private async duel(i: number): Promise<RetriedCall[]> {
     const [a, b] = this.opts.games;
     const [host, guest] = i % 2 === 0 ? [a!, b!] : [b!, a!];
     // A peer explains and exits by its own --timeout well before the duel's deadline kills it.
@@ -141,7 +141,7 @@ function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
 class DuelFailed extends Error {
   constructor(
     readonly failure: FailureClass,
-    readonly retried: FailureClass[],
+    readonly retried: RetriedCall[],
     detail: string,
   ) {
     super(detail);

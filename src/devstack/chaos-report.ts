@@ -28,7 +28,7 @@ export interface KillOutcome {
   recoveryMs: Record<WorkKind, number | null>;
   /** Calls that ended in this kill's window and failed, by kind and class. */
   failures: { kind: WorkKind; label: string; clear: boolean; count: number }[];
-  /** Calls that failed and were retried inside work started in this kill's window (a duel's peers). */
+  /** Calls that failed and were retried inside work (a duel's peers), said in this kill's window. */
   retried: { kind: WorkKind; label: string; clear: boolean; count: number }[];
 }
 
@@ -62,7 +62,9 @@ function byClass(failures: { kind: WorkKind; failure: FailureClass }[]): KillOut
 }
 
 const failuresIn = (records: WorkRecord[]) => byClass(records.flatMap((r) => (!r.ok && r.failure ? [{ kind: r.kind, failure: r.failure }] : [])));
-const retriedIn = (records: WorkRecord[]) => byClass(records.flatMap((r) => (r.retried ?? []).map((failure) => ({ kind: r.kind, failure }))));
+/** The retried calls said between `from` and `until`: a duel can outlive a kill window, its retries each have their own time. */
+const retriedIn = (records: WorkRecord[], from: number, until: number) =>
+  byClass(records.flatMap((r) => (r.retried ?? []).filter((f) => f.at >= from && f.at < until).map((f) => ({ kind: r.kind, failure: { label: f.label, clear: f.clear } }))));
 
 /** Each kill's window runs from its SIGKILL to the next one's (the last: to the end of the load). */
 export function outcomes(kills: Kill[], records: WorkRecord[], loadEndedAt: number): KillOutcome[] {
@@ -81,8 +83,7 @@ export function outcomes(kills: Kill[], records: WorkRecord[], loadEndedAt: numb
       restartMs: round(k.healthyAt - k.killedAt),
       recoveryMs,
       failures: failuresIn(records.filter((r) => r.endedAt >= k.killedAt && r.endedAt < until)),
-      // A duel outlives a kill window at times; its peers' retries came early in it, not at its end.
-      retried: retriedIn(records.filter((r) => r.startedAt >= k.killedAt && r.startedAt < until)),
+      retried: retriedIn(records, k.killedAt, until),
     };
   });
 }

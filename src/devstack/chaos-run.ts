@@ -234,7 +234,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
         finalCalls,
       },
       keptChannelLost: countIn('hd-1', '"detail":"lost"},"msg":"peer channel ended"'),
-      records: load.records.map((r) => ({ ...r, startedAt: Math.round(r.startedAt - t0), endedAt: Math.round(r.endedAt - t0) })),
+      records: load.records.map((r) => ({
+        ...r,
+        startedAt: Math.round(r.startedAt - t0),
+        endedAt: Math.round(r.endedAt - t0),
+        ...(r.retried ? { retried: r.retried.map((f) => ({ ...f, at: Math.round(f.at - t0) })) } : {}),
+      })),
     };
   } finally {
     await load.stop();

@@ -19,6 +19,8 @@ export interface DuelPeer {
   code: number | null;
   stdout: string;
   stderr: string;
+  /** Each stderr line with the performance.now() it arrived at: when the peer said it. */
+  said: { at: number; line: string }[];
   /** Killed because the duel outlived `deadlineMs`: a hang, not a failure the peer explained. */
   timedOut: boolean;
 }
@@ -33,13 +35,21 @@ export function duelPeers(name: string, host: DuelSide, guest: DuelSide, extra: 
       const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
+      const said: DuelPeer['said'] = [];
+      let partial = '';
       let timedOut = false;
       const timer = opts.deadlineMs === undefined ? undefined : setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), opts.deadlineMs);
       child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d;
+        const lines = (partial + d.toString('utf8')).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) said.push({ at: performance.now(), line });
+      });
       child.on('close', (code) => {
         clearTimeout(timer);
-        resolve({ verb, code, stdout, stderr, timedOut });
+        if (partial) said.push({ at: performance.now(), line: partial });
+        resolve({ verb, code, stdout, stderr, said, timedOut });
       });
     });
   return Promise.all([run('host', host), run('guest', guest)]);

@@ -11,7 +11,14 @@ import type { DuelPeer } from '../../src/devstack/duel.js';
 
 const ok = (kind: WorkRecord['kind'], startedAt: number, endedAt: number): WorkRecord => ({ kind, startedAt, endedAt, ok: true });
 const failed = (kind: WorkRecord['kind'], startedAt: number, endedAt: number, label = 'JSON-RPC -#: x'): WorkRecord => ({ kind, startedAt, endedAt, ok: false, failure: { label, clear: true } });
-const peer = (verb: 'host' | 'guest', code: number | null, stderr: string, timedOut = false): DuelPeer => ({ verb, code, stdout: '', stderr, timedOut });
+const peer = (verb: 'host' | 'guest', code: number | null, stderr: string, timedOut = false): DuelPeer => ({
+  verb,
+  code,
+  stdout: '',
+  stderr,
+  said: stderr.split('\n').map((line, i) => ({ at: 100 * i, line })),
+  timedOut,
+});
 
 describe('chaos figures', () => {
   it('chaos report - the recovery is the first success among calls started after the kill, not one in flight across it', () => {
@@ -26,6 +33,8 @@ describe('chaos figures', () => {
       ok('kept', 1300, 1500),
       failed('brokered', 9000, 10_100), // ends in the second window
       ok('brokered', 10_200, 10_260),
+      // A duel begun in the first window whose peer retried once in each: each retry counts where it was said.
+      { ...ok('duel', 9000, 12_000), retried: [{ at: 9500, label: 'games host retried POST /games/poll: ECONNREFUSED', clear: true }, { at: 10_500, label: 'games host retried POST /games/register: HTTP #: x', clear: true }] },
     ];
     const [proxy, sd] = outcomes(kills, records, 20_000);
     expect(proxy!.recoveryMs).toEqual({ kept: 450, brokered: null, duel: null });
@@ -33,6 +42,8 @@ describe('chaos figures', () => {
     expect(proxy!.failures).toEqual([{ kind: 'kept', label: 'JSON-RPC -#: x', clear: true, count: 1 }]);
     expect(sd!.recoveryMs.brokered).toBe(260);
     expect(sd!.failures.map((f) => f.kind)).toEqual(['brokered']);
+    expect(proxy!.retried.map((f) => f.label)).toEqual(['games host retried POST /games/poll: ECONNREFUSED']);
+    expect(sd!.retried.map((f) => f.label)).toEqual(['games host retried POST /games/register: HTTP #: x']);
     const byTarget = recoveryByTarget([proxy!, sd!]);
     expect(byTarget['proxy']!.kept).toMatchObject({ p50: 450, max: 450, n: 1, missing: 0 });
     expect(byTarget['proxy']!.brokered).toMatchObject({ n: 0, missing: 1 });
@@ -60,9 +71,9 @@ describe('chaos figures', () => {
       '{"result":"direct"}',
     ].join('\n');
     expect(retriedCalls([peer('host', 0, stderr)])).toEqual([
-      { label: 'games host retried POST /games/poll: # store-unavailable', clear: true },
-      { label: 'games host retried GET /games/:name: ECONNREFUSED', clear: true },
-      { label: 'games host retried STUN: no answer', clear: true },
+      { at: 0, label: 'games host retried POST /games/poll: # store-unavailable', clear: true },
+      { at: 100, label: 'games host retried GET /games/:name: ECONNREFUSED', clear: true },
+      { at: 200, label: 'games host retried STUN: no answer', clear: true },
     ]);
     expect(normalize('session 1f0e2d3c-aaaa-bbbb-cccc-0123456789ab took 12 ms')).toBe('session <id> took # ms');
   });
