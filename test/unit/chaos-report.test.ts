@@ -37,7 +37,7 @@ describe('chaos figures', () => {
       { ...ok('duel', 9000, 12_000), retried: [{ at: 9500, label: 'games host retried POST /games/poll: ECONNREFUSED', clear: true }, { at: 10_500, label: 'games host retried POST /games/register: HTTP #: x', clear: true }] },
     ];
     const [proxy, sd] = outcomes(kills, records, 20_000);
-    expect(proxy!.recoveryMs).toEqual({ kept: 450, brokered: null, duel: null });
+    expect(proxy!.recoveryMs).toEqual({ kept: 450, brokered: null, duel: 11_000 });
     expect(proxy!.restartMs).toBe(3000);
     expect(proxy!.failures).toEqual([{ kind: 'kept', label: 'JSON-RPC -#: x', clear: true, count: 1 }]);
     expect(sd!.recoveryMs.brokered).toBe(260);
