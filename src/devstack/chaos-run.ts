@@ -137,7 +137,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   try {
     await stack.startAll(ROLES.filter((r) => !r.startsWith('games')));
     await stack.sdSetup();
-    // One games instance after the other, as demo-cluster starts them: both creating the R3 buckets
+    // One games instance after the other: both creating the R3 buckets
     // at once on a busy machine can take longer than the bus's 5 s API timeout, and `games run`
     // then exits at start-up ("cannot start: timeout"), as seen once in four runs here.
     for (const role of ['games-1', 'games-2'] as const) {
