@@ -13,9 +13,10 @@ import { formatTable, KILL_TARGETS } from '../../src/devstack/chaos-report.js';
 const RECOVERY_BOUND_MS: Record<string, number> = {
   brokered: 10_000,
   kept: 10_000,
-  // A duel is itself 2.5–4 s here (two peer processes starting on a busy 2-core machine), and one
-  // whose store request was in flight on a killed node waits out that request's 5 s timeout.
-  duel: 15_000,
+  // A duel is itself 2.5–4 s here (two peer processes starting on a busy 2-core machine), and
+  // after a nats-server kill its store calls wait out their 5 s timeout while the buckets' leader
+  // is elected again (8.6–9.9 s measured): the bound still catches a duel stuck to its deadline.
+  duel: 20_000,
 };
 
 describe('chaos under load (cluster profile, real processes)', () => {
