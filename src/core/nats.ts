@@ -95,12 +95,13 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
   }
   waiting = false;
   clearTimeout(waitTimer);
-  const link: Link = { connected: true, waiters: new Set() };
+  const link: Link = { connected: true, waiters: new Set(), dropWatchers: new Set() };
   links.set(nc, link);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') {
         link.connected = false;
+        for (const drop of [...link.dropWatchers]) drop();
         log.warn({ server: s.server }, 'bus disconnected');
       } else if (s.type === 'reconnect') {
         link.connected = true;
@@ -117,6 +118,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
 interface Link {
   connected: boolean;
   waiters: Set<() => void>;
+  /** Calls in flight that fail at once when the connection drops (untilBusDrops). */
+  dropWatchers: Set<() => void>;
 }
 const links = new WeakMap<NatsConnection, Link>();
 
@@ -152,6 +155,36 @@ export function busServers(url: string): string[] {
     .split(',')
     .map((u) => u.trim())
     .filter((u) => u.length > 0);
+}
+
+/** The bus connection dropped while a call was waiting for its answer. */
+export class BusDroppedError extends Error {
+  override readonly name = 'BusDroppedError';
+}
+
+/**
+ * Settles as `op` does, or rejects with BusDroppedError as soon as the connection drops: nats.js
+ * keeps a request whose answer was lost with the connection waiting for its whole timeout, and a
+ * caller that would retry or answer 503 anyway should know at once. Connections not made by
+ * connectBus are not watched.
+ */
+export function untilBusDrops<T>(nc: NatsConnection, op: Promise<T>): Promise<T> {
+  const link = links.get(nc);
+  if (!link) return op;
+  if (!link.connected) {
+    op.catch(() => undefined);
+    return Promise.reject(new BusDroppedError('the bus is reconnecting'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const drop = () => reject(new BusDroppedError('the bus connection dropped before the answer came'));
+    link.dropWatchers.add(drop);
+    op.then(resolve, reject).finally(() => link.dropWatchers.delete(drop));
+  });
+}
+
+/** Calls `fn` each time `nc` (made by connectBus) loses its connection. */
+export function onEveryBusDrop(nc: NatsConnection, fn: () => void): void {
+  links.get(nc)?.dropWatchers.add(fn);
 }
 
 /** Operator names may contain dots and other characters NATS treats specially: escape them. */

@@ -12,7 +12,7 @@ import { Brokerer } from './chaos-broker.js';
 import { ChaosLoad, GameKeeper, type WorkKind, type WorkRecord } from './chaos-load.js';
 import { baseline, outcomes, recoveryByTarget, type Kill, type KillOutcome, type KillTarget } from './chaos-report.js';
 import type { DuelSide } from './duel.js';
-import { freePort } from './free-port.js';
+import { distinctFreePorts } from './free-port.js';
 import { NatsNodes } from './nats-nodes.js';
 import { DevStack, type RoleName, type StackPorts } from './stack.js';
 
@@ -88,16 +88,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const t0 = performance.now();
   const at = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
 
-  const bus = await NatsNodes.start({ logDir });
-  const ports: StackPorts = {
-    sd: await freePort(),
-    jsonrpc: await freePort(),
-    splice: await freePort(),
-    metrics: await freePort(),
-    games: await freePort(),
-    stun: await freePort(),
-    second: { splice: await freePort(), metrics: await freePort(), games: await freePort(), stun: await freePort() },
-  };
+  // Every port distinct: two freePort() calls may hand out the same one.
+  const [sd, jsonrpc, splice, metrics, games1, stun1, splice2, metrics2, games2, stun2] = (await distinctFreePorts(10)) as [number, number, number, number, number, number, number, number, number, number];
+  const ports: StackPorts = { sd, jsonrpc, splice, metrics, games: games1, stun: stun1, second: { splice: splice2, metrics: metrics2, games: games2, stun: stun2 } };
+  const bus = await NatsNodes.start({ logDir, taken: [sd, jsonrpc, splice, metrics, games1, stun1, splice2, metrics2, games2, stun2] });
   const stack = new DevStack({
     natsUrl: bus.urls(0),
     natsUrlOf: (role) => bus.urls(homeNode(role)),

@@ -8,7 +8,7 @@ import { packageRoot } from '../core/package-root.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { clusterUrls, writeClusterConfigs, type ClusterNode } from '../natsconf/cluster.js';
 import { DEFAULT_BUS_ADMIN } from '../natsconf/generate.js';
-import { freePort } from './free-port.js';
+import { distinctFreePorts } from './free-port.js';
 import { waitForJetStream } from './jetstream-ready.js';
 import { waitForPort } from './stack.js';
 
@@ -29,12 +29,12 @@ export class NatsNodes {
   ) {}
 
   /** Writes the configurations, starts every node and waits until JetStream has a meta leader. */
-  static async start(opts: { size?: number; settings?: string; logDir: string }): Promise<NatsNodes> {
+  static async start(opts: { size?: number; settings?: string; logDir: string; taken?: number[] }): Promise<NatsNodes> {
     const size = opts.size ?? 3;
     const settings = opts.settings ?? join(packageRoot, 'settings/dev');
     const dir = mkdtempSync(join(tmpdir(), 'eps-nats-nodes-'));
-    const ports = [];
-    for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort() });
+    const free = await distinctFreePorts(2 * size, opts.taken);
+    const ports = Array.from({ length: size }, (_, i) => ({ client: free[2 * i]!, route: free[2 * i + 1]! }));
     const { nodes } = writeClusterConfigs({ size, hosts: ['127.0.0.1'], clientPort: 0, routePort: 0, ports, storeRoot: join(dir, 'store'), outDir: dir }, { settings });
     const bin = execFileSync('bash', [join(packageRoot, 'scripts/ensure-nats-server.sh')], { encoding: 'utf8' }).trim();
     mkdirSync(opts.logDir, { recursive: true });

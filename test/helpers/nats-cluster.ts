@@ -8,7 +8,7 @@ import { waitForJetStream } from '../../src/devstack/jetstream-ready.js';
 import { connectBus, type NatsConnection } from '../../src/core/nats.js';
 import { writeClusterConfigs, type ClusterNode } from '../../src/natsconf/cluster.js';
 import { BUS_ADMIN, DEV_SETTINGS, GAMES_ADMIN, NATS_SERVER_BIN, devMaterial } from './nats-server.js';
-import { freePort } from './ports.js';
+import { distinctFreePorts } from './ports.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -25,10 +25,15 @@ export class TestNatsCluster {
     private readonly dir: string,
   ) {}
 
+  /** Every port the cluster holds, for a test picking more ports beside it. */
+  get ports(): number[] {
+    return this.nodes.flatMap((n) => [n.clientPort, n.routePort]);
+  }
+
   static async start(size = 3, opts: { streams?: string[]; buckets?: string[] } = {}): Promise<TestNatsCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'eps-nats-cluster-'));
-    const ports = [];
-    for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort() });
+    const free = await distinctFreePorts(2 * size);
+    const ports = Array.from({ length: size }, (_, i) => ({ client: free[2 * i]!, route: free[2 * i + 1]! }));
     const { nodes } = writeClusterConfigs(
       { size, hosts: ['127.0.0.1'], clientPort: 0, routePort: 0, ports, storeRoot: join(dir, 'store'), outDir: dir },
       { settings: DEV_SETTINGS, admins: [BUS_ADMIN], gamesAdmins: [GAMES_ADMIN], extraStreams: opts.streams ?? [], extraBuckets: opts.buckets ?? [] },

@@ -1,2 +1,2 @@
 // The tests pick their ports as the chaos run does (src/devstack/free-port.ts).
-export { freePort } from '../../src/devstack/free-port.js';
+export { distinctFreePorts, freePort } from '../../src/devstack/free-port.js';

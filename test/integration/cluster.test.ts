@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { dialAndPresent } from '../../src/core/dial.js';
 import { packageRoot } from '../../src/core/package-root.js';
 import { readTlsMaterial } from '../../src/core/tls-material.js';
-import { DevStack, type RoleName } from '../../src/devstack/stack.js';
+import { DevStack, type RoleName, type StackPorts } from '../../src/devstack/stack.js';
 import { connectSplicedPeerClient } from '../../src/grpc/spliced-client.js';
 import type { PeerClient } from '../../src/grpc/peer-transport.js';
 import { Bus } from '../../src/bus/bus.js';
@@ -15,8 +15,8 @@ import { DirectoryClient } from '../../src/directory/client.js';
 import { connectBus } from '../../src/core/nats.js';
 import { TestNatsCluster } from '../helpers/nats-cluster.js';
 import { waitForJetStream } from '../../src/devstack/jetstream-ready.js';
-import { CERTS, freePorts, metrics, metricValue, roleLog } from '../helpers/stack.js';
-import { freePort } from '../helpers/ports.js';
+import { CERTS, metrics, metricValue, roleLog } from '../helpers/stack.js';
+import { distinctFreePorts } from '../helpers/ports.js';
 
 // The cluster profile on a real 3-node nats-server cluster (the generated configuration: routes
 // over mutual TLS, JetStream clustered): the directory stream and the games buckets at R3, two
@@ -61,10 +61,10 @@ describe('cluster (3 nats-servers, 2 proxies of one operator, real processes)', 
 
   beforeAll(async () => {
     cluster = await TestNatsCluster.start(3);
-    const ports = await freePorts();
-    ports.second = { splice: await freePort(), metrics: await freePort(), games: await freePort(), stun: await freePort() };
+    const [sd, jsonrpc, splice, metricsPort, games, stun, splice2, metrics2, games2, stun2] = await distinctFreePorts(10, cluster.ports);
+    const ports: StackPorts = { sd: sd!, jsonrpc: jsonrpc!, splice: splice!, metrics: metricsPort!, games: games!, stun: stun!, second: { splice: splice2!, metrics: metrics2!, games: games2!, stun: stun2! } };
     endpoints['public-proxy-1'] = `127.0.0.1:${ports.splice}`;
-    endpoints['public-proxy-2'] = `127.0.0.1:${ports.second.splice}`;
+    endpoints['public-proxy-2'] = `127.0.0.1:${ports.second!.splice}`;
     stack = new DevStack({
       natsUrl: cluster.urls(0),
       natsUrlOf: (role) => cluster.urls(HOME[role] ?? 0),
@@ -80,9 +80,9 @@ describe('cluster (3 nats-servers, 2 proxies of one operator, real processes)', 
     await stack.sdSetup();
     await Promise.all([
       stack.waitUntilListening('public-proxy-1', ports.splice, 20_000),
-      stack.waitUntilListening('public-proxy-2', ports.second.splice, 20_000),
+      stack.waitUntilListening('public-proxy-2', ports.second!.splice, 20_000),
       stack.waitUntilListening('games-1', ports.games, 20_000),
-      stack.waitUntilListening('games-2', ports.second.games, 20_000),
+      stack.waitUntilListening('games-2', ports.second!.games, 20_000),
     ]);
     const nc = await connectBus({ url: cluster.urls(A_HOME), randomize: false, name: 'cluster-test-a', tls: hd1 }, log);
     const directory = new DirectoryClient({ url: stack.sdUrl, serverName: 'sd-1', tls: hd1, nc, log });
