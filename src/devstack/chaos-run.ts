@@ -89,9 +89,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const at = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
 
   // Every port distinct: two freePort() calls may hand out the same one.
-  const [sd, jsonrpc, splice, metrics, games1, stun1, splice2, metrics2, games2, stun2] = (await distinctFreePorts(10)) as [number, number, number, number, number, number, number, number, number, number];
-  const ports: StackPorts = { sd, jsonrpc, splice, metrics, games: games1, stun: stun1, second: { splice: splice2, metrics: metrics2, games: games2, stun: stun2 } };
-  const bus = await NatsNodes.start({ logDir, taken: [sd, jsonrpc, splice, metrics, games1, stun1, splice2, metrics2, games2, stun2] });
+  const p = await distinctFreePorts(10);
+  const ports: StackPorts = { sd: p[0]!, jsonrpc: p[1]!, splice: p[2]!, metrics: p[3]!, games: p[4]!, stun: p[5]!, second: { splice: p[6]!, metrics: p[7]!, games: p[8]!, stun: p[9]! } };
+  const bus = await NatsNodes.start({ logDir, taken: p });
   const stack = new DevStack({
     natsUrl: bus.urls(0),
     natsUrlOf: (role) => bus.urls(homeNode(role)),
