@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { NatsConnection } from '../core/nats.js';
 import { packageRoot } from '../core/package-root.js';
 import { DEFAULT_SD_STREAM } from '../directory/stream-names.js';
 import { DEFAULT_CLUSTER_CLIENT_PORT } from '../natsconf/cluster.js';
@@ -116,7 +117,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   });
   const keepers: GameKeeper[] = [];
   let brokerer: Brokerer | undefined;
-  const admin = { ops: await bus.connectAs(DEFAULT_BUS_ADMIN), games: await bus.connectAs(DEFAULT_GAMES_ADMIN) };
+  const admins: NatsConnection[] = [];
   const countIn = (role: RoleName, text: string) => {
     try {
       return readFileSync(join(logDir, `${role}.log`), 'utf8').split(text).length - 1;
@@ -129,6 +130,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const proxyMetrics: Record<string, number> = { 'public-proxy-1': ports.metrics, 'public-proxy-2': ports.second!.metrics };
 
   try {
+    const admin = { ops: await bus.connectAs(DEFAULT_BUS_ADMIN), games: await bus.connectAs(DEFAULT_GAMES_ADMIN) };
+    admins.push(admin.ops, admin.games);
     await stack.startAll(ROLES.filter((r) => !r.startsWith('games')));
     await stack.sdSetup();
     // One games instance after the other: both creating the R3 buckets
@@ -246,8 +249,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     await load.stop();
     await brokerer?.close();
     await Promise.all(keepers.map((k) => k.stop()));
-    await admin.ops.close().catch(() => undefined);
-    await admin.games.close().catch(() => undefined);
+    for (const nc of admins) await nc.close().catch(() => undefined);
     await stack.stop();
     await bus.stop();
   }
