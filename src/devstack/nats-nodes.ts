@@ -39,12 +39,17 @@ export class NatsNodes {
     const bin = execFileSync('bash', [join(packageRoot, 'scripts/ensure-nats-server.sh')], { encoding: 'utf8' }).trim();
     mkdirSync(opts.logDir, { recursive: true });
     const bus = new NatsNodes(nodes, dir, bin, opts.logDir, join(settings, 'certs'));
-    await Promise.all(nodes.map((_, i) => bus.startNode(i)));
-    const admin = await bus.connectAs(DEFAULT_BUS_ADMIN);
     try {
-      await waitForJetStream(admin);
-    } finally {
-      await admin.close();
+      await Promise.all(nodes.map((_, i) => bus.startNode(i)));
+      const admin = await bus.connectAs(DEFAULT_BUS_ADMIN);
+      try {
+        await waitForJetStream(admin);
+      } finally {
+        await admin.close();
+      }
+    } catch (err) {
+      await bus.stop();
+      throw err;
     }
     return bus;
   }
