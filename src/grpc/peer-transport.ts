@@ -244,11 +244,7 @@ export abstract class PeerClientBase implements PeerClient {
     if (this.identityError) {
       return new PeerTransportError('identity', `refusing ${this.peer.name}: ${this.identityError.message}`, { cause: this.identityError });
     }
-    return new PeerTransportError(
-      'handshake',
-      `TLS/HTTP2 set-up with ${this.peer.name} failed${cause ? ` (${cause.message})` : ''}: did it refuse our certificate, or is the other end not a peer server?`,
-      { cause },
-    );
+    return new PeerTransportError('handshake', `TLS/HTTP2 set-up with ${this.peer.name} failed${cause ? ` (${cause.message})` : ''}: ${setUpFailureHint(cause)}`, { cause });
   }
 
   /** A gRPC status other than OK, as the owner needs it: timeout, connection gone, or other. */
@@ -261,4 +257,17 @@ export abstract class PeerClientBase implements PeerClient {
     }
     return new PeerTransportError('transport', `${method} to ${this.peer.name} failed with gRPC ${status[code] ?? code}: ${details}`, { cause, grpcCode: code });
   }
+}
+
+/**
+ * What most likely broke a TLS/HTTP2 set-up, from how it broke: a TLS alert is the peer refusing
+ * us; a reset or a close with no alert is the path going away (the proxy splicing us, or the
+ * peer) as often as a refusal; anything else suggests the other end does not speak our protocol.
+ */
+export function setUpFailureHint(cause: (Error & { code?: string }) | undefined): string {
+  if (cause && /alert/i.test(cause.message)) return 'the peer refused our certificate (TLS alert)';
+  if (!cause || cause.code === 'ECONNRESET' || cause.code === 'EPIPE' || /socket hang up|closed|ECONNRESET/i.test(cause.message)) {
+    return 'the connection closed during set-up: the proxy splicing us or the peer went away, or the peer refused our certificate';
+  }
+  return 'is the other end a peer server?';
 }
