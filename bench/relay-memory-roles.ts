@@ -1,4 +1,6 @@
 import { once } from 'node:events';
+import { join } from 'node:path';
+import { writeHeapSnapshot } from 'node:v8';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
@@ -44,7 +46,11 @@ const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
   (globalThis as { gc?: () => void }).gc?.();
-  send({ type: 'memory', usage, heapAfterGc: process.memoryUsage().heapUsed });
+  const heapAfterGc = process.memoryUsage().heapUsed;
+  // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.
+  const dir = process.env.BENCH_MEMORY_HEAPSNAPSHOT;
+  if (dir) writeHeapSnapshot(join(dir, `relay-${process.env.EPS_SPLICE ?? 'pipe'}-${process.pid}.heapsnapshot`));
+  send({ type: 'memory', usage, heapAfterGc });
 };
 
 async function relayEps(): Promise<void> {
