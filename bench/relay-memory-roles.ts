@@ -32,7 +32,7 @@ export type FromChild =
   | { type: 'listening'; port: number }
   | { type: 'passes'; leg: Leg; passes: Pass[] }
   | { type: 'dialed'; count: number }
-  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number }
+  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number; rssAfterGc: number; timers: number }
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
@@ -45,12 +45,15 @@ const fail = (detail: string): never => {
 const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
+  // Timers alive with every session idle: none may be per session (the native relay scans its
+  // table for idle and duration limits; a parked session keeps no actor and so no xstate timer).
+  const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   (globalThis as { gc?: () => void }).gc?.();
-  const heapAfterGc = process.memoryUsage().heapUsed;
+  const { heapUsed: heapAfterGc, rss: rssAfterGc } = process.memoryUsage();
   // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.
   const dir = process.env.BENCH_MEMORY_HEAPSNAPSHOT;
   if (dir) writeHeapSnapshot(join(dir, `relay-${process.env.EPS_SPLICE ?? 'pipe'}-${process.pid}.heapsnapshot`));
-  send({ type: 'memory', usage, heapAfterGc });
+  send({ type: 'memory', usage, heapAfterGc, rssAfterGc, timers });
 };
 
 async function relayEps(): Promise<void> {

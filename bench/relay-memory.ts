@@ -76,6 +76,11 @@ export interface MemorySample {
   usage?: NodeJS.MemoryUsage;
   /** Their heap after a forced full collection: what the sessions retain. */
   heapAfterGc?: number;
+  /** Their RSS right after that collection, and the same per session: without the garbage not yet collected. */
+  rssAfterGcKiB?: number;
+  kibPerSessionAfterGc?: number;
+  /** Timers (setTimeout/setInterval) alive in the relay with every session idle. */
+  timers?: number;
   setupMs: number;
 }
 
@@ -126,11 +131,12 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
     const setupMs = Date.now() - started;
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const rssAfterKiB = rssKiB(relayPid);
-    let memory: { usage: NodeJS.MemoryUsage; heapAfterGc: number } | undefined;
+    let memory: Pick<MemorySample, 'usage' | 'heapAfterGc' | 'rssAfterGcKiB' | 'kibPerSessionAfterGc' | 'timers'> | undefined;
     if (relay) {
       relay.send({ type: 'memory' });
-      const { usage, heapAfterGc } = await relay.next('memory');
-      memory = { usage, heapAfterGc };
+      const { usage, heapAfterGc, rssAfterGc, timers } = await relay.next('memory');
+      const rssAfterGcKiB = rssAfterGc / 1024;
+      memory = { usage, heapAfterGc, rssAfterGcKiB, kibPerSessionAfterGc: (rssAfterGcKiB - rssBeforeKiB) / SESSIONS, timers };
     }
     return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...memory, setupMs };
   } finally {
@@ -150,7 +156,7 @@ async function main(): Promise<void> {
   for (const contender of running) {
     const s = await runOne(contender, haproxy);
     samples.push(s);
-    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB)` : '';
+    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB, RSS then ${s.kibPerSessionAfterGc!.toFixed(1)} KiB per session; ${s.timers} timers)` : '';
     console.log(`  ${contender.padEnd(15)} RSS ${(s.rssBeforeKiB / 1024).toFixed(0)} -> ${(s.rssAfterKiB / 1024).toFixed(0)} MiB: ${s.kibPerSession.toFixed(1)} KiB per idle session${u}`);
   }
   const per = Object.fromEntries(samples.map((s) => [s.contender, s.kibPerSession]));

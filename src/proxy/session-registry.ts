@@ -154,6 +154,7 @@ export class SessionRegistry {
   readonly #options: SessionRegistryOptions;
   readonly #machine;
   #shuttingDown = false;
+  #parkedCount = 0;
 
   constructor(options: SessionRegistryOptions) {
     this.#options = options;
@@ -305,6 +306,7 @@ export class SessionRegistry {
     const actor = s.actor;
     if (!actor || !s.relay || !this.#parkable(s)) return;
     s.parked = actor.getPersistedSnapshot();
+    this.#parkedCount++;
     // Unwatched first: stopping the actor is no transition of the session's.
     for (const w of s.watching) w.unsubscribe();
     s.watching = [];
@@ -320,6 +322,7 @@ export class SessionRegistry {
     const snapshot = s.parked;
     if (!snapshot) return s.actor;
     s.parked = undefined;
+    this.#parkedCount--;
     const actor = createActor(this.#machine, { snapshot, input: s.info, id: actorId(s.info.sessionId) });
     s.actor = actor;
     // Started before it is watched: restoring re-announces the state it was parked in, which is
@@ -393,9 +396,7 @@ export class SessionRegistry {
 
   /** Live sessions whose actor is parked (spliced, relayed natively). */
   parkedCount(): number {
-    let parked = 0;
-    for (const s of this.#sessions.values()) if (s.parked) parked++;
-    return parked;
+    return this.#parkedCount;
   }
 
   /** Ends every session (their splicers close the sockets) and waits until all have finished. */
