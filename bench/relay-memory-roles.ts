@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
@@ -24,6 +24,8 @@ export interface Pass {
   token: string;
   challenge: string;
 }
+/** Per V8 heap space, MiB committed and MiB in use (before the forced collection). */
+export type HeapSpaces = Record<string, [committed: number, used: number]>;
 export type ToChild =
   | { type: 'open'; count: number }
   | { type: 'dial'; host: string; port: number; count: number; passes?: Pass[]; payloadBytes: number }
@@ -32,7 +34,7 @@ export type FromChild =
   | { type: 'listening'; port: number }
   | { type: 'passes'; leg: Leg; passes: Pass[] }
   | { type: 'dialed'; count: number }
-  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number; rssAfterGc: number; timers: number }
+  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number; rssAfterGc: number; timers: number; spaces: HeapSpaces }
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
@@ -45,6 +47,7 @@ const fail = (detail: string): never => {
 const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
+  const spaces: HeapSpaces = Object.fromEntries(getHeapSpaceStatistics().map((h) => [h.space_name, [h.space_size / 2 ** 20, h.space_used_size / 2 ** 20]]));
   // Timers alive with every session idle: none may be per session (the native relay scans its
   // table for idle and duration limits; a parked session keeps no actor and so no xstate timer).
   const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
@@ -53,7 +56,7 @@ const answerMemory = (m: ToChild): void => {
   // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.
   const dir = process.env.BENCH_MEMORY_HEAPSNAPSHOT;
   if (dir) writeHeapSnapshot(join(dir, `relay-${process.env.EPS_SPLICE ?? 'pipe'}-${process.pid}.heapsnapshot`));
-  send({ type: 'memory', usage, heapAfterGc, rssAfterGc, timers });
+  send({ type: 'memory', usage, heapAfterGc, rssAfterGc, timers, spaces });
 };
 
 async function relayEps(): Promise<void> {
