@@ -7,7 +7,9 @@ import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from
 
 // The `splicer` actor: owns B's socket from the moment B dialed and A's once A dials, relays
 // bytes both ways, and is the only code that closes either socket (its cleanup runs on every way
-// the session ends, including shutdown and timeouts).
+// the session ends, including shutdown and timeouts). Once the native relay holds both
+// descriptors it may give that relay up (onHandedOver): the session registry then owns it, and
+// parks the session's actors.
 
 export type Direction = 'aToB' | 'bToA';
 
