@@ -9,10 +9,13 @@ import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { SessionRegistry, type LegPass, type SessionInfo, type SessionMessengers, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
+import { relayPath } from '../../src/proxy/splicer.js';
 import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 const log = pino({ level: 'silent' });
 const PREAMBLE_MS = 300;
+/** With the native relay (the default when built) an idle spliced session is parked: its actor stopped. */
+const parks = relayPath().path === 'native';
 
 const PROXY = 'public-proxy-eps-1';
 const CERTS = 'settings/dev/certs';
@@ -240,10 +243,13 @@ describe('splice (real TCP)', () => {
     const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     await waitFor(() => h.spliced.length === 1);
+    // A parked session's actor is revived for the dial, refuses it, and parks again.
+    if (parks) await waitFor(() => h.registry.parkedCount() === 1);
 
     const intruder = await h.dial(aToken);
     await closedByProxy(intruder);
     expect(h.rejections).toEqual(['TOKEN_USED']);
+    expect(h.registry.parkedCount()).toBe(parks ? 1 : 0);
 
     aSocket.write('still here');
     expect(await readUntil(bSocket, 'still here')).toBe('still here');
@@ -275,6 +281,36 @@ describe('splice (real TCP)', () => {
     expect(bSocket.closed).toBe(false);
     await assertNoOpenSockets(h);
     await closedByProxy(bSocket);
+  });
+
+  it.runIf(parks)('splice - shutting down with a parked session revives it: shutDown, both peers closed, nothing left', async () => {
+    let aSocket!: Socket;
+    let bSocket!: Socket;
+    const aDialed = deferred();
+    const h = await harness({
+      notifyB: async (_s, token) => {
+        bSocket = await h.dial(token);
+        return { accepted: true };
+      },
+      confirmToA: async (_s, token) => {
+        setImmediate(async () => {
+          aSocket = await h.dial(token);
+          aDialed.resolve();
+        });
+      },
+    });
+    const { done } = h.registry.open(session, { messengers: h.messengers });
+    await aDialed.promise;
+    await waitFor(() => h.registry.parkedCount() === 1);
+    aSocket.write('before shutdown');
+    expect(await readUntil(bSocket, 'before shutdown')).toBe('before shutdown');
+
+    await h.registry.shutdown();
+    expect(await done).toEqual({ outcome: 'shutDown', detail: 'proxy shutting down' });
+    expect(h.registry.parkedCount()).toBe(0);
+    expect(h.finished).toEqual([{ outcome: 'shutDown', bytesAToB: 0, bytesBToA: 0 }]);
+    await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
+    await assertNoOpenSockets(h);
   });
 
   it('splice - B never dialing ends bNeverDialed at the configured timeout', async () => {
