@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
@@ -38,6 +39,22 @@ export type FromChild =
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
+
+/**
+ * Timers alive in this process, unref'd ones included (a socket's idle timeout is one), read from
+ * Node's own timer lists: the relays run with --expose-internals for this alone. With every
+ * session idle none may be per session: the native relay scans its table for idle and duration
+ * limits, and a parked session keeps no actor and so no xstate timer.
+ */
+function liveTimers(): number {
+  type TimerList = { _idlePrev: unknown };
+  const { timerListMap } = createRequire(import.meta.url)('internal/timers') as { timerListMap: Record<string, TimerList> };
+  let count = 0;
+  for (const list of Object.values(timerListMap)) {
+    for (let t = list._idlePrev; t !== list; t = (t as TimerList)._idlePrev) count++;
+  }
+  return count;
+}
 const fail = (detail: string): never => {
   send({ type: 'failed', detail });
   process.exit(1);
@@ -48,9 +65,7 @@ const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
   const spaces: HeapSpaces = Object.fromEntries(getHeapSpaceStatistics().map((h) => [h.space_name, [h.space_size / 2 ** 20, h.space_used_size / 2 ** 20]]));
-  // Timers alive with every session idle: none may be per session (the native relay scans its
-  // table for idle and duration limits; a parked session keeps no actor and so no xstate timer).
-  const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const timers = liveTimers();
   (globalThis as { gc?: () => void }).gc?.();
   const { heapUsed: heapAfterGc, rss: rssAfterGc } = process.memoryUsage();
   // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.

@@ -46,7 +46,7 @@ class Child extends RoleChild<ToChild, FromChild> {
 
 // eps-* is the native relay (and fails if the addon is not built), eps-js-* the JS one.
 const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
-  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc'] : [] }));
+  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc', '--expose-internals'] : [] }));
 const relayEnv = (contender: string): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender.startsWith('eps-js') ? 'js' : 'native' });
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -86,7 +86,7 @@ export interface MemorySample {
   /** Their RSS right after that collection, and the same per session: without the garbage not yet collected. */
   rssAfterGcKiB?: number;
   kibPerSessionAfterGc?: number;
-  /** Timers (setTimeout/setInterval) alive in the relay with every session idle. */
+  /** Timers alive in the relay with every session idle, unref'd ones (socket timeouts) included. */
   timers?: number;
   /** Where the heap's committed memory is, before the forced collection. */
   spaces?: HeapSpaces;
