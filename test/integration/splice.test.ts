@@ -146,6 +146,23 @@ afterEach(async () => {
 
 const session = { a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:0' };
 
+/** A harness whose B dials as soon as it is told and whose A dials once confirmed: the usual pair. */
+async function dialingPeers(): Promise<{ h: Harness; peers: Promise<{ a: Socket; b: Socket }> }> {
+  let b!: Socket;
+  const dialed = deferred<{ a: Socket; b: Socket }>();
+  const h = await harness({
+    notifyB: async (_s, token) => {
+      b = await h.dial(token);
+      return { accepted: true };
+    },
+    confirmToA: async (_s, token) => {
+      // After P has answered, as over the bus.
+      setImmediate(async () => dialed.resolve({ a: await h.dial(token), b }));
+    },
+  });
+  return { h, peers: dialed.promise };
+}
+
 describe('splice (real TCP)', () => {
   it('splice - bytes flow both ways with half-close, then the session closes with byte counts', async () => {
     let bSocket!: Socket;
@@ -284,23 +301,9 @@ describe('splice (real TCP)', () => {
   });
 
   it.runIf(parks)('splice - shutting down with a parked session revives it: shutDown, both peers closed, nothing left', async () => {
-    let aSocket!: Socket;
-    let bSocket!: Socket;
-    const aDialed = deferred();
-    const h = await harness({
-      notifyB: async (_s, token) => {
-        bSocket = await h.dial(token);
-        return { accepted: true };
-      },
-      confirmToA: async (_s, token) => {
-        setImmediate(async () => {
-          aSocket = await h.dial(token);
-          aDialed.resolve();
-        });
-      },
-    });
+    const { h, peers } = await dialingPeers();
     const { done } = h.registry.open(session, { messengers: h.messengers });
-    await aDialed.promise;
+    const { a: aSocket, b: bSocket } = await peers;
     await waitFor(() => h.registry.parkedCount() === 1);
     aSocket.write('before shutdown');
     expect(await readUntil(bSocket, 'before shutdown')).toBe('before shutdown');
