@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CERTS := settings/dev/certs
 
-.PHONY: demo test install native build certs nats-config nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
+.PHONY: demo demo-cluster test install native build certs nats-config nats-server coturn chromium sd-setup sd-repair sd-reset bench clean-certs
 
 install: node_modules/.package-lock.json
 node_modules/.package-lock.json: package.json package-lock.json
@@ -16,7 +16,7 @@ native: install
 build: install native
 	npx tsc -p tsconfig.json
 
-CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt
+CERT_FILES := $(CERTS)/root.crt $(CERTS)/sd-admin.crt $(CERTS)/nats-server.crt $(CERTS)/nats-route.crt $(CERTS)/nats-admin.crt $(CERTS)/nats-admin-games.crt
 certs: $(CERT_FILES)
 $(CERT_FILES):
 	bash scripts/make-certs.sh $(CERTS)
@@ -40,6 +40,12 @@ chromium:
 ## Install everything, start the whole stack, ping hd-2 through the proxy, run until Ctrl-C.
 demo: install nats-server certs build nats-config
 	node dist/src/cli/demo.js
+
+## The cluster profile on this machine: 3 nats-servers (routes over TLS, JetStream R3), 2 proxies of one
+## operator, 2 games instances, sd and the EPS servers; pings and duels through each, prints what runs where.
+## ONCE=--once stops after the checks instead of running until Ctrl-C.
+demo-cluster: install nats-server certs build
+	node dist/src/cli/demo-cluster.js $(ONCE)
 
 ## Install everything and run the whole test suite.
 test: install nats-server coturn chromium certs build nats-config

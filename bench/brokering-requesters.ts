@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { pino } from 'pino';
+import { resolve } from 'node:path';
 import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
+import { joinAsA } from './join-as-a.js';
 
 // One contender of bench/brokering.ts's concurrent mode, in a process of its own: `concurrency`
 // requesters, each in a loop, for `durationMs`.
-//   brokered  each request is A's side of a new brokered channel: a PeerChannels of the given
-//             build (BENCH_ROOT) speaking as hd-1 on that stack's bus (its own connection, hd-1's
-//             certificate, hd-1's settings as the stack wrote them: EPS_SETTINGS), calling
+//   brokered  each request is A's side of a new brokered channel: each requester's PeerChannels
+//             of the given build (BENCH_ROOT; kept across its requests, as hd-1 keeps one)
+//             speaking as hd-1 on that stack's bus (bench/join-as-a.ts: its own connection,
+//             hd-1's certificate, hd-1's settings as the stack wrote them: EPS_SETTINGS), calling
 //             hd-2._ping and closing the channel, so every request brokers anew through the real
 //             proxy and the real hd-2
 //   direct    each request is a fresh mTLS gRPC connect + one unary call + close to the anchor
@@ -20,6 +20,8 @@ import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
 // {type:'done', completed, failed, latencies} when the time is up.
 
 type Request = () => Promise<void>;
+/** Makes one requester's loop body (each requester may keep state across its requests). */
+type Requester = () => Request;
 
 interface Go {
   type: 'go';
@@ -29,50 +31,26 @@ interface Go {
 
 const CERTS = 'settings/dev/certs';
 
-async function brokeredRequester(root: string): Promise<Request> {
-  const from = (p: string) => import(pathToFileURL(join(root, 'dist/src', p)).href);
-  const [{ loadSettings }, { epsSettingsSchema, natsUrl }, { connectBus }, { joinAsOperator }, { PeerChannels }, tlsMod] = await Promise.all([
-    from('settings/load.js'),
-    from('settings/schemas.js'),
-    from('core/nats.js'),
-    from('operator/presence.js'),
-    from('eps/peer-channels.js'),
-    from('core/tls-material.js'),
-  ]);
-  const settings = loadSettings(['EPS_SETTINGS'], epsSettingsSchema);
-  const log = pino({ level: 'warn' });
-  const tls = tlsMod.readTlsMaterial(settings.tls);
-  const nc = await connectBus({ url: natsUrl(settings), name: `bench-requesters:${settings.name}`, tls }, log);
-  const { directory, bus, signer } = joinAsOperator({
-    nc,
-    operator: settings.name,
-    tls,
-    directory: settings.directory,
-    envelopeMaxAgeMs: settings.envelopeMaxAgeMs,
-    maxEnvelopeBytes: settings.maxEnvelopeBytes,
-    requestTimeoutMs: settings.timeouts.busRequestMs,
-    log,
-  });
-  await directory.ready();
-  const until = Date.now() + 30_000;
-  while (!directory.entry('hd-2')) {
-    if (Date.now() > until) throw new Error('hd-2 never appeared in the directory');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return async () => {
-    const channels = new PeerChannels({ self: settings.name, tls, signer, directory, bus, log, timeouts: settings.timeouts });
-    try {
-      await channels.call('hd-2', '_ping', {}, randomUUID());
-    } finally {
-      channels.close();
-    }
+async function brokeredRequester(root: string): Promise<Requester> {
+  const joined = await joinAsA(root, 'bench-requesters:hd-1');
+  // One PeerChannels per requester, as hd-1 keeps one for its life (its machine is provided once
+  // per PeerChannels): each request closes its channel after the call, so the next one brokers anew.
+  return () => {
+    const channels = joined.channels();
+    return async () => {
+      try {
+        await channels.call('hd-2', '_ping', {}, randomUUID());
+      } finally {
+        channels.close();
+      }
+    };
   };
 }
 
-function directRequester(address: string): Request {
+function directRequester(address: string): Requester {
   const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
   const expectedPeer = { name: 'hd-2', fingerprint: fingerprintOf(readFileSync(`${CERTS}/hd-2.crt`)) };
-  return async () => {
+  return () => async () => {
     const client = await connectPeerClientDirect({ tls, expectedPeer, address });
     try {
       await client.call('_ping', {});
@@ -82,13 +60,14 @@ function directRequester(address: string): Request {
   };
 }
 
-async function run(request: Request, go: Go): Promise<{ completed: number; failed: number; errors: string[]; latencies: number[]; wallMs: number }> {
+async function run(requester: Requester, go: Go): Promise<{ completed: number; failed: number; errors: string[]; latencies: number[]; wallMs: number }> {
   const latencies: number[] = [];
   const errors: string[] = [];
   let failed = 0;
   const t0 = performance.now();
   const end = t0 + go.durationMs;
   const loop = async (): Promise<void> => {
+    const request = requester();
     while (performance.now() < end) {
       const started = performance.now();
       try {
@@ -106,12 +85,12 @@ async function run(request: Request, go: Go): Promise<{ completed: number; faile
 
 async function main(): Promise<void> {
   const mode = process.env['BENCH_MODE'];
-  const request =
+  const requester =
     mode === 'brokered' ? await brokeredRequester(resolve(process.env['BENCH_ROOT'] ?? '.')) : directRequester(process.env['BENCH_ADDRESS'] ?? '');
   // One request of warm-up: code paths compiled, the first brokering's directory look-ups done.
-  await request();
+  await requester()();
   process.once('message', (msg: Go) => {
-    void run(request, msg).then((result) => {
+    void run(requester, msg).then((result) => {
       process.send!({ type: 'done', ...result }, () => process.exit(0));
     });
   });

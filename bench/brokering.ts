@@ -11,6 +11,7 @@ import { connectPeerClient, connectPeerClientDirect, type PeerClient } from '../
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
 import { start, stats, type Target } from './brokering-latency.js';
+import { ProfileWindows } from './cpuprofile-windows.js';
 
 // Brokering against its anchor, in the same run (issue 10, parts 2 and 3). The EPS stack (sd,
 // proxy, hd-1, hd-2 from dist/, as the demo starts them, on free ports, on the generated secured
@@ -29,7 +30,8 @@ import { start, stats, type Target } from './brokering-latency.js';
 // Ratios: brokered ÷ directFresh (p50, p99) and (kept − local p50) ÷ directKept.
 // BENCH_BEFORE=<a built checkout> adds that build's stack as a second EPS contender (before/after
 // in one run). BENCH_CPU_PROF=<dir> runs this build's proxy, hd-1 and hd-2 with --cpu-prof
-// (summarise with bench/cpuprofile-top.ts); BENCH_BROKER_ONLY=1 times brokerings alone.
+// (and, in the concurrent mode, its requesters) and records the timed windows (windows.json);
+// summarise with bench/cpuprofile-top.ts. BENCH_BROKER_ONLY=1 times brokerings alone.
 // Then the concurrent mode (bench/brokering-concurrent.ts): BENCH_CONCURRENCY requesters (50) for
 // BENCH_WINDOW_MS (5,000) per contender and round, BENCH_CONCURRENT_ROUNDS rounds (3; 0 skips
 // it): brokerings per second through each stack against direct fresh connects + calls per second,
@@ -81,6 +83,9 @@ function cpuOf(pid: number | undefined): number {
   }
 }
 
+/** The timed windows of a BENCH_CPU_PROF run, so the summary leaves start-up and warm-up out. */
+const profileWindow = new ProfileWindows();
+
 async function main(): Promise<void> {
   const rounds = Number(process.argv[2] ?? 200);
   const concurrentRounds = Number(process.env['BENCH_CONCURRENT_ROUNDS'] ?? 3);
@@ -107,6 +112,7 @@ async function main(): Promise<void> {
     if (profDir) {
       const pids = Object.fromEntries([...childrenOf(contenders[0]!.target)].map(([role, c]) => [c.pid, role]));
       writeFileSync(join(profDir, 'roles.json'), JSON.stringify(pids));
+      profileWindow.dir = profDir;
     }
     anchor = await startAnchor();
     const address = `127.0.0.1:${anchor.port}`;
@@ -175,10 +181,12 @@ async function main(): Promise<void> {
     const pids: Record<string, number | undefined> = { anchor: anchor.child.pid };
     for (const c of contenders) for (const [role, child] of childrenOf(c.target)) pids[`${c.label}: ${role}`] = child.pid;
     const cpuBefore = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuOf(pid)]));
+    const serialWindow = profileWindow.open();
     for (let i = 0; i < rounds; i++) {
       await sleep(IDLE_MS * 3);
       for (let j = 0; j < turns.length; j++) await turns[(i + j) % turns.length]!();
     }
+    profileWindow.close('serial', serialWindow, rounds);
     const cpuPerRound = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, Math.round(((cpuOf(pid) - cpuBefore[k]!) / rounds) * 100) / 100]));
 
     let concurrent: ConcurrentSummary[] = [];
@@ -196,7 +204,13 @@ async function main(): Promise<void> {
         };
       });
       contenderList.push({ label: 'direct fresh connect + call', anchor: { address, pids: { anchor: anchor.child.pid } } });
-      concurrent = await runConcurrent(contenderList, { rounds: concurrentRounds, concurrency, durationMs: windowMs, cpuOf });
+      concurrent = await runConcurrent(contenderList, {
+        rounds: concurrentRounds,
+        concurrency,
+        durationMs: windowMs,
+        cpuOf,
+        ...(profDir ? { profile: { dir: resolve(profDir), label: contenderList[0]!.label, window: profileWindow } } : {}),
+      });
       const directRate = concurrent.at(-1)!.ratePerSecond.median;
       for (const c of concurrent) {
         const cpu = Object.entries(c.cpuMsPerRequest).map(([k, v]) => `${k} ${v}`).join(', ');

@@ -1,4 +1,4 @@
-import { BENCH_BUCKET, cleanup, post, run, startGames, startNats, writeResult, type CannonRequest, type Row } from './rendezvous-stack.js';
+import { BENCH_BUCKET, cleanup, GUESTS_PER_GAME, run, setupGames, startGames, startNats, writeResult, type CannonRequest, type Row } from './rendezvous-stack.js';
 
 // What the rendezvous's requests cost under load: one real `games run` process (the CLI from
 // dist/, as a user starts it) on a real nats-server with JetStream, hammered by autocannon. The
@@ -17,31 +17,7 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const SPREAD_GAMES = CONNECTIONS;
 const HOT_GAMES = Number(process.env.BENCH_HOT_GAMES ?? 5);
-const GUESTS_PER_GAME = 2;
 const PAGE = 20;
-const json = { 'content-type': 'application/json' };
-
-/** Registers `count` games, each with its host's candidates and a few guests started; returns the host poll and guest start bodies. */
-async function setupGames(base: string, prefix: string, count: number): Promise<{ polls: CannonRequest[]; starts: CannonRequest[] }> {
-  const polls: CannonRequest[] = [];
-  const starts: CannonRequest[] = [];
-  for (let i = 0; i < count; i++) {
-    const name = `${prefix}-${i}`;
-    const host = `host-${prefix}-${i}`;
-    const hostBody = { name, peerId: host, addresses: [`10.0.${i % 250}.1:${40_000 + i}`, `203.0.113.${i % 250}:${50_000 + i}`] };
-    await post(base, '/games/register', { name, peerId: host });
-    await post(base, '/games/poll', hostBody);
-    for (let g = 0; g < GUESTS_PER_GAME; g++) {
-      const guestBody = { name, peerId: `guest-${g}-${prefix}-${i}`, addresses: [`198.51.100.${g + 1}:${30_000 + i}`] };
-      await post(base, '/games/start', guestBody);
-      starts.push({ method: 'POST', path: '/games/start', headers: json, body: JSON.stringify(guestBody) });
-    }
-    const check = await post(base, '/games/poll', hostBody);
-    if (check.body?.status !== 1 || check.body?.guests?.length !== GUESTS_PER_GAME) throw new Error(`game ${name} not ready: ${JSON.stringify(check.body)}`);
-    polls.push({ method: 'POST', path: '/games/poll', headers: json, body: JSON.stringify(hostBody) });
-  }
-  return { polls, starts };
-}
 
 /** Every page of the lobby, by walking its cursors once. */
 async function lobbyPages(base: string): Promise<CannonRequest[]> {

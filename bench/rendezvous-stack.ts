@@ -7,6 +7,11 @@ import { join } from 'node:path';
 import { packageRoot } from '../src/core/package-root.js';
 import { waitForPort } from '../src/devstack/stack.js';
 import { writeNatsConfig } from '../src/natsconf/generate.js';
+import { writeClusterConfigs } from '../src/natsconf/cluster.js';
+import { connectBus } from '../src/core/nats.js';
+import { readTlsMaterial } from '../src/core/tls-material.js';
+import { waitForJetStream } from '../src/devstack/jetstream-ready.js';
+import { pino } from 'pino';
 
 // What the rendezvous benches share: a real nats-server with the generated TLS config and
 // permissions, real `games run` processes (the CLI from dist/), autocannon rows, the result file.
@@ -99,6 +104,31 @@ export async function startNats(): Promise<string> {
   return `nats://127.0.0.1:${port}`;
 }
 
+/**
+ * A nats-server cluster of `size` nodes with the configuration `nats-config --cluster` generates,
+ * ready for JetStream; returns the nodes' URLs, the first node's first (games connects there).
+ */
+export async function startNatsCluster(size: number): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-nats-cluster-'));
+  dirs.push(dir);
+  const ports = [];
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), route: await freePort() });
+  const { nodes } = writeClusterConfigs(
+    { size, hosts: ['127.0.0.1'], clientPort: 0, routePort: 0, ports, storeRoot: join(dir, 'js'), outDir: dir },
+    { settings: join(packageRoot, 'settings/dev'), extraBuckets: [BENCH_BUCKET] },
+  );
+  for (const n of nodes) children.push(spawn(NATS_BIN, ['-c', n.file], { stdio: 'ignore' }));
+  await Promise.all(nodes.map((n) => waitForPort(n.clientPort, 10_000)));
+  const url = nodes.map((n) => `nats://127.0.0.1:${n.clientPort}`).join(',');
+  const admin = await connectBus(
+    { url, name: 'bench-admin', tls: readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/nats-admin-games.crt`, key: `${CERTS}/nats-admin-games.key` }) },
+    pino({ level: 'silent' }),
+  );
+  await waitForJetStream(admin);
+  await admin.close();
+  return url;
+}
+
 export interface BenchGames {
   base: string;
   pid: number;
@@ -119,7 +149,8 @@ export async function startGames(natsUrl: string, games: Record<string, unknown>
       // The default limit (300 a minute per address) would turn the bench into a 429 counter.
       `http: { host: 127.0.0.1, port: ${httpPort}, rateLimit: { max: 1000000000, windowMs: 60000 } }`,
       `stun: { host: 127.0.0.1, port: ${stunPort} }`,
-      `nats: { url: ${natsUrl} }`,
+      // The first URL first: on a cluster, games stays on the node it was given.
+      `nats: { url: "${natsUrl}", randomize: false }`,
       `tls: { ca: ${CERTS}/root.crt, cert: ${CERTS}/games-1.crt, key: ${CERTS}/games-1.key }`,
       // Hosts that stop polling between rows must not expire mid-bench; registrations come from one address.
       `games: ${JSON.stringify({ bucket: BENCH_BUCKET, hostPollTimeoutMs: 600_000, sweepIntervalMs: 5000, maxGames: 1_000_000, registerLimit: { max: 1_000_000_000, windowMs: 60_000 }, ...games })}`,
@@ -214,4 +245,30 @@ export function writeResult(name: string, record: unknown): string {
   const file = join('bench', 'results', `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(join(packageRoot, file), JSON.stringify(record, null, 1));
   return file;
+}
+
+/** Guests each bench game gets started (the host poll then returns them). */
+export const GUESTS_PER_GAME = 2;
+const json = { 'content-type': 'application/json' };
+
+/** Registers `count` games, each with its host's candidates and a few guests started; returns the host poll and guest start bodies. */
+export async function setupGames(base: string, prefix: string, count: number): Promise<{ polls: CannonRequest[]; starts: CannonRequest[] }> {
+  const polls: CannonRequest[] = [];
+  const starts: CannonRequest[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `${prefix}-${i}`;
+    const host = `host-${prefix}-${i}`;
+    const hostBody = { name, peerId: host, addresses: [`10.0.${i % 250}.1:${40_000 + i}`, `203.0.113.${i % 250}:${50_000 + i}`] };
+    await post(base, '/games/register', { name, peerId: host });
+    await post(base, '/games/poll', hostBody);
+    for (let g = 0; g < GUESTS_PER_GAME; g++) {
+      const guestBody = { name, peerId: `guest-${g}-${prefix}-${i}`, addresses: [`198.51.100.${g + 1}:${30_000 + i}`] };
+      await post(base, '/games/start', guestBody);
+      starts.push({ method: 'POST', path: '/games/start', headers: json, body: JSON.stringify(guestBody) });
+    }
+    const check = await post(base, '/games/poll', hostBody);
+    if (check.body?.status !== 1 || check.body?.guests?.length !== GUESTS_PER_GAME) throw new Error(`game ${name} not ready: ${JSON.stringify(check.body)}`);
+    polls.push({ method: 'POST', path: '/games/poll', headers: json, body: JSON.stringify(hostBody) });
+  }
+  return { polls, starts };
 }

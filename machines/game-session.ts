@@ -1,4 +1,5 @@
 import { assign, setup } from 'xstate';
+import { jsonEqual } from './json-equal.js';
 
 // One game on the rendezvous server: a host registered a name, polls with its candidates, and
 // any number of guests start with theirs; the server only swaps candidates, the peers punch.
@@ -148,6 +149,31 @@ export function takeRelayHold(holds: RelayHold[], hold: RelayHold, cap: number, 
 /** Moves a hold's end (to the granted session's worst case), or frees it with `until` undefined. */
 export function moveRelayHold(holds: RelayHold[], id: string, until: number | undefined, at: number): RelayHold[] {
   return holds.flatMap((h) => (h.id !== id ? (at < h.until ? [h] : []) : until === undefined ? [] : [{ id, until }]));
+}
+
+/**
+ * A stored liveness reading (the host's lastPollAt, a guest's lastSeenAt) may lag the truth by
+ * up to this part of the host timeout. A step that only moves those readings forward, by less
+ * than the slack each, need not be stored: the game stays alive as long as its peers call at
+ * least every (1 − REFRESH_SLACK_FRACTION) of the timeout (peers call twice a second), and host
+ * polls and repeated starts stop rewriting, and contending for, the game's one record.
+ */
+export const REFRESH_SLACK_FRACTION = 1 / 3;
+
+/** The context's liveness readings: the host's, and each guest's (no other field has these names). */
+const LIVENESS_READINGS: ReadonlySet<string> = new Set(['lastPollAt', 'lastSeenAt']);
+
+export const refreshSlackMs = (hostPollTimeoutMs: number): number => Math.floor(hostPollTimeoutMs * REFRESH_SLACK_FRACTION);
+
+/**
+ * Whether `next` differs from `stored` only by liveness readings each moved forward by less than
+ * `slackMs` (so storing `stored` again would lose nothing the expiry rules need).
+ */
+export function onlyLivenessRefreshed(stored: GameSessionContext, next: GameSessionContext, slackMs: number): boolean {
+  const fresh = (from: number, to: number) => to >= from && to - from < slackMs;
+  if (!fresh(stored.lastPollAt, next.lastPollAt) || stored.guests.length !== next.guests.length) return false;
+  if (!next.guests.every((g, i) => g.peerId === stored.guests[i]!.peerId && fresh(stored.guests[i]!.lastSeenAt, g.lastSeenAt))) return false;
+  return jsonEqual(stored, next, LIVENESS_READINGS);
 }
 
 export const gameSessionMachine = setup({

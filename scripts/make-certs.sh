@@ -44,6 +44,10 @@ for c in "${bus_clients[@]}"; do
 done
 # nats-server's own certificate: clients reach it on loopback by IP or by name.
 issue nats-server "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+# The routes between the nodes of a nats-server cluster (make demo-cluster): each node dials the
+# others with it and accepts only it (verify_and_map to the user nats-route, its first DNS SAN), so
+# an operator's client certificate of the same root cannot join the cluster as a route.
+issue nats-route "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:nats-route,IP:127.0.0.1,DNS:localhost\n"
 for s in "${signers[@]}"; do
   issue "$s" "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=codeSigning\n"
 done

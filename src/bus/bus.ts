@@ -203,6 +203,20 @@ export class Bus {
     for (const s of this.subs) s.unsubscribe();
     this.subs.length = 0;
   }
+
+  /**
+   * Stops serving without dropping what was already delivered: NATS unsubscribes (so a queue
+   * group's next request goes to another member) and the requests already received are handled.
+   * Bounded by `timeoutMs`, as a drain waits for the server's acknowledgement and the bus may be away.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    const subs = this.subs.splice(0);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([Promise.all(subs.map((s) => s.drain().catch(() => s.unsubscribe()))), late]);
+    clearTimeout(timer);
+    for (const s of subs) if (!s.isClosed()) s.unsubscribe();
+  }
 }
 
 /** The id and sender of an envelope that failed its checks, so the refusal reaches its sender. */

@@ -6,34 +6,19 @@
 // rendezvous and has a host and a guest meet through it twice (punched, then relayed by the
 // proxy), and runs until Ctrl-C.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { duel } from '../devstack/duel.js';
+import { pingHd2 } from '../devstack/gateway-ping.js';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { DEFAULT_NATS_URL } from '../core/constants.js';
 import { parseHostPort } from '../core/splice-wire.js';
 import { packageRoot } from '../core/package-root.js';
-import { callJsonRpc } from '../jsonrpc/client.js';
 import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
 
-/** One game duel with the real peer CLIs; returns each peer's JSON line (or its error). */
-async function duel(name: string, extra: string[]): Promise<string[]> {
-  const args = ['--server', `http://127.0.0.1:${DEV_PORTS.games}`, '--name', name, '--stun', `127.0.0.1:${DEV_PORTS.stun}`, ...extra];
-  const run = (verb: 'host' | 'guest') =>
-    new Promise<string>((resolve) => {
-      // The host would otherwise stay for more guests until Ctrl-C: a duel is one guest.
-      const own = verb === 'host' ? ['--max-guests', '1'] : [];
-      const child = spawn(process.execPath, [join(packageRoot, 'dist/src/cli/games.js'), verb, ...args, ...own], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (err += d));
-      // The JSON result line; what the peer said on stderr (its waits) only when it failed.
-      child.on('close', (code) => resolve(`games ${verb.padEnd(5)} ${code === 0 ? out.trim() : `${out}${err}`.trim()}`));
-    });
-  return Promise.all([run('host'), run('guest')]);
-}
+/** The demo's rendezvous, for both peers of a duel. */
+const games = { server: `http://127.0.0.1:${DEV_PORTS.games}`, stun: `127.0.0.1:${DEV_PORTS.stun}` };
 
 const natsUrl = process.env.NATS_URL || DEFAULT_NATS_URL;
 const certs = join(packageRoot, 'settings/dev/certs');
@@ -114,20 +99,7 @@ try {
   console.log('sd-setup: directory records submitted');
   await stack.waitUntilListening('hd-1', DEV_PORTS.jsonrpc, 20_000);
 
-  const tls = { ca: readFileSync(join(certs, 'root.crt')), cert: readFileSync(join(certs, 'hd-1.crt')), key: readFileSync(join(certs, 'hd-1.key')) };
-  const call = () => callJsonRpc({ url: `https://127.0.0.1:${DEV_PORTS.jsonrpc}/jsonrpc`, serverName: 'hd-1', tls, timeoutMs: 20_000 }, 'hd-2._ping', {});
-  let result: unknown;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      result = await call();
-      break;
-    } catch (err) {
-      // The servers learn the directory over the bus a moment after sd-setup: retry briefly.
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const result = await pingHd2(DEV_PORTS.jsonrpc, certs);
   console.log('\nhd-2._ping through the proxy answered:');
   console.log(JSON.stringify({ jsonrpc: '2.0', id: '1', result }, null, 2));
   console.log(`
@@ -140,9 +112,9 @@ Watch the sessions live (state, diagram, timeline): open http://127.0.0.1:${DEV_
   stack.start('games-1');
   await stack.waitUntilListening('games-1', DEV_PORTS.games, 20_000);
   console.log(`\nstarted games run (REST on ${DEV_PORTS.games}, STUN on ${DEV_PORTS.stun}/udp); a host and a guest meet through it:`);
-  for (const line of await duel('demo duel', [])) console.log(`  ${line}`);
+  for (const line of await duel('demo duel', games, games)) console.log(`  ${line}`);
   console.log('and again, relayed through the proxy as when their NATs defeat punching (--relay always):');
-  for (const line of await duel('demo relay', ['--relay', 'always'])) console.log(`  ${line}`);
+  for (const line of await duel('demo relay', games, games, ['--relay', 'always'])) console.log(`  ${line}`);
   console.log(`
 Try it yourself, in two shells:
   npx games host  --server http://127.0.0.1:${DEV_PORTS.games} --name mine --verbose

@@ -20,6 +20,10 @@ settings (YAML in the role folders): name, operator, tls { ca, cert, key }, nats
   directory { url, serverName }, splice { listen { host, port }, endpoint }, metrics { host,
   port }, timeouts, brokering, gameRelays, inspector. README "Settings" lists them all.
 
+SIGTERM or Ctrl-C drains: the proxy leaves its queue group (the operator's other proxies take every
+  new request), lets its live sessions finish for timeouts.drainMs (default 30000), ends what is
+  left, and exits 0; a second signal exits at once.
+
 exit codes: 0 stopped cleanly, 1 failed while running, 2 wrong command line or settings.`;
 
 const args = process.argv.slice(2);
@@ -33,4 +37,6 @@ await runProcess('proxy', {
   settings: () => loadSettings(['PROXY_SETTINGS'], proxySettingsSchema),
   busUrl: (settings) => natsUrl(settings),
   start: (settings, log) => startPublicProxy(settings, log.child({ proxy: settings.name })),
+  // The drain's deadline, then the rest of the shutdown (the splice endpoint, the bus).
+  stopWithinMs: (settings) => settings.timeouts.drainMs + 5000,
 });

@@ -9,7 +9,12 @@ export interface ProcessDefinition<S> {
   /** The bus URL these settings name, for messages about the bus. */
   busUrl?: (settings: S) => string;
   start: (settings: S, log: Logger) => Promise<{ close(): Promise<void> }>;
+  /** How long close() may take before the process exits anyway (default 5 s; a draining proxy needs its deadline). */
+  stopWithinMs?: (settings: S) => number;
 }
+
+/** How long a clean shutdown may take, unless the process says otherwise. */
+const DEFAULT_STOP_WITHIN_MS = 5000;
 
 /**
  * The shared life of every long-running command: load settings, start, stop cleanly on the first
@@ -51,10 +56,11 @@ export async function runProcess<S extends { roleFolders?: string[] }>(name: str
     }
     stopping = true;
     log.info({ signal }, 'shutting down');
+    const withinMs = def.stopWithinMs?.(settings) ?? DEFAULT_STOP_WITHIN_MS;
     const force = setTimeout(() => {
-      log.error('shutdown took longer than 5 s: exiting');
+      log.error(`shutdown took longer than ${withinMs / 1000} s: exiting`);
       process.exit(EXIT.failed);
-    }, 5000);
+    }, withinMs);
     force.unref();
     running.close().then(
       () => {

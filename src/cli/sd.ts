@@ -62,7 +62,7 @@ function connectAsStreamAdmin(settings: SdSettings, admin: { cert?: string; key?
     cert: admin.cert ?? join(certs, 'nats-admin.crt'),
     key: admin.key ?? join(certs, 'nats-admin.key'),
   });
-  return connectBus({ url: natsUrl(settings), name: `${settings.name}-repair`, tls }, log);
+  return connectBus({ url: natsUrl(settings), randomize: settings.nats.randomize, name: `${settings.name}-repair`, tls }, log);
 }
 
 /** `sd run`: the directory's JSON-RPC service over the bus's record stream, until a signal. */
@@ -71,7 +71,7 @@ function run(): Promise<void> {
     settings: () => loadSettings(['SD_SETTINGS'], sdSettingsSchema),
     busUrl: (settings) => natsUrl(settings),
     start: async (settings, log) => {
-      const nc = await connectBus({ url: natsUrl(settings), name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
+      const nc = await connectBus({ url: natsUrl(settings), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls) }, log);
       const sd = await startSd(settings, nc, log).catch(async (err: unknown) => {
         await nc.close();
         throw err;

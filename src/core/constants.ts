@@ -107,3 +107,10 @@ export const DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION = 256 * 1024 * 1024;
  * peers always close first; this only reclaims sockets whose peers went silent for good.
  */
 export const DEFAULT_SPLICE_IDLE_TIMEOUT_MS = 2 * minute;
+/**
+ * A proxy told to stop (SIGTERM) takes no new sessions and lets its live ones finish for this
+ * long before it ends them: a rolling restart behind a queue group then cuts no call short unless
+ * a channel outlives it. Shorter than systemd's default stop timeout (90 s), so the proxy ends
+ * its sessions itself rather than being killed.
+ */
+export const DEFAULT_PROXY_DRAIN_TIMEOUT_MS = 30 * second;

@@ -1,9 +1,15 @@
 import { connect, type Socket } from 'node:net';
-import { parseHostPort, presentPreamble, type Presentation } from './splice-wire.js';
+import { parseHostPort, presentationBytes, type Presentation } from './splice-wire.js';
 
 export interface DialOptions {
   /** Gives up (and destroys the socket) when the dial is not done in this long. */
   timeoutMs?: number;
+  /**
+   * Bytes to send first (a splice preamble). Written as the dial starts: Node holds them until the
+   * connection is up and hands them to the kernel as it completes, before `connect` resolves the
+   * dial, so what the dialer writes next follows them without waiting for a write callback.
+   */
+  first?: Buffer;
 }
 
 /**
@@ -14,6 +20,7 @@ export function dialTcp(hostPort: string, options: DialOptions = {}): Promise<So
   const { host, port } = parseHostPort(hostPort);
   return new Promise((resolve, reject) => {
     const socket = connect({ host, port, noDelay: true });
+    if (options.first) socket.write(options.first);
     const timer =
       options.timeoutMs === undefined
         ? undefined
@@ -39,26 +46,10 @@ export function dialTcp(hostPort: string, options: DialOptions = {}): Promise<So
  * B, A and relay peers open a splice connection. Errors after this surface as 'close'.
  */
 export async function dialAndPresent(hostPort: string, presentation: Presentation, options: DialOptions = {}): Promise<Socket> {
-  const startedAt = Date.now();
-  const socket = await dialTcp(hostPort, options);
+  // Signed before the dial, sent as it completes: a 100-byte write on a new connection is taken
+  // by the kernel at once, so the deadline covers the connection, and nothing waits a turn of
+  // the event loop for the write's callback.
+  const socket = await dialTcp(hostPort, { ...options, first: presentationBytes(presentation) });
   socket.on('error', () => {});
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const presented = presentPreamble(socket, presentation);
-    if (options.timeoutMs === undefined) await presented;
-    else {
-      // What is left of the same deadline: a proxy that accepts but never reads must not hold us.
-      const left = Math.max(0, options.timeoutMs - (Date.now() - startedAt));
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`the preamble to ${hostPort} was not sent within ${options.timeoutMs} ms`)), left);
-      });
-      await Promise.race([presented, late]);
-    }
-  } catch (err) {
-    socket.destroy();
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
   return socket;
 }

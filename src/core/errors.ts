@@ -114,6 +114,8 @@ export const PROBLEMS = {
   UNSUPPORTED_MEDIA_TYPE: { slug: 'unsupported-media-type', status: 415, title: 'The body must be application/json' },
   RATE_LIMITED: { slug: 'rate-limited', status: 429, title: 'Too many requests' },
   REGISTER_RATE_LIMITED: { slug: 'register-rate-limited', status: 429, title: 'This address registered too many games recently' },
+  SECRET_RATE_LIMITED: { slug: 'secret-rate-limited', status: 429, title: 'Too many calls with this host secret recently' },
+  BAD_SECRET_RATE_LIMITED: { slug: 'bad-secret-rate-limited', status: 429, title: 'This address presented too many wrong host secrets recently' },
   RELAY_CLIENT_LIMIT: { slug: 'relay-client-limit', status: 429, title: 'This address holds too many relay sessions' },
   RELAY_GAME_LIMIT: { slug: 'relay-game-limit', status: 429, title: 'This game holds too many relay sessions' },
   INTERNAL_ERROR: { slug: 'internal-error', status: 500, title: 'Internal error' },

@@ -7,8 +7,13 @@ import { BUS_WAIT_REPEAT_MS, BUS_WAIT_REPORT_MS, whyBusUnreachable } from './bus
 export type { NatsConnection };
 
 export interface BusConnectOptions {
-  /** nats://host:port; the server requires TLS, which the client upgrades to after INFO. */
+  /**
+   * nats://host:port, or several separated by commas (the nodes of a cluster: the connection moves
+   * to another one when its node goes); the server requires TLS, which the client upgrades to after INFO.
+   */
   url: string;
+  /** false: try the URLs in the order given (the first is the process's own node); default true. */
+  randomize?: boolean;
   /** The connection's name as nats-server shows it (monitoring, logs). */
   name: string;
   /** The role's certificate: nats-server verifies it against `ca` and maps it to a principal. */
@@ -63,7 +68,8 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
   let waitTimer = setTimeout(() => void reportWait(), BUS_WAIT_REPORT_MS);
   try {
     nc = await connect({
-      servers: opts.url,
+      servers: busServers(opts.url),
+      noRandomize: opts.randomize === false,
       name: opts.name,
       tls: { ca: opts.tls.ca.toString(), cert: opts.tls.cert.toString(), key: opts.tls.key.toString() },
       inboxPrefix: inboxPrefixOf(principal),
@@ -89,12 +95,13 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
   }
   waiting = false;
   clearTimeout(waitTimer);
-  const link: Link = { connected: true, waiters: new Set() };
+  const link: Link = { connected: true, waiters: new Set(), dropWatchers: new Set() };
   links.set(nc, link);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') {
         link.connected = false;
+        for (const drop of [...link.dropWatchers]) drop();
         log.warn({ server: s.server }, 'bus disconnected');
       } else if (s.type === 'reconnect') {
         link.connected = true;
@@ -103,13 +110,16 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       } else if (s.type === 'error') log.error({ err: s.error }, 'bus error');
     }
   })();
-  log.info({ url: opts.url, principal }, 'bus connected');
+  // Which node of a cluster it got (make demo-cluster shows it under "what runs where").
+  log.info({ url: opts.url, server: nc.getServer(), principal }, 'bus connected');
   return nc;
 }
 
 interface Link {
   connected: boolean;
   waiters: Set<() => void>;
+  /** Calls in flight that fail at once when the connection drops (untilBusDrops). */
+  dropWatchers: Set<() => void>;
 }
 const links = new WeakMap<NatsConnection, Link>();
 
@@ -137,6 +147,44 @@ export function whenConnected(nc: NatsConnection, timeoutMs: number): Promise<bo
     const timer = setTimeout(() => done(false), timeoutMs);
     link.waiters.add(wake);
   });
+}
+
+/** The URLs of a comma-separated bus URL (NATS_URL's form for a cluster). */
+export function busServers(url: string): string[] {
+  return url
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u.length > 0);
+}
+
+/** The bus connection dropped while a call was waiting for its answer. */
+export class BusDroppedError extends Error {
+  override readonly name = 'BusDroppedError';
+}
+
+/**
+ * Settles as `op` does, or rejects with BusDroppedError as soon as the connection drops: nats.js
+ * keeps a request whose answer was lost with the connection waiting for its whole timeout, and a
+ * caller that would retry or answer 503 anyway should know at once. Connections not made by
+ * connectBus are not watched.
+ */
+export function untilBusDrops<T>(nc: NatsConnection, op: Promise<T>): Promise<T> {
+  const link = links.get(nc);
+  if (!link) return op;
+  if (!link.connected) {
+    op.catch(() => undefined);
+    return Promise.reject(new BusDroppedError('the bus is reconnecting'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const drop = () => reject(new BusDroppedError('the bus connection dropped before the answer came'));
+    link.dropWatchers.add(drop);
+    op.then(resolve, reject).finally(() => link.dropWatchers.delete(drop));
+  });
+}
+
+/** Calls `fn` each time `nc` (made by connectBus) loses its connection. */
+export function onEveryBusDrop(nc: NatsConnection, fn: () => void): void {
+  links.get(nc)?.dropWatchers.add(fn);
 }
 
 /** Operator names may contain dots and other characters NATS treats specially: escape them. */

@@ -1,5 +1,4 @@
 import { sign, verify, type KeyObject } from 'node:crypto';
-import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { MAX_PROOF_BYTES, TOKEN_BYTES } from './constants.js';
@@ -125,11 +124,10 @@ export interface Presentation {
   prove?: { key: KeyObject; subject: Omit<ProofSubject, 'token'> };
 }
 
-/** Writes the preamble (readPreamble's mirror); resolves once it is handed to the kernel. */
-export function presentPreamble(socket: Socket, p: Presentation): Promise<void> {
+/** The preamble's bytes (readPreamble's mirror), signed when the presentation proves. */
+export function presentationBytes(p: Presentation): Buffer {
   const proof = p.prove ? signProof(p.prove.key, { ...p.prove.subject, token: p.token }) : undefined;
-  const bytes = encodePreamble(p.token, proof);
-  return new Promise<void>((resolve, reject) => socket.write(bytes, (err) => (err ? reject(err) : resolve())));
+  return encodePreamble(p.token, proof);
 }
 
 // --- the proxy's side ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { connect, createServer } from 'node:net';
 import { createSocket as createUdpSocket } from 'node:dgram';
 import { packageRoot } from '../core/package-root.js';
@@ -19,12 +19,14 @@ export interface StackPorts {
   /** games run: its REST port, and STUN on UDP. */
   games: number;
   stun: number;
+  /** The second proxy and games instance of the cluster profile (make demo-cluster), when they run. */
+  second?: { splice: number; metrics: number; games: number; stun: number };
 }
 
 export const DEV_PORTS: StackPorts = { sd: 3322, jsonrpc: 5555, splice: 9999, metrics: 9191, games: 8000, stun: 3478 };
 
 /** Who listens on each of the stack's ports, and the setting that moves it (README "Ports"). */
-export const PORT_OWNERS: Record<keyof StackPorts, { process: string; setting: string; role: RoleName; protocol: 'tcp' | 'udp' }> = {
+export const PORT_OWNERS: Record<Exclude<keyof StackPorts, 'second'>, { process: string; setting: string; role: RoleName; protocol: 'tcp' | 'udp' }> = {
   sd: { process: 'sd run', setting: 'listen.port', role: 'sd-1', protocol: 'tcp' },
   jsonrpc: { process: 'eps server run (hd-1)', setting: 'jsonrpc.listen.port', role: 'hd-1', protocol: 'tcp' },
   splice: { process: 'proxy run public', setting: 'splice.listen.port', role: 'public-proxy-1', protocol: 'tcp' },
@@ -33,10 +35,24 @@ export const PORT_OWNERS: Record<keyof StackPorts, { process: string; setting: s
   stun: { process: 'games run', setting: 'stun.port', role: 'games-1', protocol: 'udp' },
 };
 
+/** The second instances' ports and who holds them (settings/cluster/roles/<role>). */
+export const SECOND_PORT_OWNERS: Record<keyof NonNullable<StackPorts['second']>, { process: string; setting: string; role: RoleName; protocol: 'tcp' | 'udp' }> = {
+  splice: { process: 'proxy run public (public-proxy-2)', setting: 'splice.listen.port', role: 'public-proxy-2', protocol: 'tcp' },
+  metrics: { process: 'proxy run public (public-proxy-2)', setting: 'metrics.port', role: 'public-proxy-2', protocol: 'tcp' },
+  games: { process: 'games run (games-2)', setting: 'http.port', role: 'games-2', protocol: 'tcp' },
+  stun: { process: 'games run (games-2)', setting: 'stun.port', role: 'games-2', protocol: 'udp' },
+};
+
 /** The stack's ports that something else already holds, each described for the user. */
 export async function busyPorts(ports: StackPorts): Promise<string[]> {
   const busy: string[] = [];
-  for (const key of Object.keys(ports) as (keyof StackPorts)[]) {
+  for (const [key, port] of Object.entries(ports.second ?? {}) as [keyof typeof SECOND_PORT_OWNERS, number][]) {
+    const owner = SECOND_PORT_OWNERS[key];
+    if (await portTaken(port, owner.protocol)) {
+      busy.push(`port ${port}/${owner.protocol} (${owner.process}: ${owner.setting} in settings/cluster/roles/${owner.role}) is in use by another process`);
+    }
+  }
+  for (const key of Object.keys(ports).filter((k) => k !== 'second') as Exclude<keyof StackPorts, 'second'>[]) {
     const owner = PORT_OWNERS[key];
     if (await portTaken(ports[key], owner.protocol)) {
       busy.push(`port ${ports[key]}/${owner.protocol} (${owner.process}: ${owner.setting} in settings/dev/roles/${owner.role}) is in use by another process`);
@@ -45,7 +61,7 @@ export async function busyPorts(ports: StackPorts): Promise<string[]> {
   return busy;
 }
 
-function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
+export function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
   return new Promise((resolve) => {
     if (protocol === 'udp') {
       const socket = createUdpSocket('udp4');
@@ -60,7 +76,15 @@ function portTaken(port: number, protocol: 'tcp' | 'udp'): Promise<boolean> {
 }
 
 export interface StackOptions {
+  /** NATS_URL of every child: one URL, or a cluster's, comma-separated. */
   natsUrl: string;
+  /** A role's own NATS_URL instead (the cluster profile: its home node first). */
+  natsUrlOf?: (role: RoleName) => string;
+  /**
+   * A settings folder whose `roles/<role>/` is merged after the dev role and before the stack's
+   * ports: `settings/cluster` (replicas, the nodes of the bus, the second instances' own ports).
+   */
+  profile?: string;
   ports: StackPorts;
   /** Where each process's output goes (one file per process); defaults to a temp folder. */
   logDir?: string;
@@ -83,7 +107,13 @@ export interface StackOptions {
 /** What a child wrote last on stderr, kept to explain an early exit. */
 const STDERR_TAIL_LINES = 5;
 
-export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1' | 'games-1';
+export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-proxy-eps-1' | 'public-proxy-hyper-1' | 'games-1' | 'public-proxy-2' | 'games-2';
+
+/**
+ * A second instance of a process runs the first one's dev role (the same operator, certificate
+ * and bus rights) with the cluster profile's folder of its own on top: its name and ports.
+ */
+const BASE_ROLE: Partial<Record<RoleName, RoleName>> = { 'public-proxy-2': 'public-proxy-1', 'games-2': 'games-1' };
 
 const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> = {
   'sd-1': { bin: 'sd', args: ['run'], env: 'SD_SETTINGS' },
@@ -94,6 +124,8 @@ const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> =
   // The Hyper edition of the seed: same server, its own bin and settings variable.
   'public-proxy-hyper-1': { bin: 'hyper', args: ['server', 'run'], env: 'HYPER_SETTINGS' },
   'games-1': { bin: 'games', args: ['run'], env: 'GAMES_SETTINGS' },
+  'public-proxy-2': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS' },
+  'games-2': { bin: 'games', args: ['run'], env: 'GAMES_SETTINGS' },
 };
 
 /** The file a bin names in package.json: what `npx <bin>` runs. */
@@ -132,6 +164,7 @@ export class DevStack {
     const dir = join(this.overrideDir, role);
     mkdirSync(dir, { recursive: true });
     const directory = `directory: { url: "${this.sdUrl}", serverName: sd-1 }\n`;
+    const second = ports.second;
     const byRole: Record<RoleName, string> = {
       'sd-1': `listen: { host: 127.0.0.1, port: ${ports.sd} }\n`,
       'public-proxy-1':
@@ -144,17 +177,24 @@ export class DevStack {
       'public-proxy-hyper-1': directory,
       // Ports only: the dev role's hosts (every interface) stay, as a rendezvous faces peers.
       'games-1': directory + `http: { port: ${ports.games} }\nstun: { port: ${ports.stun} }\n`,
+      'public-proxy-2':
+        directory +
+        (second
+          ? `splice: { listen: { host: 127.0.0.1, port: ${second.splice} }, endpoint: "127.0.0.1:${second.splice}" }\n` +
+            `metrics: { host: 127.0.0.1, port: ${second.metrics} }\n`
+          : ''),
+      'games-2': directory + (second ? `http: { port: ${second.games} }\nstun: { port: ${second.stun} }\n` : ''),
     };
     writeFileSync(join(dir, '50-ports.yml'), byRole[role]);
     writeFileSync(join(dir, '60-overrides.yml'), this.opts.overrides?.[role] ?? '');
-    return `${join(packageRoot, 'settings/dev/roles', role)}:${dir}`;
+    return [...this.settingsOf(role).split(':').map((f) => join(packageRoot, f)), dir].join(':');
   }
 
   start(role: RoleName): ChildProcess {
     const cmd = COMMANDS[role];
     const child = spawn(process.execPath, [...(this.opts.nodeArgs?.[role] ?? []), binPath(cmd.bin), ...cmd.args], {
       cwd: packageRoot,
-      env: { ...process.env, NATS_URL: this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
+      env: { ...process.env, NATS_URL: this.opts.natsUrlOf?.(role) ?? this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],
       detached: this.opts.ownProcessGroups ?? false,
     });
@@ -204,6 +244,13 @@ export class DevStack {
     child.stderr?.on('data', (d) => (output += d));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     if (code !== 0) throw new Error(`sd-setup exited with ${code}: ${output}`);
+  }
+
+  /** The role folders a role runs with, as a user would type them (without the stack's port overrides). */
+  settingsOf(role: RoleName): string {
+    const profile = this.opts.profile ? join(this.opts.profile, 'roles', role) : undefined;
+    const base = join(packageRoot, 'settings/dev/roles', BASE_ROLE[role] ?? role);
+    return [base, ...(profile && existsSync(profile) ? [profile] : [])].map((f) => relative(packageRoot, f)).join(':');
   }
 
   async startAll(order: RoleName[] = ['sd-1', 'public-proxy-1', 'hd-1', 'hd-2', 'public-proxy-eps-1']): Promise<void> {

@@ -49,7 +49,7 @@ export interface SdServer {
 }
 
 /** Creates the stream if missing; an existing stream is left as it is (it may hold the chain). */
-async function ensureStream(jsm: JetStreamManager, name: string, log: Logger): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, name: string, replicas: number, log: Logger): Promise<void> {
   try {
     await jsm.streams.info(name);
     return;
@@ -57,9 +57,10 @@ async function ensureStream(jsm: JetStreamManager, name: string, log: Logger): P
     if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
   }
   // File storage so the chain outlives a nats-server restart; no limits, since the chain is
-  // replayed from its first record and must never lose one.
-  await jsm.streams.add({ name, subjects: [SD_RECORDS_SUBJECT], storage: StorageType.File, max_msgs: -1, max_bytes: -1, max_age: 0 });
-  log.info({ stream: name, subject: SD_RECORDS_SUBJECT }, 'record stream created');
+  // replayed from its first record and must never lose one. On a cluster JetStream keeps
+  // `replicas` copies on as many nodes: the chain outlives the loss of a node too.
+  await jsm.streams.add({ name, subjects: [SD_RECORDS_SUBJECT], storage: StorageType.File, max_msgs: -1, max_bytes: -1, max_age: 0, num_replicas: replicas });
+  log.info({ stream: name, subject: SD_RECORDS_SUBJECT, replicas }, 'record stream created');
 }
 
 /**
@@ -79,7 +80,7 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
 
   const jsm = await jetstreamManager(nc, { checkAPI: false });
   const quickJsm = await jetstreamManager(nc, { checkAPI: false, timeout: JETSTREAM_ATTEMPT_MS });
-  await ensureStream(jsm, settings.stream, log);
+  await ensureStream(jsm, settings.stream, settings.replicas, log);
   const js = jetstream(nc);
   let state = new DirectoryState();
   /** Set while the stream holds a record that does not verify: reads serve the records before it. */
@@ -160,7 +161,7 @@ export async function startSd(settings: SdSettings, nc: NatsConnection, log: Log
       if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) {
         throw new RpcError('INTERNAL_ERROR', `the record stream cannot be read (${(err as Error).message})`, { cause: err });
       }
-      await ensureStream(jsm, settings.stream, log);
+      await ensureStream(jsm, settings.stream, settings.replicas, log);
     }
     const stored = (seq: number) => jsm.streams.getMessage(settings.stream, { seq }).then((m) => m !== null);
     // The stream is the truth: if it no longer holds what we replayed (reset, repaired, a record

@@ -13,7 +13,7 @@ import { dialTcp } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { TlsMaterial } from '../core/tls-material.js';
-import { challengeBase64Schema, hostPortSchema, presentPreamble, tokenBase64Schema } from '../core/splice-wire.js';
+import { challengeBase64Schema, hostPortSchema, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
@@ -43,6 +43,9 @@ interface Channel {
   actor: Actor<typeof peerConnectionMachine>;
   log: Logger;
   ready: Promise<PeerClient>;
+  /** The channel's client as soon as it exists (before TLS is through); rejects as `ready` does. */
+  started: Promise<PeerClient>;
+  start: (client: PeerClient) => void;
   confirmation?: z.infer<typeof confirmationSchema> & { proxy: string };
   socket?: Socket;
   client?: PeerClient;
@@ -71,10 +74,17 @@ export class PeerChannels {
 
   async call(peer: string, method: string, params: unknown, id: string): Promise<unknown> {
     const channel = this.channelTo(peer);
-    const client = await channel.ready;
+    // A new channel's call is made as soon as its client exists, so it leaves with the TLS
+    // handshake's last flight rather than after B's HTTP/2 settings, a round trip through the
+    // splice later (src/grpc/spliced-client.ts holds it until B's identity is checked). Whether
+    // the channel opened is still the machine's call: if it did not, the caller gets its error.
+    const client = await channel.started;
+    const pending = client.call(method, params, id);
+    pending.catch(() => {}); // read below, or dropped for the channel's own error
+    await channel.ready;
     channel.actor.send({ type: 'CALL_STARTED' });
     try {
-      return await client.call(method, params, id);
+      return await pending;
     } catch (err) {
       // Without this, a transport failure reached the caller as a bare -32603 Internal error.
       if (err instanceof PeerTransportError) {
@@ -120,6 +130,11 @@ export class PeerChannels {
       });
     });
     channel.ready.catch(() => {}); // the caller awaiting it gets the error; nobody else must crash
+    channel.started = new Promise<PeerClient>((resolve, reject) => {
+      channel.start = resolve;
+      channel.ready.catch(reject);
+    });
+    channel.started.catch(() => {});
     this.channels.set(peer, channel);
     channel.actor.start();
     log.info('peer channel opening');
@@ -147,7 +162,21 @@ export class PeerChannels {
         }),
         dialPeer: fromPromise(async ({ input: { route }, signal, system }: { input: { peer: string; route: Route }; signal: AbortSignal; system: object }) => {
           const channel = this.channelOf(system);
-          const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint);
+          let first: Buffer | undefined;
+          if (route.type === 'proxy') {
+            // The preamble is the routing key: P reads exactly it (A's token and proof), then
+            // splices. Signed before the dial and sent as it completes (src/core/dial.ts).
+            const { token, challenge, sessionId, proxy } = channel.confirmation!;
+            try {
+              first = presentationBytes({
+                token: Buffer.from(token, 'base64'),
+                prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
+              });
+            } catch (err) {
+              throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
+            }
+          }
+          const socket = await dialOrFail(route.type === 'direct' ? route.address : channel.confirmation!.endpoint, first);
           // The machine gave up on this dial (timeout, CLOSE) and released the channel already:
           // a late socket would be nobody's, and through P it would even be spliced to B.
           if (signal.aborted) {
@@ -155,17 +184,6 @@ export class PeerChannels {
             return;
           }
           channel.socket = socket;
-          if (route.type === 'direct') return;
-          const { token, challenge, sessionId, proxy } = channel.confirmation!;
-          // The preamble is the routing key: P reads exactly it (A's token and proof), then splices.
-          try {
-            await presentPreamble(socket, {
-              token: Buffer.from(token, 'base64'),
-              prove: { key: opts.signer.key, subject: { proxy, sessionId, leg: 'a', challenge: Buffer.from(challenge, 'base64') } },
-            });
-          } catch (err) {
-            throw new PeerConnectionError('dialFailed', `presenting the splice preamble to ${proxy} failed: ${(err as Error).message}`);
-          }
         }),
         openChannel: fromPromise(async ({ input: { peer }, system }: { input: { peer: string }; system: object }) => {
           const channel = this.channelOf(system);
@@ -177,6 +195,7 @@ export class PeerChannels {
             socket: channel.socket!,
             log: channel.log,
             callTimeoutMs: opts.timeouts.callMs,
+            onStarted: channel.start,
           });
           channel.client = client;
           client.onClose(() => channel.actor.send({ type: 'CONNECTION_LOST', detail: 'the connection to the peer closed' }));
@@ -209,9 +228,9 @@ export class PeerChannels {
   }
 }
 
-async function dialOrFail(hostPort: string): Promise<Socket> {
+async function dialOrFail(hostPort: string, first?: Buffer): Promise<Socket> {
   try {
-    return await dialTcp(hostPort);
+    return await dialTcp(hostPort, first ? { first } : {});
   } catch (err) {
     throw new PeerConnectionError('dialFailed', (err as Error).message);
   }

@@ -28,7 +28,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
   if (tls.commonName !== self) {
     throw new Error(`settings name ${self} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
-  const nc = await connectBus({ url: natsUrl(settings), name: `eps:${self}`, tls }, log);
+  const nc = await connectBus({ url: natsUrl(settings), randomize: settings.nats.randomize, name: `eps:${self}`, tls }, log);
   // One operator key signs its bus envelopes and proves its splice dials.
   const { directory, bus, signer } = joinAsOperator({
     nc,

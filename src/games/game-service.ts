@@ -1,9 +1,13 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { initialTransition, transition } from 'xstate';
+import { initialTransition } from 'xstate';
+import { jsonEqual } from '../../machines/json-equal.js';
+import { pureStepper } from '../core/machine-steps.js';
 import {
   gameSessionMachine,
   liveInFlight,
+  onlyLivenessRefreshed,
+  refreshSlackMs,
   relayHeldUntil,
   relayNext,
   type GameSessionEvent,
@@ -17,6 +21,7 @@ import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
 import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
 import type { Lobby } from './lobby.js';
+import { LobbyPages } from './lobby-pages.js';
 import { RelayHolds } from './relay-holds.js';
 import type { SharedCounters } from './shared-limits.js';
 
@@ -86,26 +91,45 @@ export type RelayResult =
   | { type: 'relayUnavailable'; detail: string }
   /** A cap on relay sessions held at once is full: `retryAfterMs` until its first slot frees. */
   | { type: 'relayCapReached'; cap: 'client' | 'game'; limit: number; retryAfterMs: number };
-export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'badSecret' } | { type: 'nameTaken' };
-export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | { type: 'badSecret' };
+/**
+ * A call with a host secret counted past its limit: too many with this (right) secret, or too
+ * many wrong secrets from this client address (a right one from it still works).
+ */
+export type SecretRefusal =
+  | { type: 'badSecret' }
+  | { type: 'secretRateLimited'; limit: number; windowMs: number; retryAfterMs: number }
+  | { type: 'badSecretRateLimited'; limit: number; windowMs: number; retryAfterMs: number };
+export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'nameTaken' } | SecretRefusal;
+export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | SecretRefusal;
 
 export { StoreContentionError } from './game-store.js';
+
+export interface WindowLimit {
+  max: number;
+  windowMs: number;
+}
 
 export interface GameServiceOptions {
   store: GameStore;
   /** The index of games in registration order that GET /games pages through. */
   lobby: Lobby;
+  /** How long a lobby page read by this instance is answered again without reading it (0 or absent: never). */
+  lobbyPageTtlMs?: number;
   /** Counters shared by every instance; without them, registrations are not rate-limited. */
   counters?: SharedCounters;
   /** Games the rendezvous holds at most (every instance together); absent: no cap. */
   maxGames?: number;
   /** Registrations one client address may make per window (every instance together). */
-  registerLimit?: { max: number; windowMs: number };
+  registerLimit?: WindowLimit;
+  /** Calls with one host secret (rename, delete) per window. */
+  secretLimit?: WindowLimit;
+  /** Wrong host secrets one client address may present per window; past it, 429 instead of 403. */
+  badSecretLimit?: WindowLimit;
   /** The clock, injected so tests (and the machine's guards) never read the wall clock. */
   now: () => number;
   hostPollTimeoutMs: number;
   maxGuests: number;
-  /** Sees each step once it is written (the inspector's feed); never changes what is written. */
+  /** Sees each step once it is written, or answered without a write (a liveness refresh): the inspector's feed; it never changes what is written. */
   onTransition?: (game: string, event: { type: string } & Record<string, unknown>, snapshot: Snapshot) => void;
   log?: Logger;
   /** Attempts before a conflicting write gives up with StoreContentionError. */
@@ -156,6 +180,9 @@ const IN_FLIGHT_MARGIN_MS = 2_000;
 
 type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
 
+/** Steps a game's machine from a snapshot rebuilt from its record (see pureStepper: no actor per step). */
+const step = pureStepper(gameSessionMachine, { name: 'sample', hostPeerId: 'sample', at: 0, hostPollTimeoutMs: 1, maxGuests: 1 });
+
 const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest();
 
 export class GameService {
@@ -163,6 +190,8 @@ export class GameService {
   private readonly now: () => number;
   private readonly maxAttempts: number;
   private readonly holds: RelayHolds;
+  /** Lobby pages this instance read lately (absent: every list reads the lobby). */
+  private readonly lobbyPages: LobbyPages | undefined;
   /** Where this instance's next sweep starts reading (a revision): see sweep(). */
   private sweepFrom = 1;
 
@@ -171,6 +200,7 @@ export class GameService {
     this.now = opts.now;
     this.maxAttempts = opts.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
     this.holds = new RelayHolds(opts.store, opts.now, this.maxAttempts, opts.log);
+    this.lobbyPages = opts.lobbyPageTtlMs ? new LobbyPages(opts.lobbyPageTtlMs, opts.now) : undefined;
   }
 
   async register(name: string, peerId: string, client = 'unknown'): Promise<RegisterResult> {
@@ -335,7 +365,7 @@ export class GameService {
   private async clearInFlight(name: string, pairingPeer: string, id: string): Promise<void> {
     try {
       for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-        const stored = await this.store.get(name);
+        const stored = await this.store.get(name, attempt > 0);
         if (!stored || stored.record.relayInFlight?.[pairingPeer]?.id !== id) return;
         const { relayInFlight, ...rest } = stored.record;
         const marks = withoutInFlight(relayInFlight, pairingPeer, id);
@@ -366,7 +396,9 @@ export class GameService {
    */
   async list(q: ListQuery): Promise<ListPage> {
     const filtered = q.openOnly === true || (q.prefix !== undefined && q.prefix !== '');
-    const page = await this.opts.lobby.page(q.after, filtered ? q.limit * LIST_SCAN_FACTOR : q.limit);
+    const max = filtered ? q.limit * LIST_SCAN_FACTOR : q.limit;
+    const read = () => this.opts.lobby.page(q.after, max);
+    const page = await (this.lobbyPages ? this.lobbyPages.page(q.after, max, read) : read());
     const views = await Promise.all(
       page.entries.map(async (e) => {
         if (!e.name || (q.prefix && !e.name.startsWith(q.prefix))) return undefined;
@@ -407,13 +439,15 @@ export class GameService {
     await this.opts.lobby.remove(seq).catch((err: unknown) => this.opts.log?.warn({ err, game: name }, 'lobby entry not removed; list pages pass over it'));
   }
 
-  async rename(name: string, secret: string, newName: string): Promise<RenameResult> {
+  async rename(name: string, secret: string, newName: string, client = 'unknown'): Promise<RenameResult> {
+    const refused = await this.admitSecretCall(name, secret, client);
+    if (refused) return refused;
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      const stored = await this.store.get(name);
+      const stored = await this.store.get(name, attempt > 0);
       const s = stored && this.ticked(stored);
       if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
       if (!this.secretMatches(stored.record, secret)) return { type: 'badSecret' };
-      const renamed = transition(gameSessionMachine, s, { type: 'RENAMED', newName })[0];
+      const renamed = step(s, { type: 'RENAMED', newName });
       if (newName === name) return { type: 'renamed', game: this.view(renamed) };
       // A key is the name, so a rename is create-new then delete-old; if the old record moved
       // on meanwhile, the copy is withdrawn and the rename retried from the newer record.
@@ -440,12 +474,41 @@ export class GameService {
     throw new StoreContentionError(`game ${name}: rename kept conflicting`);
   }
 
-  async remove(name: string, secret: string): Promise<RemoveResult> {
+  async remove(name: string, secret: string, client = 'unknown'): Promise<RemoveResult> {
+    const refused = await this.admitSecretCall(name, secret, client);
+    if (refused) return refused;
     return this.mutate<RemoveResult>(
       name,
       (s, stored) => (this.secretMatches(stored.record, secret) ? { event: { type: 'DELETED' } } : { refuse: { type: 'badSecret' } }),
       () => ({ type: 'removed' }),
     );
+  }
+
+  /**
+   * Counts a call made with a host secret before it runs: a wrong secret against the client's
+   * address (so guessing is slowed, and the real host, even behind the same address, is never
+   * locked out), a right one against the secret (so a leaked or buggy host cannot make the store
+   * rewrite a game without end). Counters are keyed by what the store already holds (the game's
+   * secret hash) or by the address, never by whatever secret a caller makes up.
+   */
+  private async admitSecretCall(name: string, secret: string, client: string): Promise<SecretRefusal | { type: 'notFound' } | undefined> {
+    const stored = await this.store.get(name);
+    if (!stored) return { type: 'notFound' };
+    const counters = this.opts.counters;
+    if (!this.secretMatches(stored.record, secret)) {
+      const bad = this.opts.badSecretLimit;
+      if (!bad || !counters) return { type: 'badSecret' };
+      const counted = await counters.hit(`bad-secret ${client}`, bad.max, bad.windowMs, this.now());
+      if (counted.type === 'counted') return { type: 'badSecret' };
+      this.opts.log?.warn({ game: name, client, limit: bad.max }, 'wrong host secrets: rate limit reached');
+      return { type: 'badSecretRateLimited', limit: bad.max, windowMs: bad.windowMs, retryAfterMs: counted.retryAfterMs };
+    }
+    const limit = this.opts.secretLimit;
+    if (!limit || !counters) return undefined;
+    const counted = await counters.hit(`secret ${stored.record.secretHash}`, limit.max, limit.windowMs, this.now());
+    if (counted.type === 'counted') return undefined;
+    this.opts.log?.warn({ game: name, limit: limit.max }, 'host secret calls: rate limit reached');
+    return { type: 'secretRateLimited', limit: limit.max, windowMs: limit.windowMs, retryAfterMs: counted.retryAfterMs };
   }
 
   /**
@@ -492,7 +555,8 @@ export class GameService {
     inFlight: (marks: GameRecord['relayInFlight']) => GameRecord['relayInFlight'] = (marks) => marks,
   ): Promise<R | { type: 'notFound' }> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-      const stored = await this.store.get(name);
+      // After a lost write, the store itself: a cached read may be what lost.
+      const stored = await this.store.get(name, attempt > 0);
       if (!stored) return { type: 'notFound' };
       const ticked = this.ticked(stored);
       let next = ticked;
@@ -502,7 +566,7 @@ export class GameService {
       if (ticked.status === 'active') {
         const d = decide(ticked, stored);
         if ('refuse' in d) refused = d.refuse;
-        else if (d.event) next = transition(gameSessionMachine, ticked, (event = d.event))[0];
+        else if (d.event) next = step(ticked, (event = d.event));
       }
       if (next.status === 'done') {
         const removed = await this.store.remove(name, stored.revision);
@@ -519,8 +583,13 @@ export class GameService {
       }
       if (refused) return refused;
       const record = this.recordAfter(next, stored.record, inFlight(stored.record.relayInFlight));
-      // A tick that changed nothing (the common sweep) costs no write.
+      // A tick that changed nothing (the common sweep) costs no write, nor does a poll or a
+      // repeated start that only refreshes a liveness reading the store holds recently enough.
       if (sameContent(record, stored.record)) return answer(next);
+      if (this.onlyRefreshes(record, stored.record)) {
+        this.opts.onTransition?.(name, event, next);
+        return answer(next);
+      }
       const updated = await this.store.update(name, record, stored.revision);
       if (updated.type === 'updated') {
         this.opts.onTransition?.(name, event, next);
@@ -536,11 +605,19 @@ export class GameService {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       const created = await this.store.create(name, record);
       if (created.type === 'created') return created;
-      const holder = await this.store.get(name);
+      const holder = await this.store.get(name, true);
       if (holder && this.ticked(holder).status === 'active') return created;
       if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') await this.leaveLobby(name, holder.record.lobbySeq);
     }
     throw new StoreContentionError(`game ${name}: create kept conflicting`);
+  }
+
+  /** See onlyLivenessRefreshed (machines/game-session.ts): the stored readings are fresh enough. */
+  private onlyRefreshes(record: GameRecord, stored: GameRecord): boolean {
+    return (
+      sameContent({ ...record, context: stored.context }, stored) &&
+      onlyLivenessRefreshed(stored.context, record.context, refreshSlackMs(this.opts.hostPollTimeoutMs))
+    );
   }
 
   /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
@@ -550,7 +627,7 @@ export class GameService {
       value: { open: state },
       context: { ...context, hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
     });
-    return transition(gameSessionMachine, snapshot, { type: 'CLOCK_TICKED', at: this.now() })[0];
+    return step(snapshot, { type: 'CLOCK_TICKED', at: this.now() });
   }
 
   /** The record a step writes: the snapshot, with what the machine does not see carried over. */
@@ -584,9 +661,11 @@ export class GameService {
 
 const lobbyOf = (record: GameRecord) => (record.lobbySeq === undefined ? {} : { lobbySeq: record.lobbySeq });
 
-/** Two records that differ at most in when they were written. */
+const WRITTEN_AT: ReadonlySet<string> = new Set(['writtenAt']);
+
+/** Two records that differ at most in when they were written (no other field of a record has that name). */
 function sameContent(a: GameRecord, b: GameRecord): boolean {
-  return JSON.stringify({ ...a, writtenAt: 0 }) === JSON.stringify({ ...b, writtenAt: 0 });
+  return jsonEqual(a, b, WRITTEN_AT);
 }
 
 function withoutInFlight(marks: GameRecord['relayInFlight'], pairingPeer: string, id: string): GameRecord['relayInFlight'] {

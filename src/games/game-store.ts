@@ -1,6 +1,6 @@
 import { DeliverPolicy, jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
-import type { NatsConnection } from '../core/nats.js';
+import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
+import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
 import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
 
@@ -45,7 +45,8 @@ export interface StoredGame {
  * wrote first) are status values; exceptions mean the store itself failed.
  */
 export interface GameStore {
-  get(name: string): Promise<StoredGame | null>;
+  /** `fresh`: read the store itself, past any cache (a write that lost its revision check reads again so). */
+  get(name: string, fresh?: boolean): Promise<StoredGame | null>;
   create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
@@ -83,6 +84,15 @@ export async function guarded<T>(what: string, op: () => Promise<T>): Promise<T>
   }
 }
 
+/** A store call: failures leave as StoreUnavailableError, at once when the bus drops. */
+export type StoreCall = <T>(what: string, op: () => Promise<T>) => Promise<T>;
+
+/** Store calls over `nc`: one in flight when the connection drops fails then, not at its timeout. */
+export const storeCallsOn =
+  (nc: NatsConnection): StoreCall =>
+  (what, op) =>
+    guarded(what, () => untilBusDrops(nc, op()));
+
 const isWrongSequence = (err: unknown) =>
   err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
 
@@ -101,29 +111,33 @@ function parsedRecord(data: Uint8Array): GameRecord | undefined {
 }
 
 export class KvGameStore implements GameStore {
+  private readonly call: StoreCall;
   private constructor(
+    private readonly nc: NatsConnection,
     private readonly kv: KV,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly bucket: string,
-  ) {}
+  ) {
+    this.call = storeCallsOn(nc);
+  }
 
   /** Opens (creating if needed) the bucket; one value per key is all a game needs. */
-  static async open(nc: NatsConnection, bucket: string): Promise<KvGameStore> {
-    const kv = await new Kvm(nc).create(bucket, { history: 1 });
+  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvGameStore> {
+    const kv = await new Kvm(nc).create(bucket, { history: 1, replicas });
     const js = jetstream(nc);
-    return new KvGameStore(kv, js, await js.jetstreamManager(), bucket);
+    return new KvGameStore(nc, kv, js, await js.jetstreamManager(), bucket);
   }
 
   async get(name: string): Promise<StoredGame | null> {
-    const entry = await guarded('get', () => this.kv.get(gameKey(name)));
+    const entry = await this.call('get', () => this.kv.get(gameKey(name)));
     if (!entry || entry.operation !== 'PUT') return null;
     return { record: entry.json<GameRecord>(), revision: entry.revision };
   }
 
   async create(name: string, record: GameRecord) {
     try {
-      return { type: 'created' as const, revision: await this.kv.create(gameKey(name), JSON.stringify(record)) };
+      return { type: 'created' as const, revision: await untilBusDrops(this.nc, this.kv.create(gameKey(name), JSON.stringify(record))) };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'exists' as const };
       throw new StoreUnavailableError(`game store: create failed: ${(err as Error).message}`, { cause: err });
@@ -132,7 +146,7 @@ export class KvGameStore implements GameStore {
 
   async update(name: string, record: GameRecord, revision: number) {
     try {
-      return { type: 'updated' as const, revision: await this.kv.update(gameKey(name), JSON.stringify(record), revision) };
+      return { type: 'updated' as const, revision: await untilBusDrops(this.nc, this.kv.update(gameKey(name), JSON.stringify(record), revision)) };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'conflict' as const };
       throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
@@ -141,7 +155,7 @@ export class KvGameStore implements GameStore {
 
   async remove(name: string, revision: number) {
     try {
-      await this.kv.delete(gameKey(name), { previousSeq: revision });
+      await untilBusDrops(this.nc, this.kv.delete(gameKey(name), { previousSeq: revision }));
       return { type: 'removed' as const };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'conflict' as const };
@@ -149,14 +163,19 @@ export class KvGameStore implements GameStore {
     }
   }
 
+  /** Every write of a game key from now on, by any instance (for CachedGameStore). */
+  watchGames() {
+    return this.call('watch', () => this.kv.watch({ key: 'g.>', include: KvWatchInclude.UpdatesOnly }));
+  }
+
   async *inWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredGame> {
     // An ordered consumer on the game keys only: with one value per key, the stream holds each
     // game's last write, in the order they were written. It is read a small batch at a time.
     const prefix = `$KV.${this.bucket}.`;
     // A consumer with nothing to deliver would wait: ask first whether any game key exists.
-    if (!(await guarded('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: from, next_by_subj: `${prefix}g.>` })))) return;
-    const consumer = await guarded('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>`, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }));
-    const messages = await guarded('sweep read', () => consumer.consume({ max_messages: 64 }));
+    if (!(await this.call('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: from, next_by_subj: `${prefix}g.>` })))) return;
+    const consumer = await this.call('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>`, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }));
+    const messages = await this.call('sweep read', () => consumer.consume({ max_messages: 64 }));
     try {
       for await (const m of messages) {
         const operation = m.headers?.get('KV-Operation');
@@ -171,7 +190,7 @@ export class KvGameStore implements GameStore {
   }
 
   async getHolds(key: HoldKey): Promise<StoredHolds | null> {
-    const entry = await guarded('get', () => this.kv.get(holdKey(key)));
+    const entry = await this.call('get', () => this.kv.get(holdKey(key)));
     if (!entry || entry.operation !== 'PUT') return null;
     const parsed = holdsSchema.safeParse(entry.json<unknown>());
     // A damaged list must not lock a client out for good: it counts as empty and is overwritten.
@@ -182,9 +201,9 @@ export class KvGameStore implements GameStore {
     const k = holdKey(key);
     try {
       if (holds.length === 0) {
-        if (revision !== null) await this.kv.delete(k, { previousSeq: revision });
-      } else if (revision === null) await this.kv.create(k, JSON.stringify({ v: 1, holds }));
-      else await this.kv.update(k, JSON.stringify({ v: 1, holds }), revision);
+        if (revision !== null) await untilBusDrops(this.nc, this.kv.delete(k, { previousSeq: revision }));
+      } else if (revision === null) await untilBusDrops(this.nc, this.kv.create(k, JSON.stringify({ v: 1, holds })));
+      else await untilBusDrops(this.nc, this.kv.update(k, JSON.stringify({ v: 1, holds }), revision));
       return { type: 'written' as const };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'conflict' as const };

@@ -4,7 +4,7 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { clientKeyOf } from '../core/client-address.js';
 import type { Logger } from '../core/logger.js';
-import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView } from './game-service.js';
+import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView, type SecretRefusal } from './game-service.js';
 import { StoreUnavailableError } from './game-store.js';
 import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type ProblemName } from './problems.js';
 
@@ -364,9 +364,9 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
     async (request) => {
       const { name } = request.params;
-      const r = await service.rename(name, bearerSecret(request), request.query.newName);
+      const r = await service.rename(name, bearerSecret(request), request.query.newName, clientKeyOf(request.ip));
       if (r.type === 'notFound') throw notFound(name);
-      if (r.type === 'badSecret') throw badSecret(name);
+      if (r.type !== 'renamed' && r.type !== 'nameTaken') throw secretRefused(name, r, clientKeyOf(request.ip));
       if (r.type === 'nameTaken') throw new ProblemError('NAME_TAKEN', `a game named "${request.query.newName}" already exists`);
       return r.game;
     },
@@ -384,9 +384,9 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { name } = request.params;
-      const r = await service.remove(name, bearerSecret(request));
+      const r = await service.remove(name, bearerSecret(request), clientKeyOf(request.ip));
       if (r.type === 'notFound') throw notFound(name);
-      if (r.type === 'badSecret') throw badSecret(name);
+      if (r.type !== 'removed') throw secretRefused(name, r, clientKeyOf(request.ip));
       return reply.code(204).send();
     },
   );
@@ -443,4 +443,14 @@ function cursorSeq(cursor: string): number {
 }
 
 const notFound = (name: string) => new ProblemError('GAME_NOT_FOUND', `no game named "${name}" (it may have expired)`);
-const badSecret = (name: string) => new ProblemError('FORBIDDEN', `the secret does not match the host secret of "${name}"`);
+/** A wrong secret is 403; a call counted past a host-secret limit is 429 with when to come back. */
+function secretRefused(name: string, r: SecretRefusal, client: string): ProblemError {
+  if (r.type === 'badSecret') return new ProblemError('FORBIDDEN', `the secret does not match the host secret of "${name}"`);
+  const retryAfter = Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+  const headers = { 'retry-after': String(retryAfter) };
+  const window = `${r.windowMs / 1000} s`;
+  if (r.type === 'secretRateLimited') {
+    return new ProblemError('SECRET_RATE_LIMITED', `the host secret of "${name}" was used ${r.limit} times in ${window}, its limit (games.secretLimit); retry in ${retryAfter} s`, { headers });
+  }
+  return new ProblemError('BAD_SECRET_RATE_LIMITED', `${client} presented ${r.limit} wrong host secrets in ${window}, its limit (games.badSecretLimit); retry in ${retryAfter} s`, { headers });
+}

@@ -4,7 +4,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { z } from 'zod';
 import type { NatsConnection } from '../core/nats.js';
 import { lobbyBucket } from './buckets.js';
-import { guarded } from './game-store.js';
+import { storeCallsOn, type StoreCall } from './game-store.js';
 
 // The lobby: an index of games in registration order, in a bucket of its own so that its stream
 // sequence numbers are the order. An entry is written once when a game is registered (or renamed)
@@ -48,25 +48,26 @@ const entrySchema = z.strictObject({ v: z.literal(1), name: z.string().min(1).ma
 
 export class KvLobby implements Lobby {
   private constructor(
+    private readonly call: StoreCall,
     private readonly kv: KV,
     private readonly jsm: JetStreamManager,
     private readonly stream: string,
   ) {}
 
-  static async open(nc: NatsConnection, bucket: string): Promise<KvLobby> {
+  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvLobby> {
     const name = lobbyBucket(bucket);
-    const kv = await new Kvm(nc).create(name, { history: 1 });
-    return new KvLobby(kv, await jetstreamManager(nc), `KV_${name}`);
+    const kv = await new Kvm(nc).create(name, { history: 1, replicas });
+    return new KvLobby(storeCallsOn(nc), kv, await jetstreamManager(nc), `KV_${name}`);
   }
 
   async add(name: string): Promise<number> {
     // A random key: two registrations racing for one name must not overwrite each other's entry.
-    return guarded('lobby add', () => this.kv.put(`e.${randomBytes(12).toString('base64url')}`, JSON.stringify({ v: 1, name })));
+    return this.call('lobby add', () => this.kv.put(`e.${randomBytes(12).toString('base64url')}`, JSON.stringify({ v: 1, name })));
   }
 
   async remove(seq: number): Promise<void> {
     // A message delete, not a KV delete: a KV delete leaves a marker per entry in the stream forever.
-    await guarded('lobby remove', () =>
+    await this.call('lobby remove', () =>
       this.jsm.streams.deleteMessage(this.stream, seq, false).catch((err: unknown) => {
         // Already gone (another instance removed it): the caller's goal holds.
         if (/no message found/i.test((err as Error).message)) return false;
@@ -85,7 +86,7 @@ export class KvLobby implements Lobby {
     // bounded, so a page after a long run of removed entries may be short (it says where to go on).
     for (let round = 0; round < PAGE_ROUNDS && entries.length < max; round++) {
       const wanted = max - entries.length;
-      const answers = await guarded('lobby page', () =>
+      const answers = await this.call('lobby page', () =>
         Promise.all(Array.from({ length: wanted }, (_, i) => this.jsm.direct.getMessage(this.stream, { seq: from + 1 + i, next_by_subj: '>' }))),
       );
       const bySeq = new Map<number, LobbyEntry>();
@@ -105,7 +106,7 @@ export class KvLobby implements Lobby {
   }
 
   async count(): Promise<number> {
-    return guarded('lobby count', async () => (await this.jsm.streams.info(this.stream)).state.messages);
+    return this.call('lobby count', async () => (await this.jsm.streams.info(this.stream)).state.messages);
   }
 }
 

@@ -6,13 +6,14 @@ import { createInspector } from '../inspector/index.js';
 import type { SessionLog } from '../inspector/session-log.js';
 import type { Logger } from '../core/logger.js';
 import { DEFAULT_BUS_REQUEST_TIMEOUT_MS } from '../core/constants.js';
-import { connectBus, type NatsConnection } from '../core/nats.js';
+import { connectBus, onEveryBusDrop, type NatsConnection } from '../core/nats.js';
 import { readTlsMaterial } from '../core/tls-material.js';
 import { joinAsOperator, type OperatorPresence } from '../operator/presence.js';
 import type { GamesSettings } from '../settings/games-schema.js';
 import { natsUrl } from '../settings/schemas.js';
 import { relayClient } from '../relay/client.js';
 import { GameService } from './game-service.js';
+import { CachedGameStore } from './game-cache.js';
 import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
 import { KvLobby } from './lobby.js';
@@ -37,21 +38,30 @@ export interface RunningGames {
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(
-    { url: natsUrl(settings, env), name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    { url: natsUrl(settings, env), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
     log.child({ component: 'bus' }),
   );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;
-  const store = await KvGameStore.open(nc, settings.games.bucket);
-  const lobby = await KvLobby.open(nc, settings.games.bucket);
+  // On a cluster each bucket is replicated by JetStream (games.replicas): any instance on any node
+  // reads and writes the same games, and they outlive the loss of a node.
+  const { replicas } = settings.games;
+  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas);
+  const store = settings.games.cacheGames > 0 ? await cachedStore(kvStore, nc, settings.games.cacheGames, log) : kvStore;
+  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas);
   // Counters live twice their window: long enough for the window they count, then they age out.
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * settings.games.registerLimit.windowMs);
+  const { registerLimit, secretLimit, badSecretLimit } = settings.games;
+  const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas);
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
     lobby,
     counters,
     maxGames: settings.games.maxGames,
-    registerLimit: settings.games.registerLimit,
+    lobbyPageTtlMs: settings.games.lobbyPageTtlMs,
+    registerLimit,
+    secretLimit,
+    badSecretLimit,
     ...(inspector ? { onTransition: gamesFeed(inspector.log) } : {}),
     now: Date.now,
     hostPollTimeoutMs: settings.games.hostPollTimeoutMs,
@@ -84,8 +94,9 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
     stun = await startStunServer({
       host: settings.stun.host,
       port: settings.stun.port,
-      software: STUN_SOFTWARE,
+      ...(settings.stun.software ? { software: STUN_SOFTWARE } : {}),
       fingerprint: settings.stun.fingerprint,
+      limits: settings.stun.rateLimit,
       log: log.child({ component: 'stun' }),
     });
   }
@@ -124,6 +135,17 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await nc.drain();
     },
   };
+}
+
+/**
+ * The store behind a cache of recent game records, fed by a watch of every game write. The cache
+ * forgets everything when the bus drops: what it holds may have moved on meanwhile.
+ */
+async function cachedStore(kv: KvGameStore, nc: NatsConnection, maxGames: number, log: Logger): Promise<CachedGameStore> {
+  const cache = new CachedGameStore(kv, maxGames, log.child({ component: 'game-cache' }));
+  void cache.follow(await kv.watchGames());
+  onEveryBusDrop(nc, () => cache.clear());
+  return cache;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import type { NatsConnection } from '../core/nats.js';
-import { guarded, StoreContentionError } from './game-store.js';
+import { untilBusDrops, type NatsConnection } from '../core/nats.js';
+import { storeCallsOn, StoreContentionError, type StoreCall } from './game-store.js';
 import { limitsBucket } from './buckets.js';
 
 // Rate limits every `games run` instance shares: a count per key (a client address) and fixed
@@ -26,27 +26,33 @@ export function windowOf(now: number, windowMs: number): { index: number; endsAt
 }
 
 export class KvSharedCounters implements SharedCounters {
-  private constructor(private readonly kv: KV) {}
+  private readonly call: StoreCall;
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+  ) {
+    this.call = storeCallsOn(nc);
+  }
 
   /** `keepMs` is the bucket's max_age, set when it is created: at least the longest window counted. */
-  static async open(nc: NatsConnection, bucket: string, keepMs: number): Promise<KvSharedCounters> {
-    return new KvSharedCounters(await new Kvm(nc).create(limitsBucket(bucket), { history: 1, ttl: keepMs }));
+  static async open(nc: NatsConnection, bucket: string, keepMs: number, replicas = 1): Promise<KvSharedCounters> {
+    return new KvSharedCounters(nc, await new Kvm(nc).create(limitsBucket(bucket), { history: 1, ttl: keepMs, replicas }));
   }
 
   async hit(key: string, max: number, windowMs: number, now: number): Promise<Counted> {
     const w = windowOf(now, windowMs);
     const k = `r.${Buffer.from(key, 'utf8').toString('base64url') || '_'}.${w.index}`;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const entry = await guarded('count get', () => this.kv.get(k));
+      const entry = await this.call('count get', () => this.kv.get(k));
       const count = entry && entry.operation === 'PUT' ? Number(entry.string()) || 0 : 0;
       if (count >= max) return { type: 'limited', retryAfterMs: w.endsAt - now };
       try {
-        if (entry && entry.operation === 'PUT') await this.kv.update(k, String(count + 1), entry.revision);
-        else await this.kv.create(k, String(count + 1));
+        const write = entry && entry.operation === 'PUT' ? this.kv.update(k, String(count + 1), entry.revision) : this.kv.create(k, String(count + 1));
+        await untilBusDrops(this.nc, write);
         return { type: 'counted', count: count + 1 };
       } catch (err) {
         if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence)) {
-          return guarded('count write', () => Promise.reject(err));
+          return this.call('count write', () => Promise.reject(err));
         }
       }
     }

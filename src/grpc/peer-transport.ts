@@ -53,6 +53,8 @@ export interface PeerClient {
   /** Fires once, when the connection is gone for whatever reason (also after close()). */
   onClose(cb: (reason: PeerTransportError) => void): void;
   isOpen(): boolean;
+  /** True when TLS resumed an earlier session with this peer (src/grpc/tls-sessions.ts). */
+  readonly resumed?: boolean;
 }
 
 export interface PeerClientOptions {
@@ -64,6 +66,13 @@ export interface PeerClientOptions {
   callTimeoutMs?: number;
   /** TLS + HTTP/2 set-up on the held socket. */
   connectTimeoutMs?: number;
+  /**
+   * Called with the client as soon as it exists, before the set-up is through: a call made on it
+   * then leaves with the handshake's last flight instead of a round trip later. HTTP/2 holds it
+   * until TLS is through, so it never goes out before B's identity was checked; should the set-up
+   * fail, it fails as the set-up does.
+   */
+  onStarted?: (client: PeerClient) => void;
 }
 
 export interface PeerClientDirectOptions {

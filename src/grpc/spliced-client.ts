@@ -17,6 +17,7 @@ import {
   type PendingCall,
   type PeerClientOptions,
 } from './peer-transport.js';
+import { forgetSession, rememberSession, sessionFor } from './tls-sessions.js';
 
 /**
  * gRPC over a socket A already holds (spliced to B by the proxy).
@@ -36,6 +37,7 @@ export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise
   const log = opts.log.child({ component: 'peer-client', peer: opts.expectedPeer.name });
   if (opts.socket.destroyed) throw new PeerTransportError('closed', 'the held socket is already closed');
   const client = new SplicedPeerClient(opts, log);
+  opts.onStarted?.(client);
   await client.ready(opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
   return client;
 }
@@ -43,18 +45,22 @@ export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise
 class SplicedPeerClient extends PeerClientBase {
   private readonly method = callMethodDefinition();
   private readonly held: PeerClientOptions['socket'];
+  private readonly tlsOptions: PeerClientOptions['tls'];
   private readonly tlsSocket: TLSSocket;
   private readonly session: ClientHttp2Session;
   private isReady = false;
+  resumed = false;
 
   constructor(opts: PeerClientOptions, log: Logger) {
     super(opts.tls, opts.expectedPeer, log, opts.callTimeoutMs);
     const held = (this.held = opts.socket);
+    this.tlsOptions = opts.tls;
     // Nagle on the relay leg would add ~40 ms per small call (delayed ACK on the other side).
     if (held instanceof Socket) held.setNoDelay(true);
     held.on('error', (err: Error) => log.debug({ err: err.message }, 'held socket error'));
     held.once('close', () => this.closeWith(new PeerTransportError('closed', `connection to ${this.peer.name} closed`)));
 
+    const offered = sessionFor(opts.tls, this.peer);
     this.tlsSocket = tlsConnect({
       socket: held,
       secureContext: secureContextFor(opts.tls),
@@ -62,7 +68,22 @@ class SplicedPeerClient extends PeerClientBase {
       servername: this.peer.name,
       ALPNProtocols: ['h2'],
       checkServerIdentity: this.identityCheck(),
+      // src/grpc/tls-sessions.ts: the last session with this very peer, resumed when B agrees.
+      ...(offered ? { session: offered } : {}),
     });
+    // TLS 1.3 tickets arrive after the handshake, so after the identity check; one that came
+    // before it (or with a check that failed) is never kept.
+    let verified = false;
+    this.tlsSocket.once('secureConnect', () => {
+      this.resumed = this.tlsSocket.isSessionReused();
+      if (this.resumed && !this.resumedPeerMatches()) return;
+      verified = true;
+    });
+    this.tlsSocket.on('session', (session: Buffer) => {
+      if (verified && !this.closedReason) rememberSession(opts.tls, this.peer, session);
+    });
+    // A failed handshake keeps the peer's session: a ticket B cannot use (B restarted, the ticket
+    // expired) only costs a full handshake, and whoever else A is spliced to cannot make A drop it.
     const lost = (err: Error): void =>
       this.closeWith(this.isReady ? new PeerTransportError('closed', `connection to ${this.peer.name} lost: ${err.message}`, { cause: err }) : this.handshakeError(err));
     this.tlsSocket.on('error', lost);
@@ -75,6 +96,23 @@ class SplicedPeerClient extends PeerClientBase {
     // channel left READY.
     this.session.once('goaway', () => this.closeWith(new PeerTransportError('closed', `${this.peer.name} ended the connection (GOAWAY)`)));
     this.session.once('close', () => this.closeWith(new PeerTransportError('closed', `connection to ${this.peer.name} closed`)));
+  }
+
+  /**
+   * Node skips checkServerIdentity when a session is resumed, and a resumed client session has no
+   * peer certificate to show (OpenSSL keeps only the server's side of it). What stands for it:
+   * the session was only ever offered to this peer (name and directory fingerprint, checked in
+   * the full handshake it came from), and only the holder of that session's secret, the server
+   * that issued the ticket, can complete a resumption. Should Node ever show the certificate, it
+   * must still be the directory's.
+   */
+  private resumedPeerMatches(): boolean {
+    const presented = this.tlsSocket.getPeerX509Certificate()?.fingerprint256.replace(/:/g, '').toLowerCase();
+    if (presented === undefined || presented === this.peer.fingerprint) return true;
+    forgetSession(this.tlsOptions, this.peer);
+    this.log.warn({ presented }, 'resumed TLS session does not match the directory; refused');
+    this.closeWith(new PeerTransportError('identity', `refusing ${this.peer.name}: the resumed session's certificate ${presented} is not the directory's ${this.peer.fingerprint}`));
+    return false;
   }
 
   /** Resolves once TLS (both ways) and B's HTTP/2 settings are through, as grpc-js's READY. */

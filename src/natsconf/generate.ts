@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { RecordData } from '../directory/types.js';
 import { accountLinks, busPolicy, type BusPrincipal } from './policy.js';
-import { renderNatsConfig } from './render.js';
+import { renderNatsConfig, type ClusterNodeOptions } from './render.js';
 import { readPolicyInput } from './sources.js';
 
 // One entry point for every nats-server configuration this project writes: `make nats-config`
@@ -37,6 +37,8 @@ export interface NatsConfigOptions {
   extraBuckets?: string[];
   /** Records appended to the directory's files, as a later sd-setup run would add them. */
   extraRecords?: RecordData[];
+  /** This server as one node of a cluster (see cluster.ts, which fills it in). */
+  cluster?: ClusterNodeOptions;
 }
 
 export function generateNatsConfig(opts: NatsConfigOptions): { text: string; principals: BusPrincipal[] } {
@@ -56,6 +58,7 @@ export function generateNatsConfig(opts: NatsConfigOptions): { text: string; pri
     storeDir: resolve(opts.storeDir),
     tls: { cert: join(certs, 'nats-server.crt'), key: join(certs, 'nats-server.key'), ca: join(certs, 'root.crt') },
     source: `${root}/{directory,roles}`,
+    ...(opts.cluster ? { cluster: opts.cluster } : {}),
   });
   return { text, principals };
 }

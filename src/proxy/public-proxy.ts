@@ -16,6 +16,9 @@ import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
 import { relayPath } from './splicer.js';
 
+/** How long the bus may take to confirm the proxy left its queue group before it stops waiting. */
+const DRAIN_BUS_TIMEOUT_MS = 2000;
+
 export interface RunningProxy {
   registry: SessionRegistry;
   /** What the inspector has recorded, when it is enabled. */
@@ -33,7 +36,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   if (tls.commonName !== settings.operator) {
     throw new Error(`operator ${settings.operator} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
-  const nc = await connectBus({ url: natsUrl(settings), name: `proxy:${settings.name}`, tls }, log);
+  const nc = await connectBus({ url: natsUrl(settings), randomize: settings.nats.randomize, name: `proxy:${settings.name}`, tls }, log);
   const presence = joinAsOperator({
     nc,
     operator: settings.operator,
@@ -136,7 +139,17 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
     ...(inspector ? { inspector: inspector.log } : {}),
     async close() {
       closing = true;
-      bus.close();
+      // Draining (SIGTERM): the queue group's other proxies take every new request from now on;
+      // the sessions this proxy holds live on its endpoint, so it keeps serving them (their legs
+      // may still dial) until they finish or the deadline passes.
+      await bus.drain(DRAIN_BUS_TIMEOUT_MS);
+      const live = registry.liveCount();
+      if (live > 0) {
+        log.info({ live, drainMs: settings.timeouts.drainMs }, 'draining: taking no new sessions, waiting for the live ones to finish');
+        const left = await registry.whenIdle(settings.timeouts.drainMs);
+        if (left > 0) log.warn({ left, drainMs: settings.timeouts.drainMs }, 'drain deadline passed: ending the sessions still live');
+        else log.info('drained: every session finished');
+      }
       await registry.shutdown();
       await endpoint.close();
       // Open event streams would keep the metrics server from closing.

@@ -403,6 +403,22 @@ export class SessionRegistry {
     return this.#parkedCount;
   }
 
+  /**
+   * Resolves once no session is live (each finished its own way: spliced and closed by a peer,
+   * or timed out), or at `timeoutMs`; returns how many were still live. Opens nothing, ends nothing:
+   * the caller stops new sessions first (no more requests) and calls shutdown() after.
+   */
+  async whenIdle(timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#sessions.size > 0 && Date.now() < deadline) {
+      const live = [...this.#sessions.values()].map((s) => s.done);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.any(live), new Promise((resolve) => (timer = setTimeout(resolve, deadline - Date.now())))]);
+      clearTimeout(timer);
+    }
+    return this.#sessions.size;
+  }
+
   /** Ends every session (their splicers close the sockets) and waits until all have finished. */
   async shutdown(): Promise<void> {
     this.#shuttingDown = true;

@@ -27,7 +27,27 @@ export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
 export const DEFAULT_MAX_GAMES = 100_000;
 /** Registrations one client address may make per window, every instance together: a host registers once per game. */
 export const DEFAULT_REGISTER_LIMIT_MAX = 30;
-export const DEFAULT_REGISTER_LIMIT_WINDOW_MS = minute;
+/**
+ * Game records each instance keeps in memory, fresh from a KV watch, so a poll that writes nothing
+ * makes no round trip (src/games/game-cache.ts). A record is about 1 KiB plus its guests' candidates.
+ */
+export const DEFAULT_CACHE_GAMES = 10_000;
+/** A lobby page read is answered again for this long: a new game shows up in a list at most this late. */
+export const DEFAULT_LOBBY_PAGE_TTL_MS = 1_000;
+/** Calls made with one host secret (rename, delete) per window: a host renames or deletes a game a few times at most. */
+export const DEFAULT_SECRET_LIMIT_MAX = 30;
+/** Wrong host secrets one client address may present per window before it is answered 429 instead of 403. */
+export const DEFAULT_BAD_SECRET_LIMIT_MAX = 10;
+
+/**
+ * STUN answers per source address: a peer sends one Binding request and retransmits a few times
+ * on loss, and a NAT may hide a room full of players, hence a burst well above one peer's need.
+ */
+export const DEFAULT_STUN_PER_SECOND = 20;
+export const DEFAULT_STUN_BURST = 50;
+/** STUN answers per second in all: at 40 bytes an answer, 2,000 a second is 80 kB/s at most, whatever a flood spoofs. */
+export const DEFAULT_STUN_TOTAL_PER_SECOND = 2_000;
+export const DEFAULT_STUN_MAX_ADDRESSES = 10_000;
 
 /**
  * Relay sessions one client address may hold at once (a session counts from its grant until the
@@ -40,6 +60,15 @@ export const DEFAULT_RELAY_MAX_PER_GAME = 16;
 
 const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().positive();
+
+/** A count per window (a minute unless set), shared by every instance through the store (src/games/shared-limits.ts). */
+const windowLimit = (max: number) =>
+  z
+    .strictObject({
+      max: z.number().int().positive().default(max),
+      windowMs: ms.default(minute),
+    })
+    .prefault({});
 
 const gamesSettingsFields = z.strictObject({
   name: z.string().min(1),
@@ -73,21 +102,37 @@ const gamesSettingsFields = z.strictObject({
       port,
       /** RFC 8489 makes FINGERPRINT optional for a Binding-only server; clients that check it like it. */
       fingerprint: z.boolean().default(true),
+      /** SOFTWARE in every answer: 20 bytes more per answer, so off unless a client wants to see it. */
+      software: z.boolean().default(false),
+      /** What the server answers at most (src/games/stun-limit.ts): source addresses can be spoofed. */
+      rateLimit: z
+        .strictObject({
+          perSecond: z.number().positive().default(DEFAULT_STUN_PER_SECOND),
+          burst: z.number().int().positive().default(DEFAULT_STUN_BURST),
+          totalPerSecond: z.number().positive().default(DEFAULT_STUN_TOTAL_PER_SECOND),
+          maxAddresses: z.number().int().positive().default(DEFAULT_STUN_MAX_ADDRESSES),
+        })
+        .prefault({}),
     })
     .optional(),
   games: z
     .strictObject({
       bucket: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected a KV bucket name (letters, digits, _ and -)').default(DEFAULT_GAMES_BUCKET),
+      /** Copies JetStream keeps of each bucket, set when the first instance creates them: 3 on a cluster. */
+      replicas: z.number().int().min(1).max(5).default(1),
       hostPollTimeoutMs: ms.default(DEFAULT_HOST_POLL_TIMEOUT_MS),
       sweepIntervalMs: ms.default(DEFAULT_SWEEP_INTERVAL_MS),
       maxGuests: z.number().int().positive().max(256).default(DEFAULT_MAX_GUESTS),
       maxGames: z.number().int().positive().default(DEFAULT_MAX_GAMES),
-      registerLimit: z
-        .strictObject({
-          max: z.number().int().positive().default(DEFAULT_REGISTER_LIMIT_MAX),
-          windowMs: ms.default(DEFAULT_REGISTER_LIMIT_WINDOW_MS),
-        })
-        .prefault({}),
+      /** How long a lobby page is answered again from memory (0: every list reads the lobby). */
+      lobbyPageTtlMs: z.number().int().min(0).default(DEFAULT_LOBBY_PAGE_TTL_MS),
+      /** Game records held in memory per instance (0: every read goes to the store). */
+      cacheGames: z.number().int().min(0).default(DEFAULT_CACHE_GAMES),
+      registerLimit: windowLimit(DEFAULT_REGISTER_LIMIT_MAX),
+      /** Calls with one host secret (rename, delete), every instance together. */
+      secretLimit: windowLimit(DEFAULT_SECRET_LIMIT_MAX),
+      /** Wrong host secrets per client address, every instance together. */
+      badSecretLimit: windowLimit(DEFAULT_BAD_SECRET_LIMIT_MAX),
     })
     .prefault({}),
   /** Where peers that cannot punch are relayed: the P2P proxy serving relays for this operator. */

@@ -16,6 +16,7 @@ import {
   DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION,
   DEFAULT_RELAY_MAX_DURATION_MS,
   DEFAULT_SPLICE_IDLE_TIMEOUT_MS,
+  DEFAULT_PROXY_DRAIN_TIMEOUT_MS,
   DEFAULT_NATS_URL,
   DEFAULT_RELAY_DIAL_WITHIN_MS,
   DEFAULT_PREAMBLE_TIMEOUT_MS,
@@ -34,9 +35,26 @@ export const listenSchema = z.strictObject({ host: z.string().default('127.0.0.1
 /** A certificate, its key and the root that both sides of every mTLS connection trust. */
 export const tlsSchema = z.strictObject({ ca: path, cert: path, key: path });
 
+/**
+ * The bus: one nats-server, or the nodes of a cluster (a list, or one string of comma-separated
+ * URLs as NATS_URL carries them); the process connects to one and moves to another when it goes.
+ * Kept as one comma-separated string, the form NATS_URL overrides it with.
+ */
 export const natsSchema = z
-  .strictObject({ url: z.string().default(DEFAULT_NATS_URL) })
-  .default({ url: DEFAULT_NATS_URL });
+  .strictObject({
+    url: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .default(DEFAULT_NATS_URL)
+      .transform((u) => (Array.isArray(u) ? u.join(',') : u)),
+    /**
+     * false: try the URLs in the order listed, the first being this process's own node. nats-server
+     * hands a queue group's request to a subscriber on the node it was published on when there is
+     * one, so where each process connects decides which proxy brokers for whom (README "Running a
+     * cluster"); true (the default) spreads a fleet's connections over the nodes at random.
+     */
+    randomize: z.boolean().default(true),
+  })
+  .prefault({});
 
 /** Where the service directory answers, and the name its certificate carries. */
 export const directoryClientSchema = z.strictObject({
@@ -66,6 +84,11 @@ export const sdSettingsSchema = z.strictObject({
   maxBodyBytes: z.number().int().positive().default(DEFAULT_MAX_BODY_BYTES),
   /** JetStream stream that persists the record chain. */
   stream: z.string().default('EPS_SD_RECORDS'),
+  /**
+   * Copies of the stream JetStream keeps, set when sd creates it: 1 on a single nats-server, 3 on
+   * a cluster of 3 or more (an existing stream keeps its own: changing it is the bus admin's).
+   */
+  replicas: z.number().int().min(1).max(5).default(1),
 });
 export type SdSettings = z.infer<typeof sdSettingsSchema>;
 
@@ -104,6 +127,8 @@ const proxySettingsFields = z.strictObject({
       busRequestMs: ms.default(DEFAULT_BUS_REQUEST_TIMEOUT_MS),
       /** Every spliced session, brokered or relayed, with no traffic either way for this long is closed. */
       spliceIdleMs: ms.default(DEFAULT_SPLICE_IDLE_TIMEOUT_MS),
+      /** On SIGTERM: no new sessions, and this long for the live ones to finish before they are ended. */
+      drainMs: ms.default(DEFAULT_PROXY_DRAIN_TIMEOUT_MS),
     })
     .prefault({}),
   envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),

@@ -14,7 +14,7 @@ export default function setup(): () => void {
   execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
   // The script keeps what exists and adds what is missing (e.g. nats-server's certificate in an
   // older clone), so it runs whenever any file the tests use is absent.
-  const certs = ['root', 'sd-admin', 'nats-server', 'nats-admin', 'nats-admin-games'].map((n) => `settings/dev/certs/${n}.crt`);
+  const certs = ['root', 'sd-admin', 'nats-server', 'nats-route', 'nats-admin', 'nats-admin-games'].map((n) => `settings/dev/certs/${n}.crt`);
   if (!certs.every((f) => existsSync(f))) {
     execFileSync('bash', ['scripts/make-certs.sh'], { stdio: 'inherit' });
   }

@@ -124,6 +124,11 @@ export class TestNatsServer {
     await waitForPort(this.port, 10_000);
   }
 
+  /** SIGSTOP: the server holds its connections open and answers nothing, like a hung host. */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
   /** SIGKILL, like a crash: clients see the connection drop without a goodbye. */
   async kill(): Promise<void> {
     const child = this.child;

@@ -29,3 +29,16 @@ export async function freePort(): Promise<number> {
   if (port === undefined) throw new Error('no free TCP port on 127.0.0.1');
   return port;
 }
+
+/** `count` free ports, no two the same (each freePort() is only free until bound: two calls may agree). */
+export async function distinctFreePorts(count: number, taken: Iterable<number> = []): Promise<number[]> {
+  const seen = new Set(taken);
+  const ports: number[] = [];
+  while (ports.length < count) {
+    const port = await freePort();
+    if (seen.has(port)) continue;
+    seen.add(port);
+    ports.push(port);
+  }
+  return ports;
+}

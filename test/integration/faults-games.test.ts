@@ -99,4 +99,37 @@ describe('faults: games run and its store under a running duel', () => {
     expect(h.stderr).toMatch(new RegExp(`POST http://127\\.0\\.0\\.1:${port}/games/poll failed \\(.+\\); waiting for the rendezvous to poll for guests`));
     expect(g.stderr).toMatch(new RegExp(`POST http://127\\.0\\.0\\.1:${port}/games/start failed \\(ECONNREFUSED\\); waiting for the rendezvous`));
   }, 90_000);
+
+  it('games faults - a request whose store call is in flight when the bus drops answers 503 at once, not after the store timeout', async () => {
+    const base = `http://127.0.0.1:${games.httpPort}`;
+    const registered = await fetch(`${base}/games/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'hung store', peerId: 'h-hung' }),
+    });
+    expect(registered.status).toBe(201);
+    // nats-server stops answering with the connection still up, so the call waits in flight
+    // (before: its whole 5 s timeout); then it dies, and the client sees the connection drop.
+    nats.pause();
+    // The signal is delivered at once, but give a loaded machine a moment before the request.
+    await sleep(100);
+    // A guest joining must write the game's record (a read may be answered from the instance's cache).
+    const t0 = performance.now();
+    const inFlight = fetch(`${base}/games/start`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'hung store', peerId: 'g-hung', addresses: ['198.51.100.9:5000'] }),
+      signal: AbortSignal.timeout(15_000),
+    }).then(async (res) => ({ status: res.status, retryAfter: res.headers.get('retry-after'), ms: Math.round(performance.now() - t0), body: await res.text() }));
+    await sleep(400);
+    await nats.kill();
+    const answered = await inFlight;
+    console.log(`in-flight store call: answered ${answered.status} ${answered.ms} ms after it was sent, the bus killed at 400 ms`);
+    expect(answered.status).toBe(503);
+    expect(answered.retryAfter).toBe('1');
+    // 400 ms paused, then the drop: well under the 5 s the store call would have waited.
+    expect(answered.ms).toBeLessThan(2_000);
+    await nats.restart();
+    expect(await recoveredAfter(encodeURIComponent('hung store'), performance.now(), 10_000)).toBeLessThan(2000);
+  }, 30_000);
 });

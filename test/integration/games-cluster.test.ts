@@ -45,10 +45,12 @@ describe('games run (real CLI, real nats-server)', () => {
     expect(taken.type).toContain('application/problem+json');
     await a.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
     expect((await z.request('POST', '/games/start', { name: 'go', peerId: 'guest-1', addresses: GUEST })).body).toEqual({ status: 1, addresses: HOST });
-    const poll = await a.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
+    // Each instance reads through its cache, which a watch of the store keeps current: the other
+    // instance's write shows within milliseconds, so a host sees the guest on its next poll.
+    const poll = await eventually(() => a.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST }), (r) => r.body?.status === 1);
     expect(poll.body).toEqual({ status: 1, addresses: GUEST, guests: [{ peerId: 'guest-1', addresses: GUEST }] });
+    expect((await eventually(() => z.request('GET', '/games/go'), (r) => r.body?.state === 'paired')).body).toMatchObject({ state: 'paired', guests: 1 });
     expect((await z.request('GET', '/games')).body).toEqual((await a.request('GET', '/games')).body);
-    expect((await z.request('GET', '/games/go')).body).toMatchObject({ state: 'paired', guests: 1 });
 
     // Concurrent guests through both instances: revision-checked writes lose none of them.
     const starts = Array.from({ length: 10 }, (_, i) =>

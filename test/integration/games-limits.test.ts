@@ -35,8 +35,16 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
     expect(starts.every((s) => s.body?.status === 1 && s.body.addresses[0] === HOST[0])).toBe(true);
     expect(pollStatuses.length).toBeGreaterThan(0);
     expect(pollStatuses.every((s) => s === 200)).toBe(true);
-    const last = await b.request('POST', '/games/poll', { name: 'crowd', peerId: 'host', addresses: HOST });
-    expect((last.body!.guests as { peerId: string }[]).map((g) => g.peerId).sort()).toEqual(Array.from({ length: 50 }, (_, i) => `guest-${i}`).sort());
+    // Each instance reads through its cache, fed by a watch of the store: a write made on the
+    // other instance a moment ago reaches this one within milliseconds, as the next poll shows.
+    const everyGuest = Array.from({ length: 50 }, (_, i) => `guest-${i}`).sort();
+    let polled: string[] = [];
+    for (let i = 0; i < 20 && polled.length < everyGuest.length; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 50));
+      const last = await b.request('POST', '/games/poll', { name: 'crowd', peerId: 'host', addresses: HOST });
+      polled = (last.body!.guests as { peerId: string }[]).map((g) => g.peerId).sort();
+    }
+    expect(polled).toEqual(everyGuest);
   });
 
   it('games limits - a register flood from 40 addresses on two instances stops at the total cap; a game registered before still works', async () => {
@@ -80,6 +88,33 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
     expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     expect(Number(limited.headers['retry-after'])).toBeLessThanOrEqual(60);
     expect((await b.requestFrom('127.0.0.10', 'POST', '/games/register', { name: 'other', peerId: 'h' })).status).toBe(201);
+  });
+
+  it('games limits - host-secret calls are counted across instances: per secret, and wrong secrets per address; the real host is never locked out', async () => {
+    const [a, b] = await pair({ limits: { secretLimit: { max: 3, windowMs: 60_000 }, badSecretLimit: { max: 4, windowMs: 60_000 } } });
+    const secret = (await a.request('POST', '/games/register', { name: 'guarded', peerId: 'h' })).body!.secret as string;
+    const bearer = (s: string) => ({ authorization: `Bearer ${s}` });
+    // An attacker guessing from one address, alternating instances: 403 until its budget is
+    // spent, then 429 naming the setting, whichever instance it asks.
+    const guesses: number[] = [];
+    for (let i = 0; i < 6; i++) guesses.push((await (i % 2 ? a : b).requestFrom('127.0.0.66', 'DELETE', '/games/guarded', undefined, bearer(`guess-${i}`))).status);
+    expect(guesses).toEqual([403, 403, 403, 403, 429, 429]);
+    const slowed = await a.requestFrom('127.0.0.66', 'DELETE', '/games/guarded', undefined, bearer('guess-x'));
+    expect(slowed.body).toMatchObject({ type: '/problems/bad-secret-rate-limited', status: 429 });
+    expect(slowed.body!.detail).toContain('games.badSecretLimit');
+    expect(Number(slowed.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // The host, from that same address, still gets in with the right secret; the game was never touched.
+    expect((await b.requestFrom('127.0.0.66', 'PUT', '/games/guarded?newName=guarded-2', undefined, bearer(secret))).status).toBe(200);
+    // Right-secret calls are counted per secret, across instances and addresses.
+    expect((await a.requestFrom('127.0.0.67', 'PUT', '/games/guarded-2?newName=guarded-3', undefined, bearer(secret))).status).toBe(200);
+    expect((await b.requestFrom('127.0.0.68', 'PUT', '/games/guarded-3?newName=guarded-4', undefined, bearer(secret))).status).toBe(200);
+    const limited = await a.requestFrom('127.0.0.69', 'DELETE', '/games/guarded-4', undefined, bearer(secret));
+    expect(limited.status).toBe(429);
+    expect(limited.body).toMatchObject({ type: '/problems/secret-rate-limited' });
+    expect(limited.body!.detail).toContain('games.secretLimit');
+    // Another game's host is not affected.
+    const other = (await b.request('POST', '/games/register', { name: 'other', peerId: 'h2' })).body!.secret as string;
+    expect((await a.request('DELETE', '/games/other', undefined, bearer(other))).status).toBe(204);
   });
 
   it('games limits - GET /games pages across instances while games come and go: each game that stays is seen once, in registration order', async () => {

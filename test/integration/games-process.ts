@@ -25,8 +25,16 @@ export interface GamesProcessOptions {
   directoryUrl?: string;
   /** The operator the rendezvous signs relay requests as (its certificate in settings/dev/certs). */
   operator?: string;
-  /** games.maxGuests, games.maxGames and games.registerLimit, when a test needs other limits. */
-  limits?: { maxGuests?: number; maxGames?: number; registerLimit?: { max: number; windowMs: number } };
+  /** games.maxGuests, games.maxGames and the per-window limits, when a test needs other limits. */
+  limits?: {
+    maxGuests?: number;
+    maxGames?: number;
+    registerLimit?: { max: number; windowMs: number };
+    secretLimit?: { max: number; windowMs: number };
+    badSecretLimit?: { max: number; windowMs: number };
+  };
+  /** More stun settings (rateLimit, software), merged over host and port. */
+  stun?: Record<string, unknown>;
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
   relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
@@ -58,7 +66,7 @@ export class GamesProcess {
         `name: games-${httpPort}`,
         ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
         `http: { host: 127.0.0.1, port: ${httpPort} }`,
-        `stun: { host: 127.0.0.1, port: ${stunPort} }`,
+        `stun: ${JSON.stringify({ host: '127.0.0.1', port: stunPort, ...opts.stun })}`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
         // The games principal's certificate (or the operator a test signs relay requests as); the
@@ -97,11 +105,18 @@ export class GamesProcess {
   }
 
   /** A request from another loopback source address (127.0.0.2, ...): the API sees another client. */
-  requestFrom(localAddress: string, method: string, path: string, body?: unknown): Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> | undefined }> {
+  requestFrom(
+    localAddress: string,
+    method: string,
+    path: string,
+    body?: unknown,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<{ status: number; headers: IncomingHttpHeaders; body: Record<string, any> | undefined }> {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
+      const headers = payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...extraHeaders } : extraHeaders;
       const req = httpRequest(
-        { host: '127.0.0.1', port: this.httpPort, method, path, localAddress, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} },
+        { host: '127.0.0.1', port: this.httpPort, method, path, localAddress, headers },
         (res) => {
           let text = '';
           res.setEncoding('utf8');

@@ -160,12 +160,12 @@ describe('gRPC between A and B through a TCP relay, B with no listener', () => {
   });
 
   /** What the proxy does for one session: B dials (and is injected), then A dials; returns A's socket. */
-  async function brokeredSocket(): Promise<{ a: Socket; b: Socket }> {
+  async function brokeredSocket(into: PeerServer = server): Promise<{ a: Socket; b: Socket }> {
     const before = relay.total;
     const b = await dial(relay.port);
     bSockets.push(b);
     await relay.acceptedCount(before + 1);
-    server.injectSocket(b);
+    into.injectSocket(b);
     const a = await dial(relay.port);
     await relay.acceptedCount(before + 2);
     return { a, b };
@@ -222,6 +222,34 @@ describe('gRPC between A and B through a TCP relay, B with no listener', () => {
     const wrongName = await openClient({ expectedPeer: { name: 'hd-3', fingerprint: hd2.fingerprint } }).catch((e: unknown) => e);
     expect(wrongName).toMatchObject({ kind: 'identity' });
     expect(seen.length).toBe(before);
+  });
+
+  it('the next channel to B resumes the TLS session, B still sees A by its certificate; a session is never offered to another identity', async () => {
+    const first = await openClient();
+    await first.client.call('_ping');
+    // The ticket arrives after the handshake, with or after B's first answer.
+    await new Promise((r) => setTimeout(r, 50));
+    const { client } = await openClient();
+    expect(client.resumed).toBe(true);
+    seen.length = 0;
+    expect(await client.call('_ping', { n: 2 })).toEqual({ pong: true, from: 'hd-1', params: { n: 2 } });
+    expect(seen).toEqual([{ method: '_ping', peer: { commonName: 'hd-1', fingerprint: hd1.fingerprint } }]);
+
+    // The relay splices A to somebody else with a certificate of the same CA (here hd-1's):
+    // hd-2's session cannot be resumed there, and the full handshake meets the identity check.
+    const impostor = createPeerServer({ tls: hd1, log, handle: async () => 'impostor' });
+    try {
+      const { a } = await brokeredSocket(impostor);
+      const err = await connectPeerClient({ tls: hd1, expectedPeer: { name: 'hd-2', fingerprint: hd2.fingerprint }, socket: a, log, connectTimeoutMs: 5_000 }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ kind: 'identity' });
+    } finally {
+      await impostor.close(1_000);
+    }
+    // hd-2's own session is still there for hd-2.
+    const again = await openClient();
+    expect(again.client.resumed).toBe(true);
   });
 
   it('B refuses a client certificate from another CA', async () => {

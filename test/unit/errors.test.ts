@@ -27,7 +27,7 @@ function table(first: string): string[][] {
 describe('error catalogue', () => {
   it('errors - the tables are pinned: a new entry must be added here and documented', () => {
     expect(Object.keys(JSONRPC_ERRORS)).toHaveLength(17);
-    expect(Object.keys(PROBLEMS)).toHaveLength(18);
+    expect(Object.keys(PROBLEMS)).toHaveLength(20);
     expect(Object.keys(SPLICE_CLOSE_REASONS)).toHaveLength(9);
     expect(Object.keys(RELAY_CAPACITY_LIMITS)).toHaveLength(2);
     expect(Object.keys(BROKERING_CAPACITY_LIMITS)).toHaveLength(2);
