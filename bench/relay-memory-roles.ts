@@ -1,4 +1,7 @@
 import { once } from 'node:events';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { getHeapSpaceStatistics, writeHeapSnapshot } from 'node:v8';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
@@ -22,6 +25,8 @@ export interface Pass {
   token: string;
   challenge: string;
 }
+/** Per V8 heap space, MiB committed and MiB in use (before the forced collection). */
+export type HeapSpaces = Record<string, [committed: number, used: number]>;
 export type ToChild =
   | { type: 'open'; count: number }
   | { type: 'dial'; host: string; port: number; count: number; passes?: Pass[]; payloadBytes: number }
@@ -30,10 +35,26 @@ export type FromChild =
   | { type: 'listening'; port: number }
   | { type: 'passes'; leg: Leg; passes: Pass[] }
   | { type: 'dialed'; count: number }
-  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number }
+  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number; rssAfterGc: number; timers: number; spaces: HeapSpaces }
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
+
+/**
+ * Timers alive in this process, unref'd ones included (a socket's idle timeout is one), read from
+ * Node's own timer lists: the relays run with --expose-internals for this alone. With every
+ * session idle none may be per session: the native relay scans its table for idle and duration
+ * limits, and a parked session keeps no actor and so no xstate timer.
+ */
+function liveTimers(): number {
+  type TimerList = { _idlePrev: unknown };
+  const { timerListMap } = createRequire(import.meta.url)('internal/timers') as { timerListMap: Record<string, TimerList> };
+  let count = 0;
+  for (const list of Object.values(timerListMap)) {
+    for (let t = list._idlePrev; t !== list; t = (t as TimerList)._idlePrev) count++;
+  }
+  return count;
+}
 const fail = (detail: string): never => {
   send({ type: 'failed', detail });
   process.exit(1);
@@ -43,8 +64,14 @@ const fail = (detail: string): never => {
 const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
+  const spaces: HeapSpaces = Object.fromEntries(getHeapSpaceStatistics().map((h) => [h.space_name, [h.space_size / 2 ** 20, h.space_used_size / 2 ** 20]]));
+  const timers = liveTimers();
   (globalThis as { gc?: () => void }).gc?.();
-  send({ type: 'memory', usage, heapAfterGc: process.memoryUsage().heapUsed });
+  const { heapUsed: heapAfterGc, rss: rssAfterGc } = process.memoryUsage();
+  // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.
+  const dir = process.env.BENCH_MEMORY_HEAPSNAPSHOT;
+  if (dir) writeHeapSnapshot(join(dir, `relay-${process.env.EPS_SPLICE ?? 'pipe'}-${process.pid}.heapsnapshot`));
+  send({ type: 'memory', usage, heapAfterGc, rssAfterGc, timers, spaces });
 };
 
 async function relayEps(): Promise<void> {

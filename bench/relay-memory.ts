@@ -6,7 +6,7 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RoleChild } from './role-child.js';
-import type { FromChild, Pass, ToChild } from './relay-memory-roles.js';
+import type { FromChild, HeapSpaces, Pass, ToChild } from './relay-memory-roles.js';
 
 // RSS per idle spliced session (issue 10, part 4): SESSIONS sessions through each relay, each in
 // processes of its own (the relay; side A's dialers; side B, which echoes), inspector off as in
@@ -27,6 +27,10 @@ const SESSIONS = Number(process.env.BENCH_MEMORY_SESSIONS ?? 9_900);
 const BULK_BYTES = Number(process.env.BENCH_MEMORY_BULK_KIB ?? 256) * 1024;
 const BATCH = 250;
 const SETTLE_MS = 3_000;
+// RSS is read again after this much more quiet: a Node relay's heap grew while the sessions were
+// set up (their handshakes' garbage), and V8 gives the empty part back only once it sees the
+// process idle (its memory reducer). Idle sessions last minutes to hours: both figures are real.
+const QUIET_MS = Number(process.env.BENCH_MEMORY_QUIET_MS ?? 30_000);
 const STEP_TIMEOUT_MS = 120_000;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -42,7 +46,7 @@ class Child extends RoleChild<ToChild, FromChild> {
 
 // eps-* is the native relay (and fails if the addon is not built), eps-js-* the JS one.
 const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
-  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc'] : [] }));
+  new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? ['--expose-gc', '--expose-internals'] : [] }));
 const relayEnv = (contender: string): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender.startsWith('eps-js') ? 'js' : 'native' });
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -71,11 +75,21 @@ export interface MemorySample {
   messageBytes: number;
   rssBeforeKiB: number;
   rssAfterKiB: number;
+  /** RSS after QUIET_MS more of quiet, and the same per session. */
+  rssQuietKiB: number;
+  kibPerSessionQuiet: number;
   kibPerSession: number;
   /** The Node relays' own view once idle (heap, external, array buffers). */
   usage?: NodeJS.MemoryUsage;
   /** Their heap after a forced full collection: what the sessions retain. */
   heapAfterGc?: number;
+  /** Their RSS right after that collection, and the same per session: without the garbage not yet collected. */
+  rssAfterGcKiB?: number;
+  kibPerSessionAfterGc?: number;
+  /** Timers alive in the relay with every session idle, unref'd ones (socket timeouts) included. */
+  timers?: number;
+  /** Where the heap's committed memory is, before the forced collection. */
+  spaces?: HeapSpaces;
   setupMs: number;
 }
 
@@ -126,13 +140,16 @@ async function runOne(contender: string, haproxy: string): Promise<MemorySample>
     const setupMs = Date.now() - started;
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     const rssAfterKiB = rssKiB(relayPid);
-    let memory: { usage: NodeJS.MemoryUsage; heapAfterGc: number } | undefined;
+    await new Promise((r) => setTimeout(r, QUIET_MS));
+    const rssQuietKiB = rssKiB(relayPid);
+    let memory: Pick<MemorySample, 'usage' | 'heapAfterGc' | 'rssAfterGcKiB' | 'kibPerSessionAfterGc' | 'timers' | 'spaces'> | undefined;
     if (relay) {
       relay.send({ type: 'memory' });
-      const { usage, heapAfterGc } = await relay.next('memory');
-      memory = { usage, heapAfterGc };
+      const { usage, heapAfterGc, rssAfterGc, timers, spaces } = await relay.next('memory');
+      const rssAfterGcKiB = rssAfterGc / 1024;
+      memory = { usage, heapAfterGc, rssAfterGcKiB, kibPerSessionAfterGc: (rssAfterGcKiB - rssBeforeKiB) / SESSIONS, timers, spaces };
     }
-    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, ...memory, setupMs };
+    return { contender, sessions: SESSIONS, messageBytes, rssBeforeKiB, rssAfterKiB, kibPerSession: (rssAfterKiB - rssBeforeKiB) / SESSIONS, rssQuietKiB, kibPerSessionQuiet: (rssQuietKiB - rssBeforeKiB) / SESSIONS, ...memory, setupMs };
   } finally {
     for (const c of children) c.proc.kill('SIGKILL');
     haproxyProc?.kill('SIGKILL');
@@ -150,8 +167,8 @@ async function main(): Promise<void> {
   for (const contender of running) {
     const s = await runOne(contender, haproxy);
     samples.push(s);
-    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB)` : '';
-    console.log(`  ${contender.padEnd(15)} RSS ${(s.rssBeforeKiB / 1024).toFixed(0)} -> ${(s.rssAfterKiB / 1024).toFixed(0)} MiB: ${s.kibPerSession.toFixed(1)} KiB per idle session${u}`);
+    const u = s.usage ? `  (heap ${(s.usage.heapUsed / 2 ** 20).toFixed(0)} MiB used of ${(s.usage.heapTotal / 2 ** 20).toFixed(0)}, external ${(s.usage.external / 2 ** 20).toFixed(0)} MiB, array buffers ${(s.usage.arrayBuffers / 2 ** 20).toFixed(0)} MiB; heap after a full GC ${(s.heapAfterGc! / 2 ** 20).toFixed(0)} MiB, RSS then ${s.kibPerSessionAfterGc!.toFixed(1)} KiB per session; ${s.timers} timers)` : '';
+    console.log(`  ${contender.padEnd(15)} RSS ${(s.rssBeforeKiB / 1024).toFixed(0)} -> ${(s.rssAfterKiB / 1024).toFixed(0)} MiB: ${s.kibPerSession.toFixed(1)} KiB per idle session, ${s.kibPerSessionQuiet.toFixed(1)} after ${QUIET_MS / 1000} s more${u}`);
   }
   const per = Object.fromEntries(samples.map((s) => [s.contender, s.kibPerSession]));
   const ratios: Record<string, Record<string, number>> = {};
@@ -171,7 +188,7 @@ async function main(): Promise<void> {
     bench: 'relay-memory',
     at: new Date().toISOString(),
     machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, haproxy: haproxyVersion },
-    config: { sessions: SESSIONS, bulkBytes: BULK_BYTES, batch: BATCH, settleMs: SETTLE_MS },
+    config: { sessions: SESSIONS, bulkBytes: BULK_BYTES, batch: BATCH, settleMs: SETTLE_MS, quietMs: QUIET_MS },
     samples,
     ratios,
   };

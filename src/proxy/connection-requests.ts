@@ -86,8 +86,11 @@ export class ConnectionRequests {
       };
       const { done, spliced } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
       this.#hold(from, spliced);
-      void done.then((output) => {
-        // Once confirmed, later outcomes reach A as a closed connection.
+      // Once confirmed, later outcomes reach A as a closed connection. Waiting on `spliced` first,
+      // so that a spliced session (possibly idle for hours) keeps nothing of this request alive.
+      void spliced.then(async (wasSpliced) => {
+        if (wasSpliced || answered) return;
+        const output = await done;
         if (answered) return;
         answered = true;
         reject(this.failure(to, output));

@@ -12,6 +12,7 @@ export interface ProxyMetrics {
   sessions: Counter<'outcome'>;
   spliceEnds: Counter<'reason'>;
   liveSessions: Gauge;
+  parkedSessions: Gauge;
   preambleRejections: Counter<'reason'>;
   relayedBytes: Counter<'direction'>;
 }
@@ -20,11 +21,14 @@ export interface ProxyMetricsOptions {
   registry?: Registry;
   /** Read at scrape time, so the gauge cannot drift from the registry's own count. */
   liveSessions?: () => number;
+  /** The same, for the live sessions whose actor is parked. */
+  parkedSessions?: () => number;
 }
 
 export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetrics {
   const registry = options.registry ?? new Registry();
   const readLive = options.liveSessions;
+  const readParked = options.parkedSessions;
   const metrics: ProxyMetrics = {
     registry,
     spliced: new Counter({
@@ -52,6 +56,18 @@ export function createProxyMetrics(options: ProxyMetricsOptions = {}): ProxyMetr
         ? {
             collect(this: Gauge) {
               this.set(readLive());
+            },
+          }
+        : {}),
+    }),
+    parkedSessions: new Gauge({
+      name: 'eps_proxy_parked_sessions',
+      help: 'Live sessions spliced by the native relay whose brokering actor is parked until something reaches them',
+      registers: [registry],
+      ...(readParked
+        ? {
+            collect(this: Gauge) {
+              this.set(readParked());
             },
           }
         : {}),

@@ -52,6 +52,11 @@ export interface HandOver {
 export interface NativeSession {
   /** Closes both descriptors without reporting an end (the session was stopped from JS). */
   cancel(): void;
+  /**
+   * Sends this session's counters and its end to other handlers from now on: the splicer that
+   * handed it over lets the session registry take it while the session's actor is parked.
+   */
+  rebind(handlers: NativeHandlers): void;
 }
 
 /** How often byte counters reach the metrics while sessions relay. */
@@ -66,11 +71,11 @@ function addonFile(): string | undefined {
   return undefined;
 }
 
-type Handlers = Pick<HandOver, 'onRelayed' | 'onEnded'>;
+export type NativeHandlers = Pick<HandOver, 'onRelayed' | 'onEnded'>;
 
 export class NativeSplicer {
   readonly #binding: Binding;
-  readonly #sessions = new Map<number, Handlers>();
+  readonly #sessions = new Map<number, NativeHandlers>();
   #collector: NodeJS.Timeout | undefined;
 
   constructor(binding: Binding) {
@@ -98,6 +103,9 @@ export class NativeSplicer {
         if (!this.#sessions.has(id)) return;
         this.#forget(id);
         this.#binding.cancel(id);
+      },
+      rebind: (handlers) => {
+        if (this.#sessions.has(id)) this.#sessions.set(id, handlers);
       },
     };
   }

@@ -47,7 +47,7 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   const { directory, bus } = presence;
 
   // Read only when scraped, by which time the registry exists.
-  const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount() });
+  const metrics = createProxyMetrics({ liveSessions: () => registry.liveCount(), parkedSessions: () => registry.parkedCount() });
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, brokeringMachine, `proxy ${settings.name}`) : undefined;
   const feed = inspector && brokeringFeed(inspector.log);
   const metricHooks = registryMetricHooks(metrics);

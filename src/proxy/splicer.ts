@@ -7,7 +7,9 @@ import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from
 
 // The `splicer` actor: owns B's socket from the moment B dialed and A's once A dials, relays
 // bytes both ways, and is the only code that closes either socket (its cleanup runs on every way
-// the session ends, including shutdown and timeouts).
+// the session ends, including shutdown and timeouts). Once the native relay holds both
+// descriptors it may give that relay up (onHandedOver): the session registry then owns it, and
+// parks the session's actors.
 
 export type Direction = 'aToB' | 'bToA';
 
@@ -31,6 +33,13 @@ export interface SplicerOptions {
   reuseReadBuffers?: boolean;
   /** Default: native when the addon loaded (see relayPath()), else js. */
   relay?: RelayPath;
+  /**
+   * Called once the native relay holds both descriptors and no JS socket is left: from then on
+   * the session needs nothing of this splicer. `release()` takes the relay from it (the splicer
+   * then neither reports its end nor closes it, its cleanup included) and returns undefined when
+   * the splice already ended; the session registry so parks an idle session's actors.
+   */
+  onHandedOver?: (sessionId: string, release: () => NativeSession | undefined) => void;
 }
 
 /** The relay a splicer uses by default, and why when it is not the native one. */
@@ -205,10 +214,19 @@ export function createSplicer(options: SplicerOptions) {
           socket.destroy();
         }
         a = b = undefined;
+        options.onHandedOver?.(input.sessionId, release);
       };
       aSocket.on('drain', go);
       bSocket.on('drain', go);
       go();
+    }
+
+    function release(): NativeSession | undefined {
+      if (ended || !nativeSession) return undefined;
+      const relay = nativeSession;
+      nativeSession = undefined;
+      ended = true;
+      return relay;
     }
 
     // Apart from handOver(): a closure made there would keep its scope, and with it both

@@ -9,10 +9,13 @@ import { encodePreamble, signProof, type Leg } from '../../src/core/splice-wire.
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { SessionRegistry, type LegPass, type SessionInfo, type SessionMessengers, type SessionRegistryOptions } from '../../src/proxy/session-registry.js';
 import { SpliceEndpoint, type RejectReason } from '../../src/proxy/splice-endpoint.js';
+import { relayPath } from '../../src/proxy/splicer.js';
 import { readUntil, readUntilEnd } from '../helpers/socket-reads.js';
 
 const log = pino({ level: 'silent' });
 const PREAMBLE_MS = 300;
+/** With the native relay (the default when built) an idle spliced session is parked: its actor stopped. */
+const parks = relayPath().path === 'native';
 
 const PROXY = 'public-proxy-eps-1';
 const CERTS = 'settings/dev/certs';
@@ -143,6 +146,23 @@ afterEach(async () => {
 
 const session = { a: 'hd-1', b: 'hd-2', endpoint: '127.0.0.1:0' };
 
+/** A harness whose B dials as soon as it is told and whose A dials once confirmed: the usual pair. */
+async function dialingPeers(): Promise<{ h: Harness; peers: Promise<{ a: Socket; b: Socket }> }> {
+  let b!: Socket;
+  const dialed = deferred<{ a: Socket; b: Socket }>();
+  const h = await harness({
+    notifyB: async (_s, token) => {
+      b = await h.dial(token);
+      return { accepted: true };
+    },
+    confirmToA: async (_s, token) => {
+      // After P has answered, as over the bus.
+      setImmediate(async () => dialed.resolve({ a: await h.dial(token), b }));
+    },
+  });
+  return { h, peers: dialed.promise };
+}
+
 describe('splice (real TCP)', () => {
   it('splice - bytes flow both ways with half-close, then the session closes with byte counts', async () => {
     let bSocket!: Socket;
@@ -240,10 +260,13 @@ describe('splice (real TCP)', () => {
     const { done } = h.registry.open(session, { messengers: h.messengers });
     await aDialed.promise;
     await waitFor(() => h.spliced.length === 1);
+    // A parked session's actor is revived for the dial, refuses it, and parks again.
+    if (parks) await waitFor(() => h.registry.parkedCount() === 1);
 
     const intruder = await h.dial(aToken);
     await closedByProxy(intruder);
     expect(h.rejections).toEqual(['TOKEN_USED']);
+    expect(h.registry.parkedCount()).toBe(parks ? 1 : 0);
 
     aSocket.write('still here');
     expect(await readUntil(bSocket, 'still here')).toBe('still here');
@@ -275,6 +298,22 @@ describe('splice (real TCP)', () => {
     expect(bSocket.closed).toBe(false);
     await assertNoOpenSockets(h);
     await closedByProxy(bSocket);
+  });
+
+  it.runIf(parks)('splice - shutting down with a parked session revives it: shutDown, both peers closed, nothing left', async () => {
+    const { h, peers } = await dialingPeers();
+    const { done } = h.registry.open(session, { messengers: h.messengers });
+    const { a: aSocket, b: bSocket } = await peers;
+    await waitFor(() => h.registry.parkedCount() === 1);
+    aSocket.write('before shutdown');
+    expect(await readUntil(bSocket, 'before shutdown')).toBe('before shutdown');
+
+    await h.registry.shutdown();
+    expect(await done).toEqual({ outcome: 'shutDown', detail: 'proxy shutting down' });
+    expect(h.registry.parkedCount()).toBe(0);
+    expect(h.finished).toEqual([{ outcome: 'shutDown', bytesAToB: 0, bytesBToA: 0 }]);
+    await Promise.all([closedByProxy(aSocket), closedByProxy(bSocket)]);
+    await assertNoOpenSockets(h);
   });
 
   it('splice - B never dialing ends bNeverDialed at the configured timeout', async () => {

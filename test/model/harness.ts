@@ -117,8 +117,11 @@ export class Trace {
   inspect = (ev: InspectionEvent): void => {
     if (ev.type !== '@xstate.snapshot' || ev.actorRef.sessionId !== ev.rootId) return;
     // One actor per case; a second root (a retry, a second session) would be a different story.
-    this.#root ??= ev.rootId;
-    if (ev.rootId !== this.#root) return;
+    // Followed by its id, not its xstate session: a parked brokering actor is revived under the
+    // same id (src/proxy/session-registry.ts) and goes on with the same session.
+    const id = (ev.actorRef as unknown as { id: string }).id;
+    this.#root ??= id;
+    if (id !== this.#root) return;
     const snap = ev.snapshot as unknown as { value: unknown; status: string; output?: unknown };
     this.entries.push({ event: ev.event.type, leaf: leafOf(snap.value), status: snap.status, output: snap.output });
   };
