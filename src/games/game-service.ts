@@ -175,6 +175,9 @@ const conflictBackoff = (attempt: number) => sleep(Math.random() * Math.min(2 **
  */
 const RANK_LOOKAHEAD = 32;
 
+/** How long a refused registration's lobby entry stays: longer than racing registrations take to rank theirs. */
+export const LOBBY_WITHDRAW_DELAY_MS = 2_000;
+
 /** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
@@ -228,17 +231,17 @@ export class GameService {
     });
     const lobbySeq = await this.opts.lobby.add(name);
     if (maxGames !== undefined && (await this.lobbyRank(lobbySeq)) > maxGames) {
-      await this.leaveLobby(name, lobbySeq);
+      this.withdrawFromLobbyLater(name, lobbySeq);
       this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
       return { type: 'gamesCapReached', limit: maxGames };
     }
     const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq };
-    const created = await this.createReclaiming(name, record).catch(async (err: unknown) => {
-      await this.leaveLobby(name, lobbySeq);
+    const created = await this.createReclaiming(name, record).catch((err: unknown) => {
+      this.withdrawFromLobbyLater(name, lobbySeq);
       throw err;
     });
     if (created.type === 'exists') {
-      await this.leaveLobby(name, lobbySeq);
+      this.withdrawFromLobbyLater(name, lobbySeq);
       return { type: 'nameTaken' };
     }
     this.opts.onTransition?.(name, { type: 'xstate.init' }, snapshot);
@@ -431,6 +434,20 @@ export class GameService {
   private async lobbyRank(seq: number): Promise<number> {
     const after = await this.opts.lobby.page(seq, RANK_LOOKAHEAD);
     return (await this.opts.lobby.count()) - after.entries.length;
+  }
+
+  /**
+   * Withdraws the entry of a registration that did not go through, a while later. Registrations
+   * racing for the last places each rank their own entry by the entries after it and the total;
+   * an entry withdrawn between those two reads would lower the total under a racer and let it
+   * past the cap (a flood of 80 at a cap of 30 created 40). Withdrawn only after every racer has
+   * ranked, refused entries can only make a rank too high: a refusal, never an overshoot. Until
+   * then they count against the cap, so a registration just after a refused flood may be refused
+   * too (the client retries after Retry-After). An entry left by a process that stopped meanwhile
+   * only costs list pages a skip.
+   */
+  private withdrawFromLobbyLater(name: string, seq: number): void {
+    setTimeout(() => void this.leaveLobby(name, seq), LOBBY_WITHDRAW_DELAY_MS).unref();
   }
 
   /** Removes a game's lobby entry; one left behind (the store failed) only costs list pages a skip. */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { LOBBY_WITHDRAW_DELAY_MS } from '../../src/games/game-service.js';
 import { gamesBed, type GamesProcess } from './games-process.js';
 
 // Two real `games run` processes over one real nats-server: the limits and the lobby are shared
@@ -64,7 +65,10 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
     expect(refused[0]!.body).toMatchObject({ type: '/problems/games-limit', status: 503 });
     expect(refused[0]!.body!.detail).toContain('games.maxGames');
     expect(refused[0]!.headers['retry-after']).toBe('30');
-    // One at a time, registrations fill exactly the places left, alternating instances, then are refused.
+    // Refused registrations withdraw their lobby entries once every racer has ranked its own
+    // (LOBBY_WITHDRAW_DELAY_MS); then, one at a time, registrations fill exactly the places left,
+    // alternating instances, and are refused.
+    await new Promise((r) => setTimeout(r, LOBBY_WITHDRAW_DELAY_MS + 500));
     let more = 0;
     for (;;) {
       const r = await (more % 2 ? a : b).requestFrom(`127.0.1.${more + 1}`, 'POST', '/games/register', { name: `late-${more}`, peerId: 'x' });
