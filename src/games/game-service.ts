@@ -231,17 +231,17 @@ export class GameService {
     });
     const lobbySeq = await this.opts.lobby.add(name);
     if (maxGames !== undefined && (await this.lobbyRank(lobbySeq)) > maxGames) {
-      this.withdrawFromLobbyLater(name, lobbySeq);
+      await this.withdrawFromLobbyLater(name, lobbySeq);
       this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
       return { type: 'gamesCapReached', limit: maxGames };
     }
     const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq };
-    const created = await this.createReclaiming(name, record).catch((err: unknown) => {
-      this.withdrawFromLobbyLater(name, lobbySeq);
+    const created = await this.createReclaiming(name, record).catch(async (err: unknown) => {
+      await this.withdrawFromLobbyLater(name, lobbySeq);
       throw err;
     });
     if (created.type === 'exists') {
-      this.withdrawFromLobbyLater(name, lobbySeq);
+      await this.withdrawFromLobbyLater(name, lobbySeq);
       return { type: 'nameTaken' };
     }
     this.opts.onTransition?.(name, { type: 'xstate.init' }, snapshot);
@@ -446,7 +446,9 @@ export class GameService {
    * too (the client retries after Retry-After). An entry left by a process that stopped meanwhile
    * only costs list pages a skip.
    */
-  private withdrawFromLobbyLater(name: string, seq: number): void {
+  private async withdrawFromLobbyLater(name: string, seq: number): Promise<void> {
+    // Without a total cap there are no ranks to protect: the entry goes at once.
+    if (this.opts.maxGames === undefined) return this.leaveLobby(name, seq);
     setTimeout(() => void this.leaveLobby(name, seq), LOBBY_WITHDRAW_DELAY_MS).unref();
   }
 
