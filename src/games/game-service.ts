@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { initialTransition } from 'xstate';
 import { jsonEqual } from '../../machines/json-equal.js';
@@ -20,6 +20,7 @@ import type { Logger } from '../core/logger.js';
 import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
 import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
+import { admitSecretCall, hashSecret, secretMatches, type SecretRefusal, type WindowLimit } from './host-secrets.js';
 import type { Lobby } from './lobby.js';
 import { LobbyPages } from './lobby-pages.js';
 import { RelayHolds } from './relay-holds.js';
@@ -91,23 +92,10 @@ export type RelayResult =
   | { type: 'relayUnavailable'; detail: string }
   /** A cap on relay sessions held at once is full: `retryAfterMs` until its first slot frees. */
   | { type: 'relayCapReached'; cap: 'client' | 'game'; limit: number; retryAfterMs: number };
-/**
- * A call with a host secret counted past its limit: too many with this (right) secret, or too
- * many wrong secrets from this client address (a right one from it still works).
- */
-export type SecretRefusal =
-  | { type: 'badSecret' }
-  | { type: 'secretRateLimited'; limit: number; windowMs: number; retryAfterMs: number }
-  | { type: 'badSecretRateLimited'; limit: number; windowMs: number; retryAfterMs: number };
 export type RenameResult = { type: 'renamed'; game: GameView } | { type: 'notFound' } | { type: 'nameTaken' } | SecretRefusal;
 export type RemoveResult = { type: 'removed' } | { type: 'notFound' } | SecretRefusal;
 
 export { StoreContentionError } from './game-store.js';
-
-export interface WindowLimit {
-  max: number;
-  windowMs: number;
-}
 
 export interface GameServiceOptions {
   store: GameStore;
@@ -186,7 +174,6 @@ type Snapshot = ReturnType<typeof gameSessionMachine.resolveState>;
 /** Steps a game's machine from a snapshot rebuilt from its record (see pureStepper: no actor per step). */
 const step = pureStepper(gameSessionMachine, { name: 'sample', hostPeerId: 'sample', at: 0, hostPollTimeoutMs: 1, maxGuests: 1 });
 
-const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest();
 
 export class GameService {
   private readonly store: GameStore;
@@ -219,8 +206,7 @@ export class GameService {
       const counted = await this.opts.counters.hit(`register ${client}`, rate.max, rate.windowMs, this.now());
       if (counted.type === 'limited') return { type: 'registerRateLimited', limit: rate.max, windowMs: rate.windowMs, retryAfterMs: counted.retryAfterMs };
     }
-    // The secret has 256 bits of entropy, so a plain SHA-256 is enough: there is nothing to
-    // brute-force that a slow hash would protect.
+    // 256 bits: stored only as its hash (host-secrets.ts).
     const secret = randomBytes(32).toString('base64url');
     const [snapshot] = initialTransition(gameSessionMachine, {
       name,
@@ -465,7 +451,7 @@ export class GameService {
       const stored = await this.store.get(name, attempt > 0);
       const s = stored && this.ticked(stored);
       if (!stored || !s || s.status !== 'active') return { type: 'notFound' };
-      if (!this.secretMatches(stored.record, secret)) return { type: 'badSecret' };
+      if (!secretMatches(stored.record, secret)) return { type: 'badSecret' };
       const renamed = step(s, { type: 'RENAMED', newName });
       if (newName === name) return { type: 'renamed', game: this.view(renamed) };
       // A key is the name, so a rename is create-new then delete-old; if the old record moved
@@ -498,36 +484,16 @@ export class GameService {
     if (refused) return refused;
     return this.mutate<RemoveResult>(
       name,
-      (s, stored) => (this.secretMatches(stored.record, secret) ? { event: { type: 'DELETED' } } : { refuse: { type: 'badSecret' } }),
+      (s, stored) => (secretMatches(stored.record, secret) ? { event: { type: 'DELETED' } } : { refuse: { type: 'badSecret' } }),
       () => ({ type: 'removed' }),
     );
   }
 
-  /**
-   * Counts a call made with a host secret before it runs: a wrong secret against the client's
-   * address (so guessing is slowed, and the real host, even behind the same address, is never
-   * locked out), a right one against the secret (so a leaked or buggy host cannot make the store
-   * rewrite a game without end). Counters are keyed by what the store already holds (the game's
-   * secret hash) or by the address, never by whatever secret a caller makes up.
-   */
+  /** The host-secret limits (host-secrets.ts) for a call on `name`, once its record is read. */
   private async admitSecretCall(name: string, secret: string, client: string): Promise<SecretRefusal | { type: 'notFound' } | undefined> {
     const stored = await this.store.get(name);
     if (!stored) return { type: 'notFound' };
-    const counters = this.opts.counters;
-    if (!this.secretMatches(stored.record, secret)) {
-      const bad = this.opts.badSecretLimit;
-      if (!bad || !counters) return { type: 'badSecret' };
-      const counted = await counters.hit(`bad-secret ${client}`, bad.max, bad.windowMs, this.now());
-      if (counted.type === 'counted') return { type: 'badSecret' };
-      this.opts.log?.warn({ game: name, client, limit: bad.max }, 'wrong host secrets: rate limit reached');
-      return { type: 'badSecretRateLimited', limit: bad.max, windowMs: bad.windowMs, retryAfterMs: counted.retryAfterMs };
-    }
-    const limit = this.opts.secretLimit;
-    if (!limit || !counters) return undefined;
-    const counted = await counters.hit(`secret ${stored.record.secretHash}`, limit.max, limit.windowMs, this.now());
-    if (counted.type === 'counted') return undefined;
-    this.opts.log?.warn({ game: name, limit: limit.max }, 'host secret calls: rate limit reached');
-    return { type: 'secretRateLimited', limit: limit.max, windowMs: limit.windowMs, retryAfterMs: counted.retryAfterMs };
+    return admitSecretCall(this.opts, name, stored.record, secret, client);
   }
 
   /**
@@ -671,11 +637,7 @@ export class GameService {
     };
   }
 
-  private secretMatches(record: GameRecord, secret: string): boolean {
-    const expected = Buffer.from(record.secretHash, 'hex');
-    const actual = hashSecret(secret);
-    return expected.length === actual.length && timingSafeEqual(expected, actual);
-  }
+
 }
 
 const lobbyOf = (record: GameRecord) => (record.lobbySeq === undefined ? {} : { lobbySeq: record.lobbySeq });

@@ -4,7 +4,8 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { clientKeyOf } from '../core/client-address.js';
 import type { Logger } from '../core/logger.js';
-import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView, type SecretRefusal } from './game-service.js';
+import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView } from './game-service.js';
+import type { SecretRefusal } from './host-secrets.js';
 import { StoreUnavailableError } from './game-store.js';
 import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type ProblemName } from './problems.js';
 
