@@ -182,6 +182,8 @@ export class GameService {
   private readonly holds: RelayHolds;
   /** Lobby pages this instance read lately (absent: every list reads the lobby). */
   private readonly lobbyPages: LobbyPages | undefined;
+  /** Refused registrations' lobby entries still to withdraw (withdrawFromLobbyLater). */
+  private readonly withdrawals = new Set<() => Promise<void>>();
   /** Where this instance's next sweep starts reading (a revision): see sweep(). */
   private sweepFrom = 1;
 
@@ -215,6 +217,11 @@ export class GameService {
       hostPollTimeoutMs: this.opts.hostPollTimeoutMs,
       maxGuests: this.opts.maxGuests,
     });
+    // A name an open game holds is refused before it takes a place in the lobby (which would
+    // count against the cap until withdrawn); a registration racing for the same name is still
+    // refused by the store's create below.
+    const holder = await this.store.get(name, true);
+    if (holder && this.ticked(holder).status === 'active') return { type: 'nameTaken' };
     const lobbySeq = await this.opts.lobby.add(name);
     if (maxGames !== undefined && (await this.lobbyRank(lobbySeq)) > maxGames) {
       await this.withdrawFromLobbyLater(name, lobbySeq);
@@ -435,7 +442,22 @@ export class GameService {
   private async withdrawFromLobbyLater(name: string, seq: number): Promise<void> {
     // Without a total cap there are no ranks to protect: the entry goes at once.
     if (this.opts.maxGames === undefined) return this.leaveLobby(name, seq);
-    setTimeout(() => void this.leaveLobby(name, seq), LOBBY_WITHDRAW_DELAY_MS).unref();
+    const withdraw = () => {
+      clearTimeout(timer);
+      this.withdrawals.delete(withdraw);
+      return this.leaveLobby(name, seq);
+    };
+    const timer = setTimeout(() => void withdraw(), LOBBY_WITHDRAW_DELAY_MS);
+    timer.unref();
+    this.withdrawals.add(withdraw);
+  }
+
+  /**
+   * Withdraws at once the lobby entries still waiting (see withdrawFromLobbyLater): an entry left
+   * behind would count against the total cap for good. For a stopping instance.
+   */
+  async close(): Promise<void> {
+    await Promise.all([...this.withdrawals].map((withdraw) => withdraw()));
   }
 
   /** Removes a game's lobby entry; one left behind (the store failed) only costs list pages a skip. */

@@ -42,9 +42,10 @@ export interface SecretLimits {
 
 /**
  * Counts a call made with a host secret before it runs: a wrong secret against the client's
- * address (so guessing is slowed, and the real host, even behind the same address, is never
- * locked out), a right one against the secret (so a leaked or buggy host cannot make the store
- * rewrite a game without end). Counters are keyed by what the store already holds (the game's
+ * address, a right one against the secret. The first bounds what wrong secrets cost (counters,
+ * log lines, store reads): it does not slow guessing, which 256 bits make pointless, and it never
+ * refuses a right secret, so the real host behind a throttled address is not locked out. The
+ * second keeps a leaked or buggy host from making the store rewrite a game without end. Counters are keyed by what the store already holds (the game's
  * secret hash) or by the address, never by whatever secret a caller makes up. Undefined: go on.
  */
 export async function admitSecretCall(limits: SecretLimits, game: string, record: GameRecord, secret: string, client: string): Promise<SecretRefusal | undefined> {

@@ -131,6 +131,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await app.close();
       await stun?.close();
       await sweeping;
+      await service.close();
       await relay?.close();
       await nc.drain();
     },

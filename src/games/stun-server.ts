@@ -1,7 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { Logger } from '../core/logger.js';
-import { answerBinding, transportAddress } from './stun.js';
+import { answerBinding, looksLikeStun, transportAddress } from './stun.js';
 import { StunRateLimiter, type StunLimits } from './stun-limit.js';
 
 export interface StunServer {
@@ -36,14 +36,16 @@ export async function startStunServer(opts: StunServerOptions): Promise<StunServ
   }, LIMITED_LOG_INTERVAL_MS);
   limitedLog.unref();
   socket.on('message', (datagram, rinfo) => {
+    // The limit comes before any work on the datagram beyond a glance at its header: a flood
+    // costs a map lookup each, not a parse, a CRC and an encoding.
+    if (looksLikeStun(datagram) && limiter && !limiter.admit(rinfo.address)) {
+      limited++;
+      return;
+    }
     const answer = answerBinding(datagram, transportAddress(rinfo.address, rinfo.port), opts);
     if (answer.type === 'drop') {
       // Debug only: anyone can spray junk at a public UDP port.
       opts.log.debug({ from: `${rinfo.address}:${rinfo.port}`, reason: answer.reason }, 'stun datagram dropped');
-      return;
-    }
-    if (limiter && !limiter.admit(rinfo.address)) {
-      limited++;
       return;
     }
     if (answer.kind === 'error') opts.log.debug({ from: `${rinfo.address}:${rinfo.port}`, code: answer.code }, 'stun error answered');
