@@ -166,6 +166,11 @@ const RANK_LOOKAHEAD = 32;
 /** How long a refused registration's lobby entry stays: longer than racing registrations take to rank theirs. */
 export const LOBBY_WITHDRAW_DELAY_MS = 2_000;
 
+/** A lobby entry this old with no game pointing to it is an orphan (registrations take milliseconds; clocks may differ a little). */
+export const LOBBY_ORPHAN_AGE_MS = 60_000;
+/** Lobby entries looked at per clean-up (one per sweep, each a store read): 100,000 entries are walked in about an hour at the default 5 s. */
+const LOBBY_CLEAN_BATCH = 128;
+
 /** What the in-flight mark adds to the proxy timeout: the store writes around the request. */
 const IN_FLIGHT_MARGIN_MS = 2_000;
 
@@ -184,6 +189,8 @@ export class GameService {
   private readonly lobbyPages: LobbyPages | undefined;
   /** Refused registrations' lobby entries still to withdraw (withdrawFromLobbyLater). */
   private readonly withdrawals = new Set<() => Promise<void>>();
+  /** Where this instance's next lobby clean-up starts reading (a lobby sequence): see cleanLobby(). */
+  private lobbyCleanFrom = 0;
   /** Where this instance's next sweep starts reading (a revision): see sweep(). */
   private sweepFrom = 1;
 
@@ -516,6 +523,28 @@ export class GameService {
     const stored = await this.store.get(name);
     if (!stored) return { type: 'notFound' };
     return admitSecretCall(this.opts, name, stored.record, secret, client);
+  }
+
+  /**
+   * Removes lobby entries no game points to any more, a batch per call, walking the lobby round
+   * and round: those left by a registration whose instance crashed before withdrawing them, or by
+   * a store failure. Each counted against the total cap and cost list pages a skip. An entry is
+   * only judged once it is older than any registration or rename takes between writing it and
+   * writing the game's record. Any instance may run it; removals are idempotent.
+   */
+  async cleanLobby(batch = LOBBY_CLEAN_BATCH): Promise<number> {
+    const page = await this.opts.lobby.page(this.lobbyCleanFrom, batch);
+    const old = this.now() - LOBBY_ORPHAN_AGE_MS;
+    let removed = 0;
+    for (const e of page.entries) {
+      if (e.at > old) continue;
+      const stored = e.name ? await this.store.get(e.name, true) : null;
+      if (stored?.record.lobbySeq === e.seq) continue;
+      await this.opts.lobby.remove(e.seq);
+      removed++;
+    }
+    this.lobbyCleanFrom = page.end ? 0 : (page.entries.at(-1)?.seq ?? 0);
+    return removed;
   }
 
   /**

@@ -20,6 +20,8 @@ export interface LobbyEntry {
   /** The entry's stream sequence: its place in the list, and what the game's record points to. */
   seq: number;
   name: string;
+  /** When it was written (ms since the epoch, the store's clock). */
+  at: number;
 }
 
 export interface LobbyPage {
@@ -94,7 +96,7 @@ export class KvLobby implements Lobby {
         if (!m || bySeq.has(m.seq)) continue;
         const parsed = entrySchema.safeParse(safeJson(m.data));
         // A damaged entry is passed over with its sequence, so the walk goes on past it.
-        bySeq.set(m.seq, { seq: m.seq, name: parsed.success ? parsed.data.name : '' });
+        bySeq.set(m.seq, { seq: m.seq, name: parsed.success ? parsed.data.name : '', at: m.time.getTime() });
       }
       const found = [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(0, wanted);
       entries.push(...found);
@@ -120,17 +122,18 @@ function safeJson(data: Uint8Array): unknown {
 
 /** The same contract in memory, for tests that need no bus. */
 export class MemoryLobby implements Lobby {
-  private readonly entries = new Map<number, string>();
+  private readonly entries = new Map<number, { name: string; at: number }>();
   private seq = 0;
+  constructor(private readonly now: () => number = Date.now) {}
   async add(name: string) {
-    this.entries.set(++this.seq, name);
+    this.entries.set(++this.seq, { name, at: this.now() });
     return this.seq;
   }
   async remove(seq: number) {
     this.entries.delete(seq);
   }
   async page(after: number, max: number) {
-    const all = [...this.entries].filter(([s]) => s > after).map(([seq, name]) => ({ seq, name }));
+    const all = [...this.entries].filter(([s]) => s > after).map(([seq, e]) => ({ seq, ...e }));
     return { entries: all.slice(0, max), end: all.length <= max };
   }
   async count() {

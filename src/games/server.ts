@@ -114,6 +114,11 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
           (n) => void (n > 0 && log.info({ expired: n }, 'swept expired games')),
           (err: unknown) => log.warn({ err }, 'sweep failed'),
         )
+        .then(() => service.cleanLobby())
+        .then(
+          (n) => void (n > 0 && log.warn({ removed: n }, 'removed lobby entries no game points to (left by a crash or a store failure)')),
+          (err: unknown) => log.warn({ err }, 'lobby clean-up failed'),
+        )
         .finally(() => void (closing || scheduleSweep()));
     }, settings.games.sweepIntervalMs);
   };

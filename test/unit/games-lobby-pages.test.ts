@@ -16,7 +16,7 @@ function setup(ttlMs = 1_000) {
   return { clock, pages, read, reads: () => reads };
 }
 
-const page = (names: string[]): LobbyPage => ({ entries: names.map((name, i) => ({ seq: i + 1, name })), end: true });
+const page = (names: string[]): LobbyPage => ({ entries: names.map((name, i) => ({ seq: i + 1, name, at: 0 })), end: true });
 
 describe('lobby pages', () => {
   it('lobby pages - a page is read once per TTL; another position or size is read on its own', async () => {

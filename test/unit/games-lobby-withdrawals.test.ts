@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GameService } from '../../src/games/game-service.js';
+import { GameService, LOBBY_ORPHAN_AGE_MS } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
 import { MemoryLobby } from '../../src/games/lobby.js';
 
@@ -32,5 +32,29 @@ describe('lobby withdrawals', () => {
     await service.close();
     // ... until the instance stops: then only the games' own entries are left.
     expect(await lobby.count()).toBe(registered);
+  });
+});
+
+describe('lobby clean-up', () => {
+  it('lobby clean-up - removes old entries no game points to, keeps games and young entries, and walks round', async () => {
+    const clock = { t: 1_000_000 };
+    const lobby = new MemoryLobby(() => clock.t);
+    const service = new GameService({ store: new MemoryGameStore(), lobby, now: () => clock.t, hostPollTimeoutMs: 600_000, maxGuests: 4 });
+    for (const name of ['a', 'b', 'c']) await service.register(name, `h-${name}`);
+    // Orphans: entries whose registration never wrote its game (a crash between the two).
+    await lobby.add('lost-1');
+    await lobby.add('b');
+    clock.t += LOBBY_ORPHAN_AGE_MS + 1;
+    await lobby.add('lost-young');
+    // Two entries a call: a and b, then c and lost-1, then the duplicate b and the young one.
+    expect([await service.cleanLobby(2), await service.cleanLobby(2), await service.cleanLobby(2)]).toEqual([0, 1, 1]);
+    expect((await lobby.page(0, 10)).entries.map((e) => e.name)).toEqual(['a', 'b', 'c', 'lost-young']);
+    clock.t += LOBBY_ORPHAN_AGE_MS + 1;
+    // Round again from the start: the young orphan has aged.
+    let removed = 0;
+    for (let i = 0; i < 3; i++) removed += await service.cleanLobby(2);
+    expect(removed).toBe(1);
+    expect(await lobby.count()).toBe(3);
+    expect((await service.list({ after: 0, limit: 10 })).games.map((g) => g.name)).toEqual(['a', 'b', 'c']);
   });
 });
