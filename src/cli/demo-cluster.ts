@@ -18,8 +18,23 @@ import { waitForJetStream } from '../devstack/jetstream-ready.js';
 import { busyPorts, DEV_PORTS, DevStack, portTaken, waitForPort, type RoleName, type StackPorts } from '../devstack/stack.js';
 import { clusterUrls, DEFAULT_CLUSTER_CLIENT_PORT, DEFAULT_CLUSTER_ROUTE_PORT, writeClusterConfigs, type ClusterNode } from '../natsconf/cluster.js';
 import { DEFAULT_BUS_ADMIN, devStoreDir } from '../natsconf/generate.js';
+import { exitWithHelpIfAsked, usageError } from './command-line.js';
 
-const once = process.argv.includes('--once');
+const HELP = `usage: make demo-cluster [ONCE=--once]   (or: node dist/src/cli/demo-cluster.js [--once])
+The cluster profile on this machine.
+Starts 3 nats-servers (JetStream, R3), sd, two proxies of one operator, two games instances and
+the EPS servers; pings hd-2 through each proxy, runs duels across both games instances and
+through each proxy, prints what runs where, and runs until Ctrl-C.
+
+Options:
+  --once      stop after the checks
+  -h, --help  this text`;
+
+const cliArgs = process.argv.slice(2);
+exitWithHelpIfAsked(cliArgs, HELP);
+const unknownArg = cliArgs.find((a) => a !== '--once');
+if (unknownArg !== undefined) usageError(`demo-cluster: unknown argument "${unknownArg}"`, HELP);
+const once = cliArgs.includes('--once');
 const settings = join(packageRoot, 'settings/dev');
 const certs = join(settings, 'certs');
 const logDir = join(packageRoot, '.demo/cluster-logs');

@@ -16,6 +16,24 @@ import { packageRoot } from '../core/package-root.js';
 import { busyPorts, DEV_PORTS, DevStack, waitForPort } from '../devstack/stack.js';
 import { devStoreDir, writeNatsConfig } from '../natsconf/generate.js';
 import { probeSecuredBus } from '../natsconf/probe.js';
+import { exitWithHelpIfAsked, usageError } from './command-line.js';
+
+const HELP = `usage: make demo   (or: node dist/src/cli/demo.js)
+The whole dev stack on this machine.
+Starts the secured nats-server on 4333 (generated configuration), sd, the proxy and the three
+EPS servers; submits the directory; pings hd-2 through the proxy from hd-1's gateway and prints
+the answer and a curl to try; starts the games rendezvous and runs a punched and a relayed duel;
+then runs until Ctrl-C. Logs in .demo/logs (the previous run's in .demo/logs.1).
+
+Options:
+  -h, --help  this text
+
+Environment:
+  NATS_URL    the bus to use instead of starting one (default ${DEFAULT_NATS_URL})`;
+
+const cliArgs = process.argv.slice(2);
+exitWithHelpIfAsked(cliArgs, HELP);
+if (cliArgs.length > 0) usageError(`demo: unknown argument "${cliArgs[0]}"`, HELP);
 
 /** The demo's rendezvous, for both peers of a duel. */
 const games = { server: `http://127.0.0.1:${DEV_PORTS.games}`, stun: `127.0.0.1:${DEV_PORTS.stun}` };

@@ -63,6 +63,8 @@ describe('first hour - the command line', () => {
     ['games', ['run', '--help'], /GAMES_SETTINGS/],
     ['sd-setup', ['--help'], /SD_URL/],
     ['nats-config', ['--help'], /--settings/],
+    ['demo', ['--help'], /NATS_URL/],
+    ['demo-cluster', ['-h'], /--once/],
   ];
   it.each(helps)('cli - %s %s prints its help on stdout and exits 0', async (bin, args, mentions) => {
     const r = await runBin(bin, args);
@@ -73,6 +75,7 @@ describe('first hour - the command line', () => {
   });
 
   const wrong: [string, string[], string][] = [
+    ['demo', ['--bogus'], 'demo: unknown argument "--bogus"'],
     ['sd', [], 'sd: missing command: expected "run" or "repair"'],
     ['sd', ['start'], 'sd: unknown command "start": expected "run" or "repair"'],
     ['proxy', ['run'], 'proxy run: missing mode: expected "public"'],
