@@ -29,7 +29,8 @@ export class KvSharedCounters implements SharedCounters {
   private readonly call: StoreCall;
   private constructor(
     private readonly nc: NatsConnection,
-    private readonly kv: KV,
+    /** The limits bucket; the request limit shares its counts here too (request-limit-sync.ts). */
+    readonly kv: KV,
   ) {
     this.call = storeCallsOn(nc);
   }

@@ -33,6 +33,8 @@ export interface GamesProcessOptions {
     secretLimit?: { max: number; windowMs: number };
     badSecretLimit?: { max: number; windowMs: number };
   };
+  /** More http settings (rateLimit), merged over host and port. */
+  http?: Record<string, unknown>;
   /** More stun settings (rateLimit, software), merged over host and port. */
   stun?: Record<string, unknown>;
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
@@ -65,7 +67,7 @@ export class GamesProcess {
       [
         `name: games-${httpPort}`,
         ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
-        `http: { host: 127.0.0.1, port: ${httpPort} }`,
+        `http: ${JSON.stringify({ host: '127.0.0.1', port: httpPort, ...opts.http })}`,
         `stun: ${JSON.stringify({ host: '127.0.0.1', port: stunPort, ...opts.stun })}`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
