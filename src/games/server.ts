@@ -47,14 +47,14 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   // On a cluster each bucket is replicated by JetStream (games.replicas): any instance on any node
   // reads and writes the same games, and they outlive the loss of a node.
   const { replicas } = settings.games;
-  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas);
+  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas, log);
   const store = settings.games.cacheGames > 0 ? await cachedStore(kvStore, nc, settings.games.cacheGames, log) : kvStore;
-  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas);
+  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas, log);
   // Counters live twice their window: long enough for the window they count, then they age out.
   const { registerLimit, secretLimit, badSecretLimit } = settings.games;
   const requestLimit = settings.http.rateLimit;
   const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs, requestLimit.windowMs);
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas, log);
   const requests = new RequestLimiter(requestLimit, Date.now());
   const sharing =
     requestLimit.syncMs > 0
