@@ -7,9 +7,11 @@ export interface Summary {
   mibps: number;
   cpuMsPerGiB?: number;
   cpuUsPerRoundTrip?: number;
+  /** The sender's and receiver's CPU per GiB (bench/relay.ts says why). */
+  endpointsCpuMsPerGiB?: number;
   p50Us: number;
   p99Us: number;
-  range: { mibps: [number, number]; p50Us: [number, number] };
+  range: { mibps: [number, number]; p50Us: [number, number]; cpuMsPerGiB?: [number, number] };
 }
 
 const PANEL_W = 300;
