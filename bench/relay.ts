@@ -249,6 +249,30 @@ function summarise(samples: Sample[]): Summary[] {
   });
 }
 
+/**
+ * Per-round ratios: eps's sample against the other's in the same round, medians over rounds.
+ * Samples of one round run seconds apart, so on a shared machine they see closer loads than the
+ * medians over the whole run do; the two kinds of ratio disagreeing says the load moved.
+ */
+function pairedRatios(samples: Sample[]): Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> {
+  const out: Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> = {};
+  const others = [...new Set(samples.map((s) => s.contender))].filter((c) => c !== 'eps');
+  for (const other of others) {
+    const pairs = samples.flatMap((e) => {
+      const o = e.contender === 'eps' ? samples.find((s) => s.contender === other && s.round === e.round) : undefined;
+      return o ? [[e, o] as const] : [];
+    });
+    if (!pairs.length) continue;
+    const cpu = pairs.flatMap(([e, o]) => (e.cpuMsPerGiB && o.cpuMsPerGiB ? [e.cpuMsPerGiB / o.cpuMsPerGiB] : []));
+    out[other] = {
+      throughput: median(pairs.map(([e, o]) => e.mibps / o.mibps)),
+      p50: median(pairs.map(([e, o]) => e.p50Us / o.p50Us)),
+      ...(cpu.length ? { cpuPerGiB: median(cpu) } : {}),
+    };
+  }
+  return out;
+}
+
 function ratios(summary: Summary[]): Record<string, Record<string, number>> {
   const eps = summary.find((s) => s.contender === 'eps');
   const out: Record<string, Record<string, number>> = {};
@@ -306,6 +330,13 @@ async function main(): Promise<void> {
         `${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x  CPU/round trip ${x.cpuPerRoundTrip!.toFixed(2)}x`}  p50 ${x.p50!.toFixed(2)}x  p99 ${x.p99!.toFixed(2)}x`,
     );
   }
+  const paired = pairedRatios(samples);
+  console.log(`\neps against each, median of per-round ratios:`);
+  for (const [other, x] of Object.entries(paired)) {
+    console.log(
+      `  vs ${other.padEnd(15)} throughput ${x.throughput.toFixed(2)}x${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x`}  p50 ${x.p50.toFixed(2)}x`,
+    );
+  }
   const a = r[ANCHOR];
   if (a) console.log(
     `\ntargets (issue 10): throughput >= 1.10x ${ANCHOR}: ${a.throughput!.toFixed(2)}x; CPU/GiB <= 1.00x: ${a.cpuPerGiB!.toFixed(2)}x; p50 <= 1.10x: ${a.p50!.toFixed(2)}x`,
@@ -322,6 +353,7 @@ async function main(): Promise<void> {
     samples,
     summary,
     ratios: r,
+    pairedRatios: paired,
   };
   writeFileSync(join(dir, `relay-${at}.json`), `${JSON.stringify(record, null, 2)}\n`);
   writeFileSync(join(dir, `relay-${at}.svg`), relayChart(summary, record.at));
