@@ -27,7 +27,9 @@
 // Bytes a pipe holds: each splice moves up to this much. In bench/relay.ts (one 1 GiB stream,
 // three runs) 1 MiB pipes cut the relay's CPU per GiB by 23-29% against 256 KiB (a deep source
 // queue goes in fewer, larger splices), and 64 KiB (the kernel's default, which haproxy's
-// tune.pipesize keeps) cost 10-15% more than 256 KiB; the throughput did not move with any. The
+// tune.pipesize keeps) cost 10-15% more than 256 KiB; the throughput did not move with any (on
+// loopback the sender and receiver spent ~9% more CPU behind 1 MiB pipes: more of the sender's
+// pages in flight, see the README's benchmarks; between machines they are not ours to pay). The
 // kernel charges a pipe's capacity, not its contents, against the user's pipe-user-pages-soft
 // (16384 pages, 64 MiB, by default), past which new pipes get two pages and F_SETPIPE_SZ fails: so
 // only the first BIG_PIPES pipes are 1 MiB (a quarter of that budget; the spare pool hands them
