@@ -1,5 +1,6 @@
-// One SVG per relay bench run: a panel per figure (throughput, relay CPU per GiB, round-trip
-// p50), one horizontal bar per contender, the project's bar in its own colour.
+// One SVG per relay bench run: a panel per figure (throughput, relay CPU per GiB, the endpoints'
+// CPU per GiB, relay CPU per round trip, round-trip p50), one horizontal bar per contender, the
+// project's bar in its own colour.
 
 /** One contender's medians over a run, as the chart draws them (bench/relay.ts computes them). */
 export interface Summary {
@@ -7,9 +8,11 @@ export interface Summary {
   mibps: number;
   cpuMsPerGiB?: number;
   cpuUsPerRoundTrip?: number;
+  /** The sender's and receiver's CPU per GiB (bench/relay.ts says why). */
+  endpointsCpuMsPerGiB?: number;
   p50Us: number;
   p99Us: number;
-  range: { mibps: [number, number]; p50Us: [number, number] };
+  range: { mibps: [number, number]; p50Us: [number, number]; cpuMsPerGiB?: [number, number] };
 }
 
 const PANEL_W = 300;
@@ -22,6 +25,7 @@ export function relayChart(summary: Summary[], at: string): string {
   const panels: { title: string; value: (s: Summary) => number | undefined; unit: string }[] = [
     { title: 'throughput, MiB/s (higher is better)', value: (s) => s.mibps, unit: '' },
     { title: 'relay CPU, ms per GiB (lower is better)', value: (s) => s.cpuMsPerGiB, unit: '' },
+    { title: 'sender + receiver CPU, ms per GiB', value: (s) => s.endpointsCpuMsPerGiB, unit: '' },
     { title: 'relay CPU per round trip, µs (lower is better)', value: (s) => s.cpuUsPerRoundTrip, unit: '' },
     { title: '64 B round trip p50, µs (lower is better)', value: (s) => s.p50Us, unit: '' },
   ];

@@ -47,6 +47,12 @@ export interface Sample {
   mibps: number;
   /** The relay process's CPU per GiB relayed; absent for direct. */
   cpuMsPerGiB?: number;
+  /**
+   * The sender's and receiver's CPU per GiB: a relay can move cost onto its endpoints (a spliced
+   * loopback stream keeps the sender's pages referenced until the receiver reads them), so the
+   * relay's own CPU alone would flatter it.
+   */
+  endpointsCpuMsPerGiB: number;
   /** The relay process's CPU per 64 B round trip (two relayed messages), warm-up and connection included. */
   cpuUsPerRoundTrip?: number;
   p50Us: number;
@@ -195,16 +201,20 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
     const { rttsUs } = await sender.next('pinged');
     const pingCpuNs = relayPid === undefined ? undefined : cpuNs(relayPid) - pingsFrom!;
     const sorted = rttsUs.sort((a, b) => a - b);
+    const endpointsNs = (): number => cpuNs(sender.proc.pid!) + cpuNs(receiver.proc.pid!);
+    const endpointsBefore = endpointsNs();
     const before = relayPid === undefined ? 0 : cpuNs(relayPid);
     sender.send({ type: 'go' });
     const streamed = await sender.next('streamed');
     const cpuMs = relayPid === undefined ? undefined : (cpuNs(relayPid) - before) / 1e6;
+    const endpointsMs = (endpointsNs() - endpointsBefore) / 1e6;
     const gib = streamed.bytes / (1024 * MiB);
     return {
       round,
       contender,
       mibps: streamed.bytes / MiB / (streamed.ms / 1000),
       ...(cpuMs === undefined ? {} : { cpuMsPerGiB: cpuMs / gib }),
+      endpointsCpuMsPerGiB: endpointsMs / gib,
       ...(pingCpuNs === undefined ? {} : { cpuUsPerRoundTrip: pingCpuNs / 1e3 / (PING_COUNT + PING_WARMUP) }),
       p50Us: percentile(sorted, 50),
       p99Us: percentile(sorted, 99),
@@ -227,11 +237,40 @@ function summarise(samples: Sample[]): Summary[] {
       contender,
       mibps: median(mibps),
       ...(cpu.length ? { cpuMsPerGiB: median(cpu), cpuUsPerRoundTrip: median(cpuRt) } : {}),
+      endpointsCpuMsPerGiB: median(mine.map((s) => s.endpointsCpuMsPerGiB)),
       p50Us: median(p50),
       p99Us: median(mine.map((s) => s.p99Us)),
-      range: { mibps: [Math.min(...mibps), Math.max(...mibps)], p50Us: [Math.min(...p50), Math.max(...p50)] },
+      range: {
+        mibps: [Math.min(...mibps), Math.max(...mibps)],
+        p50Us: [Math.min(...p50), Math.max(...p50)],
+        ...(cpu.length ? { cpuMsPerGiB: [Math.min(...cpu), Math.max(...cpu)] as [number, number] } : {}),
+      },
     };
   });
+}
+
+/**
+ * Per-round ratios: eps's sample against the other's in the same round, medians over rounds.
+ * Samples of one round run seconds apart, so on a shared machine they see closer loads than the
+ * medians over the whole run do; the two kinds of ratio disagreeing says the load moved.
+ */
+function pairedRatios(samples: Sample[]): Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> {
+  const out: Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> = {};
+  const others = [...new Set(samples.map((s) => s.contender))].filter((c) => c !== 'eps');
+  for (const other of others) {
+    const pairs = samples.flatMap((e) => {
+      const o = e.contender === 'eps' ? samples.find((s) => s.contender === other && s.round === e.round) : undefined;
+      return o ? [[e, o] as const] : [];
+    });
+    if (!pairs.length) continue;
+    const cpu = pairs.flatMap(([e, o]) => (e.cpuMsPerGiB && o.cpuMsPerGiB ? [e.cpuMsPerGiB / o.cpuMsPerGiB] : []));
+    out[other] = {
+      throughput: median(pairs.map(([e, o]) => e.mibps / o.mibps)),
+      p50: median(pairs.map(([e, o]) => e.p50Us / o.p50Us)),
+      ...(cpu.length ? { cpuPerGiB: median(cpu) } : {}),
+    };
+  }
+  return out;
 }
 
 function ratios(summary: Summary[]): Record<string, Record<string, number>> {
@@ -267,6 +306,7 @@ async function main(): Promise<void> {
       console.log(
         `  round ${round} ${contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s` +
           `${s.cpuMsPerGiB === undefined ? '' : `, relay CPU ${s.cpuMsPerGiB.toFixed(0)} ms/GiB, ${s.cpuUsPerRoundTrip!.toFixed(1)} us/round trip`}` +
+          `, endpoints ${s.endpointsCpuMsPerGiB.toFixed(0)} ms/GiB` +
           `; round trip p50 ${s.p50Us.toFixed(0)} us, p99 ${s.p99Us.toFixed(0)} us`,
       );
     }
@@ -277,9 +317,10 @@ async function main(): Promise<void> {
   for (const s of summary) {
     console.log(
       `  ${s.contender.padEnd(15)} ${s.mibps.toFixed(0).padStart(5)} MiB/s (${s.range.mibps[0].toFixed(0)}-${s.range.mibps[1].toFixed(0)})` +
-        `  CPU ${s.cpuMsPerGiB === undefined ? '   -' : s.cpuMsPerGiB.toFixed(0).padStart(4)} ms/GiB` +
+        `  CPU ${s.cpuMsPerGiB === undefined ? '   -' : `${s.cpuMsPerGiB.toFixed(0).padStart(4)} (${s.range.cpuMsPerGiB![0].toFixed(0)}-${s.range.cpuMsPerGiB![1].toFixed(0)})`} ms/GiB` +
+        `  endpoints ${s.endpointsCpuMsPerGiB!.toFixed(0).padStart(4)} ms/GiB` +
         ` ${s.cpuUsPerRoundTrip === undefined ? '   -' : s.cpuUsPerRoundTrip.toFixed(1).padStart(5)} us/round trip` +
-        `  p50 ${s.p50Us.toFixed(0).padStart(4)} us  p99 ${s.p99Us.toFixed(0).padStart(5)} us`,
+        `  p50 ${s.p50Us.toFixed(0).padStart(4)} us (${s.range.p50Us[0].toFixed(0)}-${s.range.p50Us[1].toFixed(0)})  p99 ${s.p99Us.toFixed(0).padStart(5)} us`,
     );
   }
   console.log(`\neps against each (eps / other; throughput above 1 is better, CPU and latency below 1 are):`);
@@ -287,6 +328,13 @@ async function main(): Promise<void> {
     console.log(
       `  vs ${anchor.padEnd(15)} throughput ${x.throughput!.toFixed(2)}x` +
         `${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x  CPU/round trip ${x.cpuPerRoundTrip!.toFixed(2)}x`}  p50 ${x.p50!.toFixed(2)}x  p99 ${x.p99!.toFixed(2)}x`,
+    );
+  }
+  const paired = pairedRatios(samples);
+  console.log(`\neps against each, median of per-round ratios:`);
+  for (const [other, x] of Object.entries(paired)) {
+    console.log(
+      `  vs ${other.padEnd(15)} throughput ${x.throughput.toFixed(2)}x${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x`}  p50 ${x.p50.toFixed(2)}x`,
     );
   }
   const a = r[ANCHOR];
@@ -305,6 +353,7 @@ async function main(): Promise<void> {
     samples,
     summary,
     ratios: r,
+    pairedRatios: paired,
   };
   writeFileSync(join(dir, `relay-${at}.json`), `${JSON.stringify(record, null, 2)}\n`);
   writeFileSync(join(dir, `relay-${at}.svg`), relayChart(summary, record.at));

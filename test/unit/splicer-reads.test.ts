@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { RelayPath } from '../../src/proxy/native-splice.js';
+import { nativeSplicer, type RelayPath } from '../../src/proxy/native-splice.js';
 import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer } from '../helpers/splicer-harness.js';
 
 // The splicer's reads into reused buffers (src/proxy/reused-reads.ts): a read buffer is shared
@@ -100,6 +100,47 @@ describe('splicer reads', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(digest(echoed)).toBe(digest(pings));
     quiet.stop();
+  }, 30_000);
+
+  it.skipIf(!RELAY_PATHS.includes('native'))('splicer - more sessions streaming at once than the native relay has 1 MiB pipes: the rest get smaller ones and every byte still arrives', async () => {
+    // native/splice/splice.c makes its first 16 pipes 1 MiB and later ones 256 KiB (the kernel
+    // charges a pipe's capacity against the user's pipe budget). Readers that have not started
+    // yet keep bytes in most directions' pipes; a pipe is created only when no spare is left, so
+    // more than 16 created means more than 16 held at once, and both sizes carried streams.
+    const SESSIONS = 24;
+    const bytes = 4 * 1024 * 1024;
+    const created = (): number => nativeSplicer().splicer!.stats().pipes;
+    // The premise: earlier tests in this process left fewer than 16 pipes behind.
+    expect(created()).toBeLessThan(16);
+    const sessions = await Promise.all(
+      Array.from({ length: SESSIONS }, async (_, i) => {
+        const [bProxy, bPeer] = await pair();
+        const [aProxy, aPeer] = await pair();
+        const splicer = startSplicer(undefined, { relay: 'native' });
+        splicer.attach('ATTACH_B', bProxy);
+        splicer.attach('ATTACH_A', aProxy);
+        bPeer.pause();
+        aPeer.pause();
+        const aToB = pattern(bytes, 100 + i);
+        const bToA = pattern(bytes, 200 + i);
+        const sent = Promise.all([send(aPeer, aToB, i), send(bPeer, bToA, i + 3)]);
+        return { splicer, aPeer, bPeer, aToB, bToA, sent };
+      }),
+    );
+    // On a loaded machine the streams take a while to stall.
+    for (const deadline = Date.now() + 10_000; created() <= 16 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all(
+      sessions.map(async (s) => {
+        const received = Promise.all([receive(s.bPeer), receive(s.aPeer)]);
+        s.bPeer.resume();
+        s.aPeer.resume();
+        const [[atB, atA]] = await Promise.all([received, s.sent]);
+        expect(digest(atB)).toBe(digest(s.aToB));
+        expect(digest(atA)).toBe(digest(s.bToA));
+        expect(await s.splicer.ended(10_000)).toEqual({ reason: 'completed', bytesAToB: bytes, bytesBToA: bytes });
+      }),
+    );
+    expect(created()).toBeGreaterThan(16);
   }, 30_000);
 
   it('splicer - a session idle after a bulk message each way holds no read buffer of its own (JS relay)', async () => {
