@@ -52,10 +52,16 @@ describe('games store writes for liveness', () => {
     const clock = { t: 1_000_000 };
     const store = new MemoryGameStore();
     let writes = 0;
+    // The game's key and its pairing keys alike.
     const update = store.update.bind(store);
     store.update = (...args) => {
       writes++;
       return update(...args);
+    };
+    const putPairing = store.putPairing.bind(store);
+    store.putPairing = (...args) => {
+      writes++;
+      return putPairing(...args);
     };
     const service = new GameService({ store, lobby: new MemoryLobby(), now: () => clock.t, hostPollTimeoutMs: TIMEOUT, maxGuests: 4 });
     return { clock, service, writes: () => writes };
