@@ -199,7 +199,7 @@ export class GameService {
   private sweepFrom = 1;
   /** The same for the pairing keys: see sweepPairings(). */
   private pairingSweepFrom = 1;
-  private readonly conflicts: Record<ConflictKey, number> = { game: 0, pairing: 0 };
+  private readonly conflicts: Record<ConflictKey, number> = { game: 0, pairing: 0, join: 0 };
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
@@ -744,7 +744,9 @@ export class GameService {
   private async write(name: string, w: Write): Promise<{ type: string }> {
     if (w.kind === 'game') return this.countConflict('game', await this.store.update(name, w.record, w.revision));
     if (w.kind === 'prune') return this.countConflict('pairing', await this.store.removePairing(name, w.peerId, w.revision));
-    return this.countConflict('pairing', await this.store.putPairing(name, w.record, w.revision));
+    const r = this.countConflict('pairing', await this.store.putPairing(name, w.record, w.revision));
+    if (r.type === 'conflict' && w.joins) this.conflicts.join++;
+    return r;
   }
 
   /**
@@ -846,7 +848,8 @@ const WRITTEN_AT: ReadonlySet<string> = new Set(['writtenAt']);
  */
 const GAME_KEY_DERIVED: ReadonlySet<string> = new Set(['writtenAt', 'state']);
 
-export type ConflictKey = 'game' | 'pairing';
+/** Which writes lost a revision check: the game key's, a pairing key's, and of those a guest's join (the contention this layout removes). */
+export type ConflictKey = 'game' | 'pairing' | 'join';
 
 type PairingWriteOf = { kind: 'pairing'; record: PairingRecord; revision: number | null; joins: boolean };
 type Write = { kind: 'game'; record: GameRecord; revision: number } | PairingWriteOf | { kind: 'prune'; peerId: string; revision: number };
