@@ -9,7 +9,7 @@ import { pairingKey, type PairingRecord } from '../../src/games/pairing-records.
 
 /** A game record told apart by `mark` (its host's last poll). */
 const record = (name: string, mark = 0): GameRecord =>
-  ({ v: 1, id: 'game-1', secretHash: '00', state: 'registered', context: { name, lastPollAt: mark, guests: [] }, writtenAt: 0 }) as unknown as GameRecord;
+  ({ v: 1, id: 'game-1', secretHash: '00', state: 'registered', context: { name, lastPollAt: mark, hostAddresses: [], guests: [] }, writtenAt: 0 }) as unknown as GameRecord;
 const pairing = (peerId: string, lastSeenAt = 0): PairingRecord =>
   ({ v: 1, game: 'game-1', pairing: { peerId, lastSeenAt }, writtenAt: 0 }) as unknown as PairingRecord;
 
@@ -54,6 +54,21 @@ function setup(max = 100) {
   return { store, cache, feed: f, reads: () => reads };
 }
 
+/** A cache read of a stored game that waits in the store until released: the feed may deliver meanwhile. */
+async function readInFlight(store: MemoryGameStore, cache: CachedGameStore) {
+  await store.create('chess', record('chess'));
+  const get = store.get.bind(store);
+  let release!: () => void;
+  store.get = async (name: string) => {
+    const r = await get(name);
+    await new Promise<void>((resolve) => (release = resolve));
+    return r;
+  };
+  const reading = cache.get('chess');
+  await tick();
+  return { reading, release: () => release(), get };
+}
+
 describe('games cache', () => {
   it('games cache - a held record is answered without a store read; a fresh read goes to the store', async () => {
     const { cache, reads } = setup();
@@ -88,16 +103,7 @@ describe('games cache', () => {
 
   it('games cache - a write the feed delivers while a read is in flight wins over the older read', async () => {
     const { store, cache, feed: f } = setup();
-    await store.create('chess', record('chess'));
-    const get = store.get.bind(store);
-    let release!: () => void;
-    store.get = async (name: string) => {
-      const r = await get(name);
-      await new Promise<void>((resolve) => (release = resolve));
-      return r;
-    };
-    const reading = cache.get('chess');
-    await tick();
+    const { reading, release, get } = await readInFlight(store, cache);
     f.push('chess', 50, record('chess', 3));
     await tick();
     release();
@@ -164,16 +170,7 @@ describe('games cache', () => {
 
   it('games cache - a pairing write the feed delivers while a read is in flight is kept', async () => {
     const { store, cache, feed: f } = setup();
-    await store.create('chess', record('chess'));
-    const get = store.get.bind(store);
-    let release!: () => void;
-    store.get = async (name: string) => {
-      const r = await get(name);
-      await new Promise<void>((resolve) => (release = resolve));
-      return r;
-    };
-    const reading = cache.get('chess');
-    await tick();
+    const { reading, release, get } = await readInFlight(store, cache);
     f.pushPairing('chess', 'g1', 50, pairing('g1'));
     await tick();
     release();
