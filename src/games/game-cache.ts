@@ -151,8 +151,9 @@ export class CachedGameStore implements GameStore {
   async removePairing(name: string, peerId: string, revision: number) {
     const r = await this.store.removePairing(name, peerId, revision);
     const held = this.entries.get(name);
-    // The deletion's own revision is unknown here; the one it replaced stands for it until the watch brings it.
-    if (r.type === 'removed' && held) held.pairings.set(peerId, newer(held.pairings.get(peerId), { value: null, revision }));
+    // The deletion's own revision is unknown here, but above the one it replaced: that one plus a
+    // half stands for it until the watch brings it (a later write by anyone is above it too).
+    if (r.type === 'removed' && held) held.pairings.set(peerId, newer(held.pairings.get(peerId), { value: null, revision: revision + 0.5 }));
     else if (r.type === 'conflict') this.entries.delete(name);
     return r;
   }

@@ -156,9 +156,31 @@ export class KvGameStore implements GameStore {
   async get(name: string): Promise<StoredGame | null> {
     const entry = await this.call('get', () => this.kv.get(gameKey(name)));
     if (!entry || entry.operation !== 'PUT') return null;
-    const pairings: StoredPairing[] = [];
-    for await (const p of this.lastOf(`${pairingKeysOf(name)}`, DeliverPolicy.LastPerSubject)) pairings.push(p);
-    return assembled({ record: entry.json<GameRecord>(), revision: entry.revision }, pairings);
+    return assembled({ record: entry.json<GameRecord>(), revision: entry.revision }, await this.pairingsOf(name));
+  }
+
+  /**
+   * Every pairing key of a game, read by direct gets walking the stream (the next message on the
+   * game's pairing keys after the last one read), so the read ends at the stream's end however
+   * many writes land meanwhile; a key written again during the walk is read twice and its later
+   * value kept. (An ordered consumer's pending count can stay above zero when a counted message is
+   * replaced under it, and wait out its expiry: 30 s.) One round trip per key, plus one.
+   */
+  private async pairingsOf(name: string): Promise<StoredPairing[]> {
+    const stream = `KV_${this.bucket}`;
+    const prefix = `$KV.${this.bucket}.`;
+    const latest = new Map<string, StoredPairing | null>();
+    for (let seq = 1; ; ) {
+      const m = await this.call('read', () => this.jsm.direct.getMessage(stream, { seq, next_by_subj: prefix + pairingKeysOf(name) }));
+      if (!m) break;
+      seq = m.seq + 1;
+      const key = parsePairingKey(m.subject.slice(prefix.length));
+      const operation = m.header?.get('KV-Operation');
+      const record = !operation || operation === 'PUT' ? parsedRecord<PairingRecord>(m.data) : undefined;
+      // A value that is not a pairing of this key (damaged, or written by hand) reads as absent.
+      if (key) latest.set(key.peerId, record?.pairing?.peerId === key.peerId ? { record, revision: m.seq } : null);
+    }
+    return [...latest.values()].filter((p): p is StoredPairing => p !== null);
   }
 
   async create(name: string, record: GameRecord) {
