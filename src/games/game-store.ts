@@ -1,5 +1,7 @@
 import { DeliverPolicy, jetstream, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm, KvWatchInclude, type KV } from '@nats-io/kv';
+import { KvWatchInclude, type KV } from '@nats-io/kv';
+import { createBucket } from './create-bucket.js';
+import type { Logger } from '../core/logger.js';
 import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
 import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
@@ -147,8 +149,8 @@ export class KvGameStore implements GameStore {
   }
 
   /** Opens (creating if needed) the bucket; one value per key is all a game needs. */
-  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvGameStore> {
-    const kv = await new Kvm(nc).create(bucket, { history: 1, replicas });
+  static async open(nc: NatsConnection, bucket: string, replicas = 1, log?: Logger): Promise<KvGameStore> {
+    const kv = await createBucket(nc, bucket, { history: 1, replicas }, log);
     const js = jetstream(nc);
     return new KvGameStore(nc, kv, js, await js.jetstreamManager(), bucket);
   }

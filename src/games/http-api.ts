@@ -1,11 +1,11 @@
 import { isIPv6 } from 'node:net';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import { clientKeyOf } from '../core/client-address.js';
 import type { Logger } from '../core/logger.js';
 import { GameService, LIST_SCAN_FACTOR, StoreContentionError, type GameView } from './game-service.js';
 import type { SecretRefusal } from './host-secrets.js';
+import type { RequestLimiter } from './request-limit.js';
 import { StoreUnavailableError } from './game-store.js';
 import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type ProblemName } from './problems.js';
 
@@ -16,7 +16,10 @@ import { problem, PROBLEM_CONTENT_TYPE, ProblemError, problemSchema, type Proble
 export interface GamesApiOptions {
   service: GameService;
   bodyLimit: number;
-  rateLimit: { max: number; windowMs: number };
+  /** The per-address request limit (`http.rateLimit`), shared with the other instances by its owner. */
+  requests: RequestLimiter;
+  /** For the request limit's windows; Date.now unless a test drives it. */
+  now?: () => number;
   log?: Logger;
 }
 
@@ -106,7 +109,7 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
 
-  await app.register(rateLimit, { max: opts.rateLimit.max, timeWindow: opts.rateLimit.windowMs });
+  limitRequests(app, opts.requests, opts.now ?? Date.now);
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const { name, detail } = classify(error);
@@ -393,6 +396,26 @@ export async function buildGamesApi(opts: GamesApiOptions): Promise<FastifyInsta
   );
 
   return app;
+}
+
+/**
+ * Every request counts against its client address's limit, before its body is read; the headers
+ * say where the client stands, as `@fastify/rate-limit`, which this replaces, said it.
+ */
+function limitRequests(app: FastifyInstance, limiter: RequestLimiter, now: () => number): void {
+  app.addHook('onRequest', (request, reply, done) => {
+    const client = clientKeyOf(request.ip);
+    const at = now();
+    const a = limiter.admit(client, at);
+    const resetS = Math.max(1, Math.ceil((a.resetAtMs - at) / 1000));
+    reply.header('x-ratelimit-limit', limiter.max).header('x-ratelimit-reset', resetS);
+    if (a.type === 'admitted') {
+      reply.header('x-ratelimit-remaining', a.remaining);
+      return done();
+    }
+    reply.header('x-ratelimit-remaining', 0).header('retry-after', resetS);
+    void sendProblem(reply, request, 'RATE_LIMITED', `${client} made ${limiter.max} requests in ${limiter.windowMs / 1000} s, its limit (http.rateLimit, every instance together); retry in ${resetS} s`);
+  });
 }
 
 function sendProblem(reply: FastifyReply, request: FastifyRequest, name: ProblemName, detail: string) {

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { createBucket } from './create-bucket.js';
+import type { Logger } from '../core/logger.js';
 import { z } from 'zod';
 import type { NatsConnection } from '../core/nats.js';
 import { lobbyBucket } from './buckets.js';
@@ -56,9 +58,9 @@ export class KvLobby implements Lobby {
     private readonly stream: string,
   ) {}
 
-  static async open(nc: NatsConnection, bucket: string, replicas = 1): Promise<KvLobby> {
+  static async open(nc: NatsConnection, bucket: string, replicas = 1, log?: Logger): Promise<KvLobby> {
     const name = lobbyBucket(bucket);
-    const kv = await new Kvm(nc).create(name, { history: 1, replicas });
+    const kv = await createBucket(nc, name, { history: 1, replicas }, log);
     return new KvLobby(storeCallsOn(nc), kv, await jetstreamManager(nc), `KV_${name}`);
   }
 

@@ -18,6 +18,8 @@ import { KvGameStore } from './game-store.js';
 import { buildGamesApi } from './http-api.js';
 import { KvLobby } from './lobby.js';
 import { KvSharedCounters } from './shared-limits.js';
+import { RequestLimiter } from './request-limit.js';
+import { shareRequestCounts } from './request-limit-sync.js';
 import { answerWhileStoreAway } from './store-outage.js';
 import { startStunServer, type StunServer } from './stun-server.js';
 
@@ -45,13 +47,19 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   // On a cluster each bucket is replicated by JetStream (games.replicas): any instance on any node
   // reads and writes the same games, and they outlive the loss of a node.
   const { replicas } = settings.games;
-  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas);
+  const kvStore = await KvGameStore.open(nc, settings.games.bucket, replicas, log);
   const store = settings.games.cacheGames > 0 ? await cachedStore(kvStore, nc, settings.games.cacheGames, log) : kvStore;
-  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas);
+  const lobby = await KvLobby.open(nc, settings.games.bucket, replicas, log);
   // Counters live twice their window: long enough for the window they count, then they age out.
   const { registerLimit, secretLimit, badSecretLimit } = settings.games;
-  const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs);
-  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas);
+  const requestLimit = settings.http.rateLimit;
+  const longestWindowMs = Math.max(registerLimit.windowMs, secretLimit.windowMs, badSecretLimit.windowMs, requestLimit.windowMs);
+  const counters = await KvSharedCounters.open(nc, settings.games.bucket, 2 * longestWindowMs, replicas, log);
+  const requests = new RequestLimiter(requestLimit, Date.now());
+  const sharing =
+    requestLimit.syncMs > 0
+      ? shareRequestCounts({ kv: counters.kv, limiter: requests, syncMs: requestLimit.syncMs, now: Date.now, log: log.child({ component: 'request-limit' }) })
+      : undefined;
   const inspector = settings.inspector.enabled ? createInspector(settings.inspector, gameSessionMachine, `games ${settings.name}`) : undefined;
   const service = new GameService({
     store,
@@ -79,7 +87,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
   const app = await buildGamesApi({
     service,
     bodyLimit: settings.http.bodyLimit,
-    rateLimit: settings.http.rateLimit,
+    requests,
     log: log.child({ component: 'http' }),
   });
   answerWhileStoreAway(app, nc);
@@ -134,6 +142,7 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       // Open event streams would keep the http server from closing.
       inspector?.http.close();
       await app.close();
+      await sharing?.stop();
       await stun?.close();
       await sweeping;
       await service.close();

@@ -1,5 +1,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
+import { createBucket } from './create-bucket.js';
+import type { Logger } from '../core/logger.js';
 import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { storeCallsOn, StoreContentionError, type StoreCall } from './game-store.js';
 import { limitsBucket } from './buckets.js';
@@ -29,14 +31,15 @@ export class KvSharedCounters implements SharedCounters {
   private readonly call: StoreCall;
   private constructor(
     private readonly nc: NatsConnection,
-    private readonly kv: KV,
+    /** The limits bucket; the request limit shares its counts here too (request-limit-sync.ts). */
+    readonly kv: KV,
   ) {
     this.call = storeCallsOn(nc);
   }
 
   /** `keepMs` is the bucket's max_age, set when it is created: at least the longest window counted. */
-  static async open(nc: NatsConnection, bucket: string, keepMs: number, replicas = 1): Promise<KvSharedCounters> {
-    return new KvSharedCounters(nc, await new Kvm(nc).create(limitsBucket(bucket), { history: 1, ttl: keepMs, replicas }));
+  static async open(nc: NatsConnection, bucket: string, keepMs: number, replicas = 1, log?: Logger): Promise<KvSharedCounters> {
+    return new KvSharedCounters(nc, await createBucket(nc, limitsBucket(bucket), { history: 1, ttl: keepMs, replicas }, log));
   }
 
   async hit(key: string, max: number, windowMs: number, now: number): Promise<Counted> {

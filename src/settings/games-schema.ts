@@ -16,6 +16,10 @@ export const DEFAULT_GAMES_BODY_LIMIT = 16 * 1024;
 /** Hosts and guests poll about once a second; 300 a minute leaves room for several peers behind one NAT. */
 export const DEFAULT_RATE_LIMIT_MAX = 300;
 export const DEFAULT_RATE_LIMIT_WINDOW_MS = minute;
+/** Addresses each instance counts at once: a flood from more addresses forgets the least recent ones, memory stays flat. */
+export const DEFAULT_RATE_LIMIT_MAX_ADDRESSES = 10_000;
+/** How often an instance shares its request counts: what one address can get past the limit is what the other instances admit in this time. */
+export const DEFAULT_RATE_LIMIT_SYNC_MS = 250;
 export const DEFAULT_GAMES_BUCKET = 'EPS_GAMES';
 /** The proxy answers a relay request from memory; longer than this means it is not there. */
 export const DEFAULT_RELAY_REQUEST_TIMEOUT_MS = 5 * second;
@@ -93,6 +97,9 @@ const gamesSettingsFields = z.strictObject({
       .strictObject({
         max: z.number().int().positive().default(DEFAULT_RATE_LIMIT_MAX),
         windowMs: ms.default(DEFAULT_RATE_LIMIT_WINDOW_MS),
+        maxAddresses: z.number().int().positive().default(DEFAULT_RATE_LIMIT_MAX_ADDRESSES),
+        /** 0: this instance counts alone (nothing is shared through the store). */
+        syncMs: z.number().int().min(0).default(DEFAULT_RATE_LIMIT_SYNC_MS),
       })
       .prefault({}),
   }),

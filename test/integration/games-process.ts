@@ -32,7 +32,13 @@ export interface GamesProcessOptions {
     registerLimit?: { max: number; windowMs: number };
     secretLimit?: { max: number; windowMs: number };
     badSecretLimit?: { max: number; windowMs: number };
+    /** games.replicas: the copies JetStream keeps of each bucket (3 on a cluster). */
+    replicas?: number;
   };
+  /** How long start() waits for the REST port (10 s unless the test expects a slow start). */
+  listenTimeoutMs?: number;
+  /** More http settings (rateLimit), merged over host and port. */
+  http?: Record<string, unknown>;
   /** More stun settings (rateLimit, software), merged over host and port. */
   stun?: Record<string, unknown>;
   /** relay.maxPerClient and relay.maxPerGame, when a test needs small caps. */
@@ -65,7 +71,7 @@ export class GamesProcess {
       [
         `name: games-${httpPort}`,
         ...(opts.inspector ? ['inspector: { enabled: true }'] : []),
-        `http: { host: 127.0.0.1, port: ${httpPort} }`,
+        `http: ${JSON.stringify({ host: '127.0.0.1', port: httpPort, ...opts.http })}`,
         `stun: ${JSON.stringify({ host: '127.0.0.1', port: stunPort, ...opts.stun })}`,
         // Deliberately wrong: NATS_URL must win, as for every process.
         'nats: { url: nats://127.0.0.1:1 }',
@@ -87,7 +93,7 @@ export class GamesProcess {
     });
     const p = new GamesProcess(child, httpPort, stunPort, folder);
     try {
-      await waitForPort(httpPort, 10_000);
+      await waitForPort(httpPort, opts.listenTimeoutMs ?? 10_000);
     } catch (err) {
       child.kill('SIGKILL');
       throw new Error(`games run did not listen: ${(err as Error).message}\n${p.log}`);

@@ -7,6 +7,7 @@ import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
 import { MemoryLobby } from '../../src/games/lobby.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { RequestLimiter } from '../../src/games/request-limit.js';
 import { serveInspector } from '../../src/games/server.js';
 import { gamesFeed } from '../../src/inspector/feeds.js';
 import { InspectorHttp } from '../../src/inspector/http.js';
@@ -163,7 +164,7 @@ describe('inspector on the games app', () => {
     for (const allowRemote of [false, true]) {
       const log = new SessionLog({ maxFinished: 10, maxTimeline: 20 });
       const service = new GameService({ store: new MemoryGameStore(), lobby: new MemoryLobby(), now: () => 1_000_000, hostPollTimeoutMs: 30_000, maxGuests: 2, onTransition: gamesFeed(log) });
-      const app = await buildGamesApi({ service, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
+      const app = await buildGamesApi({ service, bodyLimit: 4096, requests: new RequestLimiter({ max: 1000, windowMs: 60_000, maxAddresses: 1000 }, Date.now()) });
       const http = new InspectorHttp({ log, machines: [gameSessionMachine], title: 'games test', allowRemote });
       serveInspector(app, http);
       await app.inject({ method: 'POST', url: '/games/register', payload: { name: 'chess', peerId: 'host-1' } });

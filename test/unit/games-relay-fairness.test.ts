@@ -5,6 +5,7 @@ import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, type GameStore } from '../../src/games/game-store.js';
 import { clientKeyOf } from '../../src/core/client-address.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { RequestLimiter } from '../../src/games/request-limit.js';
 import { PROBLEM_CONTENT_TYPE } from '../../src/games/problems.js';
 import { RelayUnavailableError, type RelaySession } from '../../src/relay/client.js';
 
@@ -201,7 +202,7 @@ describe('relay fairness (service over a shared store)', () => {
     const store = new MemoryGameStore();
     const clock = { t: 1_000_000 };
     const [a] = services(store, fakeProxy(0), clock, { perClient: 1, perGame: 10 });
-    const app = await buildGamesApi({ service: a, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
+    const app = await buildGamesApi({ service: a, bodyLimit: 4096, requests: new RequestLimiter({ max: 1000, windowMs: 60_000, maxAddresses: 1000 }, Date.now()) });
     try {
       for (const g of ['one', 'two']) await paired(a, g);
       const ask = (name: string) => app.inject({ method: 'POST', url: '/games/relay', payload: { name, peerId: 'guest' }, remoteAddress: '192.0.2.66' });
@@ -234,7 +235,7 @@ describe('relay fairness (service over a shared store)', () => {
     const clock = { t: 1_000_000 };
     const store = new MemoryGameStore();
     const [a] = services(store, fakeProxy(0), clock, { perClient: 1, perGame: 10 });
-    const app = await buildGamesApi({ service: a, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
+    const app = await buildGamesApi({ service: a, bodyLimit: 4096, requests: new RequestLimiter({ max: 1000, windowMs: 60_000, maxAddresses: 1000 }, Date.now()) });
     try {
       for (const g of ['v6-one', 'v6-two', 'v6-three']) await paired(a, g);
       const ask = (name: string, remoteAddress: string) => app.inject({ method: 'POST', url: '/games/relay', payload: { name, peerId: 'guest' }, remoteAddress });

@@ -3,6 +3,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, StoreUnavailableError, type GameStore } from '../../src/games/game-store.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { RequestLimiter } from '../../src/games/request-limit.js';
 import { MemoryLobby } from '../../src/games/lobby.js';
 import { MemorySharedCounters } from '../../src/games/shared-limits.js';
 import { PROBLEM_CONTENT_TYPE, PROBLEMS } from '../../src/games/problems.js';
@@ -24,7 +25,7 @@ async function build(opts: { store?: GameStore; max?: number; bodyLimit?: number
     ...(opts.maxGames ? { maxGames: opts.maxGames } : {}),
     ...(opts.registerLimit ? { registerLimit: opts.registerLimit } : {}),
   });
-  return buildGamesApi({ service, bodyLimit: opts.bodyLimit ?? 4096, rateLimit: { max: opts.max ?? 1000, windowMs: 60_000 } });
+  return buildGamesApi({ service, bodyLimit: opts.bodyLimit ?? 4096, requests: new RequestLimiter({ max: opts.max ?? 1000, windowMs: 60_000, maxAddresses: 1000 }, Date.now()) });
 }
 
 const post = (url: string, payload: unknown) => app.inject({ method: 'POST', url, payload: payload as object });

@@ -3,6 +3,7 @@ import type { NatsConnection } from '../../src/core/nats.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore, StoreUnavailableError } from '../../src/games/game-store.js';
 import { buildGamesApi } from '../../src/games/http-api.js';
+import { RequestLimiter } from '../../src/games/request-limit.js';
 import { answerWhileStoreAway } from '../../src/games/store-outage.js';
 import { MemoryLobby } from '../../src/games/lobby.js';
 import { MemorySharedCounters } from '../../src/games/shared-limits.js';
@@ -19,7 +20,7 @@ class LostStore extends MemoryGameStore {
 async function build() {
   const store = new LostStore();
   const service = new GameService({ store, lobby: new MemoryLobby(), counters: new MemorySharedCounters(), now: () => 1_000_000, hostPollTimeoutMs: 30_000, maxGuests: 2 });
-  const app = await buildGamesApi({ service, bodyLimit: 4096, rateLimit: { max: 1000, windowMs: 60_000 } });
+  const app = await buildGamesApi({ service, bodyLimit: 4096, requests: new RequestLimiter({ max: 1000, windowMs: 60_000, maxAddresses: 1000 }, Date.now()) });
   // Only isClosed is read for a connection connectBus did not make: it stands for "not connected".
   const bus = { closed: false, isClosed() { return this.closed; } };
   answerWhileStoreAway(app, bus as unknown as NatsConnection);
