@@ -176,6 +176,25 @@ export function onlyLivenessRefreshed(stored: GameSessionContext, next: GameSess
   return jsonEqual(stored, next, LIVENESS_READINGS);
 }
 
+/**
+ * The same rule for one pairing, stored in its own record (src/games/pairing-records.ts): `next`
+ * differs from `stored` only by the guest's liveness reading moved forward by less than `slackMs`.
+ */
+export function pairingOnlyRefreshed(stored: GuestPairing, next: GuestPairing, slackMs: number): boolean {
+  const moved = next.lastSeenAt - stored.lastSeenAt;
+  return moved >= 0 && moved < slackMs && jsonEqual(stored, next, LIVENESS_READINGS);
+}
+
+/**
+ * The open state `settling` lands in for a context: what a game whose record no longer says it
+ * (the game key is not written when a guest's pairing completes: src/games/pairing-records.ts)
+ * reads as. The same rules as the guards `settling` checks, in the same order.
+ */
+export function settledState(context: Pick<GameSessionContext, 'guests' | 'hostAddresses'>): OpenState {
+  if (context.guests.some((g) => g.status !== 'waiting')) return 'paired';
+  return context.hostAddresses.length > 0 ? 'hosting' : 'registered';
+}
+
 export const gameSessionMachine = setup({
   types: {
     input: {} as GameSessionInput,
@@ -242,7 +261,7 @@ export const gameSessionMachine = setup({
     hasRoomForGuest: ({ context, event }) =>
       event.type === 'GUEST_STARTED' &&
       (context.guests.some((g) => g.peerId === event.peerId) || context.guests.length < context.maxGuests),
-    anyPairingSwapped: ({ context }) => context.guests.some((g) => g.status !== 'waiting'),
+    anyPairingSwapped: ({ context }) => settledState(context) === 'paired',
     /**
      * A relay is for a pair that swapped candidates and could not punch: never before the first
      * swap. A relayed pairing stays relayed (a guest's new candidates do not undo the failed

@@ -7,6 +7,7 @@ import {
   gameSessionMachine,
   liveInFlight,
   onlyLivenessRefreshed,
+  pairingOnlyRefreshed,
   refreshSlackMs,
   relayHeldUntil,
   relayNext,
@@ -20,6 +21,7 @@ import type { Logger } from '../core/logger.js';
 import { RelayUnavailableError, type RelaySession } from '../relay/client.js';
 import { DEFAULT_RELAY_MAX_PER_CLIENT, DEFAULT_RELAY_MAX_PER_GAME, DEFAULT_RELAY_REQUEST_TIMEOUT_MS } from '../settings/games-schema.js';
 import { StoreContentionError, type GameRecord, type GameStore, type HoldKey, type StoredGame } from './game-store.js';
+import { gameIdOf, gamePart, seatOf, type PairingRecord, type StoredPairing } from './pairing-records.js';
 import { admitSecretCall, hashSecret, secretMatches, type SecretRefusal, type WindowLimit } from './host-secrets.js';
 import type { Lobby } from './lobby.js';
 import { LobbyPages } from './lobby-pages.js';
@@ -29,10 +31,12 @@ import type { SharedCounters } from './shared-limits.js';
 // The games core: it knows the store and the machine, not HTTP. Every answer is a status value
 // tagged by `type`, so the routes map them to responses and problems in one switch each.
 //
-// Each request rebuilds the game's machine from its record, feeds it the injected clock's reading
-// (CLOCK_TICKED) and then the request's event, and writes the result back only if the revision it
+// Each request rebuilds the game's machine from its keys (the game record and its guests' pairing
+// records: pairing-records.ts), feeds it the injected clock's reading (CLOCK_TICKED) and then the
+// request's event, and writes back only the keys the step changed, each only if the revision it
 // read is still current; on a conflict it starts over from a fresh read. So two instances never
-// lose each other's writes, and whichever instance sees a silent host first expires the game.
+// lose each other's writes, whichever instance sees a silent host first expires the game, and
+// guests joining at once never contend: each writes its own pairing key.
 
 export interface GameView {
   name: string;
@@ -193,6 +197,9 @@ export class GameService {
   private lobbyCleanFrom = 0;
   /** Where this instance's next sweep starts reading (a revision): see sweep(). */
   private sweepFrom = 1;
+  /** The same for the pairing keys: see sweepPairings(). */
+  private pairingSweepFrom = 1;
+  private readonly conflicts: Record<ConflictKey, number> = { game: 0, pairing: 0, join: 0 };
 
   constructor(private readonly opts: GameServiceOptions) {
     this.store = opts.store;
@@ -235,7 +242,7 @@ export class GameService {
       this.opts.log?.warn({ limit: maxGames }, 'register refused: games cap reached');
       return { type: 'gamesCapReached', limit: maxGames };
     }
-    const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq };
+    const record = { ...this.recordOf(snapshot, hashSecret(secret).toString('hex')), lobbySeq, id: randomUUID() };
     const created = await this.createReclaiming(name, record).catch(async (err: unknown) => {
       await this.withdrawFromLobbyLater(name, lobbySeq);
       throw err;
@@ -270,6 +277,10 @@ export class GameService {
         const hostAddresses = s.context.hostAddresses;
         return { type: 'started', status: hostAddresses.length > 0 ? 1 : 0, addresses: hostAddresses };
       },
+      undefined,
+      undefined,
+      // The cap checked after joining (pairing-records.ts: admitted): guests who joined first on other instances fill it.
+      (s) => ({ type: 'gameFull', maxGuests: s.context.maxGuests }),
     );
   }
 
@@ -304,9 +315,10 @@ export class GameService {
       }
       const id = randomUUID();
       const until = at + (this.opts.relayTimeoutMs ?? DEFAULT_RELAY_REQUEST_TIMEOUT_MS) + IN_FLIGHT_MARGIN_MS;
-      const record = { ...stored.record, relayInFlight: { ...liveInFlight(stored.record.relayInFlight, s.context.guests, at), [pairingPeer]: { id, until } }, writtenAt: at };
-      // Whoever writes the mark first asks; a loser reads the record again and waits for it.
-      if ((await this.store.update(name, record, stored.revision)).type === 'updated') mine = { pairingPeer, id, until, role: role(s) };
+      const ps = pairingRecordOf(stored, pairingPeer)!;
+      const record: PairingRecord = { ...ps.record, relayInFlight: { id, until }, seat: seatOf(ps), writtenAt: at };
+      // Whoever writes the mark (in the pairing's record) first asks; a loser reads again and waits for it.
+      if ((await this.countConflict('pairing', await this.store.putPairing(name, record, ps.revision))).type === 'written') mine = { pairingPeer, id, until, role: role(s) };
       else if (--waits < 0) throw new StoreContentionError(`game ${name}: the relay mark kept conflicting`);
     }
     const { pairingPeer, id, until } = mine;
@@ -369,11 +381,10 @@ export class GameService {
     try {
       for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
         const stored = await this.store.get(name, attempt > 0);
-        if (!stored || stored.record.relayInFlight?.[pairingPeer]?.id !== id) return;
-        const { relayInFlight, ...rest } = stored.record;
-        const marks = withoutInFlight(relayInFlight, pairingPeer, id);
-        const record: GameRecord = marks && Object.keys(marks).length > 0 ? { ...rest, relayInFlight: marks } : rest;
-        if ((await this.store.update(name, record, stored.revision)).type === 'updated') return;
+        const ps = stored && pairingRecordOf(stored, pairingPeer);
+        if (!ps || ps.record.relayInFlight?.id !== id) return;
+        const { relayInFlight: _, ...rest } = ps.record;
+        if ((await this.countConflict('pairing', await this.store.putPairing(name, { ...rest, seat: seatOf(ps), writtenAt: this.now() }, ps.revision))).type === 'written') return;
       }
     } catch (err) {
       this.opts.log?.warn({ err, game: name }, 'relay in-flight mark not cleared; it ends at its deadline');
@@ -486,8 +497,11 @@ export class GameService {
       // A key is the name, so a rename is create-new then delete-old; if the old record moved
       // on meanwhile, the copy is withdrawn and the rename retried from the newer record.
       // The renamed game joins the lobby under its new name (at the end of the list).
+      // The pairings are copied under the new name, in join order, for the renamed game's id; a
+      // guest joining the old name meanwhile is not carried over (its next start is not found).
       const lobbySeq = await this.opts.lobby.add(newName);
-      const created = await this.createReclaiming(newName, { ...this.recordOf(renamed, stored.record.secretHash), lobbySeq }).catch(async (err: unknown) => {
+      const id = randomUUID();
+      const created = await this.createReclaiming(newName, { ...this.recordOf(renamed, stored.record.secretHash), lobbySeq, id }).catch(async (err: unknown) => {
         await this.leaveLobby(newName, lobbySeq);
         throw err;
       });
@@ -495,14 +509,18 @@ export class GameService {
         await this.leaveLobby(newName, lobbySeq);
         return { type: 'nameTaken' };
       }
-      const removed = await this.store.remove(name, stored.revision);
+      const copied = await this.copyPairings(stored, newName, id);
+      const removed = copied ? await this.store.remove(name, stored.revision) : { type: 'conflict' as const };
       if (removed.type === 'removed') {
+        await this.removePairings(name, [...stored.pairings, ...stored.stale]);
         await this.leaveLobby(name, stored.record.lobbySeq);
         this.opts.onTransition?.(name, { type: 'RENAMED', newName }, renamed);
         this.opts.log?.info({ game: name, newName }, 'game renamed');
         return { type: 'renamed', game: this.view(renamed) };
       }
+      const copy = await this.store.get(newName, true);
       await this.store.remove(newName, created.revision);
+      if (copy) await this.removePairings(newName, [...copy.pairings, ...copy.stale]);
       await this.leaveLobby(newName, lobbySeq);
     }
     throw new StoreContentionError(`game ${name}: rename kept conflicting`);
@@ -548,21 +566,23 @@ export class GameService {
   }
 
   /**
-   * Expires the games whose host went silent; any instance may run it at any time. It reads the
-   * games least recently written first and stops at the first one written less than a host
-   * timeout ago that is still open: every record before it was last written by a request that
-   * saw it open more than a timeout ago, so it has expired, and what comes after is younger. So a
-   * sweep reads the expired games and one more, never every game, and holds a batch at a time.
+   * Expires the games whose host went silent, and removes the pairing records of silent guests
+   * and gone games; any instance may run it at any time. It reads the game keys least recently
+   * written first and stops at the first one written less than a host timeout ago that is still
+   * open: every record before it was last written by a request that saw it open more than a
+   * timeout ago, so it has expired, and what comes after is younger. So a sweep reads the expired
+   * games and one more, never every game, and holds a batch at a time. The pairing keys are
+   * walked the same way (sweepPairings).
    */
   async sweep(): Promise<number> {
     let expired = 0;
     const horizon = this.now() - this.opts.hostPollTimeoutMs;
     let firstKept: number | undefined;
     for await (const game of this.store.inWriteOrder(this.sweepFrom)) {
-      const ticked = this.ticked(game);
-      // What the tick changed (silent guests pruned) is written, as any request would.
-      const unchanged = ticked.status === 'active' && sameContent(this.recordAfter(ticked, game.record), game.record);
-      if (unchanged) {
+      // A game that is still open and has no silent guest to prune needs nothing written.
+      const full = await this.store.get(game.name);
+      const ticked = full && this.ticked(full);
+      if (ticked?.status === 'active' && ticked.context.guests.length === Math.min(full!.pairings.length, this.opts.maxGuests)) {
         firstKept ??= game.revision;
         if ((game.record.writtenAt ?? 0) > horizon) break;
         continue;
@@ -574,14 +594,57 @@ export class GameService {
     // Every record before the first one left in place was deleted or written again later (as a
     // newer revision): the next sweep starts there, past the deletion markers of ended games.
     if (firstKept !== undefined) this.sweepFrom = firstKept;
+    await this.sweepPairings(horizon);
     return expired;
+  }
+
+  /**
+   * A pairing record is written at least once per refresh slack while its guest calls (a
+   * liveness refresh is stored once the stored reading is that old), so one last written a host
+   * timeout ago belongs to a silent guest (its game's tick prunes it), to a gone game (a guest
+   * joined as the game ended, or an instance stopped between removing a game and its pairings),
+   * or to a guest refused over the cap that did not remove it: each is removed, revision-checked.
+   */
+  private async sweepPairings(horizon: number): Promise<void> {
+    let firstKept: number | undefined;
+    for await (const p of this.store.pairingsInWriteOrder(this.pairingSweepFrom)) {
+      if (p.record.writtenAt > horizon) {
+        firstKept ??= p.revision;
+        break;
+      }
+      const stored = await this.store.get(p.name, true);
+      const peer = p.record.pairing.peerId;
+      const mine = stored && gameIdOf(stored.record) === p.record.game;
+      if (mine && stored.pairings.slice(0, this.opts.maxGuests).some((x) => x.record.pairing.peerId === peer)) {
+        // One of the game's guests: its game's tick prunes it as any request would.
+        const r = await this.mutate<{ type: 'gone' | 'kept' }>(p.name, () => ({ event: undefined }), () => ({ type: 'kept' }), () => ({ type: 'gone' }));
+        const again = r.type === 'kept' ? await this.store.get(p.name, true) : null;
+        if (again && pairingRecordOf(again, peer)?.revision === p.revision) firstKept ??= p.revision;
+        continue;
+      }
+      const removed = await this.store.removePairing(p.name, peer, p.revision);
+      if (removed.type === 'conflict') firstKept ??= p.revision;
+    }
+    if (firstKept !== undefined) this.pairingSweepFrom = firstKept;
+  }
+
+  /** Write conflicts (a revision check lost) since this instance started, by key: the contention a layout causes. */
+  get writeConflicts(): Readonly<Record<ConflictKey, number>> {
+    return { ...this.conflicts };
+  }
+
+  private countConflict<T extends { type: string }>(key: ConflictKey, r: T): T {
+    if (r.type === 'conflict' || r.type === 'exists') this.conflicts[key]++;
+    return r;
   }
 
   /**
    * The read-step-write loop. `decide` sees the ticked snapshot and either refuses (a status
    * value, nothing written) or names the event to apply; `answer` words the result from the
-   * snapshot after it. A snapshot that ends (expired, closed) deletes the key; an expired one is
-   * answered `expired` (not found, unless the caller words it).
+   * snapshot after it. Only the keys the step changed are written (writesAfter); a snapshot that
+   * ends (expired, closed) deletes the game key and its pairings; an expired one is answered
+   * `expired` (not found, unless the caller words it). A guest joining writes its pairing key,
+   * then checks the cap (pairing-records.ts: admitted); one past it is answered `joinRefused`.
    */
   private async mutate<R extends { type: string }>(
     name: string,
@@ -589,6 +652,7 @@ export class GameService {
     answer: (s: Snapshot) => R,
     expired: () => R | { type: 'notFound' } = () => ({ type: 'notFound' }),
     inFlight: (marks: GameRecord['relayInFlight']) => GameRecord['relayInFlight'] = (marks) => marks,
+    joinRefused?: (s: Snapshot) => R,
   ): Promise<R | { type: 'notFound' }> {
     for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
       // After a lost write, the store itself: a cached read may be what lost.
@@ -605,11 +669,12 @@ export class GameService {
         else if (d.event) next = step(ticked, (event = d.event));
       }
       if (next.status === 'done') {
-        const removed = await this.store.remove(name, stored.revision);
+        const removed = this.countConflict('game', await this.store.remove(name, stored.revision));
         if (removed.type === 'conflict') {
           await conflictBackoff(attempt);
           continue;
         }
+        await this.removePairings(name, [...stored.pairings, ...stored.stale]);
         await this.leaveLobby(name, stored.record.lobbySeq);
         this.opts.onTransition?.(name, event, next);
         const output = next.output as GameSessionOutput;
@@ -618,22 +683,107 @@ export class GameService {
         return output.outcome === 'expired' ? expired() : answer(next);
       }
       if (refused) return refused;
-      const record = this.recordAfter(next, stored.record, inFlight(stored.record.relayInFlight));
+      const writes = this.writesAfter(next, stored, inFlight(stored.record.relayInFlight));
       // A tick that changed nothing (the common sweep) costs no write, nor does a poll or a
       // repeated start that only refreshes a liveness reading the store holds recently enough.
-      if (sameContent(record, stored.record)) return answer(next);
-      if (this.onlyRefreshes(record, stored.record)) {
-        this.opts.onTransition?.(name, event, next);
+      if (writes.length === 0) {
+        if (!jsonEqual(next.context, ticked.context) || !jsonEqual(next.value, ticked.value)) this.opts.onTransition?.(name, event, next);
         return answer(next);
       }
-      const updated = await this.store.update(name, record, stored.revision);
-      if (updated.type === 'updated') {
-        this.opts.onTransition?.(name, event, next);
-        return answer(next);
+      const results = await Promise.all(writes.map((w) => this.write(name, w)));
+      if (results.some((r) => r.type === 'conflict')) {
+        await conflictBackoff(attempt);
+        continue;
       }
-      await conflictBackoff(attempt);
+      const joined = writes.find((w): w is PairingWriteOf & { joins: true } => w.kind === 'pairing' && w.joins);
+      if (joined && joinRefused && !(await this.admittedAfterJoin(name, joined.record.pairing.peerId))) return joinRefused(next);
+      this.opts.onTransition?.(name, event, next);
+      return answer(next);
     }
     throw new StoreContentionError(`game ${name}: writes kept conflicting after ${this.maxAttempts} attempts`);
+  }
+
+  /**
+   * The keys a step changed: the game record (its host part) unless only the host's liveness
+   * moved (onlyLivenessRefreshed), each guest's pairing unless only its liveness moved
+   * (pairingOnlyRefreshed), a joining guest's new pairing (created, or written over a key an
+   * earlier game or a refused join left), and the removal of each pruned guest's.
+   */
+  private writesAfter(next: Snapshot, stored: StoredGame, marks: GameRecord['relayInFlight']): Write[] {
+    const writes: Write[] = [];
+    const slack = refreshSlackMs(this.opts.hostPollTimeoutMs);
+    const record = gamePart(this.recordAfter(next, stored.record));
+    const was = gamePart(stored.record);
+    const same = jsonEqual(record, was, GAME_KEY_DERIVED);
+    const refreshedOnly = !same && jsonEqual({ ...record, context: was.context }, was, GAME_KEY_DERIVED) && onlyLivenessRefreshed(was.context, record.context, slack);
+    const id = gameIdOf(stored.record);
+    const at = this.now();
+    const live = liveInFlight(marks, next.context.guests, at);
+    const guests = new Map(stored.pairings.slice(0, this.opts.maxGuests).map((p) => [p.record.pairing.peerId, p]));
+    for (const g of next.context.guests) {
+      const mark = live[g.peerId];
+      const s = guests.get(g.peerId);
+      guests.delete(g.peerId);
+      if (!s) {
+        const over = pairingRecordOf(stored, g.peerId, true);
+        writes.push({ kind: 'pairing', record: { v: 1, game: id, pairing: g, ...(mark ? { relayInFlight: mark } : {}), writtenAt: at }, revision: over?.revision ?? null, joins: true });
+        continue;
+      }
+      const pairing: PairingRecord = { v: 1, game: id, pairing: g, ...(mark ? { relayInFlight: mark } : {}), seat: seatOf(s), writtenAt: at };
+      const had = { ...s.record, seat: seatOf(s) };
+      if (jsonEqual(pairing, had, WRITTEN_AT)) continue;
+      if (jsonEqual({ ...pairing, pairing: had.pairing }, had, WRITTEN_AT) && pairingOnlyRefreshed(had.pairing, g, slack)) continue;
+      writes.push({ kind: 'pairing', record: pairing, revision: s.revision, joins: false });
+    }
+    for (const [peerId, s] of guests) writes.push({ kind: 'prune', peerId, revision: s.revision });
+    // A host poll that writes pairings (handing guests over) stores its own reading too, in its own key.
+    if (!same && (!refreshedOnly || writes.length > 0)) writes.push({ kind: 'game', record, revision: stored.revision });
+    return writes;
+  }
+
+  private async write(name: string, w: Write): Promise<{ type: string }> {
+    if (w.kind === 'game') return this.countConflict('game', await this.store.update(name, w.record, w.revision));
+    if (w.kind === 'prune') return this.countConflict('pairing', await this.store.removePairing(name, w.peerId, w.revision));
+    const r = this.countConflict('pairing', await this.store.putPairing(name, w.record, w.revision));
+    if (r.type === 'conflict' && w.joins) this.conflicts.join++;
+    return r;
+  }
+
+  /**
+   * After a guest's pairing was written for a join: whether it is among the first maxGuests in
+   * join order, read from the store itself (every join before it is in that read). One that is
+   * not removes its key again (a concurrent write of it means it is someone else's turn: the
+   * sweep removes it once silent).
+   */
+  private async admittedAfterJoin(name: string, peerId: string): Promise<boolean> {
+    const fresh = await this.store.get(name, true);
+    if (!fresh) return true;
+    if (fresh.pairings.slice(0, this.opts.maxGuests).some((p) => p.record.pairing.peerId === peerId)) return true;
+    const mine = pairingRecordOf(fresh, peerId);
+    if (mine) await this.store.removePairing(name, peerId, mine.revision);
+    this.opts.log?.info({ game: name, maxGuests: this.opts.maxGuests }, 'join refused: the game filled on another instance first');
+    return false;
+  }
+
+  /** Removes pairing keys (of an ended game, or a renamed one's old name); one left behind (a concurrent write, a store failure) is the sweep's. */
+  private async removePairings(name: string, pairings: StoredPairing[]): Promise<void> {
+    await Promise.all(
+      pairings.map((p) =>
+        this.store.removePairing(name, p.record.pairing.peerId, p.revision).catch((err: unknown) => this.opts.log?.warn({ err, game: name }, 'pairing record not removed; the sweep removes it')),
+      ),
+    );
+  }
+
+  /** A renamed game's guests under its new name and id, in join order; false when a key there is taken meanwhile. */
+  private async copyPairings(stored: StoredGame, newName: string, id: string): Promise<boolean> {
+    const there = await this.store.get(newName, true);
+    for (const p of stored.pairings.slice(0, this.opts.maxGuests)) {
+      const over = there?.stale.find((x) => x.record.pairing.peerId === p.record.pairing.peerId);
+      const { seat: _, ...rest } = p.record;
+      const r = await this.store.putPairing(newName, { ...rest, game: id, writtenAt: this.now() }, over?.revision ?? null);
+      if (r.type === 'conflict') return false;
+    }
+    return true;
   }
 
   /** Creates a key; a name still held by a game past its timeout (not swept yet) is free. */
@@ -643,17 +793,12 @@ export class GameService {
       if (created.type === 'created') return created;
       const holder = await this.store.get(name, true);
       if (holder && this.ticked(holder).status === 'active') return created;
-      if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') await this.leaveLobby(name, holder.record.lobbySeq);
+      if (holder && (await this.store.remove(name, holder.revision)).type === 'removed') {
+        await this.removePairings(name, [...holder.pairings, ...holder.stale]);
+        await this.leaveLobby(name, holder.record.lobbySeq);
+      }
     }
     throw new StoreContentionError(`game ${name}: create kept conflicting`);
-  }
-
-  /** See onlyLivenessRefreshed (machines/game-session.ts): the stored readings are fresh enough. */
-  private onlyRefreshes(record: GameRecord, stored: GameRecord): boolean {
-    return (
-      sameContent({ ...record, context: stored.context }, stored) &&
-      onlyLivenessRefreshed(stored.context, record.context, refreshSlackMs(this.opts.hostPollTimeoutMs))
-    );
   }
 
   /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
@@ -661,14 +806,15 @@ export class GameService {
     const { state, context } = stored.record;
     const snapshot = gameSessionMachine.resolveState({
       value: { open: state },
-      context: { ...context, hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
+      // The guests are the first maxGuests pairings in join order (pairing-records.ts: admitted).
+      context: { ...context, guests: context.guests.slice(0, this.opts.maxGuests), hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
     });
     return step(snapshot, { type: 'CLOCK_TICKED', at: this.now() });
   }
 
   /** The record a step writes: the snapshot, with what the machine does not see carried over. */
   private recordAfter(s: Snapshot, stored: GameRecord, relayInFlight = stored.relayInFlight): GameRecord {
-    return { ...this.recordOf(s, stored.secretHash, relayInFlight), ...lobbyOf(stored) };
+    return { ...this.recordOf(s, stored.secretHash, relayInFlight), ...lobbyOf(stored), ...(stored.id === undefined ? {} : { id: stored.id }) };
   }
 
   /** In-flight relay marks ride along with every write; ended ones (or a gone pairing's) are dropped. */
@@ -693,11 +839,25 @@ export class GameService {
 
 const lobbyOf = (record: GameRecord) => (record.lobbySeq === undefined ? {} : { lobbySeq: record.lobbySeq });
 
+/** When a record was written (no other field of a record or a pairing has that name). */
 const WRITTEN_AT: ReadonlySet<string> = new Set(['writtenAt']);
+/**
+ * What a game key's record may differ in without being written again: when, and its open state,
+ * which every read settles again from the pairings (a guest completing a pairing makes the game
+ * `paired` without writing the host's key). No other field of a record has these names.
+ */
+const GAME_KEY_DERIVED: ReadonlySet<string> = new Set(['writtenAt', 'state']);
 
-/** Two records that differ at most in when they were written (no other field of a record has that name). */
-function sameContent(a: GameRecord, b: GameRecord): boolean {
-  return jsonEqual(a, b, WRITTEN_AT);
+/** Which writes lost a revision check: the game key's, a pairing key's, and of those a guest's join (the contention this layout removes). */
+export type ConflictKey = 'game' | 'pairing' | 'join';
+
+type PairingWriteOf = { kind: 'pairing'; record: PairingRecord; revision: number | null; joins: boolean };
+type Write = { kind: 'game'; record: GameRecord; revision: number } | PairingWriteOf | { kind: 'prune'; peerId: string; revision: number };
+
+/** A guest's pairing record under the game's name: this game's (`orStale`: or one an earlier game left). */
+function pairingRecordOf(stored: StoredGame, peerId: string, orStale = false): StoredPairing | undefined {
+  const mine = (p: StoredPairing) => p.record.pairing.peerId === peerId;
+  return stored.pairings.find(mine) ?? (orStale ? stored.stale.find(mine) : undefined);
 }
 
 function withoutInFlight(marks: GameRecord['relayInFlight'], pairingPeer: string, id: string): GameRecord['relayInFlight'] {

@@ -5,6 +5,7 @@ import type { Logger } from '../core/logger.js';
 import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
 import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
+import { assembled, gamePart, pairingKey, pairingKeysOf, parsePairingKey, type PairingRecord, type StoredPairing } from './pairing-records.js';
 
 /**
  * What one KV key holds: the open machine state and its context (enough to rebuild the machine's
@@ -12,10 +13,12 @@ import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '..
  */
 export interface GameRecord {
   v: 1;
+  /** Tells this game's pairing records from those an earlier game of the same name left (pairing-records.ts). */
+  id?: string;
   secretHash: string;
   state: OpenState;
   context: GameSessionContext;
-  /** The relay request each pairing (by guest peer id) is waiting for from the proxy, if any. */
+  /** The relay request each pairing (by guest peer id) is waiting for: stored in the pairing records, put back on reading. */
   relayInFlight?: Record<string, RelayInFlight>;
   /** The game's entry in the lobby (src/games/lobby.ts); absent on records older than the lobby. */
   lobbySeq?: number;
@@ -37,10 +40,24 @@ export interface StoredHolds {
   revision: number;
 }
 
+/** A game as read: its record with its guests put back (pairing-records.ts: assembled), the game key's revision, and the pairing keys. */
 export interface StoredGame {
   record: GameRecord;
   revision: number;
+  /** This game's pairing records, in join order. */
+  pairings: StoredPairing[];
+  /** Pairing records under this name that an earlier game left. */
+  stale: StoredPairing[];
 }
+
+/** The game key alone, as the sweep reads it (no pairings). */
+export interface GameKeyEntry {
+  name: string;
+  record: GameRecord;
+  revision: number;
+}
+
+export type PairingWrite = { type: 'written'; revision: number } | { type: 'conflict' };
 
 /**
  * Revision-checked storage of game records. Expected outcomes (the name exists, someone else
@@ -49,14 +66,21 @@ export interface StoredGame {
 export interface GameStore {
   /** `fresh`: read the store itself, past any cache (a write that lost its revision check reads again so). */
   get(name: string, fresh?: boolean): Promise<StoredGame | null>;
+  /** Writes the game key: the record's guests and relay marks are left out (they are the pairings'). */
   create(name: string, record: GameRecord): Promise<{ type: 'created'; revision: number } | { type: 'exists' }>;
   update(name: string, record: GameRecord, revision: number): Promise<{ type: 'updated'; revision: number } | { type: 'conflict' }>;
+  /** Removes the game key only; its pairings are removed one by one (removePairing). */
   remove(name: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
+  /** Writes one guest's pairing key: created when `revision` is null (a conflict if it exists), else revision-checked. */
+  putPairing(name: string, record: PairingRecord, revision: number | null): Promise<PairingWrite>;
+  removePairing(name: string, peerId: string, revision: number): Promise<{ type: 'removed' } | { type: 'conflict' }>;
+  /** Every pairing record whose revision is `from` or later, least recently written first (the sweep). */
+  pairingsInWriteOrder(from?: number): AsyncIterable<{ name: string } & StoredPairing>;
   /**
    * Every game whose revision is `from` or later, least recently written first; the caller stops
    * reading when it has seen enough.
    */
-  inWriteOrder(from?: number): AsyncIterable<{ name: string } & StoredGame>;
+  inWriteOrder(from?: number): AsyncIterable<GameKeyEntry>;
   getHolds(key: HoldKey): Promise<StoredHolds | null>;
   /** Creates the key when `revision` is null; an empty list deletes it. */
   putHolds(key: HoldKey, holds: RelayHold[], revision: number | null): Promise<{ type: 'written' } | { type: 'conflict' }>;
@@ -104,9 +128,9 @@ const holdsSchema = z.strictObject({
   holds: z.array(z.strictObject({ id: z.string().min(1).max(64), until: z.number().int() })).max(10_000),
 });
 
-function parsedRecord(data: Uint8Array): GameRecord | undefined {
+function parsedRecord<T>(data: Uint8Array): T | undefined {
   try {
-    return JSON.parse(Buffer.from(data).toString('utf8')) as GameRecord;
+    return JSON.parse(Buffer.from(data).toString('utf8')) as T;
   } catch {
     return undefined;
   }
@@ -134,12 +158,36 @@ export class KvGameStore implements GameStore {
   async get(name: string): Promise<StoredGame | null> {
     const entry = await this.call('get', () => this.kv.get(gameKey(name)));
     if (!entry || entry.operation !== 'PUT') return null;
-    return { record: entry.json<GameRecord>(), revision: entry.revision };
+    return assembled({ record: entry.json<GameRecord>(), revision: entry.revision }, await this.pairingsOf(name));
+  }
+
+  /**
+   * Every pairing key of a game, read by direct gets walking the stream (the next message on the
+   * game's pairing keys after the last one read), so the read ends at the stream's end however
+   * many writes land meanwhile; a key written again during the walk is read twice and its later
+   * value kept. (An ordered consumer's pending count can stay above zero when a counted message is
+   * replaced under it, and wait out its expiry: 30 s.) One round trip per key, plus one.
+   */
+  private async pairingsOf(name: string): Promise<StoredPairing[]> {
+    const stream = `KV_${this.bucket}`;
+    const prefix = `$KV.${this.bucket}.`;
+    const latest = new Map<string, StoredPairing | null>();
+    for (let seq = 1; ; ) {
+      const m = await this.call('read', () => this.jsm.direct.getMessage(stream, { seq, next_by_subj: prefix + pairingKeysOf(name) }));
+      if (!m) break;
+      seq = m.seq + 1;
+      const key = parsePairingKey(m.subject.slice(prefix.length));
+      const operation = m.header?.get('KV-Operation');
+      const record = !operation || operation === 'PUT' ? parsedRecord<PairingRecord>(m.data) : undefined;
+      // A value that is not a pairing of this key (damaged, or written by hand) reads as absent.
+      if (key) latest.set(key.peerId, record?.pairing?.peerId === key.peerId ? { record, revision: m.seq } : null);
+    }
+    return [...latest.values()].filter((p): p is StoredPairing => p !== null);
   }
 
   async create(name: string, record: GameRecord) {
     try {
-      return { type: 'created' as const, revision: await untilBusDrops(this.nc, this.kv.create(gameKey(name), JSON.stringify(record))) };
+      return { type: 'created' as const, revision: await untilBusDrops(this.nc, this.kv.create(gameKey(name), JSON.stringify(gamePart(record)))) };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'exists' as const };
       throw new StoreUnavailableError(`game store: create failed: ${(err as Error).message}`, { cause: err });
@@ -148,7 +196,7 @@ export class KvGameStore implements GameStore {
 
   async update(name: string, record: GameRecord, revision: number) {
     try {
-      return { type: 'updated' as const, revision: await untilBusDrops(this.nc, this.kv.update(gameKey(name), JSON.stringify(record), revision)) };
+      return { type: 'updated' as const, revision: await untilBusDrops(this.nc, this.kv.update(gameKey(name), JSON.stringify(gamePart(record)), revision)) };
     } catch (err) {
       if (isWrongSequence(err)) return { type: 'conflict' as const };
       throw new StoreUnavailableError(`game store: write failed: ${(err as Error).message}`, { cause: err });
@@ -165,25 +213,75 @@ export class KvGameStore implements GameStore {
     }
   }
 
-  /** Every write of a game key from now on, by any instance (for CachedGameStore). */
-  watchGames() {
-    return this.call('watch', () => this.kv.watch({ key: 'g.>', include: KvWatchInclude.UpdatesOnly }));
+  async putPairing(name: string, record: PairingRecord, revision: number | null): Promise<PairingWrite> {
+    const key = pairingKey(name, record.pairing.peerId);
+    try {
+      const value = JSON.stringify(record);
+      const written = await untilBusDrops(this.nc, revision === null ? this.kv.create(key, value) : this.kv.update(key, value, revision));
+      return { type: 'written', revision: written };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'conflict' };
+      throw new StoreUnavailableError(`game store: pairing write failed: ${(err as Error).message}`, { cause: err });
+    }
   }
 
-  async *inWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredGame> {
-    // An ordered consumer on the game keys only: with one value per key, the stream holds each
-    // game's last write, in the order they were written. It is read a small batch at a time.
+  async removePairing(name: string, peerId: string, revision: number) {
+    try {
+      await untilBusDrops(this.nc, this.kv.delete(pairingKey(name, peerId), { previousSeq: revision }));
+      return { type: 'removed' as const };
+    } catch (err) {
+      if (isWrongSequence(err)) return { type: 'conflict' as const };
+      throw new StoreUnavailableError(`game store: pairing removal failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Every write of a game or pairing key from now on, by any instance (for CachedGameStore). One
+   * watch of every key (the cache passes over the relay holds' few writes): a watch of two
+   * filters needs nats-server 2.10.
+   */
+  watchGames() {
+    return this.call('watch', () => this.kv.watch({ key: '>', include: KvWatchInclude.UpdatesOnly }));
+  }
+
+  async *inWriteOrder(from = 1): AsyncIterable<GameKeyEntry> {
+    for await (const m of this.messagesOf('g.>', DeliverPolicy.StartSequence, from)) {
+      const record = parsedRecord<GameRecord>(m.data);
+      // A record that is not JSON is passed over: it must not stop every later sweep here.
+      if (record) yield { name: nameOfKey(m.key), record, revision: m.seq };
+    }
+  }
+
+  async *pairingsInWriteOrder(from = 1): AsyncIterable<{ name: string } & StoredPairing> {
+    for await (const p of this.lastOf('p.>', DeliverPolicy.StartSequence, from)) yield p;
+  }
+
+  /** The pairing records on keys matching `filter` (parsed; damaged ones passed over). */
+  private async *lastOf(filter: string, policy: DeliverPolicy, from = 1): AsyncIterable<{ name: string } & StoredPairing> {
+    for await (const m of this.messagesOf(filter, policy, from)) {
+      const key = parsePairingKey(m.key);
+      const record = parsedRecord<PairingRecord>(m.data);
+      if (key && record?.pairing?.peerId === key.peerId) yield { name: key.name, record, revision: m.seq };
+    }
+  }
+
+  /**
+   * The live values on keys matching `filter`, through an ordered consumer read a small batch at
+   * a time: from `from` in write order (with one value per key, the stream holds each key's last
+   * write in the order they were written), or each key's last value. Deletion markers are left out.
+   */
+  private async *messagesOf(filter: string, policy: DeliverPolicy, from: number): AsyncIterable<{ key: string; data: Uint8Array; seq: number }> {
     const prefix = `$KV.${this.bucket}.`;
-    // A consumer with nothing to deliver would wait: ask first whether any game key exists.
-    if (!(await this.call('sweep read', () => this.jsm.direct.getMessage(`KV_${this.bucket}`, { seq: from, next_by_subj: `${prefix}g.>` })))) return;
-    const consumer = await this.call('sweep read', () => this.js.consumers.get(`KV_${this.bucket}`, { filter_subjects: `${prefix}g.>`, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }));
-    const messages = await this.call('sweep read', () => consumer.consume({ max_messages: 64 }));
+    const stream = `KV_${this.bucket}`;
+    // A consumer with nothing to deliver would wait: ask first whether any such key exists.
+    if (!(await this.call('read', () => this.jsm.direct.getMessage(stream, { seq: from, next_by_subj: prefix + filter })))) return;
+    const start = policy === DeliverPolicy.StartSequence ? { opt_start_seq: from } : {};
+    const consumer = await this.call('read', () => this.js.consumers.get(stream, { filter_subjects: prefix + filter, deliver_policy: policy, ...start }));
+    const messages = await this.call('read', () => consumer.consume({ max_messages: 64 }));
     try {
       for await (const m of messages) {
         const operation = m.headers?.get('KV-Operation');
-        const record = !operation || operation === 'PUT' ? parsedRecord(m.data) : undefined;
-        // A record that is not JSON is passed over: it must not stop every later sweep here.
-        if (record) yield { name: nameOfKey(m.subject.slice(prefix.length)), record, revision: m.seq };
+        if (!operation || operation === 'PUT') yield { key: m.subject.slice(prefix.length), data: m.data, seq: m.seq };
         if (m.info.pending === 0) break;
       }
     } finally {
@@ -216,23 +314,27 @@ export class KvGameStore implements GameStore {
 
 /** The same contract in memory, for route tests that need no bus. */
 export class MemoryGameStore implements GameStore {
-  private readonly games = new Map<string, StoredGame>();
+  private readonly games = new Map<string, { record: GameRecord; revision: number }>();
+  /** By pairing key. */
+  private readonly pairings = new Map<string, { name: string } & StoredPairing>();
   private seq = 0;
 
   async get(name: string) {
     const g = this.games.get(name);
-    return g ? { record: structuredClone(g.record), revision: g.revision } : null;
+    if (!g) return null;
+    const own = [...this.pairings.values()].filter((p) => p.name === name).map(({ record, revision }) => ({ record: structuredClone(record), revision }));
+    return assembled({ record: structuredClone(g.record), revision: g.revision }, own);
   }
   async create(name: string, record: GameRecord) {
     if (this.games.has(name)) return { type: 'exists' as const };
     const revision = ++this.seq;
-    this.games.set(name, { record: structuredClone(record), revision });
+    this.games.set(name, { record: structuredClone(gamePart(record)), revision });
     return { type: 'created' as const, revision };
   }
   async update(name: string, record: GameRecord, revision: number) {
     if (this.games.get(name)?.revision !== revision) return { type: 'conflict' as const };
     const next = ++this.seq;
-    this.games.set(name, { record: structuredClone(record), revision: next });
+    this.games.set(name, { record: structuredClone(gamePart(record)), revision: next });
     return { type: 'updated' as const, revision: next };
   }
   async remove(name: string, revision: number) {
@@ -240,9 +342,26 @@ export class MemoryGameStore implements GameStore {
     this.games.delete(name);
     return { type: 'removed' as const };
   }
+  async putPairing(name: string, record: PairingRecord, revision: number | null) {
+    const key = pairingKey(name, record.pairing.peerId);
+    if ((this.pairings.get(key)?.revision ?? null) !== revision) return { type: 'conflict' as const };
+    const written = ++this.seq;
+    this.pairings.set(key, { name, record: structuredClone(record), revision: written });
+    return { type: 'written' as const, revision: written };
+  }
+  async removePairing(name: string, peerId: string, revision: number) {
+    const key = pairingKey(name, peerId);
+    if (this.pairings.get(key)?.revision !== revision) return { type: 'conflict' as const };
+    this.pairings.delete(key);
+    return { type: 'removed' as const };
+  }
   async *inWriteOrder(from = 1) {
     const byRevision = [...this.games].filter(([, g]) => g.revision >= from).sort(([, a], [, b]) => a.revision - b.revision);
     for (const [name, g] of byRevision) yield { name, record: structuredClone(g.record), revision: g.revision };
+  }
+  async *pairingsInWriteOrder(from = 1) {
+    const byRevision = [...this.pairings.values()].filter((p) => p.revision >= from).sort((a, b) => a.revision - b.revision);
+    for (const p of byRevision) yield structuredClone(p);
   }
   private readonly holdLists = new Map<string, StoredHolds>();
   async getHolds(key: HoldKey) {

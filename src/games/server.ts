@@ -146,6 +146,8 @@ export async function startGames(settings: GamesSettings, log: Logger, env: Node
       await stun?.close();
       await sweeping;
       await service.close();
+      // What contention this instance met: lost revision checks by key (the games integration tests read it).
+      log.info({ writeConflicts: service.writeConflicts }, 'games write conflicts since start');
       await relay?.close();
       await nc.drain();
     },

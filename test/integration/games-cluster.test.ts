@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '@nats-io/kv';
 import { gameKey, type GameRecord } from '../../src/games/game-store.js';
+import { pairingKey, pairingKeysOf, type PairingRecord } from '../../src/games/pairing-records.js';
 import { gamesBed, GamesProcess } from './games-process.js';
 
 const HOST = ['203.0.113.1:4000'];
@@ -60,13 +61,19 @@ describe('games run (real CLI, real nats-server)', () => {
     const after = await z.request('POST', '/games/poll', { name: 'go', peerId: 'host-1', addresses: HOST });
     expect(after.body!.guests).toHaveLength(11);
 
-    // The record in the bucket: the machine's state and context, the secret only as a hash.
+    // The records in the bucket: the game's (the host's part of the machine's context, the secret
+    // only as a hash) and one pairing record per guest, each tied to the game by its id.
     const nc = await bed.nats.admin('games');
     try {
       const kv = await new Kvm(nc).open(b);
       const record = (await kv.get(gameKey('go')))!.json<GameRecord>();
-      expect(record).toMatchObject({ v: 1, state: 'paired', context: { name: 'go', hostPeerId: 'host-1', hostAddresses: HOST } });
+      expect(record).toMatchObject({ v: 1, context: { name: 'go', hostPeerId: 'host-1', hostAddresses: HOST, guests: [] } });
       expect(record.secretHash).toMatch(/^[0-9a-f]{64}$/);
+      const pairing = (await kv.get(pairingKey('go', 'guest-1')))!.json<PairingRecord>();
+      expect(pairing).toMatchObject({ v: 1, game: record.id, pairing: { peerId: 'guest-1', addresses: GUEST, status: 'swapped' } });
+      const keys: string[] = [];
+      for await (const k of await kv.keys(pairingKeysOf('go'))) keys.push(k);
+      expect(keys).toHaveLength(11);
     } finally {
       await nc.close();
     }
@@ -78,6 +85,8 @@ describe('games run (real CLI, real nats-server)', () => {
     const [a, z] = await Promise.all([games(opts), games(opts)]);
     await a.request('POST', '/games/register', { name: 'quiet', peerId: 'h' });
     await a.request('POST', '/games/register', { name: 'busy', peerId: 'h' });
+    // A guest joins each, then goes silent: its pairing record goes with the quiet game, and is pruned from the busy one.
+    for (const name of ['quiet', 'busy']) expect((await a.request('POST', '/games/start', { name, peerId: `g-${name}`, addresses: GUEST })).status).toBe(200);
     const until = Date.now() + 1_500;
     // The busy host keeps polling through the other instance; the quiet one never does.
     while (Date.now() < until) {
@@ -89,7 +98,20 @@ describe('games run (real CLI, real nats-server)', () => {
       expect(list.body!.games.map((g: { name: string }) => g.name)).toEqual(['busy']);
       expect((await p.request('GET', '/games/quiet')).status).toBe(404);
     }
-    // The sweep removed the key itself, so the name is free.
+    const nc = await bed.nats.admin('games');
+    try {
+      const kv = await new Kvm(nc).open(b);
+      const left = async () => {
+        const keys: string[] = [];
+        for (const name of ['quiet', 'busy']) for await (const k of await kv.keys(pairingKeysOf(name))) keys.push(k);
+        return keys;
+      };
+      expect(await eventually(left, (k) => k.length === 0)).toEqual([]);
+    } finally {
+      await nc.close();
+    }
+    expect((await z.request('POST', '/games/poll', { name: 'busy', peerId: 'h', addresses: HOST })).body).toMatchObject({ guests: [] });
+    // The sweep removed the key itself (and its pairing keys), so the name is free.
     expect((await z.request('POST', '/games/register', { name: 'quiet', peerId: 'h2' })).status).toBe(201);
     expect(a.log + z.log).toContain('"outcome":"expired"');
   });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LOBBY_WITHDRAW_DELAY_MS } from '../../src/games/game-service.js';
+import { Kvm } from '@nats-io/kv';
+import { pairingKey, pairingKeysOf } from '../../src/games/pairing-records.js';
 import { gamesBed, type GamesProcess } from './games-process.js';
 
 // Two real `games run` processes over one real nats-server: the limits and the lobby are shared
@@ -7,12 +9,24 @@ import { gamesBed, type GamesProcess } from './games-process.js';
 
 const HOST = ['203.0.113.1:4000'];
 
-const bed = gamesBed('L', 6);
+const bed = gamesBed('L', 8);
 
 /** Two instances over one fresh bucket, as two `games run` behind a load balancer. */
 async function pair(opts: Omit<Parameters<typeof GamesProcess.start>[0], 'natsUrl' | 'bucket'>) {
   const b = bed.bucket();
   return (await Promise.all([0, 1].map(() => bed.start({ bucket: b, ...opts })))) as [GamesProcess, GamesProcess];
+}
+
+/** Stops the instances and reads the write conflicts each logged on stopping (src/games/server.ts). */
+async function stoppedConflicts(instances: GamesProcess[]): Promise<{ game: number; pairing: number; join: number }[]> {
+  return Promise.all(
+    instances.map(async (p) => {
+      expect(await p.stop()).toBe(0);
+      const line = p.log.split('\n').find((l) => l.includes('games write conflicts since start'));
+      expect(line, 'the conflicts line').toBeDefined();
+      return JSON.parse(line!).writeConflicts;
+    }),
+  );
 }
 
 describe('games limits and lobby across two instances (real CLI, real nats-server)', () => {
@@ -46,6 +60,49 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
       polled = (last.body!.guests as { peerId: string }[]).map((g) => g.peerId).sort();
     }
     expect(polled).toEqual(everyGuest);
+    // Each guest wrote only its own pairing key: no join lost a revision check on either
+    // instance (a game that was one record made the 50 joins and the polls retry each other,
+    // about 300 lost checks). What may still lose one is the host's poll through one instance
+    // right after its poll through the other (the watch a moment behind): its own keys.
+    const conflicts = await stoppedConflicts([a, b]);
+    expect(conflicts.map((c) => c.join)).toEqual([0, 0]);
+  });
+
+  it('games limits - 50 guests racing for the last 10 places of one game on two instances: exactly 10 join, the rest are refused 409 and leave no key', async () => {
+    const bucket = bed.bucket();
+    const [a, b] = (await Promise.all([0, 1].map(() => bed.start({ bucket, limits: { maxGuests: 10 } })))) as [GamesProcess, GamesProcess];
+    expect((await a.request('POST', '/games/register', { name: 'small', peerId: 'host' })).status).toBe(201);
+    await a.request('POST', '/games/poll', { name: 'small', peerId: 'host', addresses: HOST });
+    const starts = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        (i % 2 ? a : b).request('POST', '/games/start', { name: 'small', peerId: `guest-${i}`, addresses: [`198.51.100.${i + 1}:5000`] }),
+      ),
+    );
+    const joined = starts.flatMap((s, i) => (s.status === 200 ? [`guest-${i}`] : [])).sort();
+    const refused = starts.filter((s) => s.status === 409);
+    // Every guest that saw room wrote its key; the join order (revisions) admits the first 10.
+    expect(joined).toHaveLength(10);
+    expect(refused).toHaveLength(40);
+    expect(refused[0]!.body).toMatchObject({ status: 409 });
+    let polled: string[] = [];
+    for (let i = 0; i < 20 && polled.join() !== joined.join(); i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 50));
+      polled = ((await b.request('POST', '/games/poll', { name: 'small', peerId: 'host', addresses: HOST })).body!.guests as { peerId: string }[]).map((g) => g.peerId).sort();
+    }
+    expect(polled).toEqual(joined);
+    // A refused guest removed its key again: only the 10 guests' pairing records are in the bucket.
+    const nc = await bed.nats.admin('games');
+    try {
+      const kv = await new Kvm(nc).open(bucket);
+      const keys: string[] = [];
+      for await (const k of await kv.keys(pairingKeysOf('small'))) keys.push(k);
+      expect(keys.sort()).toEqual(joined.map((g) => pairingKey('small', g)).sort());
+    } finally {
+      await nc.close();
+    }
+    // A joined guest starting again is still in; a refused one is still refused.
+    expect((await a.request('POST', '/games/start', { name: 'small', peerId: joined[0]!, addresses: ['198.51.100.200:5000'] })).status).toBe(200);
+    expect((await a.request('POST', '/games/start', { name: 'small', peerId: 'late', addresses: ['198.51.100.201:5000'] })).status).toBe(409);
   });
 
   it('games limits - a register flood from 40 addresses on two instances stops at the total cap; a game registered before still works', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { initialTransition, transition } from 'xstate';
-import { gameSessionMachine, onlyLivenessRefreshed, refreshSlackMs, type GameSessionContext } from '../../machines/game-session.js';
+import { gameSessionMachine, onlyLivenessRefreshed, pairingOnlyRefreshed, refreshSlackMs, settledState, type GameSessionContext } from '../../machines/game-session.js';
 import { GameService } from '../../src/games/game-service.js';
 import { MemoryGameStore } from '../../src/games/game-store.js';
 import { MemoryLobby } from '../../src/games/lobby.js';
@@ -47,15 +47,52 @@ describe('onlyLivenessRefreshed', () => {
   });
 });
 
+describe('pairingOnlyRefreshed and settledState (one pairing record, the state read back)', () => {
+  const stored = contextAfter({ type: 'HOST_POLLED', at: 1_000, addresses: HOST }, { type: 'GUEST_STARTED', at: 1_100, peerId: 'g1', addresses: GUEST }).guests[0]!;
+
+  it("pairingOnlyRefreshed - only the guest's reading moved forward by less than the slack", () => {
+    expect(pairingOnlyRefreshed(stored, { ...stored, lastSeenAt: stored.lastSeenAt + SLACK - 1 }, SLACK)).toBe(true);
+    expect(pairingOnlyRefreshed(stored, { ...stored, lastSeenAt: stored.lastSeenAt + SLACK }, SLACK)).toBe(false);
+    expect(pairingOnlyRefreshed(stored, { ...stored, lastSeenAt: stored.lastSeenAt - 1 }, SLACK)).toBe(false);
+    expect(pairingOnlyRefreshed(stored, { ...stored, lastSeenAt: stored.lastSeenAt + 1, hostHasCandidates: true }, SLACK)).toBe(false);
+    expect(pairingOnlyRefreshed(stored, { ...stored, addresses: ['192.0.2.1:1'] }, SLACK)).toBe(false);
+  });
+
+  it('settledState - lands where the machine settles, for every open state', () => {
+    const runs: Parameters<typeof contextAfter>[] = [
+      [],
+      [{ type: 'GUEST_STARTED', at: 1, peerId: 'g1', addresses: GUEST }],
+      [{ type: 'HOST_POLLED', at: 1, addresses: HOST }],
+      [{ type: 'HOST_POLLED', at: 1, addresses: HOST }, { type: 'GUEST_STARTED', at: 2, peerId: 'g1', addresses: GUEST }],
+      [{ type: 'HOST_POLLED', at: 1, addresses: HOST }, { type: 'GUEST_STARTED', at: 2, peerId: 'g1', addresses: GUEST }, { type: 'HOST_POLLED', at: 3, addresses: HOST }],
+    ];
+    const seen = new Set<string>();
+    for (const events of runs) {
+      let [s] = initialTransition(gameSessionMachine, { name: 'chess', hostPeerId: 'h', at: 0, hostPollTimeoutMs: TIMEOUT, maxGuests: 4 });
+      for (const e of events) [s] = transition(gameSessionMachine, s, e);
+      const value = (s.value as { open: string }).open;
+      expect(settledState(s.context)).toBe(value);
+      seen.add(value);
+    }
+    expect([...seen].sort()).toEqual(['hosting', 'paired', 'registered']);
+  });
+});
+
 describe('games store writes for liveness', () => {
   function setup() {
     const clock = { t: 1_000_000 };
     const store = new MemoryGameStore();
     let writes = 0;
+    // The game's key and its pairing keys alike.
     const update = store.update.bind(store);
     store.update = (...args) => {
       writes++;
       return update(...args);
+    };
+    const putPairing = store.putPairing.bind(store);
+    store.putPairing = (...args) => {
+      writes++;
+      return putPairing(...args);
     };
     const service = new GameService({ store, lobby: new MemoryLobby(), now: () => clock.t, hostPollTimeoutMs: TIMEOUT, maxGuests: 4 });
     return { clock, service, writes: () => writes };

@@ -135,7 +135,8 @@ describe('relay fairness (service over a shared store)', () => {
     const [a] = services(store, proxy, clock);
     await paired(a, 'crash');
     const stored = (await store.get('crash'))!;
-    await store.update('crash', { ...stored.record, relayInFlight: { guest: { id: 'dead', until: clock.t + 500 } } }, stored.revision);
+    const guest = stored.pairings[0]!;
+    await store.putPairing('crash', { ...guest.record, relayInFlight: { id: 'dead', until: clock.t + 500 } }, guest.revision);
     const waiting = a.relay('crash', 'guest', undefined, '192.0.2.1');
     await new Promise((r) => setTimeout(r, 50));
     expect(proxy.opened).toHaveLength(0);
