@@ -195,6 +195,17 @@ export function settledState(context: Pick<GameSessionContext, 'guests' | 'hostA
   return context.hostAddresses.length > 0 ? 'hosting' : 'registered';
 }
 
+/**
+ * Whether CLOCK_TICKED at `at` would only settle the state: the host has not timed out
+ * (`hostPollTimedOut`) and no guest went silent (`pruneSilentGuests` keeps them all). Every
+ * request starts with a tick, so src skips stepping one that is quiet and resolves the settled
+ * state instead; a unit test holds the two to the same snapshot.
+ */
+export function clockTickIsQuiet(context: Pick<GameSessionContext, 'lastPollAt' | 'guests' | 'hostPollTimeoutMs'>, at: number): boolean {
+  const timeout = context.hostPollTimeoutMs;
+  return at - context.lastPollAt <= timeout && context.guests.every((g) => at - g.lastSeenAt <= timeout);
+}
+
 export const gameSessionMachine = setup({
   types: {
     input: {} as GameSessionInput,

@@ -4,6 +4,7 @@ import { initialTransition } from 'xstate';
 import { jsonEqual } from '../../machines/json-equal.js';
 import { pureStepper } from '../core/machine-steps.js';
 import {
+  clockTickIsQuiet,
   gameSessionMachine,
   liveInFlight,
   onlyLivenessRefreshed,
@@ -11,6 +12,7 @@ import {
   refreshSlackMs,
   relayHeldUntil,
   relayNext,
+  settledState,
   type GameSessionEvent,
   type GuestPairing,
   type RelayGrant,
@@ -803,13 +805,14 @@ export class GameService {
 
   /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
   private ticked(stored: StoredGame): Snapshot {
-    const { state, context } = stored.record;
-    const snapshot = gameSessionMachine.resolveState({
-      value: { open: state },
-      // The guests are the first maxGuests pairings in join order (pairing-records.ts: admitted).
-      context: { ...context, guests: context.guests.slice(0, this.opts.maxGuests), hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests },
-    });
-    return step(snapshot, { type: 'CLOCK_TICKED', at: this.now() });
+    const { state } = stored.record;
+    // The guests are the first maxGuests pairings in join order (pairing-records.ts: admitted).
+    const context = { ...stored.record.context, guests: stored.record.context.guests.slice(0, this.opts.maxGuests), hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests };
+    const at = this.now();
+    // A quiet tick only settles the state: resolving the settled state directly is the same
+    // snapshot without a machine step, on every poll and start.
+    if (clockTickIsQuiet(context, at)) return gameSessionMachine.resolveState({ value: { open: settledState(context) }, context });
+    return step(gameSessionMachine.resolveState({ value: { open: state }, context }), { type: 'CLOCK_TICKED', at });
   }
 
   /** The record a step writes: the snapshot, with what the machine does not see carried over. */
