@@ -4,13 +4,15 @@
 // and the proxy warns at start when it runs without them.
 //
 // Why: an idle spliced session retains ~2.8 KiB of heap once parked, but with Node's defaults the
-// proxy's RSS grew ~14-16 KiB per session while 9,900 sessions were set up, and stayed there. V8
-// let the old generation grow to ~3x what was live between full collections (its growing factor
-// adapts up to 4x when they are cheap), the young generation grew to 2 x 16 MiB, and nothing after
-// the burst made V8 give that back. With these flags the growth is 1.5x and the young generation
-// stays at 2 x 1 MiB: 6.1 KiB per session right after, 3.1 once V8's memory reducer ran, for ~36%
-// more CPU per handshake, spent in the collector (bench/relay-memory.ts, README "Benchmarks",
-// relay memory, with the other settings tried).
+// proxy's RSS grew ~14-16 KiB per session while 9,900 sessions were set up, and mostly stayed
+// there: V8 let the old generation grow to ~3x what was live between full collections (its growing
+// factor adapts up to 4x when they are cheap) and the young one to 2 x 16 MiB. With the growth at
+// 1.5x and the young generation at 2 x 1 MiB: 6-7 KiB per session right after, ~3 once V8's memory
+// reducer ran (9 and 5 after 256 KiB each way). The price: the proxy's CPU per brokering rose
+// 22-34% in the brokering bench (more short-lived objects promoted, so more full collections), and
+// brokerings are what a proxy's CPU runs out of first. --heap-growing-percent=50 alone cost none
+// measurable there but gave 9.1 KiB (idle) and 12.0 (bulk) per session: the trade is the
+// operator's (bench/relay-memory.ts, README "Benchmarks", relay memory).
 
 /** Node flags the proxy runs with. */
 export const PROXY_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--heap-growing-percent=50'];
