@@ -30,12 +30,12 @@ export type HeapSpaces = Record<string, [committed: number, used: number]>;
 export type ToChild =
   | { type: 'open'; count: number }
   | { type: 'dial'; host: string; port: number; count: number; passes?: Pass[]; payloadBytes: number }
-  | { type: 'memory' };
+  | { type: 'memory'; gc: boolean };
 export type FromChild =
   | { type: 'listening'; port: number }
   | { type: 'passes'; leg: Leg; passes: Pass[] }
   | { type: 'dialed'; count: number }
-  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc: number; rssAfterGc: number; timers: number; spaces: HeapSpaces }
+  | { type: 'memory'; usage: NodeJS.MemoryUsage; heapAfterGc?: number; rssAfterGc?: number; timers: number; spaces: HeapSpaces }
   | { type: 'failed'; detail: string };
 
 const send = (m: FromChild): void => void process.send!(m);
@@ -59,13 +59,18 @@ const fail = (detail: string): never => {
   send({ type: 'failed', detail });
   process.exit(1);
 };
-// The relays run with --expose-gc: after the RSS was read, their heap after a full collection
-// says what sessions retain, apart from garbage not yet collected.
+// The relays run with --expose-gc: after the RSS was read for the last time, their heap after a
+// full collection says what sessions retain, apart from garbage not yet collected. Without `gc`
+// (the earlier readings) the probe only reads: a collection would change what is measured next.
 const answerMemory = (m: ToChild): void => {
   if (m.type !== 'memory') return;
   const usage = process.memoryUsage();
   const spaces: HeapSpaces = Object.fromEntries(getHeapSpaceStatistics().map((h) => [h.space_name, [h.space_size / 2 ** 20, h.space_used_size / 2 ** 20]]));
   const timers = liveTimers();
+  if (!m.gc) {
+    send({ type: 'memory', usage, timers, spaces });
+    return;
+  }
   (globalThis as { gc?: () => void }).gc?.();
   const { heapUsed: heapAfterGc, rss: rssAfterGc } = process.memoryUsage();
   // BENCH_MEMORY_HEAPSNAPSHOT=<dir>: what the idle sessions hold, for bench/heap-top.ts.

@@ -5,6 +5,7 @@ import { join, relative } from 'node:path';
 import { connect, createServer } from 'node:net';
 import { createSocket as createUdpSocket } from 'node:dgram';
 import { packageRoot } from '../core/package-root.js';
+import { PROXY_NODE_FLAGS } from '../proxy/node-flags.js';
 
 // Starts the demo's processes exactly as the seed's five shells do (`sd run`, `proxy run public`,
 // `eps server run`, then sd-setup), each a child process with its settings variable. `make demo`
@@ -115,16 +116,17 @@ export type RoleName = 'sd-1' | 'public-proxy-1' | 'hd-1' | 'hd-2' | 'public-pro
  */
 const BASE_ROLE: Partial<Record<RoleName, RoleName>> = { 'public-proxy-2': 'public-proxy-1', 'games-2': 'games-1' };
 
-const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string }> = {
+/** `node` lists the Node flags a role's process is started with in production too. */
+const COMMANDS: Record<RoleName, { bin: string; args: string[]; env: string; node?: readonly string[] }> = {
   'sd-1': { bin: 'sd', args: ['run'], env: 'SD_SETTINGS' },
-  'public-proxy-1': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS' },
+  'public-proxy-1': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS', node: PROXY_NODE_FLAGS },
   'hd-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   'hd-2': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   'public-proxy-eps-1': { bin: 'eps', args: ['server', 'run'], env: 'EPS_SETTINGS' },
   // The Hyper edition of the seed: same server, its own bin and settings variable.
   'public-proxy-hyper-1': { bin: 'hyper', args: ['server', 'run'], env: 'HYPER_SETTINGS' },
   'games-1': { bin: 'games', args: ['run'], env: 'GAMES_SETTINGS' },
-  'public-proxy-2': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS' },
+  'public-proxy-2': { bin: 'proxy', args: ['run', 'public'], env: 'PROXY_SETTINGS', node: PROXY_NODE_FLAGS },
   'games-2': { bin: 'games', args: ['run'], env: 'GAMES_SETTINGS' },
 };
 
@@ -192,7 +194,7 @@ export class DevStack {
 
   start(role: RoleName): ChildProcess {
     const cmd = COMMANDS[role];
-    const child = spawn(process.execPath, [...(this.opts.nodeArgs?.[role] ?? []), binPath(cmd.bin), ...cmd.args], {
+    const child = spawn(process.execPath, [...(cmd.node ?? []), ...(this.opts.nodeArgs?.[role] ?? []), binPath(cmd.bin), ...cmd.args], {
       cwd: packageRoot,
       env: { ...process.env, NATS_URL: this.opts.natsUrlOf?.(role) ?? this.opts.natsUrl, [cmd.env]: this.roleFolders(role), LOG_FORMAT: 'json' },
       stdio: this.opts.inheritOutput ? ['ignore', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'],

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { missingNodeFlags, PROXY_NODE_FLAGS } from '../../src/proxy/node-flags.js';
 
 // deploy/ is read by operators, not run by the tests: check that what it names exists and fits
 // together (each unit starts a command this repository builds, each instance's variable is the one
@@ -19,7 +20,7 @@ describe('deploy', () => {
     const units = readdirSync(SYSTEMD);
     expect(units.sort()).toEqual(['eps-games@.service', 'eps-nats@.service', 'eps-proxy@.service', 'eps-sd@.service', 'eps-server@.service']);
     for (const unit of units.filter((u) => u !== 'eps-nats@.service')) {
-      const exec = /^ExecStart=\/usr\/bin\/node \/opt\/eps\/(dist\/src\/cli\/[a-z-]+)\.js /m.exec(unitText(unit));
+      const exec = /^ExecStart=\/usr\/bin\/node (?:--[a-z-]+=\S+ )*\/opt\/eps\/(dist\/src\/cli\/[a-z-]+)\.js /m.exec(unitText(unit));
       expect(exec, unit).not.toBeNull();
       expect(existsSync(`${exec![1]!.replace(/^dist\//, '')}.ts`), unit).toBe(true);
       expect(unitText(unit)).toContain('EnvironmentFile=/etc/eps/env/%i.env');
@@ -39,6 +40,13 @@ describe('deploy', () => {
       expect(existsSync(profile.replace('/etc/eps/cluster/', 'settings/cluster/')), `${file}: ${profile}`).toBe(true);
       expect(profile.endsWith(`/${instance}`)).toBe(true);
     }
+  });
+
+  it('deploy - a proxy starts with the heap flags of node-flags.ts, which its start checks for', () => {
+    const flags = /^ExecStart=\/usr\/bin\/node ((?:--[a-z-]+=\S+ )*)\/opt\/eps\/dist\/src\/cli\/proxy\.js /m.exec(unitText('eps-proxy@.service'))![1]!.trim().split(' ');
+    expect(flags).toEqual(PROXY_NODE_FLAGS);
+    expect(missingNodeFlags(flags)).toEqual([]);
+    expect(missingNodeFlags(['--max_semi_space_size=1'])).toEqual(['--heap-growing-percent=50']);
   });
 
   it('deploy - a proxy stops within its drain: systemd waits longer than the default drainMs and 5 s', () => {
