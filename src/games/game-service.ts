@@ -583,7 +583,9 @@ export class GameService {
     for await (const game of this.store.inWriteOrder(this.sweepFrom)) {
       // A game that is still open and has no silent guest to prune needs nothing written.
       const full = await this.store.get(game.name);
-      const ticked = full && this.ticked(full);
+      // The sweep is where the clock reaches games nobody asks about: it steps every tick, quiet
+      // or not, so what it decides is always the machine's own step.
+      const ticked = full && this.ticked(full, false);
       if (ticked?.status === 'active' && ticked.context.guests.length === Math.min(full!.pairings.length, this.opts.maxGuests)) {
         firstKept ??= game.revision;
         if ((game.record.writtenAt ?? 0) > horizon) break;
@@ -804,14 +806,14 @@ export class GameService {
   }
 
   /** Rebuilds the machine from a record (current settings win) and shows it the clock. */
-  private ticked(stored: StoredGame): Snapshot {
+  private ticked(stored: StoredGame, quietShortcut = true): Snapshot {
     const { state } = stored.record;
     // The guests are the first maxGuests pairings in join order (pairing-records.ts: admitted).
     const context = { ...stored.record.context, guests: stored.record.context.guests.slice(0, this.opts.maxGuests), hostPollTimeoutMs: this.opts.hostPollTimeoutMs, maxGuests: this.opts.maxGuests };
     const at = this.now();
     // A quiet tick only settles the state: resolving the settled state directly is the same
     // snapshot without a machine step, on every poll and start.
-    if (clockTickIsQuiet(context, at)) return gameSessionMachine.resolveState({ value: { open: settledState(context) }, context });
+    if (quietShortcut && clockTickIsQuiet(context, at)) return gameSessionMachine.resolveState({ value: { open: settledState(context) }, context });
     return step(gameSessionMachine.resolveState({ value: { open: state }, context }), { type: 'CLOCK_TICKED', at });
   }
 
