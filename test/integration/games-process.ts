@@ -5,7 +5,6 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { waitForPort } from '../../src/devstack/stack.js';
 import { freePort } from '../helpers/ports.js';
 import { DEV_CERTS, TestNatsServer } from '../helpers/nats-server.js';
 
@@ -45,6 +44,8 @@ export interface GamesProcessOptions {
   relayCaps?: { maxPerClient: number; maxPerGame: number };
 }
 
+class PortTakenError extends Error {}
+
 export class GamesProcess {
   private output = '';
   private constructor(
@@ -61,8 +62,24 @@ export class GamesProcess {
     return this.output;
   }
 
-  /** Writes a role folder on free ports and starts `games run` with GAMES_SETTINGS and NATS_URL. */
+  /**
+   * Writes a role folder on free ports and starts `games run` with GAMES_SETTINGS and NATS_URL.
+   * A port found free can be taken by another test file's process before games binds it (a
+   * nats-server once answered a games test's requests): then games exits, and it is started
+   * again on other ports, unless the test chose the ports.
+   */
   static async start(opts: GamesProcessOptions, roleFolder?: string): Promise<GamesProcess> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await GamesProcess.startOnce(opts, roleFolder);
+      } catch (err) {
+        const taken = err instanceof PortTakenError && opts.httpPort === undefined && opts.stunPort === undefined;
+        if (!taken || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private static async startOnce(opts: GamesProcessOptions, roleFolder?: string): Promise<GamesProcess> {
     const httpPort = opts.httpPort ?? (await freePort());
     const stunPort = opts.stunPort ?? (await freePort());
     const folder = roleFolder ?? mkdtempSync(join(tmpdir(), 'games-role-'));
@@ -92,11 +109,15 @@ export class GamesProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const p = new GamesProcess(child, httpPort, stunPort, folder);
-    try {
-      await waitForPort(httpPort, opts.listenTimeoutMs ?? 10_000);
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw new Error(`games run did not listen: ${(err as Error).message}\n${p.log}`);
+    // Its own log line, not an open port: whoever else holds the port would pass a port check.
+    const deadline = Date.now() + (opts.listenTimeoutMs ?? 10_000);
+    while (!p.log.includes('"games http listening"')) {
+      if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        const why = `games run did not listen on ${httpPort}\n${p.log}`;
+        throw p.log.includes('EADDRINUSE') ? new PortTakenError(why) : new Error(why);
+      }
+      await new Promise((r) => setTimeout(r, 20));
     }
     return p;
   }
