@@ -4,31 +4,11 @@ import { createBucket } from './create-bucket.js';
 import type { Logger } from '../core/logger.js';
 import { untilBusDrops, type NatsConnection } from '../core/nats.js';
 import { z } from 'zod';
-import type { GameSessionContext, OpenState, RelayHold, RelayInFlight } from '../../machines/game-session.js';
-import { assembled, gamePart, pairingKey, pairingKeysOf, parsePairingKey, type PairingRecord, type StoredPairing } from './pairing-records.js';
+import type { RelayHold } from '../../machines/game-session.js';
+import { assembled, gamePart, pairingKey, pairingKeysOf, parsePairingKey, type GameRecord, type PairingRecord, type StoredGame, type StoredPairing } from './pairing-records.js';
 
-/**
- * What one KV key holds: the open machine state and its context (enough to rebuild the machine's
- * snapshot on any instance), plus the host secret's hash, which the machine never sees.
- */
-export interface GameRecord {
-  v: 1;
-  /** Tells this game's pairing records from those an earlier game of the same name left (pairing-records.ts). */
-  id?: string;
-  secretHash: string;
-  state: OpenState;
-  context: GameSessionContext;
-  /** The relay request each pairing (by guest peer id) is waiting for: stored in the pairing records, put back on reading. */
-  relayInFlight?: Record<string, RelayInFlight>;
-  /** The game's entry in the lobby (src/games/lobby.ts); absent on records older than the lobby. */
-  lobbySeq?: number;
-  /**
-   * The writer's clock when this revision was written. Every write is made by a request that saw
-   * the game open, so a record written a host timeout ago or more has expired: the sweep reads
-   * records in write order and stops at the first younger one.
-   */
-  writtenAt?: number;
-}
+// The records' shapes live with the layout (pairing-records.ts); importers keep finding them here.
+export type { GameRecord, StoredGame };
 
 /**
  * The relay sessions one cap counts (a client address's, a game name's), in their own key so
@@ -38,16 +18,6 @@ export type HoldKey = { kind: 'client'; id: string } | { kind: 'game'; id: strin
 export interface StoredHolds {
   holds: RelayHold[];
   revision: number;
-}
-
-/** A game as read: its record with its guests put back (pairing-records.ts: assembled), the game key's revision, and the pairing keys. */
-export interface StoredGame {
-  record: GameRecord;
-  revision: number;
-  /** This game's pairing records, in join order. */
-  pairings: StoredPairing[];
-  /** Pairing records under this name that an earlier game left. */
-  stale: StoredPairing[];
 }
 
 /** The game key alone, as the sweep reads it (no pairings). */

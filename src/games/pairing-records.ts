@@ -1,5 +1,4 @@
-import { settledState, type GuestPairing, type RelayInFlight } from '../../machines/game-session.js';
-import type { GameRecord, StoredGame } from './game-store.js';
+import { settledState, type GameSessionContext, type GuestPairing, type OpenState, type RelayInFlight } from '../../machines/game-session.js';
 
 // The layout that gives each writer its own key. A game is its record (key `g.<name>`: the
 // host's part, written by the registration and by the host's polls) plus one pairing record per
@@ -8,6 +7,39 @@ import type { GameRecord, StoredGame } from './game-store.js';
 // a relay grant). So 50 guests joining at once each create their own key and never conflict
 // with one another or with the host's record. Pure: the stores (game-store.ts, game-cache.ts)
 // read and write the keys, the service (game-service.ts) decides what to write.
+
+/**
+ * What one KV key holds: the open machine state and its context (enough to rebuild the machine's
+ * snapshot on any instance), plus the host secret's hash, which the machine never sees.
+ */
+export interface GameRecord {
+  v: 1;
+  /** Tells this game's pairing records from those an earlier game of the same name left (pairing-records.ts). */
+  id?: string;
+  secretHash: string;
+  state: OpenState;
+  context: GameSessionContext;
+  /** The relay request each pairing (by guest peer id) is waiting for: stored in the pairing records, put back on reading. */
+  relayInFlight?: Record<string, RelayInFlight>;
+  /** The game's entry in the lobby (src/games/lobby.ts); absent on records older than the lobby. */
+  lobbySeq?: number;
+  /**
+   * The writer's clock when this revision was written. Every write is made by a request that saw
+   * the game open, so a record written a host timeout ago or more has expired: the sweep reads
+   * records in write order and stops at the first younger one.
+   */
+  writtenAt?: number;
+}
+
+/** A game as read: its record with its guests put back (pairing-records.ts: assembled), the game key's revision, and the pairing keys. */
+export interface StoredGame {
+  record: GameRecord;
+  revision: number;
+  /** This game's pairing records, in join order. */
+  pairings: StoredPairing[];
+  /** Pairing records under this name that an earlier game left. */
+  stale: StoredPairing[];
+}
 
 export interface PairingRecord {
   v: 1;
