@@ -4,6 +4,7 @@ import { RpcError } from '../core/errors.js';
 import { BusError, classifyNatsError } from './bus-errors.js';
 import type { Logger } from '../core/logger.js';
 import { subjectToken, whenConnected } from '../core/nats.js';
+import { timelineMark } from '../core/timeline.js';
 import {
   ReplayCache,
   openEnvelope,
@@ -74,6 +75,7 @@ export class Bus {
     const sub = this.opts.nc.subscribe(busSubject(this.self, method), {
       ...(options.queue ? { queue: options.queue } : {}),
       callback: (err, msg) => {
+        timelineMark(`bus.in ${method}`);
         if (err) return this.opts.log.error({ err, method }, 'bus subscription failed');
         this.handle(method, msg, handler).catch((e) => this.opts.log.error({ err: e, method }, 'bus handler crashed'));
       },
@@ -126,6 +128,7 @@ export class Bus {
     });
     try {
       msg.respond(JSON.stringify(env));
+      timelineMark('bus.answer');
     } catch (err) {
       this.opts.log.warn({ err }, 'bus reply could not be sent');
     }
@@ -154,11 +157,13 @@ export class Bus {
     try {
       // The timer strategy collects every reply until the deadline; we stop at the first valid one.
       const subject = busSubject(to, method);
+      timelineMark(`bus.request ${method}`);
       const replies = await this.opts.nc.requestMany(subject, JSON.stringify(env), { maxWait: remainingMs, strategy: 'timer' });
       for await (const msg of replies) {
         const checked = this.checkReply(msg.data, to, id);
         if (checked.ok) {
           answer = checked.envelope;
+          timelineMark(`bus.answered ${method}`);
           break;
         }
         rejected += 1;

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { parseHostPort, presentationBytes, type Presentation } from './splice-wire.js';
+import { timelineMark } from './timeline.js';
 
 export interface DialOptions {
   /** Gives up (and destroys the socket) when the dial is not done in this long. */
@@ -19,6 +20,7 @@ export interface DialOptions {
 export function dialTcp(hostPort: string, options: DialOptions = {}): Promise<Socket> {
   const { host, port } = parseHostPort(hostPort);
   return new Promise((resolve, reject) => {
+    timelineMark('dial');
     const socket = connect({ host, port, noDelay: true });
     if (options.first) socket.write(options.first);
     const timer =
@@ -34,6 +36,7 @@ export function dialTcp(hostPort: string, options: DialOptions = {}): Promise<So
     };
     socket.once('error', onError);
     socket.once('connect', () => {
+      timelineMark('dial.connected');
       clearTimeout(timer);
       socket.off('error', onError);
       resolve(socket);

@@ -12,6 +12,7 @@ import type { Signer } from '../bus/envelope.js';
 import { dialTcp } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { timelineMark } from '../core/timeline.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { challengeBase64Schema, hostPortSchema, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
@@ -73,6 +74,7 @@ export class PeerChannels {
   }
 
   async call(peer: string, method: string, params: unknown, id: string): Promise<unknown> {
+    timelineMark('a.call');
     const channel = this.channelTo(peer);
     // A new channel's call is made as soon as its client exists, so it leaves with the TLS
     // handshake's last flight rather than after B's HTTP/2 settings, a round trip through the
@@ -84,7 +86,9 @@ export class PeerChannels {
     await channel.ready;
     channel.actor.send({ type: 'CALL_STARTED' });
     try {
-      return await pending;
+      const result = await pending;
+      timelineMark('a.call.done');
+      return result;
     } catch (err) {
       // Without this, a transport failure reached the caller as a bare -32603 Internal error.
       if (err instanceof PeerTransportError) {

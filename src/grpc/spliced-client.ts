@@ -4,6 +4,7 @@ import { Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from '../core/logger.js';
+import { timelineMark } from '../core/timeline.js';
 import { decodeGrpcMessage, frameMessage, GRPC_CONTENT_TYPE, grpcTimeout, MessageReader } from './grpc-wire.js';
 import { callMethodDefinition, type CallRequestMessage } from './peer-server.js';
 import {
@@ -73,8 +74,10 @@ class SplicedPeerClient extends PeerClientBase {
     });
     // TLS 1.3 tickets arrive after the handshake, so after the identity check; one that came
     // before it (or with a check that failed) is never kept.
+    timelineMark('tls.start');
     let verified = false;
     this.tlsSocket.once('secureConnect', () => {
+      timelineMark('tls.done');
       this.resumed = this.tlsSocket.isSessionReused();
       if (this.resumed && !this.resumedPeerMatches()) return;
       verified = true;
@@ -133,6 +136,7 @@ class SplicedPeerClient extends PeerClientBase {
       };
       this.onClose(onClosed);
       this.session.once('remoteSettings', () => {
+        timelineMark('h2.ready');
         if (this.closedReason) return;
         // grpc-js's server refuses a connection without ALPN h2; a server that is not one would
         // not have sent HTTP/2 settings. Checked anyway: the bytes after this are gRPC frames.

@@ -5,6 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { DEFAULT_MAX_BATCH_CALLS, MAX_JSON_DEPTH } from '../core/constants.js';
 import { RpcError, JSONRPC_ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { timelineMark } from '../core/timeline.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { fingerprintOf, commonNameOf } from '../core/tls-material.js';
 import { requestSchema, type JsonRpcRequest, type JsonRpcResponse } from './protocol.js';
@@ -64,6 +65,7 @@ export async function startJsonRpcServer(opts: JsonRpcServerOptions): Promise<Se
 }
 
 async function handleHttp(req: IncomingMessage, res: ServerResponse, path: string, opts: JsonRpcServerOptions) {
+  timelineMark('gateway.in');
   const url = (req.url ?? '').split('?')[0];
   if (url !== path) return send(res, 404, errorResponse(null, new RpcError('METHOD_NOT_FOUND', `no endpoint at ${url}; POST ${path}`)));
   if (req.method !== 'POST') {
@@ -194,6 +196,7 @@ export function errorResponse(id: string | number | null, err: RpcError): JsonRp
 }
 
 function send(res: ServerResponse, status: number, body: unknown, close = false) {
+  timelineMark('gateway.out');
   const text = JSON.stringify(body);
   res.writeHead(status, {
     'Content-Type': 'application/json',

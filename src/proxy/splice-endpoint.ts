@@ -9,6 +9,7 @@ import {
 import { SPLICE_CLOSE_REASONS, type SpliceCloseReason } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { PreambleClosed, PreambleInvalid, PreambleTimeout, readPreamble, type Preamble } from '../core/splice-wire.js';
+import { timelineMark } from '../core/timeline.js';
 import { PendingConnections } from './pending-connections.js';
 import { RefusalLog } from './refusal-log.js';
 import { tokenId } from './token-store.js';
@@ -113,6 +114,7 @@ export class SpliceEndpoint extends EventEmitter<SpliceEndpointEvents> {
   }
 
   async #accept(socket: Socket): Promise<void> {
+    timelineMark('splice.accept');
     // Every socket on the path needs this, or small gRPC exchanges stall on Nagle + delayed ACK.
     socket.setNoDelay(true);
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -145,6 +147,7 @@ export class SpliceEndpoint extends EventEmitter<SpliceEndpointEvents> {
     }
 
     const { token, proof, rest } = preamble;
+    timelineMark('splice.preamble');
     let status: RouteStatus;
     try {
       status = this.#options.route({ token, proof }, socket, rest);
@@ -153,6 +156,7 @@ export class SpliceEndpoint extends EventEmitter<SpliceEndpointEvents> {
       return;
     }
     if (status === 'ROUTED') {
+      timelineMark('splice.routed');
       this.#unrouted.delete(socket);
       this.#log.debug({ remote, tokenId: tokenId(token) }, 'splice socket routed');
       this.emit('routed');
