@@ -73,17 +73,11 @@ async function handleHttp(req: IncomingMessage, res: ServerResponse, path: strin
     return send(res, 405, errorResponse(null, new RpcError('INVALID_REQUEST', `use POST, not ${req.method}`)));
   }
   const socket = req.socket as TLSSocket;
-  const peer = socket.getPeerX509Certificate?.();
-  if (!socket.authorized || !peer) {
+  const caller = authenticatedCallers.get(socket) ?? authenticate(socket);
+  if (typeof caller === 'string') {
     opts.log.warn({ remote: socket.remoteAddress, reason: socket.authorizationError }, 'JSON-RPC call without a valid client certificate');
-    // Without a certificate OpenSSL still reports a verification error (UNABLE_TO_GET_ISSUER_CERT),
-    // which reads as if the certificate were wrong: say which of the two it is.
-    const detail = !peer
-      ? 'no client certificate was presented: this gateway answers only clients with a certificate of its CA (curl --cert FILE --key FILE)'
-      : `the client certificate does not verify against this server's CA (${String(socket.authorizationError)})`;
-    return send(res, 401, errorResponse(null, new RpcError('NOT_AUTHENTICATED', detail)));
+    return send(res, 401, errorResponse(null, new RpcError('NOT_AUTHENTICATED', caller)));
   }
-  const caller: Caller = { commonName: commonNameOf(peer), fingerprint: fingerprintOf(peer as X509Certificate) };
 
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > opts.maxBodyBytes) return refuseTooLarge(req, res, opts.maxBodyBytes);
@@ -114,6 +108,30 @@ async function handleHttp(req: IncomingMessage, res: ServerResponse, path: strin
   const answer = await answerOne(parsed, caller, opts);
   if (answer === undefined) return void res.writeHead(204).end();
   return send(res, 200, answer);
+}
+
+/**
+ * Who is calling on this connection, once per connection: parsing the client certificate and
+ * hashing it cost more than answering a local call, and a keep-alive client (hd-1's own tools)
+ * sends many calls on one connection. Kept for TLS 1.3 connections only, which cannot
+ * renegotiate and so cannot present another certificate later; a connection without a valid
+ * certificate is never kept, so each of its requests is refused again.
+ */
+const authenticatedCallers = new WeakMap<TLSSocket, Caller>();
+
+/** The caller proven by the connection's client certificate, or why there is none. */
+function authenticate(socket: TLSSocket): Caller | string {
+  const peer = socket.getPeerX509Certificate?.();
+  if (!socket.authorized || !peer) {
+    // Without a certificate OpenSSL still reports a verification error (UNABLE_TO_GET_ISSUER_CERT),
+    // which reads as if the certificate were wrong: say which of the two it is.
+    return !peer
+      ? 'no client certificate was presented: this gateway answers only clients with a certificate of its CA (curl --cert FILE --key FILE)'
+      : `the client certificate does not verify against this server's CA (${String(socket.authorizationError)})`;
+  }
+  const caller: Caller = { commonName: commonNameOf(peer), fingerprint: fingerprintOf(peer as X509Certificate) };
+  if (socket.getProtocol() === 'TLSv1.3') authenticatedCallers.set(socket, caller);
+  return caller;
 }
 
 async function answerOne(raw: unknown, caller: Caller, opts: JsonRpcServerOptions): Promise<JsonRpcResponse | undefined> {
