@@ -9,6 +9,7 @@ import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { dialTcp } from '../src/core/dial.js';
 import { connectPeerClient, connectPeerClientDirect, type PeerClient } from '../src/grpc/peer-client.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
+import { brokeringChart } from './brokering-chart.js';
 import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
 import { start, stats, type Target } from './brokering-latency.js';
 import { ProfileWindows } from './cpuprofile-windows.js';
@@ -258,7 +259,8 @@ async function main(): Promise<void> {
     mkdirSync('bench/results', { recursive: true });
     const file = `bench/results/brokering-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
     writeFileSync(file, JSON.stringify({ rounds, brokerOnly, direct: d, contenders: results, cpuPerRound, directSamples: direct, concurrent }, null, 1));
-    console.log(`wrote ${file}`);
+    writeFileSync(file.replace(/\.json$/, '.svg'), brokeringChart({ at: new Date().toISOString(), direct: d, contenders: results, concurrent }));
+    console.log(`wrote ${file} and .svg`);
   } finally {
     kept?.close();
     keptSame?.close();

@@ -6,6 +6,7 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PROXY_NODE_FLAGS } from '../src/proxy/node-flags.js';
+import { barChart } from './bar-chart.js';
 import { residentKiB, type ResidentKiB } from './proc-memory.js';
 import { RoleChild } from './role-child.js';
 import type { FromChild, HeapSpaces, Pass, ToChild } from './relay-memory-roles.js';
@@ -272,7 +273,17 @@ async function main(): Promise<void> {
     ratios,
   };
   writeFileSync(join(dir, `relay-memory-${at}.json`), `${JSON.stringify(record, null, 2)}\n`);
-  console.log(`wrote bench/results/relay-memory-${at}.json`);
+  const panel = (title: string, value: (s: MemorySample) => number) => ({
+    title,
+    bars: samples.map((s) => ({ label: s.contender, value: value(s), ours: s.contender.startsWith('eps') })),
+    target: { value: 10, label: 'target: 10 KiB' },
+  });
+  const chart = barChart(`relay memory bench ${record.at}: RSS per session at ${SESSIONS} sessions; EPS in red`, [
+    panel('KiB per session, right after set-up', (s) => s.kibPerSession),
+    panel(`KiB per session, ${QUIET_MS / 1000} s later`, (s) => s.kibPerSessionQuiet),
+  ]);
+  writeFileSync(join(dir, `relay-memory-${at}.svg`), chart);
+  console.log(`wrote bench/results/relay-memory-${at}.json and .svg`);
 }
 
 await main();

@@ -1,3 +1,4 @@
+import { barChart } from './bar-chart.js';
 import { BENCH_BUCKET, cleanup, GUESTS_PER_GAME, run, setupGames, startGames, startNats, writeResult, type CannonRequest, type Row } from './rendezvous-stack.js';
 
 // What the rendezvous's requests cost under load: one real `games run` process (the CLI from
@@ -57,8 +58,13 @@ try {
         `${row.non2xx} non-2xx (${((100 * row.non2xx) / Math.max(row.total, 1)).toFixed(2)}%)`,
     );
   }
-  const file = writeResult('rendezvous-load', { connections: CONNECTIONS, durationS: DURATION_S, ceiling, rows, ratios: rows.map((r) => ({ name: r.name, throughput: r.rps / ceiling.rps })) });
-  console.log(`wrote ${file}`);
+  const bars = (value: (r: Row) => number) => [{ label: 'GET /health (anchor)', value: value(ceiling) }, ...rows.map((r) => ({ label: r.name, value: value(r), ours: true }))];
+  const chart = barChart(`rendezvous load ${new Date().toISOString()}: ${CONNECTIONS} connections x ${DURATION_S} s per row, one games process`, [
+    { title: 'requests per second (higher is better)', bars: bars((r) => r.rps), target: { value: 0.5 * ceiling.rps, label: 'aim: 0.5x GET /health' } },
+    { title: 'p99 ms (lower is better)', bars: bars((r) => r.p99), target: { value: 20, label: 'aim: 20 ms' } },
+  ]);
+  const file = writeResult('rendezvous-load', { connections: CONNECTIONS, durationS: DURATION_S, ceiling, rows, ratios: rows.map((r) => ({ name: r.name, throughput: r.rps / ceiling.rps })) }, chart);
+  console.log(`wrote ${file} and .svg`);
   if ([ceiling, ...rows].some((r) => r.errors > 0 || r.non2xx > 0)) {
     console.log(`games process log tail:\n${games.log()}`);
     process.exitCode = 1;

@@ -239,11 +239,12 @@ export async function run(name: string, base: string, requests: CannonRequest[],
   return row;
 }
 
-/** Writes bench/results/<name>-<time>.json. */
-export function writeResult(name: string, record: unknown): string {
+/** Writes bench/results/<name>-<time>.json, and the run's chart as .svg beside it when given. */
+export function writeResult(name: string, record: unknown, svg?: string): string {
   mkdirSync(join(packageRoot, 'bench', 'results'), { recursive: true });
   const file = join('bench', 'results', `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(join(packageRoot, file), JSON.stringify(record, null, 1));
+  if (svg !== undefined) writeFileSync(join(packageRoot, file.replace(/\.json$/, '.svg')), svg);
   return file;
 }
 
