@@ -65,7 +65,7 @@ sd-reset: install build
 	SD_SETTINGS=settings/dev/roles/sd-1 node dist/src/cli/sd.js repair --reset $(YES)
 
 bench: install build
-	node dist/bench/splice-throughput.js
+	npm run bench
 
 clean-certs:
 	rm -rf $(CERTS)
