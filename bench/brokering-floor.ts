@@ -13,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
+import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { nativeSplicer, stopReading } from '../src/proxy/native-splice.js';
+import { start as startEps, type Target } from './brokering-latency.js';
 
 // The floor of the brokering protocol on this machine (issue 10): a skeleton that makes exactly
 // the hops of one brokered call and nothing else, so that brokered ÷ direct fresh here is the
@@ -39,6 +41,11 @@ import { nativeSplicer, stopReading } from '../src/proxy/native-splice.js';
 // as bench/brokering.ts spaces them (every process is idle before a brokering). Each process
 // stamps its steps with the monotonic clock (process.hrtime, one clock for all processes), which
 // gives the per-hop breakdown of the brokered path.
+//
+// FLOOR_WITH_EPS=1 adds the real thing as a contender in the same run: this build's stack (sd,
+// proxy, hd-1, hd-2, as bench/brokering.ts starts it, hd-1's channelIdleMs 50) and hd-2._ping
+// through hd-1's gateway on a kept-alive HTTPS connection, each call brokering a new channel
+// (after it the driver waits 100 ms, untimed, so the channel has idled out).
 //
 //   node dist/bench/brokering-floor.js [rounds=200]
 
@@ -453,6 +460,7 @@ async function driver(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'floor-'));
   const stacks: Stack[] = [];
   const others: ChildProcess[] = [];
+  const cleanups: Array<() => Promise<void>> = [];
   const ca = pem('root.crt');
   const clientOpts = { key: pem('hd-1.key'), cert: pem('hd-1.crt'), ca };
   try {
@@ -490,10 +498,36 @@ async function driver(): Promise<void> {
       }
     };
 
+    let eps: Target | undefined;
+    const epsTurns: Array<{ name: string; run: () => Promise<void>; settleMs?: number }> = [];
+    if (process.env['FLOOR_WITH_EPS']) {
+      eps = await startEps('.');
+      const target = eps;
+      const epsAgent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+      const gw = (): Promise<unknown> =>
+        callJsonRpc({ url: `https://127.0.0.1:${target.jsonrpcPort}/jsonrpc`, serverName: 'hd-1', tls: hd1, timeoutMs: 10_000, agent: epsAgent }, 'hd-2._ping', {});
+      // A stack needs a few seconds before hd-2 is in hd-1's directory.
+      for (const until = Date.now() + 30_000; ; await sleep(200)) {
+        try {
+          await gw();
+          break;
+        } catch (err) {
+          if (Date.now() > until) throw err;
+        }
+      }
+      epsTurns.push({ name: 'eps brokered (real)', run: async () => void (await gw()), settleMs: 100 });
+      cleanups.push(async () => {
+        epsAgent.destroy();
+        await target.stack.stop().catch(() => {});
+        target.nats.kill('SIGTERM');
+        rmSync(target.storeDir, { recursive: true, force: true });
+      });
+    }
     const samples: Record<string, number[]> = {};
     const sent = new Map<string, Mark[]>();
     let id = 0;
-    const turns: Array<{ name: string; run: () => Promise<void> }> = [
+    const turns: Array<{ name: string; run: () => Promise<void>; settleMs?: number }> = [
+      ...epsTurns,
       ...stacks.map((s) => ({
         name: `floor ${s.variant}`,
         run: async () => {
@@ -509,7 +543,12 @@ async function driver(): Promise<void> {
       { name: 'h2 fresh (resumed)', run: () => h2Fresh(true) },
       { name: 'grpc-js fresh', run: grpcFresh },
     ];
-    for (let i = 0; i < WARMUP; i++) for (const t of turns) await t.run();
+    for (let i = 0; i < WARMUP; i++) {
+      for (const t of turns) {
+        await t.run();
+        if (t.settleMs) await sleep(t.settleMs);
+      }
+    }
     for (const s of stacks) for (const r of s.roles) await dump(r);
     sent.clear();
     const load = loadavg().map(r2);
@@ -521,6 +560,7 @@ async function driver(): Promise<void> {
         const start = nowMs();
         await t.run();
         (samples[t.name] ??= []).push(nowMs() - start);
+        if (t.settleMs) await sleep(t.settleMs);
       }
     }
     const loadAfter = loadavg().map(r2);
@@ -532,6 +572,8 @@ async function driver(): Promise<void> {
     for (const [k, s] of Object.entries(st)) console.log(`  ${k.padEnd(26)} p50 ${s.p50}  p90 ${s.p90}  p99 ${s.p99}  mean ${s.mean}  (n ${s.n})`);
     const grpc = st['grpc-js fresh']!;
     const h2 = st['h2 fresh (full handshake)']!;
+    const real = st['eps brokered (real)'];
+    if (real) console.log(`  eps brokered (real): ÷ grpc-js fresh p50 ${r2(real.p50 / grpc.p50)}× p90 ${r2(real.p90 / grpc.p90)}× p99 ${r2(real.p99 / grpc.p99)}×`);
     for (const s of stacks) {
       const f = st[`floor ${s.variant}`]!;
       console.log(
@@ -584,6 +626,7 @@ async function driver(): Promise<void> {
       s.nats.kill('SIGTERM');
     }
     for (const o of others) o.kill('SIGTERM');
+    for (const c of cleanups) await c();
     rmSync(dir, { recursive: true, force: true });
   }
 }
