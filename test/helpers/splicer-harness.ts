@@ -36,21 +36,32 @@ export async function pair(): Promise<[Socket, Socket]> {
   return [proxySide, peer];
 }
 
-/** Both relays where the addon is built, else the JS one alone: for describe.each over paths. */
-export const RELAY_PATHS: RelayPath[] = relayPath().path === 'native' ? ['native', 'js'] : ['js'];
+/** A relay path, and for the native one its mode: `native` splices, `native-copy` copies. */
+export type RelayVariant = RelayPath | 'native-copy';
+
+/** Both relays (the native one in both modes) where the addon is built, else the JS one alone: for describe.each. */
+export const RELAY_PATHS: RelayVariant[] = relayPath().path === 'native' ? ['native', 'native-copy', 'js'] : ['js'];
+
+/** The copy mode's size per recv in these tests: small, so that a test's megabytes take many recvs and partial sends. */
+export const TEST_COPY_BYTES = 64 * 1024;
 
 export interface HarnessOptions {
   idleMs?: number;
   /** Default js; tests over both relays pass each of RELAY_PATHS. */
-  relay?: RelayPath;
+  relay?: RelayVariant;
+  /** native-copy's bytes per recv; default TEST_COPY_BYTES. */
+  copyBytes?: number;
   reuseReadBuffers?: boolean;
   onRelayed?: SplicerOptions['onRelayed'];
 }
 
-export function startSplicer(limits: SpliceLimits | undefined, { idleMs = 0, relay = 'js', reuseReadBuffers = true, onRelayed }: HarnessOptions = {}) {
+export function startSplicer(limits: SpliceLimits | undefined, { idleMs = 0, relay = 'js', copyBytes = TEST_COPY_BYTES, reuseReadBuffers = true, onRelayed }: HarnessOptions = {}) {
+  // Explicit either way, so that EPS_RELAY_MODE in the environment does not change what a test runs.
+  const nativeRelay = relay === 'native-copy' ? ({ mode: 'copy', copyBytes } as const) : ({ mode: 'splice', copyBytes } as const);
+  const path: RelayPath = relay === 'js' ? 'js' : 'native';
   const machine = setup({
     types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
-    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers, relay, onRelayed }) },
+    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers, relay: path, nativeRelay, onRelayed }) },
   }).createMachine({
     context: { ended: undefined },
     invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },
