@@ -5,7 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RELAY_COPY_BYTES_ENV, RELAY_MODE_ENV } from '../src/proxy/native-splice.js';
+import { RELAY_COPY_BYTES_ENV, RELAY_MODE_ENV, RELAY_SEND_BYTES_ENV } from '../src/proxy/native-splice.js';
 import { RoleChild } from './role-child.js';
 import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
 import { relayChart, type Summary } from './relay-chart.js';
@@ -37,11 +37,12 @@ export const CONTENDERS = ['eps', 'eps-js', 'haproxy', 'haproxy-splice', 'node-p
  * Chosen with BENCH_ONLY: eps-bare (the relay without its metrics hook and idle timeout: what
  * those cost), eps-before (the relay of another checkout, BENCH_EPS_BEFORE=<its root, built>, for
  * before/after in one run), onread-<KiB> (a bare Node relay reading into reused buffers),
- * eps-copy-<KiB> (the native relay in copy mode, EPS_RELAY_MODE=copy, KiB per recv) and
- * eps-splice (splice mode forced, whatever the default).
+ * eps-splice and eps-copy (the native relay's modes, whatever splice.relayMode's default), and
+ * eps-copy-<R> / eps-copy-<R>s<S> (copy mode, R KiB per recv sent whole / in sends of S KiB; any
+ * sizes).
  */
-export const COPY_CONTENDERS = ['eps-copy-64', 'eps-copy-256', 'eps-copy-1024'];
-export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'eps-splice', ...COPY_CONTENDERS, 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'eps-splice', 'eps-copy', 'eps-copy-16', 'eps-copy-256', 'eps-copy-256s16', 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+const COPY_SIZES = /^eps-copy-(\d+)(?:s(\d+))?$/;
 export type Contender = string;
 const ANCHOR: Contender = 'haproxy';
 
@@ -77,10 +78,13 @@ const relayEnv = (contender: Contender): NodeJS.ProcessEnv => {
   const env: NodeJS.ProcessEnv = { ...process.env, EPS_SPLICE: contender === 'eps-js' ? 'js' : 'native' };
   delete env[RELAY_MODE_ENV];
   delete env[RELAY_COPY_BYTES_ENV];
+  delete env[RELAY_SEND_BYTES_ENV];
   if (contender === 'eps-splice') env[RELAY_MODE_ENV] = 'splice';
-  if (contender.startsWith('eps-copy-')) {
-    env[RELAY_MODE_ENV] = 'copy';
-    env[RELAY_COPY_BYTES_ENV] = String(Number(contender.slice('eps-copy-'.length)) * 1024);
+  if (contender.startsWith('eps-copy')) env[RELAY_MODE_ENV] = 'copy';
+  const sizes = COPY_SIZES.exec(contender);
+  if (sizes) {
+    env[RELAY_COPY_BYTES_ENV] = String(Number(sizes[1]) * 1024);
+    env[RELAY_SEND_BYTES_ENV] = String(Number(sizes[2] ?? sizes[1]) * 1024);
   }
   return env;
 };
@@ -326,8 +330,8 @@ async function main(): Promise<void> {
   console.log(`relay bench: ${ROUNDS} rounds, ${STREAM_MIB} MiB stream, ${PING_COUNT} x ${PING_BYTES} B round trips; ${haproxyVersion}`);
   // BENCH_ONLY=eps,node-pipe narrows a run while working on one contender; the README's figures use all.
   const only = process.env.BENCH_ONLY?.split(',') ?? [...CONTENDERS];
-  // eps-copy-<KiB> takes any size, beyond those listed.
-  const running = [...CONTENDERS, ...EXTRA_CONTENDERS, ...only.filter((c) => /^eps-copy-\d+$/.test(c))].filter((c, i, all) => only.includes(c) && all.indexOf(c) === i);
+  // eps-copy-<R>[s<S>] takes any sizes, beyond those listed.
+  const running = [...CONTENDERS, ...EXTRA_CONTENDERS, ...only.filter((c) => COPY_SIZES.test(c))].filter((c, i, all) => only.includes(c) && all.indexOf(c) === i);
   for (let round = 0; round < ROUNDS; round++) {
     const order = running.map((_, i) => running[(i + round) % running.length]!);
     for (const contender of order) {

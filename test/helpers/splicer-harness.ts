@@ -6,6 +6,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
 import type { SplicerEvent } from '../../machines/brokering.js';
+import { DEFAULT_NATIVE_RELAY_SEND_BYTES } from '../../src/core/constants.js';
 import type { RelayPath } from '../../src/proxy/native-splice.js';
 import { createSplicer, relayPath, type SpliceLimits, type SplicerOptions } from '../../src/proxy/splicer.js';
 
@@ -51,13 +52,18 @@ export interface HarnessOptions {
   relay?: RelayVariant;
   /** native-copy's bytes per recv; default TEST_COPY_BYTES. */
   copyBytes?: number;
+  /** native-copy's bytes per send; default the proxy's (16 KiB: a recv goes out in several sends). */
+  sendBytes?: number;
   reuseReadBuffers?: boolean;
   onRelayed?: SplicerOptions['onRelayed'];
 }
 
-export function startSplicer(limits: SpliceLimits | undefined, { idleMs = 0, relay = 'js', copyBytes = TEST_COPY_BYTES, reuseReadBuffers = true, onRelayed }: HarnessOptions = {}) {
+export function startSplicer(
+  limits: SpliceLimits | undefined,
+  { idleMs = 0, relay = 'js', copyBytes = TEST_COPY_BYTES, sendBytes = DEFAULT_NATIVE_RELAY_SEND_BYTES, reuseReadBuffers = true, onRelayed }: HarnessOptions = {},
+) {
   // Explicit either way, so that EPS_RELAY_MODE in the environment does not change what a test runs.
-  const nativeRelay = relay === 'native-copy' ? ({ mode: 'copy', copyBytes } as const) : ({ mode: 'splice', copyBytes } as const);
+  const nativeRelay = { mode: relay === 'native-copy' ? 'copy' : 'splice', copyBytes, sendBytes } as const;
   const path: RelayPath = relay === 'js' ? 'js' : 'native';
   const machine = setup({
     types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },

@@ -1,5 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { nativeSplicer } from '../../src/proxy/native-splice.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { join } from 'node:path';
+import { nativeRelayOptions, nativeSplicer, setNativeRelayOptions } from '../../src/proxy/native-splice.js';
+import { readRoleFolders } from '../../src/settings/load.js';
+import { proxySettingsSchema } from '../../src/settings/schemas.js';
 import { digest, pattern, receive, send } from '../helpers/byte-streams.js';
 import { closeAll, pair, RELAY_PATHS, startSplicer, TEST_COPY_BYTES } from '../helpers/splicer-harness.js';
 
@@ -11,7 +14,10 @@ import { closeAll, pair, RELAY_PATHS, startSplicer, TEST_COPY_BYTES } from '../h
 // half-close, resets and counters run in copy mode with the other relays' tests
 // (RELAY_PATHS includes native-copy).
 
-afterEach(closeAll);
+afterEach(() => {
+  closeAll();
+  vi.unstubAllEnvs();
+});
 
 const MiB = 1024 * 1024;
 const leftovers = (): number => nativeSplicer().splicer!.stats().copyLeftovers;
@@ -116,13 +122,36 @@ describe.runIf(RELAY_PATHS.includes('native-copy'))('native relay, copy mode', (
       await all;
       expect(digest(Buffer.concat(chunks))).toBe(digest(message));
     };
+    const pipes = nativeSplicer().splicer!.stats().pipes;
     // Several recvs' worth each way, then small messages.
     await exchange(aPeer, bPeer, pattern(10 * TEST_COPY_BYTES, 21));
     await exchange(bPeer, aPeer, pattern(10 * TEST_COPY_BYTES, 22));
     expect(leftovers()).toBe(0);
+    // Copied, not spliced: no pipe was taken.
+    expect(nativeSplicer().splicer!.stats().pipes).toBe(pipes);
     await exchange(aPeer, bPeer, Buffer.from('hello'));
     await exchange(bPeer, aPeer, Buffer.from('world'));
     expect(nativeSplicer().splicer!.stats().sessions).toBe(1);
     s.stop();
+  });
+});
+
+describe('native relay mode', () => {
+  it("settings - the proxy's splice.relayMode is splice unless set, copy when set, and nothing else", () => {
+    const { tree } = readRoleFolders([join(import.meta.dirname, '..', '..', 'settings', 'dev', 'roles', 'public-proxy-1')]);
+    const withMode = (relayMode?: unknown) => ({ ...tree, splice: { ...(tree.splice as object), ...(relayMode === undefined ? {} : { relayMode }) } });
+    expect(proxySettingsSchema.parse(withMode()).splice.relayMode).toBe('splice');
+    expect(proxySettingsSchema.parse(withMode('copy')).splice.relayMode).toBe('copy');
+    expect(proxySettingsSchema.safeParse(withMode('zero-copy')).success).toBe(false);
+  });
+
+  it('splicer - EPS_RELAY_MODE and EPS_RELAY_COPY_BYTES win over what the proxy set (benches and tests run both modes)', () => {
+    setNativeRelayOptions({ mode: 'splice' });
+    expect(nativeRelayOptions().mode).toBe('splice');
+    vi.stubEnv('EPS_RELAY_MODE', 'copy');
+    vi.stubEnv('EPS_RELAY_COPY_BYTES', String(32 * 1024));
+    expect(nativeRelayOptions()).toMatchObject({ mode: 'copy', copyBytes: 32 * 1024 });
+    vi.stubEnv('EPS_RELAY_MODE', 'nonsense');
+    expect(nativeRelayOptions().mode).toBe('splice');
   });
 });

@@ -15,29 +15,30 @@ afterEach(closeAll);
 
 
 describe('splicer reads', () => {
-  const variants: [string, RelayVariant, boolean, number?][] = [
+  type Variant = [string, RelayVariant, boolean, { copyBytes: number; sendBytes: number }?];
+  const variants: Variant[] = [
     ...(RELAY_PATHS.includes('native')
       ? ([
           ['the native relay, splice mode', 'native', true],
-          ['the native relay, copy mode, 64 KiB recvs', 'native-copy', true, 64 * 1024],
-          ['the native relay, copy mode, 1 MiB recvs', 'native-copy', true, 1024 * 1024],
-        ] as [string, RelayVariant, boolean, number?][])
+          ['the native relay, copy mode, 64 KiB recvs in 16 KiB sends', 'native-copy', true, { copyBytes: 64 * 1024, sendBytes: 16 * 1024 }],
+          ['the native relay, copy mode, 1 MiB recvs sent whole', 'native-copy', true, { copyBytes: 1024 * 1024, sendBytes: 1024 * 1024 }],
+        ] as Variant[])
       : []),
     ['the JS relay, reused read buffers', 'js', true],
     ["the JS relay, 'data' events (where Node lacks the hook)", 'js', false],
   ];
-  it.each(variants)('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, relay, reuse, copyBytes) => {
+  it.each(variants)('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, relay, reuse, sizes) => {
     const MiB = 1024 * 1024;
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const bulk = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...(copyBytes ? { copyBytes } : {}) });
+    const bulk = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...sizes });
     bulk.attach('ATTACH_B', bProxy);
     bulk.attach('ATTACH_A', aProxy);
 
     // A second session of small exchanges reads through the shared buffer meanwhile.
     const [qbProxy, qbPeer] = await pair();
     const [qaProxy, qaPeer] = await pair();
-    const quiet = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...(copyBytes ? { copyBytes } : {}) });
+    const quiet = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...sizes });
     quiet.attach('ATTACH_B', qbProxy);
     quiet.attach('ATTACH_A', qaProxy);
     qbPeer.on('data', (c: Buffer) => qbPeer.write(c));
