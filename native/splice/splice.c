@@ -50,20 +50,29 @@
 // Longest sleep between scans for idle sessions and duration limits.
 #define MAX_SCAN_MS 1000
 #define MAX_EVENTS 256
+// Copy mode's largest recv, in KiB (a session keeps its sizes in 16 bits).
+#define MAX_COPY_KIB 32768
 
 // The SpliceEndReason values of machines/brokering.ts, in the order native-splice.ts maps them.
 enum reason { R_COMPLETED, R_A_ERROR, R_B_ERROR, R_A_CLOSED, R_B_CLOSED, R_IDLE, R_DURATION, R_BYTE_LIMIT };
 
+// Copy mode: the tail of a recv that the destination did not take, from data + at.
+typedef struct {
+  uint32_t at;
+  char data[];
+} leftover_t;
+
+// Fields sized and ordered so that a direction stays 40 bytes and a session 136, as before copy
+// mode: an idle session's memory is the proxy's limit (README, relay memory).
 typedef struct {
   int pipe_r, pipe_w;   // -1 when the direction holds no pipe
-  uint64_t pending;     // bytes taken from the source, not yet written to the destination
-  char *left;           // copy mode: those bytes (from left + left_at), NULL when none
-  size_t left_at;
-  int hup;              // copy mode: the source signalled FIN/HUP/error, so read it to the end
+  uint32_t pending;     // bytes taken from the source, not yet written to the destination
+  uint8_t eof;          // the source sent FIN
+  uint8_t shut;         // the destination was shut down for writing after that
+  uint8_t hup;          // copy mode: the source signalled FIN/HUP/error, so read it to the end
+  leftover_t *left;     // copy mode: the pending bytes, NULL when none
   uint64_t taken;       // bytes taken from the source in total (what the byte limit counts)
   uint64_t reported;    // `taken` at the last collect()
-  int eof;              // the source sent FIN
-  int shut;             // the destination was shut down for writing after that
 } direction_t;
 
 typedef struct {
@@ -74,9 +83,9 @@ typedef struct {
   int64_t deadline_ms;  // monotonic; 0 for none
   int64_t idle_ms;      // 0 for none
   int64_t last_active_ms;
-  int dirty;            // bytes moved since the last collect()
-  size_t copy_bytes;    // 0: splice; else copy, at most this much per recv
-  size_t send_bytes;    // copy mode: at most this much per send
+  uint8_t dirty;        // bytes moved since the last collect()
+  uint16_t copy_kib;    // 0: splice; else copy, at most this many KiB per recv
+  uint16_t send_kib;    // copy mode: at most this many KiB per send
 } session_t;
 
 typedef struct {
@@ -242,7 +251,7 @@ static int pump(session_t *s, int k, int64_t now) {
         end_session(s, side_error(1 - k), errno);
         return 1;
       }
-      d->pending -= (uint64_t)n;
+      d->pending -= (uint32_t)n;
       continue;
     }
     give_back_pipe(d);
@@ -264,7 +273,7 @@ static int pump(session_t *s, int k, int64_t now) {
     size_t want = budget < BIG_PIPE_BYTES ? (size_t)budget : BIG_PIPE_BYTES;
     ssize_t n = splice(src, NULL, d->pipe_w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
-      d->pending += (uint64_t)n;
+      d->pending += (uint32_t)n;
       d->taken += (uint64_t)n;
       s->last_active_ms = now;
       mark_dirty(s);
@@ -289,14 +298,14 @@ static int pump_copy(session_t *s, int k, int64_t now) {
   direction_t *d = &s->dir[k];
   int src = s->fd[k], dst = s->fd[1 - k];
   if (d->pending > 0) {
-    ssize_t n = send(dst, d->left + d->left_at, d->pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = send(dst, d->left->data + d->left->at, d->pending, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return 0; // EPOLLOUT on dst resumes it
       end_session(s, side_error(1 - k), errno);
       return 1;
     }
-    d->pending -= (uint64_t)n;
-    d->left_at += (size_t)n;
+    d->pending -= (uint32_t)n;
+    d->left->at += (uint32_t)n;
     if (d->pending > 0) return 0;
     free(d->left);
     d->left = NULL;
@@ -311,7 +320,8 @@ static int pump_copy(session_t *s, int k, int64_t now) {
       d->eof = 1;
       continue;
     }
-    size_t want = budget < s->copy_bytes ? (size_t)budget : s->copy_bytes;
+    size_t copy_bytes = (size_t)s->copy_kib * 1024, send_bytes = (size_t)s->send_kib * 1024;
+    size_t want = budget < copy_bytes ? (size_t)budget : copy_bytes;
     ssize_t n = recv(src, copy_buffer, want, MSG_DONTWAIT);
     if (n == 0) {
       d->eof = 1;
@@ -329,7 +339,7 @@ static int pump_copy(session_t *s, int k, int64_t now) {
     // CPU than sending each recv whole, and the endpoints about what they pay behind haproxy.
     ssize_t sent = 0;
     while (sent < n) {
-      size_t slice = (size_t)(n - sent) > s->send_bytes ? s->send_bytes : (size_t)(n - sent);
+      size_t slice = (size_t)(n - sent) > send_bytes ? send_bytes : (size_t)(n - sent);
       ssize_t m = send(dst, copy_buffer + sent, slice, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (m < 0) {
         if (errno != EAGAIN && errno != EINTR) {
@@ -344,15 +354,15 @@ static int pump_copy(session_t *s, int k, int64_t now) {
     if (sent < n) {
       // The destination is full: keep only the tail it did not take, and read no more from the
       // source until EPOLLOUT has it sent (the kernel's buffers are the rest of the backpressure).
-      d->left = malloc((size_t)(n - sent));
+      d->left = malloc(sizeof(leftover_t) + (size_t)(n - sent));
       if (!d->left) {
         end_session(s, side_error(k), ENOMEM);
         return 1;
       }
       lefts_held++;
-      memcpy(d->left, copy_buffer + sent, (size_t)(n - sent));
-      d->left_at = 0;
-      d->pending = (uint64_t)(n - sent);
+      memcpy(d->left->data, copy_buffer + sent, (size_t)(n - sent));
+      d->left->at = 0;
+      d->pending = (uint32_t)(n - sent);
       return 0;
     }
     // A short read emptied the receive queue (tcp_recvmsg copies all it holds up to the size
@@ -421,7 +431,7 @@ static void *loop(void *unused) {
       if (!s) continue; // ended earlier in this batch, or cancelled
       int side = (int)(tag & 1);
       uint32_t ev = events[i].events;
-      if (s->copy_bytes) {
+      if (s->copy_kib) {
         direction_t *mine = &s->dir[side], *theirs = &s->dir[1 - side];
         if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) mine->hup = 1;
         // Readable: this side's direction moves, unless it holds a leftover, which only the
@@ -547,7 +557,7 @@ static double arg_double(napi_env env, napi_value v) {
  * -> id. Dups both descriptors (the caller then destroys its sockets); a limit of 0 or less is
  * none. aToB and bToA are what was relayed before the handover, counted against the byte limit.
  * copyBytes 0 splices; more copies, at most that much per recv (the shared buffer grows to the
- * largest) and sendBytes per send (0: a recv's bytes in one send).
+ * largest) and sendBytes per send (0: a recv's bytes in one send); both in whole KiB, up to 32 MiB.
  */
 static napi_value js_add(napi_env env, napi_callback_info info) {
   size_t argc = 9;
@@ -559,9 +569,10 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   }
   double max_bytes = arg_double(env, argv[2]), duration = arg_double(env, argv[5]), idle = arg_double(env, argv[6]);
   double copy = arg_double(env, argv[7]);
-  size_t copy_bytes = copy >= 1 ? (copy > 64.0 * 1024 * 1024 ? 64 * 1024 * 1024 : (size_t)copy) : 0;
   double send = arg_double(env, argv[8]);
-  size_t send_bytes = send >= 1 && send < (double)copy_bytes ? (size_t)send : copy_bytes;
+  uint16_t copy_kib = copy >= 1024 ? (copy >= MAX_COPY_KIB * 1024.0 ? MAX_COPY_KIB : (uint16_t)(copy / 1024)) : (copy > 0 ? 1 : 0);
+  uint16_t send_kib = send >= 1024 && send / 1024 < copy_kib ? (uint16_t)(send / 1024) : copy_kib;
+  size_t copy_bytes = (size_t)copy_kib * 1024;
   session_t *s = calloc(1, sizeof *s);
   if (!s) return throw_errno(env, "allocating a session", ENOMEM);
   for (int i = 0; i < 2; i++) {
@@ -581,8 +592,8 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   s->deadline_ms = duration > 0 ? now + (int64_t)duration : 0;
   s->idle_ms = idle > 0 ? (int64_t)idle : 0;
   s->last_active_ms = now;
-  s->copy_bytes = copy_bytes;
-  s->send_bytes = send_bytes;
+  s->copy_kib = copy_kib;
+  s->send_kib = send_kib;
 
   pthread_mutex_lock(&lock);
   if (copy_bytes > copy_buffer_bytes) {

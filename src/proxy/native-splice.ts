@@ -28,9 +28,9 @@ export const RELAY_SEND_BYTES_ENV = 'EPS_RELAY_SEND_BYTES';
 
 export interface NativeRelayOptions {
   mode: NativeRelayMode;
-  /** Copy mode: bytes per recv(), the size of the thread's one shared buffer. */
+  /** Copy mode: bytes per recv(), the size of the thread's one shared buffer (whole KiB, at most 32 MiB). */
   copyBytes: number;
-  /** Copy mode: bytes per send(); each recv goes out in sends of at most this. */
+  /** Copy mode: bytes per send() (whole KiB); each recv goes out in sends of at most this. */
   sendBytes: number;
 }
 
