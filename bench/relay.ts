@@ -5,6 +5,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RELAY_COPY_BYTES_ENV, RELAY_MODE_ENV, RELAY_SEND_BYTES_ENV } from '../src/proxy/native-splice.js';
 import { RoleChild } from './role-child.js';
 import { PING_BYTES, type FromChild, type Pass, type ToChild } from './relay-roles.js';
 import { relayChart, type Summary } from './relay-chart.js';
@@ -35,9 +36,13 @@ export const CONTENDERS = ['eps', 'eps-js', 'haproxy', 'haproxy-splice', 'node-p
 /**
  * Chosen with BENCH_ONLY: eps-bare (the relay without its metrics hook and idle timeout: what
  * those cost), eps-before (the relay of another checkout, BENCH_EPS_BEFORE=<its root, built>, for
- * before/after in one run), onread-<KiB> (a bare Node relay reading into reused buffers).
+ * before/after in one run), onread-<KiB> (a bare Node relay reading into reused buffers),
+ * eps-splice and eps-copy (the native relay's modes, whatever splice.relayMode's default), and
+ * eps-copy-<R> / eps-copy-<R>s<S> (copy mode, R KiB per recv sent whole / in sends of S KiB; any
+ * sizes).
  */
-export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+export const EXTRA_CONTENDERS = ['eps-bare', 'eps-before', 'eps-splice', 'eps-copy', 'eps-copy-16', 'eps-copy-256', 'eps-copy-256s16', 'onread-16', 'onread-64', 'onread-128', 'onread-256'];
+const COPY_SIZES = /^eps-copy-(\d+)(?:s(\d+))?$/;
 export type Contender = string;
 const ANCHOR: Contender = 'haproxy';
 
@@ -68,8 +73,21 @@ class Child extends RoleChild<ToChild, FromChild> {
 
 // BENCH_RELAY_FLAGS (e.g. --cpu-prof) go to the Node relays only.
 const relayFlags = process.env.BENCH_RELAY_FLAGS?.split(' ').filter(Boolean) ?? [];
-// `eps` is the native relay (and fails if the addon is not built), `eps-js` the JS one.
-const relayEnv = (contender: Contender): NodeJS.ProcessEnv => ({ ...process.env, EPS_SPLICE: contender === 'eps-js' ? 'js' : 'native' });
+// `eps` is the native relay (and fails if the addon is not built) in its default mode, `eps-js` the JS one.
+const relayEnv = (contender: Contender): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = { ...process.env, EPS_SPLICE: contender === 'eps-js' ? 'js' : 'native' };
+  delete env[RELAY_MODE_ENV];
+  delete env[RELAY_COPY_BYTES_ENV];
+  delete env[RELAY_SEND_BYTES_ENV];
+  if (contender === 'eps-splice') env[RELAY_MODE_ENV] = 'splice';
+  if (contender.startsWith('eps-copy')) env[RELAY_MODE_ENV] = 'copy';
+  const sizes = COPY_SIZES.exec(contender);
+  if (sizes) {
+    env[RELAY_COPY_BYTES_ENV] = String(Number(sizes[1]) * 1024);
+    env[RELAY_SEND_BYTES_ENV] = String(Number(sizes[2] ?? sizes[1]) * 1024);
+  }
+  return env;
+};
 const forkRole = (args: string[], env: NodeJS.ProcessEnv = process.env): Child =>
   new Child(fork(ROLES, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: args[0]!.startsWith('relay-') ? relayFlags : [] }));
 
@@ -227,7 +245,7 @@ async function runOne(contender: Contender, round: number, haproxy: string): Pro
 
 
 function summarise(samples: Sample[]): Summary[] {
-  return [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => samples.some((s) => s.contender === c)).map((contender) => {
+  return [...new Set(samples.map((s) => s.contender))].map((contender) => {
     const mine = samples.filter((s) => s.contender === contender);
     const cpu = mine.flatMap((s) => (s.cpuMsPerGiB === undefined ? [] : [s.cpuMsPerGiB]));
     const cpuRt = mine.flatMap((s) => (s.cpuUsPerRoundTrip === undefined ? [] : [s.cpuUsPerRoundTrip]));
@@ -254,12 +272,14 @@ function summarise(samples: Sample[]): Summary[] {
  * Samples of one round run seconds apart, so on a shared machine they see closer loads than the
  * medians over the whole run do; the two kinds of ratio disagreeing says the load moved.
  */
-function pairedRatios(samples: Sample[]): Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> {
-  const out: Record<string, { throughput: number; p50: number; cpuPerGiB?: number }> = {};
-  const others = [...new Set(samples.map((s) => s.contender))].filter((c) => c !== 'eps');
+type PairedRatio = { throughput: number; p50: number; cpuPerGiB?: number; endpointsCpuPerGiB: number; rounds: number };
+
+function pairedRatios(samples: Sample[], base: Contender = 'eps'): Record<string, PairedRatio> {
+  const out: Record<string, PairedRatio> = {};
+  const others = [...new Set(samples.map((s) => s.contender))].filter((c) => c !== base);
   for (const other of others) {
     const pairs = samples.flatMap((e) => {
-      const o = e.contender === 'eps' ? samples.find((s) => s.contender === other && s.round === e.round) : undefined;
+      const o = e.contender === base ? samples.find((s) => s.contender === other && s.round === e.round) : undefined;
       return o ? [[e, o] as const] : [];
     });
     if (!pairs.length) continue;
@@ -268,7 +288,20 @@ function pairedRatios(samples: Sample[]): Record<string, { throughput: number; p
       throughput: median(pairs.map(([e, o]) => e.mibps / o.mibps)),
       p50: median(pairs.map(([e, o]) => e.p50Us / o.p50Us)),
       ...(cpu.length ? { cpuPerGiB: median(cpu) } : {}),
+      endpointsCpuPerGiB: median(pairs.map(([e, o]) => e.endpointsCpuMsPerGiB / o.endpointsCpuMsPerGiB)),
+      rounds: pairs.length,
     };
+  }
+  return out;
+}
+
+/** Every contender against the anchor, round by round (the anchor's per-round ratios inverted). */
+function againstAnchor(samples: Sample[]): Record<string, PairedRatio> {
+  const out: Record<string, PairedRatio> = {};
+  for (const contender of new Set(samples.map((s) => s.contender))) {
+    if (contender === ANCHOR) continue;
+    const r = pairedRatios(samples, contender)[ANCHOR];
+    if (r) out[contender] = r;
   }
   return out;
 }
@@ -297,7 +330,8 @@ async function main(): Promise<void> {
   console.log(`relay bench: ${ROUNDS} rounds, ${STREAM_MIB} MiB stream, ${PING_COUNT} x ${PING_BYTES} B round trips; ${haproxyVersion}`);
   // BENCH_ONLY=eps,node-pipe narrows a run while working on one contender; the README's figures use all.
   const only = process.env.BENCH_ONLY?.split(',') ?? [...CONTENDERS];
-  const running = [...CONTENDERS, ...EXTRA_CONTENDERS].filter((c) => only.includes(c));
+  // eps-copy-<R>[s<S>] takes any sizes, beyond those listed.
+  const running = [...CONTENDERS, ...EXTRA_CONTENDERS, ...only.filter((c) => COPY_SIZES.test(c))].filter((c, i, all) => only.includes(c) && all.indexOf(c) === i);
   for (let round = 0; round < ROUNDS; round++) {
     const order = running.map((_, i) => running[(i + round) % running.length]!);
     for (const contender of order) {
@@ -337,6 +371,13 @@ async function main(): Promise<void> {
       `  vs ${other.padEnd(15)} throughput ${x.throughput.toFixed(2)}x${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x`}  p50 ${x.p50.toFixed(2)}x`,
     );
   }
+  const anchored = againstAnchor(samples);
+  console.log(`\neach against ${ANCHOR}, median of per-round ratios (relay CPU/GiB, endpoints' CPU/GiB):`);
+  for (const [c, x] of Object.entries(anchored)) {
+    console.log(
+      `  ${c.padEnd(15)} throughput ${x.throughput.toFixed(2)}x${x.cpuPerGiB === undefined ? '' : `  CPU/GiB ${x.cpuPerGiB.toFixed(2)}x`}  endpoints ${x.endpointsCpuPerGiB.toFixed(2)}x  p50 ${x.p50.toFixed(2)}x  (${x.rounds} rounds)`,
+    );
+  }
   const a = r[ANCHOR];
   if (a) console.log(
     `\ntargets (issue 10): throughput >= 1.10x ${ANCHOR}: ${a.throughput!.toFixed(2)}x; CPU/GiB <= 1.00x: ${a.cpuPerGiB!.toFixed(2)}x; p50 <= 1.10x: ${a.p50!.toFixed(2)}x`,
@@ -354,6 +395,7 @@ async function main(): Promise<void> {
     summary,
     ratios: r,
     pairedRatios: paired,
+    againstAnchor: anchored,
   };
   writeFileSync(join(dir, `relay-${at}.json`), `${JSON.stringify(record, null, 2)}\n`);
   writeFileSync(join(dir, `relay-${at}.svg`), relayChart(summary, record.at));

@@ -8,6 +8,12 @@
 // (the JS thread takes it to add, cancel or collect counters). A direction holds a pipe only while
 // it has bytes in flight, so an idle session holds two descriptors and ~200 bytes. Idle timeouts
 // and duration limits are one scan of the table per wake-up, never a timer per session.
+//
+// A session added with a copy size relays by copying instead (recv into one buffer shared by the
+// thread, send straight on): on loopback a spliced page stays referenced until the receiver has
+// read it, so the sender writes into cold pages and the endpoints pay more CPU per byte than
+// behind a copying relay. Only the tail a destination did not take is kept, in a buffer of the
+// direction's own allocated then and freed once sent, and the source is not read meanwhile.
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -44,17 +50,29 @@
 // Longest sleep between scans for idle sessions and duration limits.
 #define MAX_SCAN_MS 1000
 #define MAX_EVENTS 256
+// Copy mode's largest recv, in KiB (a session keeps its sizes in 16 bits).
+#define MAX_COPY_KIB 32768
 
 // The SpliceEndReason values of machines/brokering.ts, in the order native-splice.ts maps them.
 enum reason { R_COMPLETED, R_A_ERROR, R_B_ERROR, R_A_CLOSED, R_B_CLOSED, R_IDLE, R_DURATION, R_BYTE_LIMIT };
 
+// Copy mode: the tail of a recv that the destination did not take, from data + at.
+typedef struct {
+  uint32_t at;
+  char data[];
+} leftover_t;
+
+// Fields sized and ordered so that a direction stays 40 bytes and a session 136, as before copy
+// mode: an idle session's memory is the proxy's limit (README, relay memory).
 typedef struct {
   int pipe_r, pipe_w;   // -1 when the direction holds no pipe
-  uint64_t in_pipe;     // bytes taken from the source, not yet written to the destination
+  uint32_t pending;     // bytes taken from the source, not yet written to the destination
+  uint8_t eof;          // the source sent FIN
+  uint8_t shut;         // the destination was shut down for writing after that
+  uint8_t hup;          // copy mode: the source signalled FIN/HUP/error, so read it to the end
+  leftover_t *left;     // copy mode: the pending bytes, NULL when none
   uint64_t taken;       // bytes taken from the source in total (what the byte limit counts)
   uint64_t reported;    // `taken` at the last collect()
-  int eof;              // the source sent FIN
-  int shut;             // the destination was shut down for writing after that
 } direction_t;
 
 typedef struct {
@@ -65,7 +83,9 @@ typedef struct {
   int64_t deadline_ms;  // monotonic; 0 for none
   int64_t idle_ms;      // 0 for none
   int64_t last_active_ms;
-  int dirty;            // bytes moved since the last collect()
+  uint8_t dirty;        // bytes moved since the last collect()
+  uint16_t copy_kib;    // 0: splice; else copy, at most this many KiB per recv
+  uint16_t send_kib;    // copy mode: at most this many KiB per send
 } session_t;
 
 typedef struct {
@@ -88,6 +108,11 @@ static uint32_t dirty_count;
 static int spare_pipes[MAX_SPARE_PIPES][2];
 static int spare_count;
 static uint32_t pipes_open;
+// Copy mode: every copying session receives into this one buffer, sent on before the next recv.
+static char *copy_buffer;
+static size_t copy_buffer_bytes;
+// Leftover buffers held now (a direction whose destination took part of a recv).
+static uint32_t lefts_held;
 static int epfd = -1, wakefd = -1;
 static int started, stopping;
 // When the loop scans next (monotonic ms); add() moves it earlier for a sooner deadline.
@@ -123,7 +148,7 @@ static int take_pipe(direction_t *d) {
 /** An empty pipe goes back to the spares; one with bytes still in it is closed. */
 static void give_back_pipe(direction_t *d) {
   if (d->pipe_r < 0) return;
-  if (d->in_pipe == 0 && spare_count < MAX_SPARE_PIPES) {
+  if (d->pending == 0 && spare_count < MAX_SPARE_PIPES) {
     spare_pipes[spare_count][0] = d->pipe_r;
     spare_pipes[spare_count][1] = d->pipe_w;
     spare_count++;
@@ -161,6 +186,10 @@ static void end_session(session_t *s, int reason, int err) {
     epoll_ctl(epfd, EPOLL_CTL_DEL, s->fd[i], NULL);
     close(s->fd[i]);
     give_back_pipe(&s->dir[i]);
+    if (s->dir[i].left) {
+      free(s->dir[i].left);
+      lefts_held--;
+    }
   }
   if (reason >= 0) report(s, reason, err);
   if (s->dirty) {
@@ -179,6 +208,34 @@ static void end_session(session_t *s, int reason, int err) {
 
 static int side_error(int side) { return side == 0 ? R_A_ERROR : R_B_ERROR; }
 
+/** Shuts the destination for writing once the source's FIN is relayed; 1 when that ended the session. */
+static int relay_fin(session_t *s, int k) {
+  direction_t *d = &s->dir[k];
+  if (d->shut) return 0;
+  // Half-close: the source finished sending, the destination may still be answering.
+  shutdown(s->fd[1 - k], SHUT_WR);
+  d->shut = 1;
+  if (s->dir[1 - k].shut) {
+    end_session(s, R_COMPLETED, 0);
+    return 1;
+  }
+  return 0;
+}
+
+/** The byte limit is reached: one more byte (not a FIN) crosses it. 1: ended; 0: wait; -1: EOF. */
+static int probe_past_limit(session_t *s, int k) {
+  char probe;
+  ssize_t n = recv(s->fd[k], &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) {
+    end_session(s, R_BYTE_LIMIT, 0);
+    return 1;
+  }
+  if (n == 0) return -1;
+  if (errno == EAGAIN || errno == EINTR) return 0;
+  end_session(s, side_error(k), errno);
+  return 1;
+}
+
 /**
  * Moves what direction `k` can move now: empties its pipe into the destination, then refills it
  * from the source, until one of them would block. Returns 0, or 1 when the session ended.
@@ -187,45 +244,24 @@ static int pump(session_t *s, int k, int64_t now) {
   direction_t *d = &s->dir[k];
   int src = s->fd[k], dst = s->fd[1 - k];
   for (;;) {
-    if (d->in_pipe > 0) {
-      ssize_t n = splice(d->pipe_r, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (d->pending > 0) {
+      ssize_t n = splice(d->pipe_r, NULL, dst, NULL, d->pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (n < 0) {
         if (errno == EAGAIN || errno == EINTR) return 0; // EPOLLOUT on dst resumes it
         end_session(s, side_error(1 - k), errno);
         return 1;
       }
-      d->in_pipe -= (uint64_t)n;
+      d->pending -= (uint32_t)n;
       continue;
     }
     give_back_pipe(d);
-    if (d->eof) {
-      if (!d->shut) {
-        // Half-close: the source finished sending, the destination may still be answering.
-        shutdown(dst, SHUT_WR);
-        d->shut = 1;
-        if (s->dir[1 - k].shut) {
-          end_session(s, R_COMPLETED, 0);
-          return 1;
-        }
-      }
-      return 0;
-    }
+    if (d->eof) return relay_fin(s, k);
     uint64_t budget = s->max_bytes - d->taken;
     if (budget == 0) {
-      // Exactly the allowed bytes went through: one more byte (not a FIN) crosses the limit.
-      char probe;
-      ssize_t n = recv(src, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) {
-        end_session(s, R_BYTE_LIMIT, 0);
-        return 1;
-      }
-      if (n == 0) {
-        d->eof = 1;
-        continue;
-      }
-      if (errno == EAGAIN || errno == EINTR) return 0;
-      end_session(s, side_error(k), errno);
-      return 1;
+      int r = probe_past_limit(s, k);
+      if (r >= 0) return r;
+      d->eof = 1;
+      continue;
     }
     if (take_pipe(d) < 0) {
       end_session(s, side_error(k), errno);
@@ -237,7 +273,7 @@ static int pump(session_t *s, int k, int64_t now) {
     size_t want = budget < BIG_PIPE_BYTES ? (size_t)budget : BIG_PIPE_BYTES;
     ssize_t n = splice(src, NULL, d->pipe_w, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
-      d->in_pipe += (uint64_t)n;
+      d->pending += (uint32_t)n;
       d->taken += (uint64_t)n;
       s->last_active_ms = now;
       mark_dirty(s);
@@ -250,6 +286,90 @@ static int pump(session_t *s, int k, int64_t now) {
       end_session(s, side_error(k), errno);
       return 1;
     }
+  }
+}
+
+/**
+ * Copy mode's pump: sends the direction's leftover, then recv()s into the shared buffer and
+ * send()s it on until the source is drained or the destination is full. Returns 0, or 1 when the
+ * session ended.
+ */
+static int pump_copy(session_t *s, int k, int64_t now) {
+  direction_t *d = &s->dir[k];
+  int src = s->fd[k], dst = s->fd[1 - k];
+  if (d->pending > 0) {
+    ssize_t n = send(dst, d->left->data + d->left->at, d->pending, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return 0; // EPOLLOUT on dst resumes it
+      end_session(s, side_error(1 - k), errno);
+      return 1;
+    }
+    d->pending -= (uint32_t)n;
+    d->left->at += (uint32_t)n;
+    if (d->pending > 0) return 0;
+    free(d->left);
+    d->left = NULL;
+    lefts_held--;
+  }
+  for (;;) {
+    if (d->eof) return relay_fin(s, k);
+    uint64_t budget = s->max_bytes - d->taken;
+    if (budget == 0) {
+      int r = probe_past_limit(s, k);
+      if (r >= 0) return r;
+      d->eof = 1;
+      continue;
+    }
+    size_t copy_bytes = (size_t)s->copy_kib * 1024, send_bytes = (size_t)s->send_kib * 1024;
+    size_t want = budget < copy_bytes ? (size_t)budget : copy_bytes;
+    ssize_t n = recv(src, copy_buffer, want, MSG_DONTWAIT);
+    if (n == 0) {
+      d->eof = 1;
+      continue;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return 0;
+      end_session(s, side_error(k), errno);
+      return 1;
+    }
+    d->taken += (uint64_t)n;
+    s->last_active_ms = now;
+    mark_dirty(s);
+    // Sent in slices: in bench/relay.ts 16 KiB sends of 256 KiB-1 MiB recvs cost the relay less
+    // CPU than sending each recv whole, and the endpoints about what they pay behind haproxy.
+    ssize_t sent = 0;
+    while (sent < n) {
+      size_t slice = (size_t)(n - sent) > send_bytes ? send_bytes : (size_t)(n - sent);
+      ssize_t m = send(dst, copy_buffer + sent, slice, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (m < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+          end_session(s, side_error(1 - k), errno);
+          return 1;
+        }
+        break;
+      }
+      sent += m;
+      if ((size_t)m < slice) break;
+    }
+    if (sent < n) {
+      // The destination is full: keep only the tail it did not take, and read no more from the
+      // source until EPOLLOUT has it sent (the kernel's buffers are the rest of the backpressure).
+      d->left = malloc(sizeof(leftover_t) + (size_t)(n - sent));
+      if (!d->left) {
+        end_session(s, side_error(k), ENOMEM);
+        return 1;
+      }
+      lefts_held++;
+      memcpy(d->left->data, copy_buffer + sent, (size_t)(n - sent));
+      d->left->at = 0;
+      d->pending = (uint32_t)(n - sent);
+      return 0;
+    }
+    // A short read emptied the receive queue (tcp_recvmsg copies all it holds up to the size
+    // asked), and with edge-triggered epoll the next arrival wakes us again: skipping the read
+    // that would only say EAGAIN saves a call per message. A FIN or error already signalled may
+    // not signal again, so after one the source is read to its end.
+    if ((size_t)n < want && !d->hup) return 0;
   }
 }
 
@@ -311,11 +431,25 @@ static void *loop(void *unused) {
       if (!s) continue; // ended earlier in this batch, or cancelled
       int side = (int)(tag & 1);
       uint32_t ev = events[i].events;
+      if (s->copy_kib) {
+        direction_t *mine = &s->dir[side], *theirs = &s->dir[1 - side];
+        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) mine->hup = 1;
+        // Readable: this side's direction moves, unless it holds a leftover, which only the
+        // destination's EPOLLOUT can take (a full send sets the socket's NOSPACE flag, so that
+        // edge comes). Writable: the other direction's leftover goes, then its source is read.
+        if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && mine->pending == 0 && pump_copy(s, side, now)) continue;
+        if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && theirs->pending > 0 && pump_copy(s, 1 - side, now)) continue;
+        if (ev & EPOLLERR) {
+          int err = socket_error(s->fd[side]);
+          if (err) end_session(s, side_error(side), err);
+        }
+        continue;
+      }
       // Readable (or closing): this side's own direction moves. Writable: the other direction's
       // pipe drains, if it holds bytes; loopback ACKs make writable edges frequent, and pumping
       // on each would cost two splice calls that only say EAGAIN.
       if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump(s, side, now)) continue;
-      if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->dir[1 - side].in_pipe > 0 && pump(s, 1 - side, now)) continue;
+      if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->dir[1 - side].pending > 0 && pump(s, 1 - side, now)) continue;
       if (ev & EPOLLERR) {
         int err = socket_error(s->fd[side]);
         if (err) end_session(s, side_error(side), err);
@@ -419,19 +553,26 @@ static double arg_double(napi_env env, napi_value v) {
 }
 
 /**
- * add(fdA, fdB, maxBytesPerDirection, aToB, bToA, maxDurationMs, idleMs) -> id. Dups both
- * descriptors (the caller then destroys its sockets); a limit of 0 or less is none. aToB and
- * bToA are what was relayed before the handover, counted against the byte limit.
+ * add(fdA, fdB, maxBytesPerDirection, aToB, bToA, maxDurationMs, idleMs, copyBytes, sendBytes)
+ * -> id. Dups both descriptors (the caller then destroys its sockets); a limit of 0 or less is
+ * none. aToB and bToA are what was relayed before the handover, counted against the byte limit.
+ * copyBytes 0 splices; more copies, at most that much per recv (the shared buffer grows to the
+ * largest) and sendBytes per send (0: a recv's bytes in one send); both in whole KiB, up to 32 MiB.
  */
 static napi_value js_add(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7], result;
+  size_t argc = 9;
+  napi_value argv[9], result;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (!started || argc < 7) {
-    napi_throw_error(env, NULL, "add() needs start() first and 7 arguments");
+  if (!started || argc < 9) {
+    napi_throw_error(env, NULL, "add() needs start() first and 9 arguments");
     return NULL;
   }
   double max_bytes = arg_double(env, argv[2]), duration = arg_double(env, argv[5]), idle = arg_double(env, argv[6]);
+  double copy = arg_double(env, argv[7]);
+  double send = arg_double(env, argv[8]);
+  uint16_t copy_kib = copy >= 1024 ? (copy >= MAX_COPY_KIB * 1024.0 ? MAX_COPY_KIB : (uint16_t)(copy / 1024)) : (copy > 0 ? 1 : 0);
+  uint16_t send_kib = send >= 1024 && send / 1024 < copy_kib ? (uint16_t)(send / 1024) : copy_kib;
+  size_t copy_bytes = (size_t)copy_kib * 1024;
   session_t *s = calloc(1, sizeof *s);
   if (!s) return throw_errno(env, "allocating a session", ENOMEM);
   for (int i = 0; i < 2; i++) {
@@ -451,8 +592,23 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   s->deadline_ms = duration > 0 ? now + (int64_t)duration : 0;
   s->idle_ms = idle > 0 ? (int64_t)idle : 0;
   s->last_active_ms = now;
+  s->copy_kib = copy_kib;
+  s->send_kib = send_kib;
 
   pthread_mutex_lock(&lock);
+  if (copy_bytes > copy_buffer_bytes) {
+    // Only the relay thread reads into it, under this lock, so growing it here is safe.
+    char *bigger = realloc(copy_buffer, copy_bytes);
+    if (!bigger) {
+      pthread_mutex_unlock(&lock);
+      close(s->fd[0]);
+      close(s->fd[1]);
+      free(s);
+      return throw_errno(env, "allocating the copy buffer", ENOMEM);
+    }
+    copy_buffer = bigger;
+    copy_buffer_bytes = copy_bytes;
+  }
   uint32_t slot;
   if (free_count > 0) slot = free_slots[--free_count];
   else if (slot_count < SLOT_COUNT) slot = slot_count++;
@@ -525,16 +681,16 @@ static napi_value js_collect(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/** stats() -> { sessions, pipes, sparePipes }: what the relay thread holds now. */
+/** stats() -> { sessions, pipes, sparePipes, copyLeftovers }: what the relay thread holds now. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value result, v;
   napi_create_object(env, &result);
   pthread_mutex_lock(&lock);
-  uint32_t values[3] = {live, pipes_open, (uint32_t)spare_count};
+  uint32_t values[4] = {live, pipes_open, (uint32_t)spare_count, lefts_held};
   pthread_mutex_unlock(&lock);
-  const char *names[3] = {"sessions", "pipes", "sparePipes"};
-  for (int i = 0; i < 3; i++) {
+  const char *names[4] = {"sessions", "pipes", "sparePipes", "copyLeftovers"};
+  for (int i = 0; i < 4; i++) {
     napi_create_uint32(env, values[i], &v);
     napi_set_named_property(env, result, names[i], v);
   }

@@ -108,6 +108,23 @@ export const DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION = 256 * 1024 * 1024;
  */
 export const DEFAULT_SPLICE_IDLE_TIMEOUT_MS = 2 * minute;
 /**
+ * How the native relay moves a session's bytes: `splice` socket -> pipe -> socket in the kernel,
+ * `copy` recv() into one buffer the relay thread shares and send() it on (native/splice/splice.c).
+ */
+export const NATIVE_RELAY_MODES = ['splice', 'copy'] as const;
+/** splice.relayMode's default: see the README's relay benchmarks. */
+export const DEFAULT_NATIVE_RELAY_MODE: (typeof NATIVE_RELAY_MODES)[number] = 'splice';
+/**
+ * Copy mode's bytes per recv(), one buffer for the whole relay thread. Also the most a direction
+ * whose destination is full keeps (the tail of one recv), as a 256 KiB pipe does in splice mode.
+ */
+export const DEFAULT_NATIVE_RELAY_COPY_BYTES = 256 * 1024;
+/**
+ * Copy mode's bytes per send(): 16 KiB sends cost the relay less than whole 256 KiB recvs and
+ * the endpoints about what they pay behind haproxy's 16 KiB buffers (bench/relay.ts, README).
+ */
+export const DEFAULT_NATIVE_RELAY_SEND_BYTES = 16 * 1024;
+/**
  * A proxy told to stop (SIGTERM) takes no new sessions and lets its live ones finish for this
  * long before it ends them: a rolling restart behind a queue group then cuts no call short unless
  * a channel outlives it. Shorter than systemd's default stop timeout (90 s), so the proxy ends

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SPLICE_END_REASONS, type SpliceEndReason } from '../../machines/brokering.js';
+import { DEFAULT_NATIVE_RELAY_COPY_BYTES, DEFAULT_NATIVE_RELAY_MODE, DEFAULT_NATIVE_RELAY_SEND_BYTES, NATIVE_RELAY_MODES } from '../core/constants.js';
 
 // The binding to native/splice (built on install by scripts/build-native.mjs): spliced sessions
 // whose bytes the kernel moves socket -> pipe -> socket on one native thread. The splicer hands a
@@ -17,9 +18,35 @@ export type RelayPath = 'native' | 'js';
 /** EPS_SPLICE=js forces the JS relay (tests cover both), =native insists on the addon. */
 export const SPLICE_PATH_ENV = 'EPS_SPLICE';
 
+export type NativeRelayMode = (typeof NATIVE_RELAY_MODES)[number];
+
+/** EPS_RELAY_MODE=copy|splice overrides the proxy's splice.relayMode (tests and benches run both). */
+export const RELAY_MODE_ENV = 'EPS_RELAY_MODE';
+/** EPS_RELAY_COPY_BYTES and EPS_RELAY_SEND_BYTES override copy mode's sizes (the bench tries several). */
+export const RELAY_COPY_BYTES_ENV = 'EPS_RELAY_COPY_BYTES';
+export const RELAY_SEND_BYTES_ENV = 'EPS_RELAY_SEND_BYTES';
+
+export interface NativeRelayOptions {
+  mode: NativeRelayMode;
+  /** Copy mode: bytes per recv(), the size of the thread's one shared buffer (whole KiB, at most 32 MiB). */
+  copyBytes: number;
+  /** Copy mode: bytes per send() (whole KiB); each recv goes out in sends of at most this. */
+  sendBytes: number;
+}
+
 interface Binding {
   start(onEnded: (id: number, reason: string, aToB: number, bToA: number, deltas: [number, number], error?: string) => void): void;
-  add(fdA: number, fdB: number, maxBytesPerDirection: number, aToB: number, bToA: number, maxDurationMs: number, idleMs: number): number;
+  add(
+    fdA: number,
+    fdB: number,
+    maxBytesPerDirection: number,
+    aToB: number,
+    bToA: number,
+    maxDurationMs: number,
+    idleMs: number,
+    copyBytes: number,
+    sendBytes: number,
+  ): number;
   cancel(id: number): void;
   collect(): number[];
   stats(): NativeSpliceStats;
@@ -31,6 +58,8 @@ export interface NativeSpliceStats {
   /** Pipes open, in use or spare: a direction takes one only while it has bytes in flight. */
   pipes: number;
   sparePipes: number;
+  /** Copy mode: directions holding the tail of a recv their destination has not taken yet. */
+  copyLeftovers: number;
 }
 
 /** What a session hands over, besides its two sockets. */
@@ -43,6 +72,8 @@ export interface HandOver {
   maxDurationMs?: number;
   /** 0 or absent: none. */
   idleMs?: number;
+  /** Absent: the process's (nativeRelayOptions()). */
+  relay?: NativeRelayOptions;
   /** Bytes relayed since the last call, once a second and at the end. */
   onRelayed?: (aToB: number, bToA: number) => void;
   /** Totals include the bytes from before the handover; `error` is the socket error's text. */
@@ -95,7 +126,9 @@ export class NativeSplicer {
     const fdA = fdOf(a);
     const fdB = fdOf(b);
     if (fdA === undefined || fdB === undefined) throw new Error('a spliced socket has no descriptor');
-    const id = this.#binding.add(fdA, fdB, h.maxBytesPerDirection ?? 0, h.bytesAToB, h.bytesBToA, h.maxDurationMs ?? 0, h.idleMs ?? 0);
+    const relay = h.relay ?? nativeRelayOptions();
+    const copyBytes = relay.mode === 'copy' ? relay.copyBytes : 0;
+    const id = this.#binding.add(fdA, fdB, h.maxBytesPerDirection ?? 0, h.bytesAToB, h.bytesBToA, h.maxDurationMs ?? 0, h.idleMs ?? 0, copyBytes, relay.sendBytes);
     this.#sessions.set(id, { onRelayed: h.onRelayed, onEnded: h.onEnded });
     this.#collector ??= setInterval(() => this.#collect(), COLLECT_MS).unref();
     return {
@@ -143,6 +176,33 @@ export function stopReading(socket: Socket): void {
   if (!handle?.readStop) return;
   handle.reading = false;
   handle.readStop();
+}
+
+let relayOptions: NativeRelayOptions = {
+  mode: DEFAULT_NATIVE_RELAY_MODE,
+  copyBytes: DEFAULT_NATIVE_RELAY_COPY_BYTES,
+  sendBytes: DEFAULT_NATIVE_RELAY_SEND_BYTES,
+};
+
+/**
+ * Sets how sessions handed over from now on are relayed (the proxy calls it at start with its
+ * splice.relayMode); EPS_RELAY_MODE, EPS_RELAY_COPY_BYTES and EPS_RELAY_SEND_BYTES, when set, win.
+ */
+export function setNativeRelayOptions(options: Partial<NativeRelayOptions>): void {
+  relayOptions = { ...relayOptions, ...options };
+}
+
+export function nativeRelayOptions(): NativeRelayOptions {
+  const mode = process.env[RELAY_MODE_ENV];
+  const size = (name: string, otherwise: number): number => {
+    const n = Number(process.env[name]);
+    return Number.isInteger(n) && n > 0 ? n : otherwise;
+  };
+  return {
+    mode: mode && (NATIVE_RELAY_MODES as readonly string[]).includes(mode) ? (mode as NativeRelayMode) : relayOptions.mode,
+    copyBytes: size(RELAY_COPY_BYTES_ENV, relayOptions.copyBytes),
+    sendBytes: size(RELAY_SEND_BYTES_ENV, relayOptions.sendBytes),
+  };
 }
 
 let loaded: { splicer?: NativeSplicer; why?: string } | undefined;

@@ -14,6 +14,7 @@ import { GameRelays } from './game-relays.js';
 import { countRejections, createProxyMetrics, registryMetricHooks, startMetricsServer } from './metrics.js';
 import { SessionRegistry } from './session-registry.js';
 import { SpliceEndpoint } from './splice-endpoint.js';
+import { nativeRelayOptions, setNativeRelayOptions } from './native-splice.js';
 import { relayPath } from './splicer.js';
 
 /** How long the bus may take to confirm the proxy left its queue group before it stops waiting. */
@@ -36,6 +37,8 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   if (tls.commonName !== settings.operator) {
     throw new Error(`operator ${settings.operator} does not match the certificate's CN ${tls.commonName} (${settings.tls.cert})`);
   }
+  // Per process: every session this proxy hands to the native relay is relayed this way.
+  setNativeRelayOptions({ mode: settings.splice.relayMode });
   const nc = await connectBus({ url: natsUrl(settings), randomize: settings.nats.randomize, name: `proxy:${settings.name}`, tls }, log);
   const presence = joinAsOperator({
     nc,
@@ -93,7 +96,15 @@ export async function startPublicProxy(settings: ProxySettings, log: Logger): Pr
   countRejections(metrics, endpoint);
   const address = await endpoint.listen();
   const relay = relayPath();
-  log.info({ listen: `${address.address}:${address.port}`, endpoint: settings.splice.endpoint, relay: relay.path, ...(relay.why ? { why: relay.why } : {}) }, 'splice endpoint listening');
+  log.info(
+    {
+      listen: `${address.address}:${address.port}`,
+      endpoint: settings.splice.endpoint,
+      relay: relay.path,
+      ...(relay.why ? { why: relay.why } : { relayMode: nativeRelayOptions().mode }),
+    },
+    'splice endpoint listening',
+  );
 
   let metricsServer: Server | undefined;
   if (settings.metrics) {

@@ -1,7 +1,15 @@
 import type { Socket } from 'node:net';
 import { fromCallback } from 'xstate';
 import { childOnDemand, type Logger } from '../core/logger.js';
-import { nativeSplicer, stopReading, type HandOver as HandOverOptions, type NativeSession, type NativeSplicer, type RelayPath } from './native-splice.js';
+import {
+  nativeSplicer,
+  stopReading,
+  type HandOver as HandOverOptions,
+  type NativeRelayOptions,
+  type NativeSession,
+  type NativeSplicer,
+  type RelayPath,
+} from './native-splice.js';
 import { readIntoReusedBuffers } from './reused-reads.js';
 import type { BrokeringEvent, SpliceEndReason, SplicerEvent, SplicerInput } from '../../machines/brokering.js';
 
@@ -33,6 +41,8 @@ export interface SplicerOptions {
   reuseReadBuffers?: boolean;
   /** Default: native when the addon loaded (see relayPath()), else js. */
   relay?: RelayPath;
+  /** How the native relay moves bytes; default the process's (nativeRelayOptions(), splice.relayMode). */
+  nativeRelay?: NativeRelayOptions;
   /**
    * Called once the native relay holds both descriptors and no JS socket is left: from then on
    * the session needs nothing of this splicer. `release()` takes the relay from it (the splicer
@@ -197,6 +207,7 @@ export function createSplicer(options: SplicerOptions) {
             maxBytesPerDirection: limits.maxBytesPerDirection,
             maxDurationMs: limits.maxDurationMs === undefined ? undefined : Math.max(1, limits.maxDurationMs - (Date.now() - splicedAt)),
             idleMs,
+            ...(options.nativeRelay ? { relay: options.nativeRelay } : {}),
             ...nativeHandlers(),
           });
         } catch (err) {

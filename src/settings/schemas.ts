@@ -16,6 +16,8 @@ import {
   DEFAULT_RELAY_MAX_BYTES_PER_DIRECTION,
   DEFAULT_RELAY_MAX_DURATION_MS,
   DEFAULT_SPLICE_IDLE_TIMEOUT_MS,
+  DEFAULT_NATIVE_RELAY_MODE,
+  NATIVE_RELAY_MODES,
   DEFAULT_PROXY_DRAIN_TIMEOUT_MS,
   DEFAULT_NATS_URL,
   DEFAULT_RELAY_DIAL_WITHIN_MS,
@@ -107,6 +109,11 @@ const proxySettingsFields = z.strictObject({
     maxPending: z.number().int().positive().default(DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS),
     /** The same, from one source address (an IPv6 /64 counts as one). */
     maxPendingPerAddress: z.number().int().positive().default(DEFAULT_MAX_PENDING_SPLICE_CONNECTIONS_PER_ADDRESS),
+    /**
+     * How the native relay moves spliced bytes: `splice` (zero-copy, socket -> pipe -> socket) or
+     * `copy` (recv/send through one shared buffer). The JS relay, the fallback, always copies.
+     */
+    relayMode: z.enum(NATIVE_RELAY_MODES).default(DEFAULT_NATIVE_RELAY_MODE),
   }),
   /** Brokered sessions not yet spliced (B told, or B held waiting for A): refused with -32031 beyond these. */
   brokering: z

@@ -6,6 +6,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
 import type { SplicerEvent } from '../../machines/brokering.js';
+import { DEFAULT_NATIVE_RELAY_SEND_BYTES } from '../../src/core/constants.js';
 import type { RelayPath } from '../../src/proxy/native-splice.js';
 import { createSplicer, relayPath, type SpliceLimits, type SplicerOptions } from '../../src/proxy/splicer.js';
 
@@ -36,21 +37,37 @@ export async function pair(): Promise<[Socket, Socket]> {
   return [proxySide, peer];
 }
 
-/** Both relays where the addon is built, else the JS one alone: for describe.each over paths. */
-export const RELAY_PATHS: RelayPath[] = relayPath().path === 'native' ? ['native', 'js'] : ['js'];
+/** A relay path, and for the native one its mode: `native` splices, `native-copy` copies. */
+export type RelayVariant = RelayPath | 'native-copy';
+
+/** Both relays (the native one in both modes) where the addon is built, else the JS one alone: for describe.each. */
+export const RELAY_PATHS: RelayVariant[] = relayPath().path === 'native' ? ['native', 'native-copy', 'js'] : ['js'];
+
+/** The copy mode's size per recv in these tests: small, so that a test's megabytes take many recvs and partial sends. */
+export const TEST_COPY_BYTES = 64 * 1024;
 
 export interface HarnessOptions {
   idleMs?: number;
   /** Default js; tests over both relays pass each of RELAY_PATHS. */
-  relay?: RelayPath;
+  relay?: RelayVariant;
+  /** native-copy's bytes per recv; default TEST_COPY_BYTES. */
+  copyBytes?: number;
+  /** native-copy's bytes per send; default the proxy's (16 KiB: a recv goes out in several sends). */
+  sendBytes?: number;
   reuseReadBuffers?: boolean;
   onRelayed?: SplicerOptions['onRelayed'];
 }
 
-export function startSplicer(limits: SpliceLimits | undefined, { idleMs = 0, relay = 'js', reuseReadBuffers = true, onRelayed }: HarnessOptions = {}) {
+export function startSplicer(
+  limits: SpliceLimits | undefined,
+  { idleMs = 0, relay = 'js', copyBytes = TEST_COPY_BYTES, sendBytes = DEFAULT_NATIVE_RELAY_SEND_BYTES, reuseReadBuffers = true, onRelayed }: HarnessOptions = {},
+) {
+  // Explicit either way, so that EPS_RELAY_MODE in the environment does not change what a test runs.
+  const nativeRelay = { mode: relay === 'native-copy' ? 'copy' : 'splice', copyBytes, sendBytes } as const;
+  const path: RelayPath = relay === 'js' ? 'js' : 'native';
   const machine = setup({
     types: { context: {} as { ended: Ended | undefined }, events: {} as SplicerEvent | ({ type: 'SPLICE_ENDED' } & Ended) | { type: 'B_CLOSED' } },
-    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers, relay, onRelayed }) },
+    actors: { splicer: createSplicer({ log, idleMs, limitsOf: () => limits, reuseReadBuffers, relay: path, nativeRelay, onRelayed }) },
   }).createMachine({
     context: { ended: undefined },
     invoke: { id: 'splicer', src: 'splicer', input: { sessionId: 'unit' } },

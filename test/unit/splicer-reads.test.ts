@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { nativeSplicer, type RelayPath } from '../../src/proxy/native-splice.js';
-import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer } from '../helpers/splicer-harness.js';
+import { nativeSplicer } from '../../src/proxy/native-splice.js';
+import { digest, pattern, receive, send } from '../helpers/byte-streams.js';
+import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer, type RelayVariant } from '../helpers/splicer-harness.js';
 
 // The splicer's reads into reused buffers (src/proxy/reused-reads.ts): a read buffer is shared
 // by every quiet socket and a bulk direction reads into one of its own, so a write still pending
@@ -14,66 +14,31 @@ import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer } from '../hel
 afterEach(closeAll);
 
 
-/** Deterministic bytes, different per seed, so a misplaced chunk shows in the digest. */
-function pattern(bytes: number, seed: number): Buffer {
-  const out = Buffer.allocUnsafe(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out.writeUInt32LE(x >>> 0, i);
-  }
-  return out;
-}
-
-const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** Writes `data` in sizes from 1 byte to 200 KiB, respecting backpressure, then ends. */
-async function send(socket: Socket, data: Buffer, seed: number): Promise<void> {
-  let at = 0;
-  let i = seed;
-  while (at < data.length) {
-    const size = [1, 64, 1500, 16 * 1024, 64 * 1024, 200 * 1024, 70_000][i++ % 7]!;
-    const chunk = data.subarray(at, at + size);
-    at += chunk.length;
-    if (!socket.write(chunk)) await once(socket, 'drain');
-  }
-  socket.end();
-}
-
-/** Reads everything, pausing now and then so the proxy's writes to it back up. */
-function receive(socket: Socket): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let reads = 0;
-  socket.on('data', (c: Buffer) => {
-    chunks.push(c);
-    if (++reads % 40 === 0) {
-      socket.pause();
-      setTimeout(() => socket.resume(), 5);
-    }
-  });
-  return once(socket, 'end').then(() => Buffer.concat(chunks));
-}
-
 describe('splicer reads', () => {
-  const variants: [string, RelayPath, boolean][] = [
-    ...(RELAY_PATHS.includes('native') ? [['the native relay', 'native', true] as [string, RelayPath, boolean]] : []),
+  type Variant = [string, RelayVariant, boolean, { copyBytes: number; sendBytes: number }?];
+  const variants: Variant[] = [
+    ...(RELAY_PATHS.includes('native')
+      ? ([
+          ['the native relay, splice mode', 'native', true],
+          ['the native relay, copy mode, 64 KiB recvs in 16 KiB sends', 'native-copy', true, { copyBytes: 64 * 1024, sendBytes: 16 * 1024 }],
+          ['the native relay, copy mode, 1 MiB recvs sent whole', 'native-copy', true, { copyBytes: 1024 * 1024, sendBytes: 1024 * 1024 }],
+        ] as Variant[])
+      : []),
     ['the JS relay, reused read buffers', 'js', true],
     ["the JS relay, 'data' events (where Node lacks the hook)", 'js', false],
   ];
-  it.each(variants)('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, relay, reuse) => {
+  it.each(variants)('splicer - 24 MiB each way through slow readers, written in mixed sizes, arrive byte for byte, with a quiet session alongside: %s', async (_, relay, reuse, sizes) => {
     const MiB = 1024 * 1024;
     const [bProxy, bPeer] = await pair();
     const [aProxy, aPeer] = await pair();
-    const bulk = startSplicer(undefined, { relay, reuseReadBuffers: reuse });
+    const bulk = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...sizes });
     bulk.attach('ATTACH_B', bProxy);
     bulk.attach('ATTACH_A', aProxy);
 
     // A second session of small exchanges reads through the shared buffer meanwhile.
     const [qbProxy, qbPeer] = await pair();
     const [qaProxy, qaPeer] = await pair();
-    const quiet = startSplicer(undefined, { relay, reuseReadBuffers: reuse });
+    const quiet = startSplicer(undefined, { relay, reuseReadBuffers: reuse, ...sizes });
     quiet.attach('ATTACH_B', qbProxy);
     quiet.attach('ATTACH_A', qaProxy);
     qbPeer.on('data', (c: Buffer) => qbPeer.write(c));
