@@ -2,6 +2,7 @@
 // ended; the sockets are loopback pairs (the proxy's side goes to the splicer, the peer's side
 // stays with the test). Shared by the splicer's unit tests; `closeAll()` belongs in afterEach.
 import { once } from 'node:events';
+import { expect } from 'vitest';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { assign, createActor, sendTo, setup, waitFor } from 'xstate';
@@ -9,6 +10,7 @@ import type { SplicerEvent } from '../../machines/brokering.js';
 import { DEFAULT_NATIVE_RELAY_SEND_BYTES } from '../../src/core/constants.js';
 import type { RelayPath } from '../../src/proxy/native-splice.js';
 import { createSplicer, relayPath, type SpliceLimits, type SplicerOptions } from '../../src/proxy/splicer.js';
+import { digest, pattern, receive, send } from './byte-streams.js';
 
 export type Ended = { reason: string; bytesAToB: number; bytesBToA: number };
 
@@ -98,3 +100,39 @@ export const counter = (socket: Socket) => {
   socket.on('data', (c: Buffer) => (n += c.length));
   return () => n;
 };
+
+/**
+ * `count` spliced sessions over `relay`, each streaming `bytes` both ways (seeded from `seed`) into
+ * peers that do not read yet, so that the relay's writes back up; `drained()` then lets them read
+ * and checks that every byte arrived in order and each session completed.
+ */
+export async function pausedSessions(count: number, bytes: number, relay: RelayVariant, seed: number) {
+  const sessions = await Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const [bProxy, bPeer] = await pair();
+      const [aProxy, aPeer] = await pair();
+      const splicer = startSplicer(undefined, { relay });
+      splicer.attach('ATTACH_B', bProxy);
+      splicer.attach('ATTACH_A', aProxy);
+      bPeer.pause();
+      aPeer.pause();
+      const aToB = pattern(bytes, seed + i);
+      const bToA = pattern(bytes, seed + 100 + i);
+      const sent = Promise.all([send(aPeer, aToB, i), send(bPeer, bToA, i + 3)]);
+      return { splicer, aPeer, bPeer, aToB, bToA, sent };
+    }),
+  );
+  const drained = () =>
+    Promise.all(
+      sessions.map(async (s) => {
+        const received = Promise.all([receive(s.bPeer), receive(s.aPeer)]);
+        s.bPeer.resume();
+        s.aPeer.resume();
+        const [[atB, atA]] = await Promise.all([received, s.sent]);
+        expect(digest(atB)).toBe(digest(s.aToB));
+        expect(digest(atA)).toBe(digest(s.bToA));
+        expect(await s.splicer.ended(10_000)).toEqual({ reason: 'completed', bytesAToB: bytes, bytesBToA: bytes });
+      }),
+    );
+  return { sessions, drained };
+}

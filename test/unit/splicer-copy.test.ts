@@ -4,7 +4,7 @@ import { nativeRelayOptions, nativeSplicer, setNativeRelayOptions } from '../../
 import { readRoleFolders } from '../../src/settings/load.js';
 import { proxySettingsSchema } from '../../src/settings/schemas.js';
 import { digest, pattern, receive, send } from '../helpers/byte-streams.js';
-import { closeAll, pair, RELAY_PATHS, startSplicer, TEST_COPY_BYTES } from '../helpers/splicer-harness.js';
+import { closeAll, pair, pausedSessions, RELAY_PATHS, startSplicer, TEST_COPY_BYTES } from '../helpers/splicer-harness.js';
 
 // The native relay's copy mode (native/splice/splice.c, pump_copy): bytes go through one buffer
 // the relay thread shares, and only the tail a full destination did not take is kept, in a
@@ -63,38 +63,14 @@ describe.runIf(RELAY_PATHS.includes('native-copy'))('native relay, copy mode', (
   it('splicer - copy mode: 24 sessions with paused readers each hold at most one leftover per direction, and every byte arrives once they read', async () => {
     const SESSIONS = 24;
     const bytes = 4 * MiB;
-    const sessions = await Promise.all(
-      Array.from({ length: SESSIONS }, async (_, i) => {
-        const [bProxy, bPeer] = await pair();
-        const [aProxy, aPeer] = await pair();
-        const splicer = startSplicer(undefined, { relay: 'native-copy' });
-        splicer.attach('ATTACH_B', bProxy);
-        splicer.attach('ATTACH_A', aProxy);
-        bPeer.pause();
-        aPeer.pause();
-        const aToB = pattern(bytes, 300 + i);
-        const bToA = pattern(bytes, 400 + i);
-        const sent = Promise.all([send(aPeer, aToB, i), send(bPeer, bToA, i + 3)]);
-        return { splicer, aPeer, bPeer, aToB, bToA, sent };
-      }),
-    );
+    const { drained } = await pausedSessions(SESSIONS, bytes, 'native-copy', 300);
     // Some directions stall with a leftover (how many depends on how the kernel sized the
     // sockets' buffers); none holds more than one.
     let most = 0;
     for (const deadline = Date.now() + 3_000; Date.now() < deadline; await sleep(50)) most = Math.max(most, leftovers());
     expect(most).toBeGreaterThan(0);
     expect(most).toBeLessThanOrEqual(2 * SESSIONS);
-    await Promise.all(
-      sessions.map(async (s) => {
-        const received = Promise.all([receive(s.bPeer), receive(s.aPeer)]);
-        s.bPeer.resume();
-        s.aPeer.resume();
-        const [[atB, atA]] = await Promise.all([received, s.sent]);
-        expect(digest(atB)).toBe(digest(s.aToB));
-        expect(digest(atA)).toBe(digest(s.bToA));
-        expect(await s.splicer.ended(10_000)).toEqual({ reason: 'completed', bytesAToB: bytes, bytesBToA: bytes });
-      }),
-    );
+    await drained();
     expect(leftovers()).toBe(0);
   }, 60_000);
 

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nativeSplicer } from '../../src/proxy/native-splice.js';
 import { digest, pattern, receive, send } from '../helpers/byte-streams.js';
-import { closeAll, counter, gone, pair, RELAY_PATHS, startSplicer, type RelayVariant } from '../helpers/splicer-harness.js';
+import { closeAll, counter, gone, pair, pausedSessions, RELAY_PATHS, startSplicer, type RelayVariant } from '../helpers/splicer-harness.js';
 
 // The splicer's reads into reused buffers (src/proxy/reused-reads.ts): a read buffer is shared
 // by every quiet socket and a bulk direction reads into one of its own, so a write still pending
@@ -77,34 +77,10 @@ describe('splicer reads', () => {
     const created = (): number => nativeSplicer().splicer!.stats().pipes;
     // The premise: earlier tests in this process left fewer than 16 pipes behind.
     expect(created()).toBeLessThan(16);
-    const sessions = await Promise.all(
-      Array.from({ length: SESSIONS }, async (_, i) => {
-        const [bProxy, bPeer] = await pair();
-        const [aProxy, aPeer] = await pair();
-        const splicer = startSplicer(undefined, { relay: 'native' });
-        splicer.attach('ATTACH_B', bProxy);
-        splicer.attach('ATTACH_A', aProxy);
-        bPeer.pause();
-        aPeer.pause();
-        const aToB = pattern(bytes, 100 + i);
-        const bToA = pattern(bytes, 200 + i);
-        const sent = Promise.all([send(aPeer, aToB, i), send(bPeer, bToA, i + 3)]);
-        return { splicer, aPeer, bPeer, aToB, bToA, sent };
-      }),
-    );
+    const { drained } = await pausedSessions(SESSIONS, bytes, 'native', 100);
     // On a loaded machine the streams take a while to stall.
     for (const deadline = Date.now() + 10_000; created() <= 16 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
-    await Promise.all(
-      sessions.map(async (s) => {
-        const received = Promise.all([receive(s.bPeer), receive(s.aPeer)]);
-        s.bPeer.resume();
-        s.aPeer.resume();
-        const [[atB, atA]] = await Promise.all([received, s.sent]);
-        expect(digest(atB)).toBe(digest(s.aToB));
-        expect(digest(atA)).toBe(digest(s.bToA));
-        expect(await s.splicer.ended(10_000)).toEqual({ reason: 'completed', bytesAToB: bytes, bytesBToA: bytes });
-      }),
-    );
+    await drained();
     expect(created()).toBeGreaterThan(16);
   }, 30_000);
 
