@@ -77,7 +77,7 @@ export class ConnectionRequests {
     return new Promise<Confirmation>((resolve, reject) => {
       let answered = false;
       const messengers: SessionMessengers = {
-        notifyB: (session, pass) => this.notifyB(session, pass),
+        notifyB: (session, pass, signal) => this.notifyB(session, pass, signal),
         confirmToA: async (session, pass) => {
           if (answered) throw new Error('A is no longer waiting for its confirmation');
           answered = true;
@@ -126,16 +126,26 @@ export class ConnectionRequests {
     });
   }
 
-  /** Forwards A's request to B with B's leg token and the challenge. */
-  private async notifyB(session: SessionInfo, pass: LegPass): Promise<NotifyResult> {
+  /**
+   * Forwards A's request to B with B's leg token and the challenge. B dials as it answers, and its
+   * socket usually reaches P first: the machine then leaves `requested`, `signal` aborts, and B's
+   * late answer is dropped unread instead of costing P a parse and a signature verification.
+   */
+  private async notifyB(session: SessionInfo, pass: LegPass, signal?: AbortSignal): Promise<NotifyResult> {
     try {
-      await this.opts.bus.request(session.b, 'connectionForward', {
-        requester: session.a,
-        token: pass.token.toString('base64'),
-        challenge: pass.challenge.toString('base64'),
-        endpoint: session.endpoint,
-        sessionId: session.sessionId,
-      });
+      await this.opts.bus.request(
+        session.b,
+        'connectionForward',
+        {
+          requester: session.a,
+          token: pass.token.toString('base64'),
+          challenge: pass.challenge.toString('base64'),
+          endpoint: session.endpoint,
+          sessionId: session.sessionId,
+        },
+        undefined,
+        signal,
+      );
       return { accepted: true };
     } catch (err) {
       if (!(err instanceof RpcError)) throw err;
