@@ -2,6 +2,7 @@ import { createPrivateKey, randomBytes, sign, verify, type KeyObject } from 'nod
 import { z } from 'zod';
 import { canonicalJson } from '../core/canonical-json.js';
 import { listedKey } from '../core/listed-key.js';
+import { isRecord, isText, onlyKeys } from '../core/shape.js';
 
 // Every message on the bus is an envelope signed by its sender. The receiver checks the signature
 // against the sender's certificate as the signed directory lists it, so the bus itself (NATS, or
@@ -88,13 +89,6 @@ const COMMON_KEYS = ['v', 'from', 'to', 'id', 'ts', 'nonce', 'sig', 'kind'] as c
 const REQUEST_KEYS = new Set<string>([...COMMON_KEYS, 'method', 'params']);
 const RESPONSE_KEYS = new Set<string>([...COMMON_KEYS, 'result', 'error']);
 const ERROR_KEYS = new Set(['code', 'message', 'data']);
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
-const isText = (v: unknown, min: number, max: number): v is string => typeof v === 'string' && v.length >= min && v.length <= max;
-const onlyKeys = (o: Record<string, unknown>, allowed: Set<string>): boolean => {
-  for (const k in o) if (!allowed.has(k)) return false;
-  return true;
-};
 
 /**
  * The envelope schema's checks written out, for what arrives from JSON.parse: the envelope when

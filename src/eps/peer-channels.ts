@@ -14,7 +14,8 @@ import { RpcError } from '../core/errors.js';
 import { childOnDemand, type Logger } from '../core/logger.js';
 import { timelineMark } from '../core/timeline.js';
 import type { TlsMaterial } from '../core/tls-material.js';
-import { challengeBase64Schema, hostPortSchema, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
+import { isRecord, isText, onlyKeys, parseWithTwin } from '../core/shape.js';
+import { challengeBase64Schema, hostPortSchema, isHostPortText, isTokenBase64, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
@@ -32,12 +33,21 @@ export interface PeerChannelsOptions {
 }
 
 /** The proxy's confirmation to A: A's leg token, the challenge A's proof signs, and where to present them. */
-const confirmationSchema = z.strictObject({
+export const confirmationSchema = z.strictObject({
   token: tokenBase64Schema,
   challenge: challengeBase64Schema,
   endpoint: hostPortSchema,
   sessionId: z.string().min(1).max(128),
 });
+
+const CONFIRMATION_KEYS = new Set(['token', 'challenge', 'endpoint', 'sessionId']);
+/** confirmationSchema's twin (src/core/shape.ts): a cold zod parse on every brokering's path. */
+export function confirmationTwin(raw: unknown): z.output<typeof confirmationSchema> | undefined {
+  if (!isRecord(raw) || !onlyKeys(raw, CONFIRMATION_KEYS)) return undefined;
+  const { token, challenge, endpoint, sessionId } = raw;
+  if (!isTokenBase64(token) || !isTokenBase64(challenge) || !isHostPortText(endpoint) || !isText(sessionId, 1, 128)) return undefined;
+  return { token, challenge, endpoint, sessionId };
+}
 
 /** One channel to one peer: the machine's actor plus the I/O objects the machine must not hold. */
 interface Channel {
@@ -161,7 +171,7 @@ export class PeerChannels {
             const e = err instanceof RpcError ? err : new RpcError('BROKERING_FAILED', String(err));
             throw new PeerConnectionError('brokeringFailed', `${proxy}: ${e.detail}`, e.code);
           }
-          const checked = confirmationSchema.safeParse(answer);
+          const checked = parseWithTwin(confirmationSchema, confirmationTwin, answer);
           if (!checked.success) throw new PeerConnectionError('brokeringFailed', `${proxy} sent a malformed confirmation`);
           channel.confirmation = { ...checked.data, proxy };
           return { endpoint: checked.data.endpoint };
