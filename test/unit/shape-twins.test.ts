@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { connectionForwardSchema, connectionForwardTwin } from '../../src/eps/callbacks.js';
 import { confirmationSchema, confirmationTwin } from '../../src/eps/peer-channels.js';
 import { connectionRequestSchema, connectionRequestTwin } from '../../src/proxy/connection-requests.js';
+import { requestSchema, requestTwin } from '../../src/jsonrpc/protocol.js';
 
 // The brokering's parameter checks take a hand-written twin's answer when it accepts, and ask zod
 // otherwise (src/core/shape.ts). So each twin must accept nothing its schema refuses and return
@@ -15,6 +16,7 @@ const TOKEN = Buffer.alloc(32, 7).toString('base64');
 const oddValue = fc.oneof(
   fc.string({ maxLength: 3 }),
   fc.string({ minLength: 127, maxLength: 130 }),
+  fc.constantFrom(1e400, -0, 2.5, '2.0', '1.0', ''),
   fc.constantFrom('', TOKEN, `${TOKEN.slice(0, 42)}==`, `${TOKEN}A`, TOKEN.replace('B', '-'), 'grpc_server', 'grpc', '127.0.0.1:1', 'host:0', 'host:65536', '[::1]:443', '::1:443', 'a b:1', `${'h'.repeat(295)}:1234`, `${'h'.repeat(296)}:1234`),
   fc.integer(),
   fc.boolean(),
@@ -43,6 +45,17 @@ const cases: Case[] = [
     schema: confirmationSchema,
     twin: confirmationTwin,
     genuine: [{ token: TOKEN, challenge: TOKEN, endpoint: 'proxy.example:443', sessionId: 'b1f0e5c2-0000-4000-8000-000000000000' }],
+  },
+  {
+    name: 'JSON-RPC request',
+    schema: requestSchema,
+    twin: requestTwin,
+    genuine: [
+      { jsonrpc: '2.0', method: 'hd-2.echo', params: { text: 'hi' }, id: 'c-1' },
+      { jsonrpc: '2.0', method: 'hd-2.echo', params: ['hi', 1], id: 7 },
+      { jsonrpc: '2.0', method: 'hd-2.echo', id: null },
+      { jsonrpc: '2.0', method: 'notify' },
+    ],
   },
 ];
 
