@@ -139,8 +139,11 @@ export class Bus {
    * bus failure as a BusError (see bus-errors.ts). Whoever can publish on the bus can answer a
    * request first, so a reply that does not verify, or verifies but does not answer this request
    * from `to`, is logged and skipped: the call keeps waiting for the real answer until its deadline.
+   * Once `signal` aborts (the caller no longer needs the answer), the call stops listening: a reply
+   * still to come is dropped by NATS unread, so no signature is verified for nobody. The call then
+   * rejects with the signal's reason.
    */
-  async request(to: string, method: string, params: Record<string, unknown>, timeoutMs = this.opts.requestTimeoutMs): Promise<unknown> {
+  async request(to: string, method: string, params: Record<string, unknown>, timeoutMs = this.opts.requestTimeoutMs, signal?: AbortSignal): Promise<unknown> {
     const target = `${to}.${method}`;
     const id = randomUUID();
     const startedAt = Date.now();
@@ -149,6 +152,7 @@ export class Bus {
     if (!(await whenConnected(this.opts.nc, timeoutMs))) {
       throw new BusError(target, { type: 'disconnected', waitedMs: timeoutMs });
     }
+    if (signal?.aborted) throw signal.reason;
     const remainingMs = Math.max(1, timeoutMs - (Date.now() - startedAt));
     const env = sealEnvelope<RequestEnvelope>(this.opts.signer, { kind: 'request', from: this.self, to, id, method, params });
     let answer: ResponseEnvelope | undefined;
@@ -159,21 +163,33 @@ export class Bus {
       const subject = busSubject(to, method);
       timelineMark(`bus.request ${method}`);
       const replies = await this.opts.nc.requestMany(subject, JSON.stringify(env), { maxWait: remainingMs, strategy: 'timer' });
-      for await (const msg of replies) {
-        const checked = this.checkReply(msg.data, to, id);
-        if (checked.ok) {
-          answer = checked.envelope;
-          timelineMark(`bus.answered ${method}`);
-          break;
+      // Stopping the iterator ends the loop below and unregisters the request's inbox. (nats.js
+      // returns a QueuedIterator, typed only as AsyncIterable: without stop(), the check at the top
+      // of the loop still skips whatever comes.)
+      const stop = (): void => (replies as { stop?: () => void }).stop?.();
+      signal?.addEventListener('abort', stop, { once: true });
+      try {
+        for await (const msg of replies) {
+          // A reply queued before the abort is not checked either.
+          if (signal?.aborted) break;
+          const checked = this.checkReply(msg.data, to, id);
+          if (checked.ok) {
+            answer = checked.envelope;
+            timelineMark(`bus.answered ${method}`);
+            break;
+          }
+          rejected += 1;
+          lastRefusal = `${checked.code}: ${checked.detail}`;
+          const { code: refusal, detail } = checked;
+          this.opts.log.warn({ to, method, id, refusal, detail, rejected }, 'bus reply rejected; still waiting for a valid one');
         }
-        rejected += 1;
-        lastRefusal = `${checked.code}: ${checked.detail}`;
-        const { code: refusal, detail } = checked;
-        this.opts.log.warn({ to, method, id, refusal, detail, rejected }, 'bus reply rejected; still waiting for a valid one');
+      } finally {
+        signal?.removeEventListener('abort', stop);
       }
     } catch (err) {
       throw new BusError(target, classifyNatsError(err, timeoutMs), { cause: err });
     }
+    if (!answer && signal?.aborted) throw signal.reason;
     if (!answer) {
       const waitedMs = timeoutMs;
       throw new BusError(target, rejected > 0 ? { type: 'replyRejected', waitedMs, rejected, lastRefusal } : { type: 'timeout', waitedMs });

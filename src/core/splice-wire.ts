@@ -22,7 +22,10 @@ export type Leg = 'a' | 'b';
 export const PREAMBLE_HEADER_BYTES = TOKEN_BYTES + 2;
 
 /** Base64 of exactly TOKEN_BYTES bytes (32 bytes: 43 characters and one '='). */
-export const tokenBase64Schema = z.string().regex(/^[A-Za-z0-9+/]{43}=$/, `expected ${TOKEN_BYTES} bytes in base64`);
+const TOKEN_BASE64 = /^[A-Za-z0-9+/]{43}=$/;
+export const tokenBase64Schema = z.string().regex(TOKEN_BASE64, `expected ${TOKEN_BYTES} bytes in base64`);
+/** tokenBase64Schema's check by hand (src/core/shape.ts). */
+export const isTokenBase64 = (v: unknown): v is string => typeof v === 'string' && TOKEN_BASE64.test(v);
 
 /** The proxy's challenge travels in the same form as a token. */
 export const challengeBase64Schema = tokenBase64Schema;
@@ -53,6 +56,8 @@ export function isHostPort(text: string): boolean {
 }
 
 export const hostPortSchema = z.string().max(300).refine(isHostPort, 'expected host:port');
+/** hostPortSchema's check by hand (src/core/shape.ts). */
+export const isHostPortText = (v: unknown): v is string => typeof v === 'string' && v.length <= 300 && isHostPort(v);
 
 // --- proof -----------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ import type { Signer } from '../bus/envelope.js';
 import { dialAndPresent } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { challengeBase64Schema, hostPortSchema, tokenBase64Schema } from '../core/splice-wire.js';
+import { isRecord, isText, onlyKeys, parseWithTwin } from '../core/shape.js';
+import { challengeBase64Schema, hostPortSchema, isHostPortText, isTokenBase64, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 
 /** What P forwards to B: A's request, B's leg token, the challenge B's proof signs, and the endpoint to dial. */
@@ -17,6 +18,15 @@ export const connectionForwardSchema = z.strictObject({
   endpoint: hostPortSchema,
   sessionId: z.string().min(1).max(128),
 });
+
+const CONNECTION_FORWARD_KEYS = new Set(['requester', 'token', 'challenge', 'endpoint', 'sessionId']);
+/** connectionForwardSchema's twin (src/core/shape.ts): a cold zod parse on every brokering's path. */
+export function connectionForwardTwin(raw: unknown): z.output<typeof connectionForwardSchema> | undefined {
+  if (!isRecord(raw) || !onlyKeys(raw, CONNECTION_FORWARD_KEYS)) return undefined;
+  const { requester, token, challenge, endpoint, sessionId } = raw;
+  if (!isText(requester, 1, 128) || !isTokenBase64(token) || !isTokenBase64(challenge) || !isHostPortText(endpoint) || !isText(sessionId, 1, 128)) return undefined;
+  return { requester, token, challenge, endpoint, sessionId };
+}
 
 /** One forwarded request's I/O and secrets, which the machine must not hold. */
 interface Forward {
@@ -67,7 +77,7 @@ export class Callbacks {
 
   /** The bus handler for `connectionForward`, sent by the proxy operator `proxy`. */
   handle = async (params: Record<string, unknown>, proxy: string): Promise<{ accepted: true }> => {
-    const checked = connectionForwardSchema.safeParse(params);
+    const checked = parseWithTwin(connectionForwardSchema, connectionForwardTwin, params);
     if (!checked.success) {
       throw new RpcError('INVALID_PARAMS', checked.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
     }

@@ -11,10 +11,11 @@ import type { Bus } from '../bus/bus.js';
 import type { Signer } from '../bus/envelope.js';
 import { dialTcp } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { childOnDemand, type Logger } from '../core/logger.js';
 import { timelineMark } from '../core/timeline.js';
 import type { TlsMaterial } from '../core/tls-material.js';
-import { challengeBase64Schema, hostPortSchema, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
+import { isRecord, isText, onlyKeys, parseWithTwin } from '../core/shape.js';
+import { challengeBase64Schema, hostPortSchema, isHostPortText, isTokenBase64, presentationBytes, tokenBase64Schema } from '../core/splice-wire.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import { connectPeerClient, PeerTransportError, type PeerClient } from '../grpc/peer-client.js';
 
@@ -32,17 +33,27 @@ export interface PeerChannelsOptions {
 }
 
 /** The proxy's confirmation to A: A's leg token, the challenge A's proof signs, and where to present them. */
-const confirmationSchema = z.strictObject({
+export const confirmationSchema = z.strictObject({
   token: tokenBase64Schema,
   challenge: challengeBase64Schema,
   endpoint: hostPortSchema,
   sessionId: z.string().min(1).max(128),
 });
 
+const CONFIRMATION_KEYS = new Set(['token', 'challenge', 'endpoint', 'sessionId']);
+/** confirmationSchema's twin (src/core/shape.ts): a cold zod parse on every brokering's path. */
+export function confirmationTwin(raw: unknown): z.output<typeof confirmationSchema> | undefined {
+  if (!isRecord(raw) || !onlyKeys(raw, CONFIRMATION_KEYS)) return undefined;
+  const { token, challenge, endpoint, sessionId } = raw;
+  if (!isTokenBase64(token) || !isTokenBase64(challenge) || !isHostPortText(endpoint) || !isText(sessionId, 1, 128)) return undefined;
+  return { token, challenge, endpoint, sessionId };
+}
+
 /** One channel to one peer: the machine's actor plus the I/O objects the machine must not hold. */
 interface Channel {
   actor: Actor<typeof peerConnectionMachine>;
-  log: Logger;
+  /** The channel's logger, made on first use: a pino child costs ~40 µs on a cold brokering's path. */
+  log: () => Logger;
   ready: Promise<PeerClient>;
   /** The channel's client as soon as it exists (before TLS is through); rejects as `ready` does. */
   started: Promise<PeerClient>;
@@ -114,7 +125,8 @@ export class PeerChannels {
     if (existing && existing.actor.getSnapshot().status === 'active') return existing;
 
     const { opts } = this;
-    const log = opts.log.child({ component: 'peer-connection', peer });
+    const bindings = { component: 'peer-connection', peer };
+    const log = childOnDemand(opts.log, bindings);
     const channel = { log } as Channel;
     channel.actor = createActor(this.machine, { input: { peer }, inspect: opts.inspect });
     this.io.set(channel.actor.system, channel);
@@ -122,14 +134,14 @@ export class PeerChannels {
       channel.actor.subscribe((snap) => {
         if (snap.value === 'open' && channel.client) resolve(channel.client);
         if (snap.status === 'error') {
-          log.error({ err: snap.error }, 'peer channel machine failed');
+          log().error({ err: snap.error }, 'peer channel machine failed');
           reject(new RpcError('INTERNAL_ERROR', `channel to ${peer} failed`));
           if (this.channels.get(peer) === channel) this.channels.delete(peer);
         }
         if (snap.status === 'done') {
           reject(toRpcError(peer, snap.output!));
           if (this.channels.get(peer) === channel) this.channels.delete(peer);
-          log.info({ outcome: snap.output }, 'peer channel ended');
+          log().info({ outcome: snap.output }, 'peer channel ended');
         }
       });
     });
@@ -141,7 +153,7 @@ export class PeerChannels {
     channel.started.catch(() => {});
     this.channels.set(peer, channel);
     channel.actor.start();
-    log.info('peer channel opening');
+    opts.log.info(bindings, 'peer channel opening'); // the child's line, without making the child
     return channel;
   }
 
@@ -159,7 +171,7 @@ export class PeerChannels {
             const e = err instanceof RpcError ? err : new RpcError('BROKERING_FAILED', String(err));
             throw new PeerConnectionError('brokeringFailed', `${proxy}: ${e.detail}`, e.code);
           }
-          const checked = confirmationSchema.safeParse(answer);
+          const checked = parseWithTwin(confirmationSchema, confirmationTwin, answer);
           if (!checked.success) throw new PeerConnectionError('brokeringFailed', `${proxy} sent a malformed confirmation`);
           channel.confirmation = { ...checked.data, proxy };
           return { endpoint: checked.data.endpoint };
@@ -197,7 +209,7 @@ export class PeerChannels {
             tls: opts.tls,
             expectedPeer: { name: peer, fingerprint: entry.fingerprint },
             socket: channel.socket!,
-            log: channel.log,
+            log: opts.log,
             callTimeoutMs: opts.timeouts.callMs,
             onStarted: channel.start,
           });

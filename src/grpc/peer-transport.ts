@@ -179,15 +179,18 @@ export abstract class PeerClientBase implements PeerClient {
   /** Why our identity check refused B: TLS reports only a failed handshake. */
   private identityError: Error | undefined;
 
-  constructor(
-    tls: TlsMaterial,
-    expected: ExpectedPeer,
-    protected readonly log: Logger,
-    callTimeoutMs: number | undefined,
-  ) {
+  private readonly logger: Logger | (() => Logger);
+
+  /** `log` may be a getter (src/core/logger.ts childOnDemand): the child is then made when first used. */
+  constructor(tls: TlsMaterial, expected: ExpectedPeer, log: Logger | (() => Logger), callTimeoutMs: number | undefined) {
+    this.logger = log;
     this.peer = { name: expected.name, fingerprint: normalizeFingerprint(expected.fingerprint) };
     this.from = tls.commonName;
     this.callTimeoutMs = callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  }
+
+  protected get log(): Logger {
+    return typeof this.logger === 'function' ? this.logger() : this.logger;
   }
 
   abstract call(method: string, params?: unknown, id?: string): Promise<unknown>;

@@ -3,7 +3,7 @@ import { connect as http2Connect, constants as h2, type ClientHttp2Session, type
 import { Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { status } from '@grpc/grpc-js';
-import type { Logger } from '../core/logger.js';
+import { childOnDemand, type Logger } from '../core/logger.js';
 import { timelineMark } from '../core/timeline.js';
 import { decodeGrpcMessage, frameMessage, GRPC_CONTENT_TYPE, grpcTimeout, MessageReader } from './grpc-wire.js';
 import { callMethodDefinition, type CallRequestMessage } from './peer-server.js';
@@ -35,7 +35,8 @@ import { forgetSession, rememberSession, sessionFor } from './tls-sessions.js';
  * test/integration/grpc-relay.test.ts and test/integration/spliced-client.test.ts).
  */
 export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise<PeerClient> {
-  const log = opts.log.child({ component: 'peer-client', peer: opts.expectedPeer.name });
+  // Made on first use: most channels never log, and a pino child costs ~40 µs on a cold path.
+  const log = childOnDemand(opts.log, { component: 'peer-client', peer: opts.expectedPeer.name });
   if (opts.socket.destroyed) throw new PeerTransportError('closed', 'the held socket is already closed');
   const client = new SplicedPeerClient(opts, log);
   opts.onStarted?.(client);
@@ -52,13 +53,13 @@ class SplicedPeerClient extends PeerClientBase {
   private isReady = false;
   resumed = false;
 
-  constructor(opts: PeerClientOptions, log: Logger) {
+  constructor(opts: PeerClientOptions, log: () => Logger) {
     super(opts.tls, opts.expectedPeer, log, opts.callTimeoutMs);
     const held = (this.held = opts.socket);
     this.tlsOptions = opts.tls;
     // Nagle on the relay leg would add ~40 ms per small call (delayed ACK on the other side).
     if (held instanceof Socket) held.setNoDelay(true);
-    held.on('error', (err: Error) => log.debug({ err: err.message }, 'held socket error'));
+    held.on('error', (err: Error) => this.log.debug({ err: err.message }, 'held socket error'));
     held.once('close', () => this.closeWith(new PeerTransportError('closed', `connection to ${this.peer.name} closed`)));
 
     const offered = sessionFor(opts.tls, this.peer);

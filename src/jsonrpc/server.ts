@@ -5,10 +5,11 @@ import { X509Certificate } from 'node:crypto';
 import { DEFAULT_MAX_BATCH_CALLS, MAX_JSON_DEPTH } from '../core/constants.js';
 import { RpcError, JSONRPC_ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { parseWithTwin } from '../core/shape.js';
 import { timelineMark } from '../core/timeline.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 import { fingerprintOf, commonNameOf } from '../core/tls-material.js';
-import { requestSchema, type JsonRpcRequest, type JsonRpcResponse } from './protocol.js';
+import { requestSchema, requestTwin, type JsonRpcRequest, type JsonRpcResponse } from './protocol.js';
 
 /** Who is calling, as proven by the client certificate of the mTLS connection. */
 export interface Caller {
@@ -135,7 +136,7 @@ function authenticate(socket: TLSSocket): Caller | string {
 }
 
 async function answerOne(raw: unknown, caller: Caller, opts: JsonRpcServerOptions): Promise<JsonRpcResponse | undefined> {
-  const checked = requestSchema.safeParse(raw);
+  const checked = parseWithTwin(requestSchema, requestTwin, raw);
   if (!checked.success) {
     const id = typeof raw === 'object' && raw !== null && 'id' in raw ? sanitizeId((raw as { id: unknown }).id) : null;
     const detail = checked.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; ');

@@ -4,6 +4,7 @@ import type { Bus } from '../bus/bus.js';
 import { busFailureOf } from '../bus/bus-errors.js';
 import { RpcError, type BrokeringCapacityLimit } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { isRecord, isText, onlyKeys, parseWithTwin } from '../core/shape.js';
 import { DEFAULT_MAX_PENDING_BROKERINGS, DEFAULT_MAX_PENDING_BROKERINGS_PER_REQUESTER, DEFAULT_REFUSAL_LOG_INTERVAL_MS } from '../core/constants.js';
 import { RefusalLog } from './refusal-log.js';
 import { proxyFor } from '../directory/chain.js';
@@ -15,6 +16,14 @@ export const connectionRequestSchema = z.strictObject({
   to: z.string().min(1).max(128),
   channel: z.literal('grpc_server').default('grpc_server'),
 });
+
+const CONNECTION_REQUEST_KEYS = new Set(['to', 'channel']);
+/** connectionRequestSchema's twin (src/core/shape.ts): a cold zod parse on every brokering's path. */
+export function connectionRequestTwin(raw: unknown): z.output<typeof connectionRequestSchema> | undefined {
+  if (!isRecord(raw) || !onlyKeys(raw, CONNECTION_REQUEST_KEYS) || !isText(raw.to, 1, 128)) return undefined;
+  if ('channel' in raw && raw.channel !== 'grpc_server') return undefined;
+  return { to: raw.to, channel: 'grpc_server' };
+}
 
 /** What P confirms to A once B's socket is held: A's leg token, the challenge its proof signs, and where. */
 export interface Confirmation {
@@ -61,7 +70,7 @@ export class ConnectionRequests {
 
   /** Bus handler for `connectionRequest`; `from` is A, proven by its envelope signature. */
   handle = async (params: Record<string, unknown>, from: string): Promise<Confirmation> => {
-    const checked = connectionRequestSchema.safeParse(params);
+    const checked = parseWithTwin(connectionRequestSchema, connectionRequestTwin, params);
     if (!checked.success) {
       throw new RpcError('INVALID_PARAMS', checked.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; '));
     }
@@ -77,7 +86,7 @@ export class ConnectionRequests {
     return new Promise<Confirmation>((resolve, reject) => {
       let answered = false;
       const messengers: SessionMessengers = {
-        notifyB: (session, pass) => this.notifyB(session, pass),
+        notifyB: (session, pass, signal) => this.notifyB(session, pass, signal),
         confirmToA: async (session, pass) => {
           if (answered) throw new Error('A is no longer waiting for its confirmation');
           answered = true;
@@ -126,16 +135,26 @@ export class ConnectionRequests {
     });
   }
 
-  /** Forwards A's request to B with B's leg token and the challenge. */
-  private async notifyB(session: SessionInfo, pass: LegPass): Promise<NotifyResult> {
+  /**
+   * Forwards A's request to B with B's leg token and the challenge. B dials as it answers, and its
+   * socket usually reaches P first: the machine then leaves `requested`, `signal` aborts, and B's
+   * late answer is dropped unread instead of costing P a parse and a signature verification.
+   */
+  private async notifyB(session: SessionInfo, pass: LegPass, signal?: AbortSignal): Promise<NotifyResult> {
     try {
-      await this.opts.bus.request(session.b, 'connectionForward', {
-        requester: session.a,
-        token: pass.token.toString('base64'),
-        challenge: pass.challenge.toString('base64'),
-        endpoint: session.endpoint,
-        sessionId: session.sessionId,
-      });
+      await this.opts.bus.request(
+        session.b,
+        'connectionForward',
+        {
+          requester: session.a,
+          token: pass.token.toString('base64'),
+          challenge: pass.challenge.toString('base64'),
+          endpoint: session.endpoint,
+          sessionId: session.sessionId,
+        },
+        undefined,
+        signal,
+      );
       return { accepted: true };
     } catch (err) {
       if (!(err instanceof RpcError)) throw err;

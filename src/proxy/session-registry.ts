@@ -43,8 +43,11 @@ export interface LegPass {
 
 /** How a session reaches its parties over the control plane: given by whoever opens it. */
 export interface SessionMessengers {
-  /** Tells B (B needs its leg's pass to dial). */
-  notifyB: (session: SessionInfo, pass: LegPass) => Promise<NotifyResult>;
+  /**
+   * Tells B (B needs its leg's pass to dial). `signal` aborts once the machine no longer waits for
+   * B's answer (B's socket came first, or the session ended): the answer can then go unread.
+   */
+  notifyB: (session: SessionInfo, pass: LegPass, signal: AbortSignal) => Promise<NotifyResult>;
   /** Confirms to A once B's socket is held (A needs its leg's pass to dial). */
   confirmToA: (session: SessionInfo, pass: LegPass) => Promise<void>;
 }
@@ -169,9 +172,9 @@ export class SessionRegistry {
     };
     this.#machine = brokeringMachine.provide({
       actors: {
-        notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input }) => {
+        notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input, signal }) => {
           const s = handshake(input.sessionId);
-          return s.messengers.notifyB(s.info, { token: s.tokens.b, challenge: s.challenge });
+          return s.messengers.notifyB(s.info, { token: s.tokens.b, challenge: s.challenge }, signal);
         }),
         confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
           const s = handshake(input.sessionId);
