@@ -5,13 +5,15 @@ import { join } from 'node:path';
 import { get } from 'node:http';
 import { promisify } from 'node:util';
 import { DevStack, type RoleName, type StackPorts } from '../../src/devstack/stack.js';
-import { freePort } from './ports.js';
+import { distinctFreePorts } from './ports.js';
 
 const run = promisify(execFile);
 export const CERTS = 'settings/dev/certs';
 
 export async function freePorts(): Promise<StackPorts> {
-  return { sd: await freePort(), jsonrpc: await freePort(), splice: await freePort(), metrics: await freePort(), games: await freePort(), stun: await freePort() };
+  // Distinct: each pick is only free until bound, and two roles given one port fail to start.
+  const [sd, jsonrpc, splice, metrics, games, stun] = (await distinctFreePorts(6)) as [number, number, number, number, number, number];
+  return { sd, jsonrpc, splice, metrics, games, stun };
 }
 
 export async function startStack(natsUrl: string, opts: { overrides?: Partial<Record<RoleName, string>>; order?: RoleName[] } = {}): Promise<DevStack> {
