@@ -8,6 +8,21 @@ import { createServer } from 'node:net';
 const LOW = 20_000;
 const HIGH = 32_767; // Linux's ephemeral range starts at 32768; macOS's and Windows' at 49152.
 
+// Test files run in parallel workers (vitest sets VITEST_POOL_ID, 1..n, in each and in what it
+// starts), and a port one worker found free could be another worker's pick a moment later, before
+// either binds it: a role then fails to start, or a test reaches another test's server. Each
+// worker picks from its own slice of the range instead; outside the tests, the whole range.
+const SLICES = 4;
+
+/** Where freePort() picks: this worker's slice of the range below the ephemeral ports. */
+export function pickRange(): [low: number, high: number] {
+  const worker = Number(process.env['VITEST_POOL_ID']);
+  if (!Number.isInteger(worker) || worker < 1) return [LOW, HIGH];
+  const size = Math.floor((HIGH - LOW) / SLICES);
+  const low = LOW + ((worker - 1) % SLICES) * size;
+  return [low, low + size];
+}
+
 function tryListen(port: number): Promise<number | undefined> {
   return new Promise((resolve) => {
     const srv = createServer();
@@ -21,8 +36,9 @@ function tryListen(port: number): Promise<number | undefined> {
 
 /** A TCP port that was free a moment ago on 127.0.0.1, outside the ephemeral range when possible. */
 export async function freePort(): Promise<number> {
+  const [low, high] = pickRange();
   for (let attempt = 0; attempt < 50; attempt++) {
-    const port = await tryListen(LOW + Math.floor(Math.random() * (HIGH - LOW)));
+    const port = await tryListen(low + Math.floor(Math.random() * (high - low)));
     if (port !== undefined) return port;
   }
   const port = await tryListen(0);
