@@ -15,7 +15,7 @@ import { fingerprintOf, readTlsMaterial } from '../src/core/tls-material.js';
 import { connectPeerClientDirect } from '../src/grpc/peer-client.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { nativeSplicer, stopReading } from '../src/proxy/native-splice.js';
-import { start as startEps, type Target } from './brokering-latency.js';
+import { start as startEps, untilAnswered, type Target } from './brokering-latency.js';
 
 // The floor of the brokering protocol on this machine (issue 10): a skeleton that makes exactly
 // the hops of one brokered call and nothing else, so that brokered ÷ direct fresh here is the
@@ -506,15 +506,7 @@ async function driver(): Promise<void> {
       const epsAgent = new https.Agent({ keepAlive: true, maxSockets: 1 });
       const gw = (): Promise<unknown> =>
         callJsonRpc({ url: `https://127.0.0.1:${target.jsonrpcPort}/jsonrpc`, serverName: 'hd-1', tls: hd1, timeoutMs: 10_000, agent: epsAgent }, 'hd-2._ping', {});
-      // A stack needs a few seconds before hd-2 is in hd-1's directory.
-      for (const until = Date.now() + 30_000; ; await sleep(200)) {
-        try {
-          await gw();
-          break;
-        } catch (err) {
-          if (Date.now() > until) throw err;
-        }
-      }
+      await untilAnswered('eps (real)', gw);
       epsTurns.push({ name: 'eps brokered (real)', run: async () => void (await gw()), settleMs: 100 });
       cleanups.push(async () => {
         epsAgent.destroy();

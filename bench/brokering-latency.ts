@@ -93,18 +93,24 @@ async function ping(t: Target): Promise<number> {
   return performance.now() - started;
 }
 
-async function warmUp(t: Target): Promise<void> {
+/**
+ * Calls `call` until it answers (a stack needs a few seconds before hd-2 is in hd-1's directory),
+ * for at most 30 s; then its last error, named with `label`.
+ */
+export async function untilAnswered(label: string, call: () => Promise<unknown>): Promise<void> {
   const until = Date.now() + 30_000;
   for (;;) {
     try {
-      await ping(t);
+      await call();
       return;
     } catch (err) {
-      if (Date.now() > until) throw new Error(`${t.label}: no answer from hd-2 within 30 s: ${String(err)}`);
+      if (Date.now() > until) throw new Error(`${label}: no answer from hd-2 within 30 s: ${String(err)}`, { cause: err });
       await sleep(200);
     }
   }
 }
+
+const warmUp = (t: Target): Promise<void> => untilAnswered(t.label, () => ping(t));
 
 export function stats(samples: number[]): { p50: number; p90: number; p99: number; n: number } {
   const s = [...samples].sort((x, y) => x - y);

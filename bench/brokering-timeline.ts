@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readTlsMaterial } from '../src/core/tls-material.js';
 import { callJsonRpc } from '../src/jsonrpc/client.js';
-import { start, stats } from './brokering-latency.js';
+import { start, stats, untilAnswered } from './brokering-latency.js';
 
 // Where the wall time of one brokered call goes, across processes. The stack (sd, proxy, hd-1,
 // hd-2 on the generated TLS bus, started as the demo starts them) runs with EPS_TIMELINE_FILE
@@ -59,16 +59,7 @@ async function main(): Promise<void> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const ping = () => callJsonRpc({ url: `https://127.0.0.1:${target.jsonrpcPort}/jsonrpc`, serverName: 'hd-1', tls, timeoutMs: 10_000, agent }, 'hd-2._ping', {});
   try {
-    const until = Date.now() + 30_000;
-    for (;;) {
-      try {
-        await ping();
-        break;
-      } catch (err) {
-        if (Date.now() > until) throw err;
-        await sleep(200);
-      }
-    }
+    await untilAnswered('this build', ping);
     for (let i = 0; i < 20; i++) {
       await sleep(IDLE_MS);
       await ping();

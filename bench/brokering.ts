@@ -11,7 +11,7 @@ import { connectPeerClient, connectPeerClientDirect, type PeerClient } from '../
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { brokeringChart } from './brokering-chart.js';
 import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
-import { start, stats, type Target } from './brokering-latency.js';
+import { start, stats, untilAnswered, type Target } from './brokering-latency.js';
 import { ProfileWindows } from './cpuprofile-windows.js';
 
 // Brokering against its anchor, in the same run (issue 10, parts 2 and 3). The EPS stack (sd,
@@ -127,19 +127,7 @@ async function main(): Promise<void> {
         client.close();
       }
     };
-    // Warm up: a stack needs a few seconds before hd-2 is in hd-1's directory.
-    for (const c of contenders) {
-      const until = Date.now() + 30_000;
-      for (;;) {
-        try {
-          await gw(c, 'hd-2._ping');
-          break;
-        } catch (err) {
-          if (Date.now() > until) throw err;
-          await sleep(200);
-        }
-      }
-    }
+    for (const c of contenders) await untilAnswered(c.label, () => gw(c, 'hd-2._ping'));
     const held = await connectPeerClientDirect({ tls: hd1, expectedPeer, address });
     kept = held;
     const sameClient = async () => connectPeerClient({ tls: hd1, expectedPeer, socket: await dialTcp(address), log: pino({ level: 'silent' }) });
