@@ -52,7 +52,8 @@ async function main(): Promise<void> {
   writeFileSync(file, '');
   // Read by each child at start-up (the stack passes this process's environment on).
   process.env['EPS_TIMELINE_FILE'] = file;
-  const target = await start('.');
+  const prof = process.env['BENCH_CPU_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF']}`, '--cpu-prof-interval=50'] : [];
+  const target = await start('.', {}, { 'hd-1': prof, 'hd-2': prof, 'public-proxy-1': prof });
   const children = (target.stack as unknown as { children: Map<string, ChildProcess> }).children;
   const roleOf = new Map([...children].map(([role, child]) => [child.pid!, role]));
   const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });

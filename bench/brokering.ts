@@ -11,7 +11,7 @@ import { connectPeerClient, connectPeerClientDirect, type PeerClient } from '../
 import { callJsonRpc } from '../src/jsonrpc/client.js';
 import { brokeringChart } from './brokering-chart.js';
 import { runConcurrent, type ConcurrentContender, type ConcurrentSummary } from './brokering-concurrent.js';
-import { start, stats, untilAnswered, type Target } from './brokering-latency.js';
+import { start, stats, turnOrder, untilAnswered, type Target } from './brokering-latency.js';
 import { ProfileWindows } from './cpuprofile-windows.js';
 
 // Brokering against its anchor, in the same run (issue 10, parts 2 and 3). The EPS stack (sd,
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     const serialWindow = profileWindow.open();
     for (let i = 0; i < rounds; i++) {
       await sleep(IDLE_MS * 3);
-      for (let j = 0; j < turns.length; j++) await turns[(i + j) % turns.length]!();
+      for (const j of turnOrder(i, turns.length)) await turns[j]!();
     }
     profileWindow.close('serial', serialWindow, rounds);
     const cpuPerRound = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, Math.round(((cpuOf(pid) - cpuBefore[k]!) / rounds) * 100) / 100]));

@@ -4,6 +4,12 @@ import { assign, fromPromise, setup } from 'xstate';
 // endpoint to dial. B checks the request against the directory, dials P (B opens no listening
 // port: dialing out is how it becomes reachable), sends the token, and hands the socket to its
 // gRPC server, which then serves A over end-to-end mTLS until the connection closes.
+//
+// B answers P's forward when it knows how it went: refused at once, accepted once its dial is
+// through (the token is on its way to P by then, so P usually holds B's socket before the answer
+// arrives and never reads it), or failed when the dial fails, so that P ends the session then
+// rather than at its own bDialTimeout. Answering before the dial put the answer's signature
+// ahead of the dial on B's event loop and the answer's verification ahead of B's socket on P's.
 
 export type CallbackRefusal = 'notPermitted' | 'wrongProxy' | 'unknownPeer' | 'malformed';
 
@@ -49,9 +55,12 @@ export const callbackMachine = setup({
     }),
   },
   actions: {
-    /** Tells P (the pending bus reply) whether B accepted. */
+    /** Tells P (the pending bus reply) that B accepted and has dialed. */
     answerAccepted: () => {},
+    /** Tells P that B refused the request (the check's error). */
     answerRefused: () => {},
+    /** Tells P that B accepted but could not dial (context.detail says why). */
+    answerDialFailed: () => {},
     /** Gives the dialed socket to the gRPC server; from then on gRPC owns it. */
     injectSocket: () => {},
     closeSocket: () => {},
@@ -69,7 +78,7 @@ export const callbackMachine = setup({
       invoke: {
         src: 'checkRequest',
         input: ({ context }) => ({ requester: context.requester, proxy: context.proxy, endpoint: context.endpoint }),
-        onDone: { target: 'dialing', actions: 'answerAccepted' },
+        onDone: { target: 'dialing' },
         onError: {
           target: 'refused',
           actions: [
@@ -87,7 +96,7 @@ export const callbackMachine = setup({
       invoke: {
         src: 'dialProxy',
         input: ({ context }) => ({ endpoint: context.endpoint }),
-        onDone: { target: 'serving', actions: 'injectSocket' },
+        onDone: { target: 'serving', actions: ['injectSocket', 'answerAccepted'] },
         onError: { target: 'dialFailed', actions: assign({ detail: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
       after: { dialTimeout: { target: 'dialFailed', actions: assign({ detail: 'no connection to the proxy in time' }) } },
@@ -99,7 +108,7 @@ export const callbackMachine = setup({
       type: 'final',
       output: ({ context }) => ({ outcome: 'refused', reason: context.refusal, detail: context.detail }),
     },
-    dialFailed: { type: 'final', entry: 'closeSocket', output: ({ context }) => ({ outcome: 'dialFailed', detail: context.detail }) },
+    dialFailed: { type: 'final', entry: ['closeSocket', 'answerDialFailed'], output: ({ context }) => ({ outcome: 'dialFailed', detail: context.detail }) },
     closed: { type: 'final', output: ({ context }) => ({ outcome: 'closed', detail: context.detail }) },
     shutDown: { type: 'final', entry: 'closeSocket', output: { outcome: 'shutDown' } },
   },

@@ -21,7 +21,38 @@ export interface BusDirectory {
   isPermitted(caller: string, target: string, method: string): boolean;
 }
 
-export type BusHandler = (params: Record<string, unknown>, from: string) => Promise<unknown>;
+/**
+ * A handler's answer, sealed before the handler is done: a reply whose content is fixed early
+ * (the proxy's confirmation is, from the moment the session opens) can be signed while the process
+ * would otherwise wait, so that sending it later costs no signature. Made by `ReplyPreparer`.
+ */
+export class PreparedReply {
+  /** @internal */
+  constructor(
+    readonly result: unknown,
+    readonly envelope: ResponseEnvelope,
+    readonly sealedAt: number,
+  ) {}
+}
+
+/** Seals `result` now as the reply to the request being handled. */
+export type ReplyPreparer = (result: unknown) => PreparedReply;
+
+/** Resolves with the result, or with a PreparedReply of it (sent as sealed, unless it has aged). */
+export type BusHandler = (params: Record<string, unknown>, from: string, prepare: ReplyPreparer) => Promise<unknown>;
+
+/**
+ * A prepared reply older than this (or than a quarter of the bus's own freshness window, when that
+ * is shorter) is sealed again when sent: its timestamp must stay well inside the receiver's
+ * freshness window, whatever the handler waited for meanwhile.
+ */
+const PREPARED_REPLY_MAX_AGE_MS = 1_000;
+
+/** Whether a prepared reply may go out as sealed: to this very request, and still fresh. */
+export function preparedFits(prepared: PreparedReply, id: string | undefined, to: string, now: number, maxAgeMs: number): boolean {
+  const fresh = now - prepared.sealedAt <= Math.min(PREPARED_REPLY_MAX_AGE_MS, maxAgeMs / 4);
+  return prepared.envelope.id === id && prepared.envelope.to === to && fresh;
+}
 
 export interface BusOptions {
   nc: NatsConnection;
@@ -101,8 +132,10 @@ export class Bus {
       return this.reply(msg, env.id, env.from, new RpcError('PERMISSION_DENIED', `${env.from} may not call ${this.self}.${method}`));
     }
     let result: unknown;
+    const prepare: ReplyPreparer = (value) =>
+      new PreparedReply(value, this.sealReply(env.id, env.from, undefined, value), Date.now());
     try {
-      result = await handler(env.params, env.from);
+      result = await handler(env.params, env.from, prepare);
     } catch (err) {
       const rpcErr = err instanceof RpcError ? err : new RpcError('INTERNAL_ERROR');
       if (!(err instanceof RpcError)) log.error({ err, method, from: env.from }, 'bus handler failed');
@@ -119,19 +152,25 @@ export class Bus {
       this.opts.log.warn({ to, id }, 'bus reply not sent: the bus stayed disconnected');
       return;
     }
-    const env = sealEnvelope<ResponseEnvelope>(this.opts.signer, {
-      kind: 'response',
-      from: this.self,
-      to,
-      id: id ?? 'unknown',
-      ...(error ? { error: error.toWire() } : { result: result ?? null }),
-    });
+    const prepared = !error && result instanceof PreparedReply ? result : undefined;
+    const env =
+      prepared && preparedFits(prepared, id, to, Date.now(), this.opts.maxAgeMs) ? prepared.envelope : this.sealReply(id, to, error, prepared ? prepared.result : result);
     try {
       msg.respond(JSON.stringify(env));
       timelineMark('bus.answer');
     } catch (err) {
       this.opts.log.warn({ err }, 'bus reply could not be sent');
     }
+  }
+
+  private sealReply(id: string | undefined, to: string, error: RpcError | undefined, result: unknown): ResponseEnvelope {
+    return sealEnvelope<ResponseEnvelope>(this.opts.signer, {
+      kind: 'response',
+      from: this.self,
+      to,
+      id: id ?? 'unknown',
+      ...(error ? { error: error.toWire() } : { result: result ?? null }),
+    });
   }
 
   /**

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { BrokeringOutput, NotifyResult } from '../../machines/brokering.js';
-import type { Bus } from '../bus/bus.js';
+import type { Bus, PreparedReply, ReplyPreparer } from '../bus/bus.js';
 import { busFailureOf } from '../bus/bus-errors.js';
 import { RpcError, type BrokeringCapacityLimit } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -69,7 +69,7 @@ export class ConnectionRequests {
   }
 
   /** Bus handler for `connectionRequest`; `from` is A, proven by its envelope signature. */
-  handle = async (params: Record<string, unknown>, from: string): Promise<Confirmation> => {
+  handle = async (params: Record<string, unknown>, from: string, prepare?: ReplyPreparer): Promise<Confirmation | PreparedReply> => {
     const checked = parseWithTwin(connectionRequestSchema, connectionRequestTwin, params);
     if (!checked.success) {
       throw new RpcError('INVALID_PARAMS', checked.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; '));
@@ -83,14 +83,26 @@ export class ConnectionRequests {
     }
     // Before B is told: a refused request costs B nothing.
     this.#checkCapacity(from, to);
-    return new Promise<Confirmation>((resolve, reject) => {
+    return new Promise<Confirmation | PreparedReply>((resolve, reject) => {
       let answered = false;
+      let prepared: PreparedReply | undefined;
+      const confirmation = (session: SessionInfo, pass: LegPass): Confirmation => ({
+        token: pass.token.toString('base64'),
+        challenge: pass.challenge.toString('base64'),
+        endpoint: session.endpoint,
+        sessionId: session.sessionId,
+      });
       const messengers: SessionMessengers = {
         notifyB: (session, pass, signal) => this.notifyB(session, pass, signal),
+        // Signed while B dials (setImmediate: after the forward to B has gone out), so that B's
+        // dial, which A waits on, is followed by a publish rather than by a signature.
+        prepareConfirmation: (session, pass) => {
+          if (prepare) setImmediate(() => answered || (prepared = prepare(confirmation(session, pass))));
+        },
         confirmToA: async (session, pass) => {
           if (answered) throw new Error('A is no longer waiting for its confirmation');
           answered = true;
-          resolve({ token: pass.token.toString('base64'), challenge: pass.challenge.toString('base64'), endpoint: session.endpoint, sessionId: session.sessionId });
+          resolve(prepared ?? confirmation(session, pass));
         },
       };
       const { done, spliced } = this.opts.open({ a: from, b: to, endpoint: this.opts.endpoint }, { messengers });
@@ -152,6 +164,8 @@ export class ConnectionRequests {
           endpoint: session.endpoint,
           sessionId: session.sessionId,
         },
+        // B answers once its dial is through (machines/callback.ts); the bus's own timeout (10 s by
+        // default, as bDialMs) still bounds the wait, and a bus that gives up first is busFailed.
         undefined,
         signal,
       );

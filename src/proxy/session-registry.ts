@@ -50,6 +50,11 @@ export interface SessionMessengers {
   notifyB: (session: SessionInfo, pass: LegPass, signal: AbortSignal) => Promise<NotifyResult>;
   /** Confirms to A once B's socket is held (A needs its leg's pass to dial). */
   confirmToA: (session: SessionInfo, pass: LegPass) => Promise<void>;
+  /**
+   * Called once B has been told: A's confirmation says nothing that changes before B dials, so
+   * it may be made ready (signed) while the session waits for B. Confirming stays confirmToA's.
+   */
+  prepareConfirmation?: (session: SessionInfo, pass: LegPass) => void;
 }
 
 export interface SessionRegistryOptions {
@@ -174,7 +179,9 @@ export class SessionRegistry {
       actors: {
         notifyB: fromPromise<NotifyResult, BrokeringInput>(({ input, signal }) => {
           const s = handshake(input.sessionId);
-          return s.messengers.notifyB(s.info, { token: s.tokens.b, challenge: s.challenge }, signal);
+          const notified = s.messengers.notifyB(s.info, { token: s.tokens.b, challenge: s.challenge }, signal);
+          s.messengers.prepareConfirmation?.(s.info, { token: s.tokens.a, challenge: s.challenge });
+          return notified;
         }),
         confirmToA: fromPromise<void, BrokeringInput>(({ input }) => {
           const s = handshake(input.sessionId);

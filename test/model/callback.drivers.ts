@@ -104,7 +104,8 @@ const outputIs = (ctx: CallbackCtx, output: object) => expect(ctx.trace.last?.ou
 const spliceSide = (ctx: CallbackCtx): Socket => ctx.splice.sockets[0]!;
 
 export const callbackDrivers: Drivers<CallbackCtx> = {
-  'checkRequest.done': { check: (ctx) => answered(ctx, { ok: true }) },
+  // Nothing to see outside yet: B answers P once its dial is through (dialProxy.done) or failed.
+  'checkRequest.done': {},
   'checkRequest.error': {
     variants: {
       'wrong proxy': {
@@ -128,6 +129,7 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
     // B presents exactly the token P forwarded, first thing on the socket, then its proof for
     // the sender proxy, this session, leg b and P's challenge, signed with B's operator key.
     check: async (ctx) => {
+      await answered(ctx, { ok: true });
       await waitUntil(() => ctx.received.length >= 34 && ctx.received.length >= 34 + ctx.received.readUInt16BE(32), 'preamble received');
       expect(ctx.received.subarray(0, 32)).toEqual(ctx.token);
       const proof = ctx.received.subarray(34, 34 + ctx.received.readUInt16BE(32));
@@ -138,7 +140,8 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
   'dialProxy.error': {
     arrange: (ctx) => void (ctx.cfg.endpoint = 'closed'),
     check: async (ctx) => {
-      await answered(ctx, { ok: true });
+      // P hears of the failed dial at once instead of waiting out its bDialTimeout.
+      await answered(ctx, { code: -32004, message: /^Brokering through the proxy failed: hd-2 could not dial the proxy: cannot connect to 127\.0\.0\.1:\d+: connect ECONNREFUSED/ });
       outputIs(ctx, { outcome: 'dialFailed', detail: expect.stringMatching(/^cannot connect to 127\.0\.0\.1:\d+: connect ECONNREFUSED/) });
     },
   },
@@ -149,6 +152,7 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
     },
     check: async (ctx) => {
       outputIs(ctx, { outcome: 'dialFailed', detail: 'no connection to the proxy in time' });
+      await answered(ctx, { code: -32004, message: /^Brokering through the proxy failed: hd-2 could not dial the proxy: no connection to the proxy in time$/ });
       await ctx.blackhole!.lateDialClosed();
     },
   },
@@ -161,7 +165,8 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
     exec: (ctx) => ctx.callbacks.shutdown(),
     check: async (ctx, step) => {
       outputIs(ctx, { outcome: 'shutDown' });
-      if (step.from === 'verifying') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
+      // Not answered before its dial was through: shutting down is the answer.
+      if (step.from === 'verifying' || step.from === 'dialing') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
       if (step.from === 'dialing') await ctx.blackhole!.lateDialClosed();
       if (step.from === 'serving') await closedByFarSide(spliceSide(ctx));
     },

@@ -1,0 +1,75 @@
+import { readFileSync } from 'node:fs';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Bus, PreparedReply, preparedFits } from '../../src/bus/bus.js';
+import { createSigner, sealEnvelope, type ResponseEnvelope } from '../../src/bus/envelope.js';
+import { fingerprintOf } from '../../src/core/tls-material.js';
+import { TestNatsServer } from '../helpers/nats-server.js';
+
+// A handler may seal its reply before it is done (the proxy signs A's confirmation while B dials).
+// The sealed envelope goes out only to the request it was made for and only while fresh; one that
+// waited longer is sealed again, so the receiver's freshness check never sees a stale reply.
+
+const CERTS = 'settings/dev/certs';
+const pem = (n: string) => readFileSync(`${CERTS}/${n}`, 'utf8');
+const log = pino({ level: 'silent' });
+const certificates = Object.fromEntries(['hd-1', 'hd-2'].map((n) => [n, { certificate: pem(`${n}.crt`), fingerprint: fingerprintOf(pem(`${n}.crt`)) }]));
+
+describe('bus - prepared replies', () => {
+  let nats: TestNatsServer;
+  let callerNc: NatsConnection;
+  let serverNc: NatsConnection;
+  let caller: Bus;
+
+  const busFor = (nc: NatsConnection, name: string, maxAgeMs: number) =>
+    new Bus({
+      nc,
+      signer: createSigner(name, pem(`${name}.key`)),
+      directory: { entry: (op) => certificates[op], isPermitted: (from, _t, method) => from === 'hd-1' && method === '_ping' },
+      log,
+      maxAgeMs,
+      maxBytes: 8 * 1024,
+      requestTimeoutMs: 3_000,
+    });
+
+  beforeAll(async () => {
+    nats = await TestNatsServer.start();
+    [callerNc, serverNc] = await Promise.all([nats.connectAs('hd-1'), nats.connectAs('hd-2')]);
+    // The caller accepts envelopes at most 1.05 s old: a prepared reply sent after waiting longer
+    // than that would be refused as STALE, and the call would time out.
+    caller = busFor(callerNc, 'hd-1', 1_050);
+    const server = busFor(serverNc, 'hd-2', 30_000);
+    server.serve('_ping', async (params, _from, prepare) => {
+      const prepared = prepare({ pong: params.probe });
+      await new Promise((r) => setTimeout(r, params.waitMs as number));
+      return prepared;
+    });
+    await serverNc.flush();
+  });
+
+  afterAll(async () => {
+    await Promise.all([callerNc?.close(), serverNc?.close()]);
+    await nats?.stop();
+  });
+
+  it('bus - a reply prepared early reaches the caller and verifies', async () => {
+    await expect(caller.request('hd-2', '_ping', { probe: 1, waitMs: 20 })).resolves.toEqual({ pong: 1 });
+  });
+
+  it('bus - a prepared reply that waited past its age is sealed again, not sent stale', async () => {
+    await expect(caller.request('hd-2', '_ping', { probe: 2, waitMs: 1_300 })).resolves.toEqual({ pong: 2 });
+  });
+
+  it('bus - a prepared reply fits only the request it was sealed for, and only while fresh', () => {
+    const signer = createSigner('hd-2', pem('hd-2.key'));
+    const now = 50_000;
+    const envelope = sealEnvelope<ResponseEnvelope>(signer, { kind: 'response', from: 'hd-2', to: 'hd-1', id: 'r1', result: { ok: true } }, now);
+    const prepared = new PreparedReply({ ok: true }, envelope, now);
+    expect(preparedFits(prepared, 'r1', 'hd-1', now + 10, 30_000)).toBe(true);
+    expect(preparedFits(prepared, 'r2', 'hd-1', now + 10, 30_000)).toBe(false); // another request's reply
+    expect(preparedFits(prepared, 'r1', 'hd-3', now + 10, 30_000)).toBe(false); // another requester
+    expect(preparedFits(prepared, 'r1', 'hd-1', now + 1_001, 30_000)).toBe(false); // aged
+    expect(preparedFits(prepared, 'r1', 'hd-1', now + 300, 1_000)).toBe(false); // aged for a short freshness window
+  });
+});

@@ -1,0 +1,140 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { WarmDials } from '../../src/eps/warm-dials.js';
+
+// A's early dial to the proxy's last endpoint (src/eps/warm-dials.ts), against a real local
+// listener standing in for the splice endpoint: it records what each connection sent and whether
+// it is still open.
+
+interface Accepted {
+  socket: Socket;
+  received: Buffer[];
+  closed: boolean;
+}
+
+let server: Server;
+let endpoint: string;
+let accepted: Accepted[];
+
+beforeEach(async () => {
+  accepted = [];
+  server = createServer((socket) => {
+    const a: Accepted = { socket, received: [], closed: false };
+    accepted.push(a);
+    socket.on('data', (d) => a.received.push(d));
+    socket.on('error', () => {});
+    socket.on('close', () => (a.closed = true));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  endpoint = `127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+
+afterEach(async () => {
+  for (const a of accepted) a.socket.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+const until = async (check: () => boolean, ms = 2_000): Promise<void> => {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('warm dials', () => {
+  it('warm dials - nothing is dialed before a confirmation named the proxy endpoint', () => {
+    const warm = new WarmDials();
+    expect(warm.start('public-proxy-eps-1')).toBeUndefined();
+  });
+
+  it('warm dials - the learned endpoint is dialed at once, silently, and taken connected for the same endpoint', async () => {
+    const warm = new WarmDials();
+    warm.learn('p', endpoint);
+    const dial = warm.start('p')!;
+    await until(() => accepted.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    const socket = dial.take(endpoint);
+    expect(socket).toBeDefined();
+    // The proxy saw a connection and not one byte: the preamble is the taker's to write.
+    expect(accepted[0]!.received).toHaveLength(0);
+    socket!.write('preamble');
+    await until(() => Buffer.concat(accepted[0]!.received).toString() === 'preamble');
+    dial.discard(); // a no-op once taken: the channel owns the socket
+    await new Promise((r) => setTimeout(r, 20));
+    expect(accepted[0]!.closed).toBe(false);
+    socket!.destroy();
+  });
+
+  it('warm dials - a confirmation naming another endpoint closes the warm socket and takes nothing', async () => {
+    const warm = new WarmDials();
+    warm.learn('p', endpoint);
+    const dial = warm.start('p')!;
+    await until(() => accepted.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(dial.take('127.0.0.1:1')).toBeUndefined();
+    await until(() => accepted[0]!.closed);
+  });
+
+  it('warm dials - a socket older than maxAgeMs is closed rather than presented on', async () => {
+    let now = 1_000;
+    const warm = new WarmDials({ maxAgeMs: 500, maxPerProxy: 4 }, () => now);
+    warm.learn('p', endpoint);
+    const dial = warm.start('p')!;
+    await until(() => accepted.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    now += 501;
+    expect(dial.take(endpoint)).toBeUndefined();
+    await until(() => accepted[0]!.closed);
+  });
+
+  it('warm dials - a socket the proxy already closed is not taken', async () => {
+    const warm = new WarmDials();
+    warm.learn('p', endpoint);
+    const dial = warm.start('p')!;
+    await until(() => accepted.length === 1);
+    accepted[0]!.socket.destroy(); // the proxy's preamble timeout, say
+    await new Promise((r) => setTimeout(r, 30));
+    expect(dial.take(endpoint)).toBeUndefined();
+  });
+
+  it('warm dials - a dial not yet through is never waited for, and is closed when it completes', async () => {
+    const warm = new WarmDials();
+    warm.learn('p', endpoint);
+    const dial = warm.start('p')!;
+    expect(dial.take(endpoint)).toBeUndefined(); // same tick: not connected yet
+    await until(() => accepted.length === 1);
+    await until(() => accepted[0]!.closed);
+  });
+
+  it('warm dials - an endpoint that refuses costs the channel nothing', async () => {
+    const refusing = createServer();
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const dead = `127.0.0.1:${(refusing.address() as { port: number }).port}`;
+    await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    const warm = new WarmDials();
+    warm.learn('p', dead);
+    const dial = warm.start('p')!;
+    await new Promise((r) => setTimeout(r, 30));
+    expect(dial.take(dead)).toBeUndefined();
+  });
+
+  it('warm dials - at most maxPerProxy wait at once, so they never take the places confirmed dials need', async () => {
+    const warm = new WarmDials({ maxAgeMs: 1_000, maxPerProxy: 2 });
+    warm.learn('p', endpoint);
+    warm.learn('q', endpoint);
+    const first = warm.start('p')!;
+    const second = warm.start('p')!;
+    expect(warm.start('p')).toBeUndefined();
+    expect(warm.start('q')).toBeDefined(); // counted per proxy
+    first.discard();
+    first.discard(); // idempotent: frees one place, not two
+    const third = warm.start('p');
+    expect(third).toBeDefined();
+    expect(warm.start('p')).toBeUndefined();
+    await until(() => accepted.length === 4);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(second.take(endpoint)).toBeDefined();
+    expect(warm.start('p')).toBeDefined(); // taken frees its place too
+  });
+});
