@@ -1,7 +1,9 @@
 import { assign, fromPromise, setup } from 'xstate';
 
 // B's side of a brokered session: P forwarded A's connection request with a token and the
-// endpoint to dial. B checks the request against the directory, dials P (B opens no listening
+// endpoint to dial. B's directory has judged the request before the actor starts (its verdict is
+// the input, so `verifying` decides at once rather than through an invoked check and a turn of
+// the event loop on the path of every brokering); B dials P (B opens no listening
 // port: dialing out is how it becomes reachable), sends the token, and hands the socket to its
 // gRPC server, which then serves A over end-to-end mTLS until the connection closes.
 //
@@ -21,35 +23,24 @@ export type CallbackOutput =
 
 export type CallbackEvent = { type: 'CONNECTION_CLOSED'; detail?: string } | { type: 'SHUTDOWN' };
 
-export class CallbackRefused extends Error {
-  override readonly name = 'CallbackRefused';
-  constructor(
-    readonly reason: CallbackRefusal,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export interface CallbackInput {
   /** The operator that asked for the connection (A), as the proxy's signed envelope names it. */
   requester: string;
   /** The proxy operator that forwarded the request. */
   proxy: string;
   endpoint: string;
+  /** Why B's directory refuses the request; absent when it allows it. */
+  refusal?: { reason: CallbackRefusal; detail: string };
 }
 
 export const callbackMachine = setup({
   types: {
     input: {} as CallbackInput,
-    context: {} as CallbackInput & { detail: string; refusal: CallbackRefusal },
+    context: {} as Omit<CallbackInput, 'refusal'> & { detail: string; refusal: CallbackRefusal | undefined },
     events: {} as CallbackEvent,
     output: {} as CallbackOutput,
   },
   actors: {
-    checkRequest: fromPromise<void, CallbackInput>(async () => {
-      throw new Error('checkRequest not provided');
-    }),
     dialProxy: fromPromise<void, { endpoint: string }>(async () => {
       throw new Error('dialProxy not provided');
     }),
@@ -57,7 +48,7 @@ export const callbackMachine = setup({
   actions: {
     /** Tells P (the pending bus reply) that B accepted and has dialed. */
     answerAccepted: () => {},
-    /** Tells P that B refused the request (the check's error). */
+    /** Tells P that B refused the request (context.detail says why). */
     answerRefused: () => {},
     /** Tells P that B accepted but could not dial (context.detail says why). */
     answerDialFailed: () => {},
@@ -65,32 +56,26 @@ export const callbackMachine = setup({
     injectSocket: () => {},
     closeSocket: () => {},
   },
+  guards: {
+    isRefused: ({ context }) => context.refusal !== undefined,
+  },
   delays: { dialTimeout: 10_000 },
 }).createMachine({
   id: 'callback',
   // Each final state words its own output; the machine's output is whichever one it reached.
   output: ({ event }) => event.output as CallbackOutput,
-  context: ({ input }) => ({ ...input, detail: '', refusal: 'malformed' as CallbackRefusal }),
+  context: ({ input }) => ({
+    requester: input.requester,
+    proxy: input.proxy,
+    endpoint: input.endpoint,
+    detail: input.refusal?.detail ?? '',
+    refusal: input.refusal?.reason,
+  }),
   initial: 'verifying',
   on: { SHUTDOWN: { target: '.shutDown' } },
   states: {
     verifying: {
-      invoke: {
-        src: 'checkRequest',
-        input: ({ context }) => ({ requester: context.requester, proxy: context.proxy, endpoint: context.endpoint }),
-        onDone: { target: 'dialing' },
-        onError: {
-          target: 'refused',
-          actions: [
-            'answerRefused',
-            assign({
-              detail: ({ event }) => String((event.error as Error)?.message ?? event.error),
-              // A check that failed for an unforeseen reason is reported as malformed, never as allowed.
-              refusal: ({ event }) => (event.error instanceof CallbackRefused ? event.error.reason : 'malformed'),
-            }),
-          ],
-        },
-      },
+      always: [{ guard: 'isRefused', target: 'refused', actions: 'answerRefused' }, { target: 'dialing' }],
     },
     dialing: {
       invoke: {
@@ -106,7 +91,7 @@ export const callbackMachine = setup({
     },
     refused: {
       type: 'final',
-      output: ({ context }) => ({ outcome: 'refused', reason: context.refusal, detail: context.detail }),
+      output: ({ context }) => ({ outcome: 'refused', reason: context.refusal ?? 'malformed', detail: context.detail }),
     },
     dialFailed: { type: 'final', entry: ['closeSocket', 'answerDialFailed'], output: ({ context }) => ({ outcome: 'dialFailed', detail: context.detail }) },
     closed: { type: 'final', output: ({ context }) => ({ outcome: 'closed', detail: context.detail }) },

@@ -1,9 +1,13 @@
 import { assign, fromPromise, setup } from 'xstate';
 
-// A's side of a brokered channel to one peer B: find B's route in the directory, ask B's proxy
-// for a session, dial the proxy with the token, run TLS and gRPC over the spliced socket, then
-// keep the channel open for later calls until it idles out or the connection is lost. Actors
-// are placeholders: src/eps/peer-connection.ts provides the implementations that do the I/O.
+// A's side of a brokered channel to one peer B: take B's route as the directory gave it, ask B's
+// proxy for a session, dial the proxy with the token, run TLS and gRPC over the spliced socket,
+// then keep the channel open for later calls until it idles out or the connection is lost. Actors
+// are placeholders: src/eps/peer-channels.ts provides the implementations that do the I/O.
+//
+// The route is looked up before the actor starts and comes in as input (a route, or why there is
+// none), so `resolving` decides at once: an invoked look-up cost a child actor and a turn of the
+// event loop on the path of every new channel, for what is a read of the directory in memory.
 
 export type Route = { type: 'proxy'; proxy: string } | { type: 'direct'; address: string };
 export interface Ticket {
@@ -28,6 +32,9 @@ export type PeerConnectionEvent =
   | { type: 'CALL_FINISHED' }
   | { type: 'CONNECTION_LOST'; detail?: string }
   | { type: 'CLOSE' };
+
+/** What the directory says of the peer: its route, or why A has none. */
+export type PeerConnectionInput = { peer: string; route: Route } | { peer: string; failure: { reason: 'unknownPeer' | 'noRoute'; detail: string } };
 
 export interface PeerConnectionContext {
   peer: string;
@@ -55,15 +62,12 @@ function toFailure(err: unknown, fallback: PeerConnectionFailure): { reason: Pee
 
 export const peerConnectionMachine = setup({
   types: {
-    input: {} as { peer: string },
+    input: {} as PeerConnectionInput,
     context: {} as PeerConnectionContext,
     events: {} as PeerConnectionEvent,
     output: {} as PeerConnectionOutput,
   },
   actors: {
-    resolvePeer: fromPromise<Route, { peer: string }>(async () => {
-      throw new Error('resolvePeer not provided');
-    }),
     requestConnection: fromPromise<Ticket, { peer: string; proxy: string }>(async () => {
       throw new Error('requestConnection not provided');
     }),
@@ -79,6 +83,7 @@ export const peerConnectionMachine = setup({
     releaseChannel: () => {},
   },
   guards: {
+    hasNoRoute: ({ context }) => context.route === undefined,
     viaProxy: ({ context }) => context.route?.type === 'proxy',
     isIdle: ({ context }) => context.callsInFlight === 0,
   },
@@ -90,20 +95,17 @@ export const peerConnectionMachine = setup({
   id: 'peerConnection',
   // Each final state words its own output; the machine's output is whichever one it reached.
   output: ({ event }) => event.output as PeerConnectionOutput,
-  context: ({ input }) => ({ peer: input.peer, route: undefined, callsInFlight: 0, failure: undefined }),
+  context: ({ input }) => ({
+    peer: input.peer,
+    route: 'route' in input ? input.route : undefined,
+    callsInFlight: 0,
+    failure: 'failure' in input ? input.failure : undefined,
+  }),
   initial: 'resolving',
   on: { CLOSE: { target: '.cancelled' } },
   states: {
     resolving: {
-      invoke: {
-        src: 'resolvePeer',
-        input: ({ context }) => ({ peer: context.peer }),
-        onDone: [
-          { guard: ({ event }) => event.output.type === 'proxy', target: 'requesting', actions: assign({ route: ({ event }) => event.output }) },
-          { target: 'dialing', actions: assign({ route: ({ event }) => event.output }) },
-        ],
-        onError: { target: 'failed', actions: assign({ failure: ({ event }) => toFailure(event.error, 'unknownPeer') }) },
-      },
+      always: [{ guard: 'hasNoRoute', target: 'failed' }, { guard: 'viaProxy', target: 'requesting' }, { target: 'dialing' }],
     },
     requesting: {
       invoke: {

@@ -39,7 +39,7 @@ export class PreparedReply {
 export type ReplyPreparer = (result: unknown) => PreparedReply;
 
 /** Resolves with the result, or with a PreparedReply of it (sent as sealed, unless it has aged). */
-export type BusHandler = (params: Record<string, unknown>, from: string, prepare: ReplyPreparer) => Promise<unknown>;
+export type BusHandler = (params: Record<string, unknown>, from: string, prepare?: ReplyPreparer) => Promise<unknown>;
 
 /**
  * A prepared reply older than this (or than a quarter of the bus's own freshness window, when that

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { createActor, fromPromise, type Actor, type InspectionEvent } from 'xstate';
 import { z } from 'zod';
-import { CallbackRefused, callbackMachine } from '../../machines/callback.js';
+import { callbackMachine, type CallbackInput } from '../../machines/callback.js';
 import type { Signer } from '../bus/envelope.js';
 import { dialAndPresent } from '../core/dial.js';
 import { RpcError } from '../core/errors.js';
@@ -86,7 +86,8 @@ export class Callbacks {
     // Made on first use: a pino child costs ~40 µs on the cold path B's dial waits for.
     const log = childOnDemand(opts.log, { component: 'callback', requester, proxySessionId: sessionId });
     return new Promise((resolve, reject) => {
-      const actor = createActor(this.machine, { input: { requester, proxy, endpoint }, inspect: opts.inspect });
+      const refusal = this.check(requester, proxy);
+      const actor = createActor(this.machine, { input: { requester, proxy, endpoint, ...(refusal ? { refusal } : {}) }, inspect: opts.inspect });
       this.io.set(actor.system, { proxy, token, challenge, sessionId, socket: undefined, resolve, reject, actor });
       this.live.add(actor);
       actor.subscribe((snap) => {
@@ -105,9 +106,6 @@ export class Callbacks {
     const { opts } = this;
     return callbackMachine.provide({
       actors: {
-        checkRequest: fromPromise(async ({ input: { requester, proxy } }: { input: { requester: string; proxy: string; endpoint: string } }) =>
-          this.check(requester, proxy),
-        ),
         dialProxy: fromPromise(async ({ input: { endpoint }, signal, system }: { input: { endpoint: string }; signal: AbortSignal; system: object }) => {
           const forward = this.forwardOf(system);
           const { proxy } = forward;
@@ -123,11 +121,8 @@ export class Callbacks {
       },
       actions: {
         answerAccepted: ({ system }) => this.forwardOf(system).resolve({ accepted: true }),
-        answerRefused: ({ event, system }) => {
-          const err = (event as { error?: unknown }).error;
-          // B's own refusal, distinct from the directory denying the proxy (PERMISSION_DENIED).
-          this.forwardOf(system).reject(new RpcError('BROKERING_FAILED', err instanceof Error ? err.message : String(err)));
-        },
+        // B's own refusal, distinct from the directory denying the proxy (PERMISSION_DENIED).
+        answerRefused: ({ context, system }) => this.forwardOf(system).reject(new RpcError('BROKERING_FAILED', context.detail)),
         answerDialFailed: ({ context, system }) =>
           this.forwardOf(system).reject(new RpcError('BROKERING_FAILED', `${opts.self} could not dial the proxy: ${context.detail}`)),
         injectSocket: ({ system }) => {
@@ -149,15 +144,12 @@ export class Callbacks {
   }
 
   /** B accepts only requests its own proxy forwards, from operators the directory knows. */
-  private check(requester: string, proxy: string): void {
+  private check(requester: string, proxy: string): CallbackInput['refusal'] {
     const own = this.opts.directory.entry(this.opts.self);
     const grpc = own?.channels.find((c) => c.type === 'grpc_server');
-    if (!grpc?.proxy || grpc.proxy !== proxy) {
-      throw new CallbackRefused('wrongProxy', `${this.opts.self} is not reachable through ${proxy}`);
-    }
-    if (!this.opts.directory.entry(requester)) {
-      throw new CallbackRefused('unknownPeer', `${requester} is not in the service directory`);
-    }
+    if (!grpc?.proxy || grpc.proxy !== proxy) return { reason: 'wrongProxy', detail: `${this.opts.self} is not reachable through ${proxy}` };
+    if (!this.opts.directory.entry(requester)) return { reason: 'unknownPeer', detail: `${requester} is not in the service directory` };
+    return undefined;
   }
 
   shutdown(): void {

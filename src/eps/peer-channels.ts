@@ -4,6 +4,7 @@ import { z } from 'zod';
 import {
   PeerConnectionError,
   peerConnectionMachine,
+  type PeerConnectionInput,
   type PeerConnectionOutput,
   type Route,
 } from '../../machines/peer-connection.js';
@@ -137,7 +138,7 @@ export class PeerChannels {
     const bindings = { component: 'peer-connection', peer };
     const log = childOnDemand(opts.log, bindings);
     const channel = { log } as Channel;
-    channel.actor = createActor(this.machine, { input: { peer }, inspect: opts.inspect });
+    channel.actor = createActor(this.machine, { input: this.routeInput(peer), inspect: opts.inspect });
     this.io.set(channel.actor.system, channel);
     channel.ready = new Promise<PeerClient>((resolve, reject) => {
       channel.actor.subscribe((snap) => {
@@ -172,7 +173,6 @@ export class PeerChannels {
     const { opts } = this;
     return peerConnectionMachine.provide({
       actors: {
-        resolvePeer: fromPromise(async ({ input: { peer } }: { input: { peer: string } }) => this.route(peer)),
         requestConnection: fromPromise(async ({ input: { peer, proxy }, system }: { input: { peer: string; proxy: string }; system: object }) => {
           const channel = this.channelOf(system);
           let answer: unknown;
@@ -266,13 +266,14 @@ export class PeerChannels {
     return channel;
   }
 
-  private route(peer: string): Route {
+  /** The peer's route as the directory gives it now, or why there is none: the machine's input. */
+  private routeInput(peer: string): PeerConnectionInput {
     const entry = this.opts.directory.entry(peer);
-    if (!entry) throw new PeerConnectionError('unknownPeer', `${peer} is not in the service directory`);
+    if (!entry) return { peer, failure: { reason: 'unknownPeer', detail: `${peer} is not in the service directory` } };
     const grpc = entry.channels.find((c) => c.type === 'grpc_server');
-    if (grpc?.proxy) return { type: 'proxy', proxy: grpc.proxy };
-    if (grpc?.address) return { type: 'direct', address: grpc.address };
-    throw new PeerConnectionError('noRoute', `${peer} has no gRPC server channel in the directory`);
+    if (grpc?.proxy) return { peer, route: { type: 'proxy', proxy: grpc.proxy } };
+    if (grpc?.address) return { peer, route: { type: 'direct', address: grpc.address } };
+    return { peer, failure: { reason: 'noRoute', detail: `${peer} has no gRPC server channel in the directory` } };
   }
 }
 

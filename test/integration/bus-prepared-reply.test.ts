@@ -41,7 +41,7 @@ describe('bus - prepared replies', () => {
     caller = busFor(callerNc, 'hd-1', 1_050);
     const server = busFor(serverNc, 'hd-2', 30_000);
     server.serve('_ping', async (params, _from, prepare) => {
-      const prepared = prepare({ pong: params.probe });
+      const prepared = prepare!({ pong: params.probe }); // the bus always passes it
       await new Promise((r) => setTimeout(r, params.waitMs as number));
       return prepared;
     });

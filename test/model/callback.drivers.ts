@@ -15,7 +15,7 @@ import { A, B, BUS_ADMIN, Blackhole, Directory, PROXY, TLS, TcpServer, Trace, cl
 
 export interface CallbackCtx {
   trace: Trace;
-  cfg: { sender: string; requester: string; endpoint: 'splice' | 'closed' | 'blackhole'; direct: boolean; dialMs: number };
+  cfg: { sender: string; requester: string; endpoint: 'splice' | 'closed' | 'blackhole'; dialMs: number };
   ncs: NatsConnection[];
   pBus: Bus;
   bBus: Bus;
@@ -34,7 +34,7 @@ export interface CallbackCtx {
 export function newCallbackCtx(): CallbackCtx {
   return {
     trace: new Trace('verifying'),
-    cfg: { sender: PROXY, requester: A, endpoint: 'splice', direct: false, dialMs: 5_000 },
+    cfg: { sender: PROXY, requester: A, endpoint: 'splice', dialMs: 5_000 },
     token: randomBytes(32),
     challenge: randomBytes(32),
     received: Buffer.alloc(0),
@@ -72,11 +72,11 @@ export function startCallback(ctx: CallbackCtx): void {
     endpoint: ctx.endpoint,
     sessionId: 'model',
   };
-  ctx.answer = settle(ctx.cfg.direct ? ctx.callbacks.handle(params, ctx.cfg.sender) : ctx.pBus.request(B, 'connectionForward', params, 5_000));
+  ctx.answer = settle(ctx.pBus.request(B, 'connectionForward', params, 5_000));
 }
 
-/** Over the bus the path starts once B has the request; a direct call starts it in this tick. */
-export const callbackReady = (ctx: CallbackCtx) => (ctx.cfg.direct ? undefined : waitUntil(() => ctx.trace.entries.length > 0, 'callback started'));
+/** The path starts once B has the request. */
+export const callbackReady = (ctx: CallbackCtx) => waitUntil(() => ctx.trace.entries.length > 0, 'callback started');
 
 export async function teardownCallback(ctx: CallbackCtx): Promise<void> {
   ctx.callbacks?.shutdown();
@@ -105,8 +105,8 @@ const spliceSide = (ctx: CallbackCtx): Socket => ctx.splice.sockets[0]!;
 
 export const callbackDrivers: Drivers<CallbackCtx> = {
   // Nothing to see outside yet: B answers P once its dial is through (dialProxy.done) or failed.
-  'checkRequest.done': {},
-  'checkRequest.error': {
+  'always[else]': {},
+  'always[isRefused]': {
     variants: {
       'wrong proxy': {
         // hd-1 may send on the bus, but it is not the proxy hd-2's directory entry names.
@@ -158,15 +158,13 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
   },
   SHUTDOWN: {
     arrange: (ctx, step) => {
-      // verifying lasts one tick: only a direct call to the bus handler can shut down inside it.
-      if (step.from === 'verifying') ctx.cfg.direct = true;
       if (step.from === 'dialing') ctx.cfg.endpoint = 'blackhole';
     },
     exec: (ctx) => ctx.callbacks.shutdown(),
     check: async (ctx, step) => {
       outputIs(ctx, { outcome: 'shutDown' });
       // Not answered before its dial was through: shutting down is the answer.
-      if (step.from === 'verifying' || step.from === 'dialing') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
+      if (step.from === 'dialing') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
       if (step.from === 'dialing') await ctx.blackhole!.lateDialClosed();
       if (step.from === 'serving') await closedByFarSide(spliceSide(ctx));
     },

@@ -176,9 +176,9 @@ async function callServed(ctx: PeerCtx): Promise<void> {
 const outputIs = (ctx: PeerCtx, output: object) => expect(ctx.trace.last?.output).toMatchObject(output);
 
 export const peerConnectionDrivers: Drivers<PeerCtx> = {
-  'resolvePeer.done[#0]': { arrange: (ctx) => void (ctx.cfg.route = 'proxy') },
-  'resolvePeer.done[else]': { arrange: (ctx) => void (ctx.cfg.route = 'direct') },
-  'resolvePeer.error': {
+  'always[viaProxy]': { arrange: (ctx) => void (ctx.cfg.route = 'proxy') },
+  'always[else]': { arrange: (ctx) => void (ctx.cfg.route = 'direct') },
+  'always[hasNoRoute]': {
     variants: {
       'unknown peer': {
         arrange: (ctx) => void (ctx.cfg.route = 'unknown'),
@@ -287,7 +287,7 @@ export const peerConnectionDrivers: Drivers<PeerCtx> = {
 
 export const peerConnectionScenarios = {
   'brokered call through the proxy, then idle close': [
-    'resolvePeer.done[#0]',
+    'always[viaProxy]',
     'requestConnection.done',
     'dialPeer.done',
     'openChannel.done',
