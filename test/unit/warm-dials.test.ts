@@ -138,3 +138,47 @@ describe('warm dials', () => {
     expect(warm.start('p')).toBeDefined(); // taken frees its place too
   });
 });
+
+describe('warm dials - attack: a request that stays in flight', () => {
+  // A brokering whose request stays in flight (B slow or never dialing: up to bDialMs, 10 s, at P
+  // and busRequestMs, 15 s, at A) keeps its warm socket "waiting" the whole time, although it is
+  // useless after maxAgeMs. The socket sits silent on P's splice port until P's preamble timeout
+  // rejects it (a PREAMBLE_TIMEOUT warning and metric at P, charged to A's address), and the slot
+  // stays taken: maxPerProxy such requests switch warm dials off for every other peer behind
+  // that proxy until they end.
+  it('warm dials - an untaken warm socket is closed and its place freed once older than maxAgeMs', async () => {
+    const warm = new WarmDials({ maxAgeMs: 100, maxPerProxy: 1 });
+    warm.learn('p', endpoint);
+    const slow = warm.start('p')!; // the request of a slow brokering: neither taken nor discarded yet
+    expect(slow).toBeDefined();
+    await until(() => accepted.length === 1);
+    await new Promise((r) => setTimeout(r, 400));
+    // A closed it itself, well before any proxy preamble timeout...
+    expect(accepted[0]!.closed).toBe(true);
+    // ...and another channel to the same proxy gets a warm dial again.
+    const next = warm.start('p');
+    expect(next).toBeDefined();
+    next?.discard();
+    expect(slow.take(endpoint)).toBeUndefined();
+  });
+
+  it('warm dials - a slow brokering leaves no silent socket for the real splice endpoint to time out', async () => {
+    const { SpliceEndpoint } = await import('../../src/proxy/splice-endpoint.js');
+    const { pino } = await import('pino');
+    const rejected: string[] = [];
+    const splice = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), preambleTimeoutMs: 600, route: () => 'UNKNOWN_TOKEN' });
+    splice.on('rejected', (r) => rejected.push(r));
+    const { port } = await splice.listen();
+    try {
+      // A's age limit well inside P's preamble deadline, as the defaults are (1 s against 3 s).
+      const warm = new WarmDials({ maxAgeMs: 300, maxPerProxy: 4 });
+      warm.learn('p', `127.0.0.1:${port}`);
+      warm.start('p'); // the request is in flight past the proxy's preamble deadline
+      await new Promise((r) => setTimeout(r, 900));
+      // Before the fix: P saw a silent connection from A and rejected it as PREAMBLE_TIMEOUT.
+      expect(rejected).not.toContain('PREAMBLE_TIMEOUT');
+    } finally {
+      await splice.close();
+    }
+  });
+});
