@@ -65,8 +65,13 @@ export class WarmDials {
     let state: 'waiting' | 'taken' | 'discarded' = 'waiting';
     let socket: Socket | undefined;
     let connectedAt = 0;
+    // A socket nobody took within maxAgeMs is of no use any more (take would refuse it): closed
+    // then, and its place freed, rather than left silent on the proxy's port until the request
+    // ends (up to busRequestMs) and held against this proxy's maxPerProxy all that time.
+    let expiry: NodeJS.Timeout | undefined;
     const end = (next: 'taken' | 'discarded'): void => {
       state = next;
+      clearTimeout(expiry);
       const left = (this.waiting.get(proxy) ?? 1) - 1;
       if (left > 0) this.waiting.set(proxy, left);
       else this.waiting.delete(proxy);
@@ -78,6 +83,8 @@ export class WarmDials {
         else {
           socket = s;
           connectedAt = this.now();
+          expiry = setTimeout(discard, this.options.maxAgeMs);
+          expiry.unref();
         }
       },
       () => {}, // the endpoint moved or is down: the confirmed dial will say so
