@@ -182,3 +182,38 @@ describe('warm dials - attack: a request that stays in flight', () => {
     }
   });
 });
+
+describe('warm dials - attack: an endpoint that does not answer', () => {
+  // Anyone may connect to P's splice port: one who fills its accept queue (or a P whose event
+  // loop stalls) leaves every new connect to it hanging in SYN-SENT. Each brokering's warm dial
+  // is discarded at take (not through yet), which frees its place at once, but the connect itself
+  // went on for the kernel's SYN retries (~2 min on Linux): the "at most maxPerProxy" bound did
+  // not hold for sockets, one descriptor per brokering piled up on A.
+  it('warm dials - a warm dial that cannot connect is given up within maxAgeMs, so discarded dials do not pile up', async () => {
+    const { spawn } = await import('node:child_process');
+    // A listener that never accepts: backlog 1, event loop blocked after listening.
+    const child = spawn(process.execPath, [
+      '-e',
+      `const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{require('fs').writeSync(1,String(s.address().port)+'\\n');Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,20000);process.exit(0)})`,
+    ]);
+    try {
+      const port = await new Promise<number>((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+      const stuck = `127.0.0.1:${port}`;
+      const connecting = () => process.getActiveResourcesInfo().filter((r) => r === 'ConnectWrap').length;
+      const before = connecting();
+      const warm = new WarmDials({ maxAgeMs: 300, maxPerProxy: 4 });
+      warm.learn('p', stuck);
+      for (let i = 0; i < 12; i++) {
+        const dial = warm.start('p')!;
+        expect(dial).toBeDefined(); // each discarded at once: its place is free again
+        expect(dial.take(stuck)).toBeUndefined();
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      expect(connecting() - before).toBeGreaterThanOrEqual(8); // the backlog took a few; the rest hang
+      await new Promise((r) => setTimeout(r, 600));
+      expect(connecting() - before).toBe(0);
+    } finally {
+      child.kill();
+    }
+  });
+});
