@@ -76,7 +76,10 @@ export class WarmDials {
       if (left > 0) this.waiting.set(proxy, left);
       else this.waiting.delete(proxy);
     };
-    dialTcp(endpoint).then(
+    // Bounded by maxAgeMs as well: a dial not through by then is of no use, and one discarded
+    // while still connecting (a proxy port that does not answer SYNs) would otherwise hold its
+    // descriptor for the kernel's SYN retries, outside the maxPerProxy count.
+    dialTcp(endpoint, { timeoutMs: this.options.maxAgeMs }).then(
       (s) => {
         s.on('error', () => {}); // a warm socket the proxy reset is simply not used
         if (state === 'discarded') s.destroy();
