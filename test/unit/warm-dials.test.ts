@@ -217,3 +217,18 @@ describe('warm dials - attack: an endpoint that does not answer', () => {
     }
   });
 });
+
+describe('warm dials - attack: a refused warm dial', () => {
+  it('warm dials - a warm dial that failed frees its place at once, not when its request ends', async () => {
+    const refusing = createServer();
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const dead = `127.0.0.1:${(refusing.address() as { port: number }).port}`;
+    await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    const warm = new WarmDials({ maxAgeMs: 1_000, maxPerProxy: 1 });
+    warm.learn('p', dead);
+    const inFlight = warm.start('p')!; // its request still waits (up to busRequestMs)
+    await new Promise((r) => setTimeout(r, 50));
+    expect(warm.start('p')).toBeDefined();
+    expect(inFlight.take(dead)).toBeUndefined();
+  });
+});
