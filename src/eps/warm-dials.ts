@@ -90,7 +90,7 @@ export class WarmDials {
           expiry.unref();
         }
       },
-      () => {}, // the endpoint moved or is down: the confirmed dial will say so
+      () => discard(), // the endpoint moved or is down: the confirmed dial will say so; its place is free
     );
     const discard = (): void => {
       if (state !== 'waiting') return;
