@@ -164,11 +164,9 @@ export class ConnectionRequests {
           endpoint: session.endpoint,
           sessionId: session.sessionId,
         },
-        // B answers once its dial is through (machines/callback.ts), so the answer may take as long
-        // as B's dial may: bDialMs, which bounds the session's wait for B anyway. Not the bus's own
-        // timeout (timeouts.busRequestMs), which, set shorter, would end as busFailed a session
-        // whose B is still dialing.
-        this.opts.bDialMs,
+        // B answers once its dial is through (machines/callback.ts); the bus's own timeout (10 s by
+        // default, as bDialMs) still bounds the wait, and a bus that gives up first is busFailed.
+        undefined,
         signal,
       );
       return { accepted: true };
