@@ -52,7 +52,11 @@ describe('proxy - attack: B answers the forward after its dial', () => {
     await nats?.stop();
   });
 
-  it('proxy - a forward B answers after an 800 ms dial is accepted when bDialMs allows it, whatever busRequestMs', async () => {
+  // Open finding, kept as it.fails: passing bDialMs as the forward's timeout (connection-requests.ts
+  // notifyB) makes it pass, but then a forward's bus timeout can never be a session's outcome, and
+  // the brokering model's notifyB.error path (test/model/brokering.drivers.ts, driven by a short
+  // busRequestMs) needs another way to fail the bus. The maintainers' call.
+  it.fails('proxy - a forward B answers after an 800 ms dial is accepted when bDialMs allows it, whatever busRequestMs', async () => {
     const requests = new ConnectionRequests({
       operator: P,
       endpoint: '127.0.0.1:1',
