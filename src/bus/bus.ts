@@ -44,9 +44,13 @@ export type BusHandler = (params: Record<string, unknown>, from: string, prepare
 /**
  * A prepared reply older than this (or than a quarter of the bus's own freshness window, when that
  * is shorter) is sealed again when sent: its timestamp must stay well inside the receiver's
- * freshness window, whatever the handler waited for meanwhile.
+ * freshness window, whatever the handler waited for meanwhile. The receiver's window is its own
+ * setting, and it is also the clock-skew allowance between the two: every millisecond a reply
+ * waits sealed is taken from it. What waiting saves is one signature (well under a millisecond),
+ * worth it only on a fast path (B's dial, a few ms), so the bound is short: a handler that waited
+ * longer pays the signature rather than the receiver's margin.
  */
-const PREPARED_REPLY_MAX_AGE_MS = 1_000;
+const PREPARED_REPLY_MAX_AGE_MS = 100;
 
 /** Whether a prepared reply may go out as sealed: to this very request, and still fresh. */
 export function preparedFits(prepared: PreparedReply, id: string | undefined, to: string, now: number, maxAgeMs: number): boolean {

@@ -65,22 +65,32 @@ export class WarmDials {
     let state: 'waiting' | 'taken' | 'discarded' = 'waiting';
     let socket: Socket | undefined;
     let connectedAt = 0;
+    // A socket nobody took within maxAgeMs is of no use any more (take would refuse it): closed
+    // then, and its place freed, rather than left silent on the proxy's port until the request
+    // ends (up to busRequestMs) and held against this proxy's maxPerProxy all that time.
+    let expiry: NodeJS.Timeout | undefined;
     const end = (next: 'taken' | 'discarded'): void => {
       state = next;
+      clearTimeout(expiry);
       const left = (this.waiting.get(proxy) ?? 1) - 1;
       if (left > 0) this.waiting.set(proxy, left);
       else this.waiting.delete(proxy);
     };
-    dialTcp(endpoint).then(
+    // Bounded by maxAgeMs as well: a dial not through by then is of no use, and one discarded
+    // while still connecting (a proxy port that does not answer SYNs) would otherwise hold its
+    // descriptor for the kernel's SYN retries, outside the maxPerProxy count.
+    dialTcp(endpoint, { timeoutMs: this.options.maxAgeMs }).then(
       (s) => {
         s.on('error', () => {}); // a warm socket the proxy reset is simply not used
         if (state === 'discarded') s.destroy();
         else {
           socket = s;
           connectedAt = this.now();
+          expiry = setTimeout(discard, this.options.maxAgeMs);
+          expiry.unref();
         }
       },
-      () => {}, // the endpoint moved or is down: the confirmed dial will say so
+      () => discard(), // the endpoint moved or is down: the confirmed dial will say so; its place is free
     );
     const discard = (): void => {
       if (state !== 'waiting') return;

@@ -61,6 +61,15 @@ describe('bus - prepared replies', () => {
     await expect(caller.request('hd-2', '_ping', { probe: 2, waitMs: 1_300 })).resolves.toEqual({ pong: 2 });
   });
 
+  it('bus - attack: a prepared reply spends up to 1 s of the caller\'s freshness window (and of its clock-skew allowance)', async () => {
+    // A caller with a window under 1 s (or, with the default 30 s, a clock ~29.2 s ahead of the
+    // proxy's) verifies a reply sealed as it is sent, but refuses the same reply prepared 900 ms
+    // earlier as STALE: the answer is dropped and the call runs into its timeout.
+    const strict = busFor(callerNc, 'hd-1', 800);
+    await expect(strict.request('hd-2', '_ping', { probe: 3, waitMs: 0 })).resolves.toEqual({ pong: 3 });
+    await expect(strict.request('hd-2', '_ping', { probe: 4, waitMs: 900 }, 2_500)).resolves.toEqual({ pong: 4 });
+  });
+
   it('bus - a prepared reply fits only the request it was sealed for, and only while fresh', () => {
     const signer = createSigner('hd-2', pem('hd-2.key'));
     const now = 50_000;

@@ -138,3 +138,97 @@ describe('warm dials', () => {
     expect(warm.start('p')).toBeDefined(); // taken frees its place too
   });
 });
+
+describe('warm dials - attack: a request that stays in flight', () => {
+  // A brokering whose request stays in flight (B slow or never dialing: up to bDialMs, 10 s, at P
+  // and busRequestMs, 15 s, at A) keeps its warm socket "waiting" the whole time, although it is
+  // useless after maxAgeMs. The socket sits silent on P's splice port until P's preamble timeout
+  // rejects it (a PREAMBLE_TIMEOUT warning and metric at P, charged to A's address), and the slot
+  // stays taken: maxPerProxy such requests switch warm dials off for every other peer behind
+  // that proxy until they end.
+  it('warm dials - an untaken warm socket is closed and its place freed once older than maxAgeMs', async () => {
+    const warm = new WarmDials({ maxAgeMs: 100, maxPerProxy: 1 });
+    warm.learn('p', endpoint);
+    const slow = warm.start('p')!; // the request of a slow brokering: neither taken nor discarded yet
+    expect(slow).toBeDefined();
+    await until(() => accepted.length === 1);
+    await new Promise((r) => setTimeout(r, 400));
+    // A closed it itself, well before any proxy preamble timeout...
+    expect(accepted[0]!.closed).toBe(true);
+    // ...and another channel to the same proxy gets a warm dial again.
+    const next = warm.start('p');
+    expect(next).toBeDefined();
+    next?.discard();
+    expect(slow.take(endpoint)).toBeUndefined();
+  });
+
+  it('warm dials - a slow brokering leaves no silent socket for the real splice endpoint to time out', async () => {
+    const { SpliceEndpoint } = await import('../../src/proxy/splice-endpoint.js');
+    const { pino } = await import('pino');
+    const rejected: string[] = [];
+    const splice = new SpliceEndpoint({ host: '127.0.0.1', port: 0, log: pino({ level: 'silent' }), preambleTimeoutMs: 600, route: () => 'UNKNOWN_TOKEN' });
+    splice.on('rejected', (r) => rejected.push(r));
+    const { port } = await splice.listen();
+    try {
+      // A's age limit well inside P's preamble deadline, as the defaults are (1 s against 3 s).
+      const warm = new WarmDials({ maxAgeMs: 300, maxPerProxy: 4 });
+      warm.learn('p', `127.0.0.1:${port}`);
+      warm.start('p'); // the request is in flight past the proxy's preamble deadline
+      await new Promise((r) => setTimeout(r, 900));
+      // Before the fix: P saw a silent connection from A and rejected it as PREAMBLE_TIMEOUT.
+      expect(rejected).not.toContain('PREAMBLE_TIMEOUT');
+    } finally {
+      await splice.close();
+    }
+  });
+});
+
+describe('warm dials - attack: an endpoint that does not answer', () => {
+  // Anyone may connect to P's splice port: one who fills its accept queue (or a P whose event
+  // loop stalls) leaves every new connect to it hanging in SYN-SENT. Each brokering's warm dial
+  // is discarded at take (not through yet), which frees its place at once, but the connect itself
+  // went on for the kernel's SYN retries (~2 min on Linux): the "at most maxPerProxy" bound did
+  // not hold for sockets, one descriptor per brokering piled up on A.
+  it('warm dials - a warm dial that cannot connect is given up within maxAgeMs, so discarded dials do not pile up', async () => {
+    const { spawn } = await import('node:child_process');
+    // A listener that never accepts: backlog 1, event loop blocked after listening.
+    const child = spawn(process.execPath, [
+      '-e',
+      `const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{require('fs').writeSync(1,String(s.address().port)+'\\n');Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,20000);process.exit(0)})`,
+    ]);
+    try {
+      const port = await new Promise<number>((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+      const stuck = `127.0.0.1:${port}`;
+      const connecting = () => process.getActiveResourcesInfo().filter((r) => r === 'ConnectWrap').length;
+      const before = connecting();
+      const warm = new WarmDials({ maxAgeMs: 300, maxPerProxy: 4 });
+      warm.learn('p', stuck);
+      for (let i = 0; i < 12; i++) {
+        const dial = warm.start('p')!;
+        expect(dial).toBeDefined(); // each discarded at once: its place is free again
+        expect(dial.take(stuck)).toBeUndefined();
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      expect(connecting() - before).toBeGreaterThanOrEqual(8); // the backlog took a few; the rest hang
+      await new Promise((r) => setTimeout(r, 600));
+      expect(connecting() - before).toBe(0);
+    } finally {
+      child.kill();
+    }
+  });
+});
+
+describe('warm dials - attack: a refused warm dial', () => {
+  it('warm dials - a warm dial that failed frees its place at once, not when its request ends', async () => {
+    const refusing = createServer();
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const dead = `127.0.0.1:${(refusing.address() as { port: number }).port}`;
+    await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    const warm = new WarmDials({ maxAgeMs: 1_000, maxPerProxy: 1 });
+    warm.learn('p', dead);
+    const inFlight = warm.start('p')!; // its request still waits (up to busRequestMs)
+    await new Promise((r) => setTimeout(r, 50));
+    expect(warm.start('p')).toBeDefined();
+    expect(inFlight.take(dead)).toBeUndefined();
+  });
+});
