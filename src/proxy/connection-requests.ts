@@ -164,8 +164,9 @@ export class ConnectionRequests {
           endpoint: session.endpoint,
           sessionId: session.sessionId,
         },
-        // B answers once its dial is through (machines/callback.ts); the bus's own timeout (10 s by
-        // default, as bDialMs) still bounds the wait, and a bus that gives up first is busFailed.
+        // B answers once its dial is through (machines/callback.ts); the bus's own timeout
+        // (timeouts.busRequestMs, 15 s by default against bDialMs's 10 s) still bounds the wait, and a
+        // bus that gives up first is busFailed (the proxy warns at start when it is the shorter).
         undefined,
         signal,
       );
