@@ -160,7 +160,11 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
     arrange: (ctx, step) => {
       if (step.from === 'dialing') ctx.cfg.endpoint = 'blackhole';
     },
-    exec: (ctx) => ctx.callbacks.shutdown(),
+    exec: async (ctx, step) => {
+      // Shut down once B's dial is really out (its proof is signed off the event loop first).
+      if (step.from === 'dialing') await ctx.blackhole!.dialInFlight();
+      ctx.callbacks.shutdown();
+    },
     check: async (ctx, step) => {
       outputIs(ctx, { outcome: 'shutDown' });
       // Not answered before its dial was through: shutting down is the answer.
