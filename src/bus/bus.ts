@@ -3,7 +3,7 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { RpcError } from '../core/errors.js';
 import { BusError, classifyNatsError } from './bus-errors.js';
 import type { Logger } from '../core/logger.js';
-import { subjectToken, whenConnected } from '../core/nats.js';
+import { isBusConnected, subjectToken, whenConnected } from '../core/nats.js';
 import { timelineMark } from '../core/timeline.js';
 import {
   ReplayCache,
@@ -27,12 +27,31 @@ export interface BusDirectory {
  * would otherwise wait, so that sending it later costs no signature. Made by `ReplyPreparer`.
  */
 export class PreparedReply {
+  #sent = false;
+
   /** @internal */
   constructor(
     readonly result: unknown,
     readonly envelope: ResponseEnvelope,
     readonly sealedAt: number,
+    private readonly publish: (reply: PreparedReply) => boolean = () => false,
   ) {}
+
+  /**
+   * Sends it now, from inside the handler, when it still fits its request and the bus is up: the
+   * reply then leaves within the step that decided it, instead of once the handler's promise has
+   * settled and whatever was queued before that has run (the proxy's machine finishing the step
+   * that held B's socket: ~0.5 ms cold). False when it cannot; the handler then resolves with it
+   * and the bus sends it, or a fresh seal of its result, as any other reply. Sent at most once.
+   */
+  sendNow(): boolean {
+    if (!this.#sent) this.#sent = this.publish(this);
+    return this.#sent;
+  }
+
+  get sent(): boolean {
+    return this.#sent;
+  }
 }
 
 /** Seals `result` now as the reply to the request being handled. */
@@ -137,7 +156,7 @@ export class Bus {
     }
     let result: unknown;
     const prepare: ReplyPreparer = (value) =>
-      new PreparedReply(value, this.sealReply(env.id, env.from, undefined, value), Date.now());
+      new PreparedReply(value, this.sealReply(env.id, env.from, undefined, value), Date.now(), (reply) => this.sendPrepared(msg, reply, env.id, env.from));
     try {
       result = await handler(env.params, env.from, prepare);
     } catch (err) {
@@ -145,7 +164,21 @@ export class Bus {
       if (!(err instanceof RpcError)) log.error({ err, method, from: env.from }, 'bus handler failed');
       return this.reply(msg, env.id, env.from, rpcErr);
     }
+    if (result instanceof PreparedReply && result.sent) return; // it went out from inside the handler
     return this.reply(msg, env.id, env.from, undefined, result);
+  }
+
+  /** PreparedReply.sendNow: publishes at once, or says it cannot (stale, misfit, bus down, no reply subject). */
+  private sendPrepared(msg: Msg, reply: PreparedReply, id: string, to: string): boolean {
+    if (!msg.reply || !isBusConnected(this.opts.nc) || !preparedFits(reply, id, to, Date.now(), this.opts.maxAgeMs)) return false;
+    try {
+      msg.respond(JSON.stringify(reply.envelope));
+      timelineMark('bus.answer');
+      return true;
+    } catch (err) {
+      this.opts.log.warn({ err }, 'prepared bus reply could not be sent now; sending it as a reply');
+      return false;
+    }
   }
 
   private async reply(msg: Msg, id: string | undefined, to: string, error?: RpcError, result?: unknown): Promise<void> {

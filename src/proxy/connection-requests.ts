@@ -102,6 +102,9 @@ export class ConnectionRequests {
         confirmToA: async (session, pass) => {
           if (answered) throw new Error('A is no longer waiting for its confirmation');
           answered = true;
+          // Out now, within the step that held B's socket, rather than after the machine has
+          // finished that step (src/bus/bus.ts, PreparedReply.sendNow); else the bus sends it.
+          prepared?.sendNow();
           resolve(prepared ?? confirmation(session, pass));
         },
       };

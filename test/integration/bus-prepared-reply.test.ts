@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Bus, PreparedReply, preparedFits } from '../../src/bus/bus.js';
-import { createSigner, sealEnvelope, type ResponseEnvelope } from '../../src/bus/envelope.js';
+import { Bus, busSubject, PreparedReply, preparedFits } from '../../src/bus/bus.js';
+import { createSigner, sealEnvelope, type RequestEnvelope, type ResponseEnvelope } from '../../src/bus/envelope.js';
+import { inboxPrefixOf } from '../../src/core/nats.js';
 import { fingerprintOf } from '../../src/core/tls-material.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 
@@ -21,6 +22,7 @@ describe('bus - prepared replies', () => {
   let callerNc: NatsConnection;
   let serverNc: NatsConnection;
   let caller: Bus;
+  const sentNow: boolean[] = [];
 
   const busFor = (nc: NatsConnection, name: string, maxAgeMs: number) =>
     new Bus({
@@ -42,6 +44,8 @@ describe('bus - prepared replies', () => {
     const server = busFor(serverNc, 'hd-2', 30_000);
     server.serve('_ping', async (params, _from, prepare) => {
       const prepared = prepare!({ pong: params.probe }); // the bus always passes it
+      await new Promise((r) => setTimeout(r, (params.sendAfterMs as number | undefined) ?? 0));
+      if (params.sendAfterMs !== undefined) sentNow.push(prepared.sendNow() && prepared.sendNow()); // twice: sent once
       await new Promise((r) => setTimeout(r, params.waitMs as number));
       return prepared;
     });
@@ -68,6 +72,29 @@ describe('bus - prepared replies', () => {
     const strict = busFor(callerNc, 'hd-1', 800);
     await expect(strict.request('hd-2', '_ping', { probe: 3, waitMs: 0 })).resolves.toEqual({ pong: 3 });
     await expect(strict.request('hd-2', '_ping', { probe: 4, waitMs: 900 }, 2_500)).resolves.toEqual({ pong: 4 });
+  });
+
+  it('bus - a prepared reply sent from inside the handler leaves at once, and only once', async () => {
+    // Raw NATS on the caller's side, so that every message on the reply subject is counted.
+    const inbox = `${inboxPrefixOf('hd-1')}.sendnow`;
+    const got: { at: number; env: Record<string, unknown> }[] = [];
+    const sub = callerNc.subscribe(inbox, { callback: (_e, m) => void got.push({ at: Date.now(), env: JSON.parse(new TextDecoder().decode(m.data)) }) });
+    const request = sealEnvelope<RequestEnvelope>(createSigner('hd-1', pem('hd-1.key')), { kind: 'request', from: 'hd-1', to: 'hd-2', id: 'send-now-1', method: '_ping', params: { probe: 5, sendAfterMs: 10, waitMs: 600 } });
+    const sentAt = Date.now();
+    callerNc.publish(busSubject('hd-2', '_ping'), JSON.stringify(request), { reply: inbox });
+    await new Promise((r) => setTimeout(r, 900)); // past the handler's end, when the bus would reply
+    sub.unsubscribe();
+    expect(sentNow.at(-1)).toBe(true);
+    expect(got).toHaveLength(1); // the bus does not reply again when the handler resolves
+    expect(got[0]!.at - sentAt).toBeLessThan(400); // before the handler's 600 ms wait ended
+    expect(got[0]!.env).toMatchObject({ kind: 'response', from: 'hd-2', to: 'hd-1', id: 'send-now-1', result: { pong: 5 } });
+  });
+
+  it('bus - a prepared reply too old to send now is sent by the bus, sealed afresh, when the handler resolves', async () => {
+    // Prepared, then 150 ms (over the 100 ms bound) before sendNow: it declines, and the answer
+    // still arrives, fresh enough for a caller with a 1.05 s window.
+    await expect(caller.request('hd-2', '_ping', { probe: 6, sendAfterMs: 150, waitMs: 0 })).resolves.toEqual({ pong: 6 });
+    expect(sentNow.at(-1)).toBe(false);
   });
 
   it('bus - a prepared reply fits only the request it was sealed for, and only while fresh', () => {
