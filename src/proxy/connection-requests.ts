@@ -11,6 +11,9 @@ import { proxyFor } from '../directory/chain.js';
 import type { DirectoryEntry } from '../directory/types.js';
 import type { LegPass, OpenedSession, SessionInfo, SessionMessengers, SessionOptions } from './session-registry.js';
 
+/** Other sessions not yet spliced up to which A's confirmation is signed ahead of B's dial. */
+const PREPARE_WHILE_OTHERS_PENDING_AT_MOST = 1;
+
 /** A's request to P: connect me to `to`'s gRPC server channel. */
 export const connectionRequestSchema = z.strictObject({
   to: z.string().min(1).max(128),
@@ -95,9 +98,13 @@ export class ConnectionRequests {
       const messengers: SessionMessengers = {
         notifyB: (session, pass, signal) => this.notifyB(session, pass, signal),
         // Signed while B dials (setImmediate: after the forward to B has gone out), so that B's
-        // dial, which A waits on, is followed by a publish rather than by a signature.
+        // dial, which A waits on, is followed by a publish rather than by a signature. Only when
+        // the proxy is nearly idle: under load B's dial can outlast a prepared reply's 100 ms, and
+        // the signature would then be made twice. (Called before this session counts as pending.)
         prepareConfirmation: (session, pass) => {
-          if (prepare) setImmediate(() => answered || (prepared = prepare(confirmation(session, pass))));
+          if (prepare && this.#pending <= PREPARE_WHILE_OTHERS_PENDING_AT_MOST) {
+            setImmediate(() => answered || (prepared = prepare(confirmation(session, pass))));
+          }
         },
         confirmToA: async (session, pass) => {
           if (answered) throw new Error('A is no longer waiting for its confirmation');
