@@ -20,7 +20,7 @@ import { start, stats, untilAnswered } from './brokering-latency.js';
 // process may still be a wait (A's TLS waits on B through the relay). The marks cost ~20 µs each
 // (a synchronous append), so totals run a little above bench/brokering.ts's.
 //
-//   node dist/bench/brokering-timeline.js [rounds, default 100]
+//   node dist/bench/brokering-timeline.js [rounds, default 100]   (BENCH_CPU_PROF=<dir>: profiles too)
 
 const CERTS = 'settings/dev/certs';
 const IDLE_MS = 150;
@@ -52,6 +52,9 @@ async function main(): Promise<void> {
   writeFileSync(file, '');
   // Read by each child at start-up (the stack passes this process's environment on).
   process.env['EPS_TIMELINE_FILE'] = file;
+  // BENCH_CPU_PROF=<dir>: hd-1, hd-2 and the proxy also write V8 CPU profiles there (50 µs
+  // samples) when the stack stops; weigh samples by their time deltas, not by count, since a
+  // loaded machine spaces them unevenly.
   const prof = process.env['BENCH_CPU_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF']}`, '--cpu-prof-interval=50'] : [];
   const target = await start('.', {}, { 'hd-1': prof, 'hd-2': prof, 'public-proxy-1': prof });
   const children = (target.stack as unknown as { children: Map<string, ChildProcess> }).children;
