@@ -86,7 +86,7 @@ export async function startEpsServer(settings: EpsSettings, log: Logger): Promis
     bus.serve('_ping', async (params) => callLocal('_ping', params));
   });
 
-  const channels = new PeerChannels({ self, tls, signer, directory, bus, log, timeouts: settings.timeouts });
+  const channels = new PeerChannels({ self, tls, signer, directory, bus, log, timeouts: settings.timeouts, ...(settings.warmDials ? {} : { warmDials: false as const }) });
 
   let gateway: Server | undefined;
   if (settings.jsonrpc) {

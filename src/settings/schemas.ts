@@ -192,6 +192,12 @@ export const epsSettingsSchema = z.strictObject({
     .prefault({}),
   envelopeMaxAgeMs: ms.default(DEFAULT_ENVELOPE_MAX_AGE_MS),
   maxEnvelopeBytes: z.number().int().positive().default(DEFAULT_MAX_ENVELOPE_BYTES),
+  /**
+   * Dial the proxy's last endpoint while a connection request is in flight (src/eps/warm-dials.ts).
+   * Off for proxies whose instances share a queue group but not an endpoint: the early dial would
+   * mostly reach another instance, which closes it unused.
+   */
+  warmDials: z.boolean().default(true),
 });
 export type EpsSettings = z.infer<typeof epsSettingsSchema>;
 

@@ -62,4 +62,12 @@ describe('settings', () => {
     expect(natsUrl(s, { NATS_URL: 'nats://127.0.0.1:1' })).toBe('nats://127.0.0.1:1');
   });
 
+  it('settings - an EPS server dials its proxy early unless warmDials is false, and nothing else is taken for it', () => {
+    const base = 'name: a\ntls: {ca: c, cert: c, key: k}\ndirectory: {url: "https://127.0.0.1:3322/jsonrpc"}\n';
+    const load = (extra: string) => loadSettings(['EPS_SETTINGS'], epsSettingsSchema, { EPS_SETTINGS: folder({ 's.yml': base + extra }) });
+    expect(load('').warmDials).toBe(true);
+    expect(load('warmDials: false\n').warmDials).toBe(false);
+    expect(() => load('warmDials: "no"\n')).toThrowError(/warmDials: .*expected boolean/);
+  });
+
 });
