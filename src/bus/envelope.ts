@@ -2,7 +2,7 @@ import { createPrivateKey, randomBytes, sign, verify, type KeyObject } from 'nod
 import { z } from 'zod';
 import { canonicalJson } from '../core/canonical-json.js';
 import { listedKey } from '../core/listed-key.js';
-import { isRecord, isText, onlyKeys } from '../core/shape.js';
+import { isRecord, isText, onlyKeys, parseWithTwin } from '../core/shape.js';
 
 // Every message on the bus is an envelope signed by its sender. The receiver checks the signature
 // against the sender's certificate as the signed directory lists it, so the bus itself (NATS, or
@@ -132,15 +132,12 @@ export function openEnvelope(data: Uint8Array, opts: EnvelopeCheckOptions): Enve
   } catch {
     return { ok: false, code: 'MALFORMED', detail: 'not JSON' };
   }
-  let env = wellFormed(raw);
-  if (!env) {
-    const parsed = envelopeSchema.safeParse(raw);
-    if (!parsed.success) {
-      const detail = parsed.error.issues.map((i) => `${i.path.join('.') || 'envelope'}: ${i.message}`).join('; ');
-      return { ok: false, code: 'MALFORMED', detail };
-    }
-    env = parsed.data;
+  const parsed = parseWithTwin(envelopeSchema, wellFormed, raw);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.') || 'envelope'}: ${i.message}`).join('; ');
+    return { ok: false, code: 'MALFORMED', detail };
   }
+  const env = parsed.data;
   if (env.to !== opts.self) return { ok: false, code: 'MISADDRESSED', detail: `addressed to ${env.to}, not ${opts.self}` };
   const known = opts.certificateOf(env.from);
   if (!known) return { ok: false, code: 'UNKNOWN_SENDER', detail: `${env.from} is not in the directory` };
