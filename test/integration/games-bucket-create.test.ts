@@ -20,14 +20,16 @@ describe('games run on a cluster that is still electing (real CLI, 3 real nats-s
   it('games buckets - creation waits for JetStream to place the R3 buckets, then the instance serves', async () => {
     await cluster.killNode(1);
     await cluster.killNode(2);
-    const starting = GamesProcess.start({ natsUrl: cluster.urls(0), bucket: BUCKET, limits: { replicas: 3 }, listenTimeoutMs: 40_000 });
-    // Long enough for the first creation to fail; the nodes come back well inside the deadline.
-    await new Promise((r) => setTimeout(r, 6_000));
-    await Promise.all([cluster.startNode(1), cluster.startNode(2)]);
-    const games = await starting;
+    const games = await GamesProcess.launch({ natsUrl: cluster.urls(0), bucket: BUCKET, limits: { replicas: 3 } });
     try {
+      // The nodes come back only once the first creation has failed and the instance said it asks
+      // again (a fixed pause raced a slow start: the first request was still waiting when they
+      // returned, and it succeeded without a retry).
+      await games.untilLogged('JetStream did not place it yet; asking again', 25_000);
+      expect(games.log).not.toContain('"games http listening"');
+      await Promise.all([cluster.startNode(1), cluster.startNode(2)]);
+      await games.listening(25_000);
       expect((await games.request('POST', '/games/register', { name: 'elected', peerId: 'h' })).status).toBe(201);
-      expect(games.log).toMatch(/JetStream did not place it yet; asking again/);
     } finally {
       await games.stop();
     }

@@ -80,6 +80,16 @@ export class GamesProcess {
   }
 
   private static async startOnce(opts: GamesProcessOptions, roleFolder?: string): Promise<GamesProcess> {
+    const p = await GamesProcess.launch(opts, roleFolder);
+    await p.listening(opts.listenTimeoutMs ?? 10_000);
+    return p;
+  }
+
+  /**
+   * Starts `games run` without waiting for it to serve: for a test that must see what a starting
+   * instance says (and act on it) before it listens. `listening()` then waits for the port.
+   */
+  static async launch(opts: GamesProcessOptions, roleFolder?: string): Promise<GamesProcess> {
     const httpPort = opts.httpPort ?? (await freePort());
     const stunPort = opts.stunPort ?? (await freePort());
     const folder = roleFolder ?? mkdtempSync(join(tmpdir(), 'games-role-'));
@@ -108,18 +118,26 @@ export class GamesProcess {
       env: { ...process.env, GAMES_SETTINGS: folder, NATS_URL: opts.natsUrl, LOG_FORMAT: 'json' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const p = new GamesProcess(child, httpPort, stunPort, folder);
-    // Its own log line, not an open port: whoever else holds the port would pass a port check.
-    const deadline = Date.now() + (opts.listenTimeoutMs ?? 10_000);
-    while (!p.log.includes('"games http listening"')) {
+    return new GamesProcess(child, httpPort, stunPort, folder);
+  }
+
+  /** Waits for its own log line, not an open port: whoever else holds the port would pass a port check. */
+  async listening(timeoutMs: number): Promise<void> {
+    await this.untilLogged('"games http listening"', timeoutMs, `games run did not listen on ${this.httpPort}`);
+  }
+
+  /** Waits until the process has printed `text`; kills it and throws if it exits or the time runs out. */
+  async untilLogged(text: string, timeoutMs: number, what = `games run did not print ${text}`): Promise<void> {
+    const child = this.child;
+    const deadline = Date.now() + timeoutMs;
+    while (!this.log.includes(text)) {
       if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
         child.kill('SIGKILL');
-        const why = `games run did not listen on ${httpPort}\n${p.log}`;
-        throw p.log.includes('EADDRINUSE') ? new PortTakenError(why) : new Error(why);
+        const why = `${what}\n${this.log}`;
+        throw this.log.includes('EADDRINUSE') ? new PortTakenError(why) : new Error(why);
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    return p;
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
