@@ -41,10 +41,6 @@ await runProcess('proxy', {
     const missing = missingNodeFlags();
     // It runs as well without them; its idle spliced sessions then take about twice the memory.
     if (missing.length > 0) log.warn({ missing, expected: `node ${PROXY_NODE_FLAGS.join(' ')} ${process.argv[1]} run public` }, 'started without the heap flags of src/proxy/node-flags.ts');
-    // B answers the forward once its dial is through (machines/callback.ts), and the forward waits
-    // the bus's timeout for it: shorter than bDialMs, a B that is slow to dial ends as busFailed.
-    const { busRequestMs, bDialMs } = settings.timeouts;
-    if (busRequestMs < bDialMs) log.warn({ busRequestMs, bDialMs }, 'timeouts.busRequestMs is shorter than timeouts.bDialMs: a B slow to dial fails as busFailed before bDialMs');
     return startPublicProxy(settings, log.child({ proxy: settings.name }));
   },
   // The drain's deadline, then the rest of the shutdown (the splice endpoint, the bus).

@@ -15,6 +15,14 @@ import type { LegPass, OpenedSession, SessionInfo, SessionMessengers, SessionOpt
 const PREPARE_WHILE_OTHERS_PENDING_AT_MOST = 1;
 
 /** A's request to P: connect me to `to`'s gRPC server channel. */
+
+/**
+ * How far past bDialMs P's forward to B keeps listening for B's answer: enough that the session's
+ * own bDialTimeout always fires first (a timer set earlier, a tick ahead), so a forward's bus
+ * timeout is never a session's outcome.
+ */
+const FORWARD_DEADLINE_SLACK_MS = 1_000;
+
 export const connectionRequestSchema = z.strictObject({
   to: z.string().min(1).max(128),
   channel: z.literal('grpc_server').default('grpc_server'),
@@ -174,10 +182,11 @@ export class ConnectionRequests {
           endpoint: session.endpoint,
           sessionId: session.sessionId,
         },
-        // B answers once its dial is through (machines/callback.ts); the bus's own timeout
-        // (timeouts.busRequestMs, 15 s by default against bDialMs's 10 s) still bounds the wait, and a
-        // bus that gives up first is busFailed (the proxy warns at start when it is the shorter).
-        undefined,
+        // B answers once its dial is through (machines/callback.ts), so the answer may take as long
+        // as B may take to dial. The session's bDialTimeout bounds the wait and stops this request;
+        // the bus's own deadline lies past it, so a slow B ends as bNeverDialed (or is spliced),
+        // whatever timeouts.busRequestMs says, and notifyB fails only for a bus that is gone.
+        this.opts.bDialMs + FORWARD_DEADLINE_SLACK_MS,
         signal,
       );
       return { accepted: true };

@@ -8,11 +8,10 @@ import { fingerprintOf } from '../../src/core/tls-material.js';
 import { ConnectionRequests } from '../../src/proxy/connection-requests.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 
-// B now answers P's connectionForward once its dial is through (machines/callback.ts), so the
-// forward's bus request lasts as long as B's dial. P's forward waits the bus's default timeout
-// (the proxy's timeouts.busRequestMs), not bDialMs: a proxy whose busRequestMs is shorter than
-// B's dial ends the session as busFailed while B's socket is on its way, where before B answered
-// at once and bDialMs alone bounded the dial.
+// B answers P's connectionForward once its dial is through (machines/callback.ts), so the forward's
+// bus request lasts as long as B's dial. P's forward waits past bDialMs, whatever the proxy's
+// timeouts.busRequestMs: a B slow to dial is bounded by bDialMs alone (the session's timer), and a
+// short bus timeout must not end the session as busFailed while B's socket is on its way.
 
 const CERTS = 'settings/dev/certs';
 const pem = (n: string) => readFileSync(`${CERTS}/${n}`, 'utf8');
@@ -52,11 +51,7 @@ describe('proxy - attack: B answers the forward after its dial', () => {
     await nats?.stop();
   });
 
-  // Open finding, kept as it.fails: passing bDialMs as the forward's timeout (connection-requests.ts
-  // notifyB) makes it pass, but then a forward's bus timeout can never be a session's outcome, and
-  // the brokering model's notifyB.error path (test/model/brokering.drivers.ts, driven by a short
-  // busRequestMs) needs another way to fail the bus. The maintainers' call.
-  it.fails('proxy - a forward B answers after an 800 ms dial is accepted when bDialMs allows it, whatever busRequestMs', async () => {
+  it('proxy - a forward B answers after an 800 ms dial is accepted when bDialMs allows it, whatever busRequestMs', async () => {
     const requests = new ConnectionRequests({
       operator: P,
       endpoint: '127.0.0.1:1',

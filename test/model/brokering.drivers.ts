@@ -39,7 +39,7 @@ interface Forward {
 
 export interface BrokeringCtx {
   trace: Trace;
-  cfg: { busRequestMs: number; bServes: boolean; denyForward: boolean };
+  cfg: { busRequestMs: number; bServes: boolean; denyForward: boolean; proxyBusDies: boolean };
   ncs: NatsConnection[];
   proxy: ProxyHarness;
   aBus: Bus;
@@ -57,7 +57,7 @@ export interface BrokeringCtx {
 export function newBrokeringCtx(): BrokeringCtx {
   return {
     trace: new Trace('requested.notifying'),
-    cfg: { busRequestMs: TIMEOUTS.slowBusMs, bServes: true, denyForward: false },
+    cfg: { busRequestMs: TIMEOUTS.slowBusMs, bServes: true, denyForward: false, proxyBusDies: false },
     forward: deferred(),
     bAnswer: deferred(),
     dialer: new Dialer(),
@@ -89,6 +89,8 @@ export async function setupBrokering(ctx: BrokeringCtx, natsUrl: string): Promis
         sessionId: String(params.sessionId),
         endpoint: String(params.endpoint),
       });
+      // P's NATS connection goes away while its forward waits for B's answer.
+      if (ctx.cfg.proxyBusDies) await ncP.close();
       const answer = await ctx.bAnswer.promise;
       if (answer instanceof Error) throw answer;
       return { accepted: true };
@@ -164,11 +166,18 @@ export const brokeringDrivers: Drivers<BrokeringCtx> = {
     },
   },
   'notifyB.error': {
-    // B never answers, and P's bus gives up before B's dial deadline.
-    arrange: (ctx) => void (ctx.cfg.busRequestMs = TIMEOUTS.fastBusMs),
-    check: (ctx) => aFailed(ctx, -32004, /^Brokering through the proxy failed: the bus failed while brokering: .*hd-2\.connectionForward: no answer on the bus within 150 ms$/),
+    // P's bus connection closes while the forward waits for B: the forward fails as a bus
+    // failure. (A short busRequestMs no longer does: the forward waits past bDialMs, so a silent B
+    // ends as bNeverDialed, below, whatever P's bus timeout.) A hears nothing: P's bus is gone.
+    arrange: (ctx) => void (ctx.cfg.proxyBusDies = true),
+    check: async (ctx) => {
+      const done = await ctx.proxy.sessions[0]!.done;
+      expect(done).toMatchObject({ outcome: 'busFailed', detail: expect.stringMatching(/hd-2\.connectionForward: the bus connection failed/) });
+    },
   },
   'after.bDialTimeout': {
+    // B never answers nor dials, and P's bus timeout is shorter than bDialMs: still bNeverDialed.
+    arrange: (ctx) => void (ctx.cfg.busRequestMs = TIMEOUTS.fastBusMs),
     check: async (ctx) => {
       await aFailed(ctx, -32004, new RegExp(`^Brokering through the proxy failed: hd-2 never dialed the proxy within ${TIMEOUTS.bDialMs} ms$`));
       // The token died with the session: B dialing late is a stranger.
