@@ -1,4 +1,5 @@
-import { createPrivateKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
+import { createPrivateKey, sign, verify, type KeyObject } from 'node:crypto';
+import { secureRandomBytes } from '../core/random-pool.js';
 import { z } from 'zod';
 import { canonicalJson } from '../core/canonical-json.js';
 import { listedKey } from '../core/listed-key.js';
@@ -58,7 +59,7 @@ function signingBytes(env: Omit<Envelope, 'sig'>): Buffer {
 }
 
 export function sealEnvelope<E extends Envelope>(signer: Signer, body: Unsigned<E>, now = Date.now()): E {
-  const unsigned = { ...body, v: 1 as const, ts: now, nonce: randomBytes(16).toString('base64') } as Omit<E, 'sig'>;
+  const unsigned = { ...body, v: 1 as const, ts: now, nonce: secureRandomBytes(16).toString('base64') } as Omit<E, 'sig'>;
   const sig = sign('sha256', signingBytes(unsigned as Omit<Envelope, 'sig'>), signer.key).toString('base64');
   return { ...unsigned, sig } as E;
 }

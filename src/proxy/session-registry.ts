@@ -1,4 +1,5 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { secureRandomBytes } from '../core/random-pool.js';
 import type { Socket } from 'node:net';
 import { createActor, fromPromise, type Actor, type InspectionEvent, type Snapshot, type Subscription } from 'xstate';
 import { DEFAULT_A_DIAL_TIMEOUT_MS, DEFAULT_B_DIAL_TIMEOUT_MS } from '../core/constants.js';
@@ -215,7 +216,7 @@ export class SessionRegistry {
     const sessionId = randomUUID();
     const info: SessionInfo = { sessionId, a: request.a, b: request.b, endpoint: request.endpoint };
     const tokens = this.#tokens.mint(sessionId);
-    const challenge = randomBytes(CHALLENGE_BYTES);
+    const challenge = secureRandomBytes(CHALLENGE_BYTES);
     const log = childOnDemand(this.#options.log, { component: 'brokering', sessionId });
     const startedAt = Date.now();
     if (via.dialWithinMs !== undefined) this.#dialDeadlines.set(sessionId, startedAt + via.dialWithinMs);

@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { secureRandomBytes } from '../core/random-pool.js';
 import { minute, TOKEN_BYTES } from '../core/constants.js';
 import type { Leg } from '../core/splice-wire.js';
 
@@ -63,7 +64,7 @@ export class TokenStore {
   /** One token per leg; minting again for the same session replaces the old tokens. */
   mint(sessionId: string): Record<Leg, Buffer> {
     this.release(sessionId);
-    const tokens = { a: randomBytes(TOKEN_BYTES), b: randomBytes(TOKEN_BYTES) };
+    const tokens = { a: secureRandomBytes(TOKEN_BYTES), b: secureRandomBytes(TOKEN_BYTES) };
     const hashes = { a: digest(tokens.a), b: digest(tokens.b) };
     for (const leg of LEGS) this.#live.set(hashes[leg], { token: Buffer.from(tokens[leg]), sessionId, leg });
     this.#hashesBySession.set(sessionId, hashes);
