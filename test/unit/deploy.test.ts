@@ -46,7 +46,7 @@ describe('deploy', () => {
     const flags = /^ExecStart=\/usr\/bin\/node ((?:--[a-z-]+=\S+ )*)\/opt\/eps\/dist\/src\/cli\/proxy\.js /m.exec(unitText('eps-proxy@.service'))![1]!.trim().split(' ');
     expect(flags).toEqual(PROXY_NODE_FLAGS);
     expect(missingNodeFlags(flags)).toEqual([]);
-    expect(missingNodeFlags(['--max_semi_space_size=1'])).toEqual(['--heap-growing-percent=50']);
+    expect(missingNodeFlags(['--max_semi_space_size=4'])).toEqual(['--heap-growing-percent=50']);
   });
 
   it('deploy - a proxy stops within its drain: systemd waits longer than the default drainMs and 5 s', () => {
