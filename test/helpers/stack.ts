@@ -70,6 +70,23 @@ export function metricValue(text: string, name: string, labels = ''): number {
   return line ? Number(line.split(' ').pop()) : 0;
 }
 
+/**
+ * Waits until every session the proxy (metrics on `port`) spliced has ended: hd-1 closed its idle
+ * channel, so its next call brokers a fresh one. A fixed pause of a few idle timeouts raced a
+ * loaded hd-1, whose idle timer fired late: the next call reused the channel.
+ */
+export async function untilSplicesEnded(port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await metrics(port);
+    const spliced = metricValue(text, 'eps_proxy_spliced_total');
+    const ended = [...text.matchAll(/^eps_proxy_splice_ends_total\{reason="[^"]+"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    if (ended >= spliced) return;
+    if (Date.now() > deadline) throw new Error(`${spliced - ended} spliced sessions still open after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
 export function roleLog(stack: DevStack, role: RoleName): string {
   try {
     return readFileSync(`${stack.logDir}/${role}.log`, 'utf8');

@@ -63,6 +63,13 @@ async function opened(): Promise<number> {
 const spliceEnds = async (reason: string) => metricValue(await metrics(ports.metrics), 'eps_proxy_splice_ends_total', `{reason="${reason}"}`);
 const rejections = async (reason: string) => metricValue(await metrics(ports.metrics), 'eps_proxy_preamble_rejections_total', `{reason="${reason}"}`);
 const liveSessions = async () => metricValue(await metrics(ports.metrics), 'eps_proxy_live_sessions');
+/** The legs of a session the proxy has routed to its brokering actor, as its inspector shows them. */
+const legsDialed = async (sessionId: string) => {
+  const res = await fetch(`http://127.0.0.1:${ports.metrics}/inspect/api/sessions/${sessionId}`);
+  if (res.status !== 200) return 0;
+  const { timeline } = (await res.json()) as { timeline: { event: string }[] };
+  return timeline.filter((e) => e.event === 'A_DIALED' || e.event === 'B_DIALED').length;
+};
 
 async function pairedGame(name: string, on: GamesProcess = games) {
   const host = `host-${name}`;
@@ -230,7 +237,9 @@ describe('relay trust (real stack, signed relayRequest)', () => {
     const usedBefore = await rejections('TOKEN_USED');
     const h = await dial(host.token);
     const hGot = counted(h);
-    await new Promise((r) => setTimeout(r, 100));
+    // The proxy has taken the host's leg (a fixed pause raced a loaded proxy: it could read the
+    // thief's preamble first, and hand the thief the host's leg).
+    await expect.poll(() => legsDialed(host.sessionId), { timeout: 10_000, interval: 20 }).toBe(1);
     // A stolen copy of the host's token, dialed as if it were the guest: refused, the host held on.
     const thief = await dial(host.token, 'thief');
     await closedByProxy(thief);

@@ -5,7 +5,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodePreamble, parseHostPort, signProof, type Leg } from '../../src/core/splice-wire.js';
 import type { DevStack } from '../../src/devstack/stack.js';
-import { call, proxyMetric, sleep, startFaultStack, waitFor } from '../helpers/faults.js';
+import { call, proxyMetric, startFaultStack, waitFor } from '../helpers/faults.js';
+import { untilSplicesEnded } from '../helpers/stack.js';
 import { TestNatsServer } from '../helpers/nats-server.js';
 
 // Issue 9's first attack, replayed on the real stack (CLIs from dist/, a real nats-server): an
@@ -113,7 +114,7 @@ describe('hostile: stolen splice tokens on the real stack', () => {
   it('stolen token - a thief with either leg\'s token and no valid proof is refused (BAD_PROOF, or TOKEN_USED once the leg dialed) and counted, and every call still succeeds', async () => {
     // The servers learn the directory over the bus after sd-setup; the first call may find it empty.
     await waitFor('hd-2 to answer', async () => (await call(stack, 'hd-2._ping', 5_000)).ok, 20_000, 200);
-    await sleep(CHANNEL_IDLE_MS * 2);
+    await untilSplicesEnded(stack.opts.ports.metrics);
     const refusedSoFar = async () =>
       (await proxyMetric(stack, 'eps_proxy_preamble_rejections_total', '{reason="BAD_PROOF"}')) +
       (await proxyMetric(stack, 'eps_proxy_preamble_rejections_total', '{reason="TOKEN_USED"}'));
@@ -127,7 +128,7 @@ describe('hostile: stolen splice tokens on the real stack', () => {
     for (let i = 0; i < ROUNDS; i++) {
       outcomes.push(await call(stack, 'hd-2._ping', 10_000));
       // Let the channel close so the next call brokers a new session.
-      await sleep(CHANNEL_IDLE_MS * 2);
+      await untilSplicesEnded(stack.opts.ports.metrics);
     }
     // The legitimate path: every call went through a fresh brokering, despite the thief.
     expect(outcomes.map((o) => (o.ok ? o.result?.serverInfo?.name : o.message))).toEqual(Array(ROUNDS).fill('hd-2'));

@@ -5,7 +5,7 @@ import { startStunServer, type StunServer } from '../../src/games/stun-server.js
 import { TestNatsServer } from '../helpers/nats-server.js';
 import { waitForPort } from '../../src/devstack/stack.js';
 import { GamesProcess } from './games-process.js';
-import { resultOf, runPeer } from './games-peer-cli.js';
+import { resultOf, runPeer, startPeer } from './games-peer-cli.js';
 
 // Fault: the bus (the game store) and then `games run` itself die under a running duel. The
 // host is polling when nats-server is killed and restarted, and the guest starts while `games run`
@@ -43,6 +43,13 @@ async function probe(name: string): Promise<{ status: number; ms: number; retryA
   }
 }
 
+/** Checks every 20 ms until `done()`; throws naming `what` after `timeoutMs`. */
+async function until(what: string, done: () => boolean, timeoutMs: number): Promise<void> {
+  for (const deadline = performance.now() + timeoutMs; !done(); await sleep(20)) {
+    if (performance.now() > deadline) throw new Error(`waited ${timeoutMs} ms for ${what}`);
+  }
+}
+
 /** Asks every 50 ms until the game answers 200; the time from `since` to that answer. */
 async function recoveredAfter(name: string, since: number, limitMs: number): Promise<number> {
   while (performance.now() - since < limitMs) {
@@ -64,10 +71,12 @@ describe('faults: games run and its store under a running duel', () => {
 
     // The store goes away for 2 s while the host polls.
     await nats.kill();
-    // Once games run has seen the bus go (a request already in flight then waits out its timeout).
-    await sleep(300);
+    const killedAt = performance.now();
+    // Once games run has seen the bus go (a request already in flight then waits out its timeout):
+    // its own word for it, not a fixed pause a loaded machine may not honour.
+    await until('games run to see the bus go', () => games.log.includes('"bus disconnected"'), 10_000);
     const during = await probe(name);
-    await sleep(Math.max(0, 1700 - during.ms));
+    await sleep(Math.max(0, 2000 - (performance.now() - killedAt)));
     await nats.restart();
     const back = performance.now();
     const recoveryMs = await recoveredAfter(name, back, 10_000);
@@ -81,15 +90,17 @@ describe('faults: games run and its store under a running duel', () => {
     expect(recoveryMs).toBeLessThan(2000);
 
     // Now the rendezvous itself: the guest starts while nothing listens, and the new games run
-    // (same settings, same store) comes up 1.5 s later.
+    // (same settings, same store) comes up once the guest has been refused and said it waits (a
+    // fixed pause raced a slow start of the guest: it could first call the new games run).
     const port = games.httpPort;
     await games.stop('SIGKILL');
-    const guest = runPeer('guest', server, [], 60_000);
-    await sleep(1500);
+    const guest = startPeer('guest', server, [], 60_000);
+    const refused = new RegExp(`POST http://127\\.0\\.0\\.1:${port}/games/start failed \\(ECONNREFUSED\\); waiting for the rendezvous`);
+    await until('the guest to be refused', () => refused.test(guest.stderr()) || guest.child.exitCode !== null, 30_000);
     games = await GamesProcess.start({ natsUrl: nats.url, bucket: BUCKET, httpPort: port, stunPort: games.stunPort }, games.roleFolder);
     await waitForPort(port, 10_000);
 
-    const [h, g] = await Promise.all([host, guest]);
+    const [h, g] = await Promise.all([host, guest.done]);
     const hr = resultOf(h);
     const gr = resultOf(g);
     console.log(`after the outages: host ${JSON.stringify(hr)} guest ${JSON.stringify(gr)}`);
@@ -97,7 +108,7 @@ describe('faults: games run and its store under a running duel', () => {
     expect(gr.result).toBe('direct');
     // Each said which call failed and that it waits, with the URL.
     expect(h.stderr).toMatch(new RegExp(`POST http://127\\.0\\.0\\.1:${port}/games/poll failed \\(.+\\); waiting for the rendezvous to poll for guests`));
-    expect(g.stderr).toMatch(new RegExp(`POST http://127\\.0\\.0\\.1:${port}/games/start failed \\(ECONNREFUSED\\); waiting for the rendezvous`));
+    expect(g.stderr).toMatch(refused);
   }, 90_000);
 
   it('games faults - a request whose store call is in flight when the bus drops answers 503 at once, not after the store timeout', async () => {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { LOBBY_WITHDRAW_DELAY_MS } from '../../src/games/game-service.js';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
+import { lobbyBucket } from '../../src/games/buckets.js';
 import { pairingKey, pairingKeysOf } from '../../src/games/pairing-records.js';
 import { gamesBed, type GamesProcess } from './games-process.js';
 
@@ -106,7 +108,9 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
   });
 
   it('games limits - a register flood from 40 addresses on two instances stops at the total cap; a game registered before still works', async () => {
-    const [a, b] = await pair({ limits: { maxGames: 30, registerLimit: { max: 1000, windowMs: 60_000 } } });
+    const bucket = bed.bucket();
+    const limits = { maxGames: 30, registerLimit: { max: 1000, windowMs: 60_000 } };
+    const [a, b] = (await Promise.all([0, 1].map(() => bed.start({ bucket, limits })))) as [GamesProcess, GamesProcess];
     expect((await a.request('POST', '/games/register', { name: 'legit', peerId: 'host' })).status).toBe(201);
     const flood = await Promise.all(
       Array.from({ length: 40 }, (_, src) =>
@@ -125,7 +129,16 @@ describe('games limits and lobby across two instances (real CLI, real nats-serve
     // Refused registrations withdraw their lobby entries once every racer has ranked its own
     // (LOBBY_WITHDRAW_DELAY_MS); then, one at a time, registrations fill exactly the places left,
     // alternating instances, and are refused.
-    await new Promise((r) => setTimeout(r, LOBBY_WITHDRAW_DELAY_MS + 500));
+    // The lobby itself says when they are gone: the created games and 'legit' are all it holds (a
+    // fixed LOBBY_WITHDRAW_DELAY_MS + 500 ms raced two loaded instances' timers and deletes).
+    const nc = await bed.nats.admin('games');
+    try {
+      const jsm = await jetstreamManager(nc);
+      const held = async () => (await jsm.streams.info(`KV_${lobbyBucket(bucket)}`)).state.messages;
+      await expect.poll(held, { timeout: LOBBY_WITHDRAW_DELAY_MS + 15_000, interval: 100 }).toBe(created + 1);
+    } finally {
+      await nc.close();
+    }
     let more = 0;
     for (;;) {
       const r = await (more % 2 ? a : b).requestFrom(`127.0.1.${more + 1}`, 'POST', '/games/register', { name: `late-${more}`, peerId: 'x' });

@@ -12,8 +12,13 @@ export function runPeer(verb: 'host' | 'guest', args: string[], prefix: string[]
   return startPeer(verb, args, prefix, timeoutMs).done;
 }
 
-/** runPeer, with the child at hand while it runs (to signal it) and its stdout as it comes. */
-export function startPeer(verb: 'host' | 'guest', args: string[], prefix: string[] = [], timeoutMs = 25_000): { child: ChildProcess; stdout: () => string; done: Promise<PeerRun> } {
+/** runPeer, with the child at hand while it runs (to signal it) and its stdout and stderr as they come. */
+export function startPeer(
+  verb: 'host' | 'guest',
+  args: string[],
+  prefix: string[] = [],
+  timeoutMs = 25_000,
+): { child: ChildProcess; stdout: () => string; stderr: () => string; done: Promise<PeerRun> } {
   const argv = [...prefix, process.execPath, 'dist/src/cli/games.js', verb, ...args, '--verbose'];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -27,7 +32,7 @@ export function startPeer(verb: 'host' | 'guest', args: string[], prefix: string
       resolve({ code, stdout, stderr });
     }),
   );
-  return { child, stdout: () => stdout, done };
+  return { child, stdout: () => stdout, stderr: () => stderr, done };
 }
 
 /** The one JSON line a successful peer prints. */

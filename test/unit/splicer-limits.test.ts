@@ -33,7 +33,8 @@ describe.each(RELAY_PATHS)('splicer limits (%s relay)', (relay) => {
     const bGot = counter(bPeer);
     aPeer.write(Buffer.alloc(1_000, 1));
     bPeer.write(Buffer.alloc(1_000, 2));
-    await new Promise((r) => setTimeout(r, 200));
+    // Until both budgets' worth arrived (a fixed 200 ms raced a loaded host), then exactly that.
+    for (const deadline = Date.now() + 5_000; (aGot() < 1_000 || bGot() < 1_000) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
     expect([aGot(), bGot()]).toEqual([1_000, 1_000]);
     expect(s.current()).toBeUndefined();
     bPeer.write(Buffer.alloc(1, 3));

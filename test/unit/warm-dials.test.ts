@@ -152,9 +152,9 @@ describe('warm dials - attack: a request that stays in flight', () => {
     const slow = warm.start('p')!; // the request of a slow brokering: neither taken nor discarded yet
     expect(slow).toBeDefined();
     await until(() => accepted.length === 1);
-    await new Promise((r) => setTimeout(r, 400));
-    // A closed it itself, well before any proxy preamble timeout...
-    expect(accepted[0]!.closed).toBe(true);
+    // A closed it itself, well before any proxy preamble timeout (3 s by default)... (waited for,
+    // not a fixed 400 ms: the close reaches the accepting side a loop turn after A's timer).
+    await until(() => accepted[0]!.closed, 2_000);
     // ...and another channel to the same proxy gets a warm dial again.
     const next = warm.start('p');
     expect(next).toBeDefined();
