@@ -35,13 +35,28 @@ import { forgetSession, rememberSession, sessionFor } from './tls-sessions.js';
  * test/integration/grpc-relay.test.ts and test/integration/spliced-client.test.ts).
  */
 export async function connectSplicedPeerClient(opts: PeerClientOptions): Promise<PeerClient> {
-  // Made on first use: most channels never log, and a pino child costs ~40 µs on a cold path.
-  const log = childOnDemand(opts.log, { component: 'peer-client', peer: opts.expectedPeer.name });
-  if (opts.socket.destroyed) throw new PeerTransportError('closed', 'the held socket is already closed');
-  const client = new SplicedPeerClient(opts, log);
+  const client = startSplicedPeerClient(opts);
   opts.onStarted?.(client);
   await client.ready(opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
   return client;
+}
+
+/** A client whose TLS set-up has started; `ready` waits for TLS and B's HTTP/2 settings. */
+export interface StartedPeerClient extends PeerClient {
+  /** Resolves once the set-up is through (at once if it already is); the deadline starts now. */
+  ready(timeoutMs: number): Promise<void>;
+}
+
+/**
+ * Starts TLS on `opts.socket` and returns without waiting for it: A starts its client on a socket
+ * whose first flight is held (src/grpc/held-first-flight.ts) while its connection request is on
+ * the bus, and waits for `ready` once the held flight is on its way.
+ */
+export function startSplicedPeerClient(opts: Omit<PeerClientOptions, 'onStarted' | 'connectTimeoutMs'>): StartedPeerClient {
+  // Made on first use: most channels never log, and a pino child costs ~40 µs on a cold path.
+  const log = childOnDemand(opts.log, { component: 'peer-client', peer: opts.expectedPeer.name });
+  if (opts.socket.destroyed) throw new PeerTransportError('closed', 'the held socket is already closed');
+  return new SplicedPeerClient(opts, log);
 }
 
 class SplicedPeerClient extends PeerClientBase {
@@ -51,6 +66,7 @@ class SplicedPeerClient extends PeerClientBase {
   private readonly tlsSocket: TLSSocket;
   private readonly session: ClientHttp2Session;
   private isReady = false;
+  private readonly readyCallbacks: Array<() => void> = [];
   resumed = false;
 
   constructor(opts: PeerClientOptions, log: () => Logger) {
@@ -100,6 +116,7 @@ class SplicedPeerClient extends PeerClientBase {
     // channel left READY.
     this.session.once('goaway', () => this.closeWith(new PeerTransportError('closed', `${this.peer.name} ended the connection (GOAWAY)`)));
     this.session.once('close', () => this.closeWith(new PeerTransportError('closed', `connection to ${this.peer.name} closed`)));
+    this.session.once('remoteSettings', () => this.onRemoteSettings());
   }
 
   /**
@@ -121,6 +138,7 @@ class SplicedPeerClient extends PeerClientBase {
 
   /** Resolves once TLS (both ways) and B's HTTP/2 settings are through, as grpc-js's READY. */
   ready(timeoutMs: number): Promise<void> {
+    if (this.isReady) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         const err = new PeerTransportError('timeout', `no gRPC channel to ${this.peer.name} within ${timeoutMs} ms`);
@@ -130,27 +148,39 @@ class SplicedPeerClient extends PeerClientBase {
       const stop = (): void => {
         clearTimeout(timer);
         this.offClose(onClosed);
+        this.offReady(onReady);
       };
       const onClosed = (reason: PeerTransportError): void => {
         stop();
         reject(reason.kind === 'closed' ? this.handshakeError(reason) : reason);
       };
-      this.onClose(onClosed);
-      this.session.once('remoteSettings', () => {
-        timelineMark('h2.ready');
-        if (this.closedReason) return;
-        // grpc-js's server refuses a connection without ALPN h2; a server that is not one would
-        // not have sent HTTP/2 settings. Checked anyway: the bytes after this are gRPC frames.
-        if (this.tlsSocket.alpnProtocol !== 'h2') {
-          this.closeWith(this.handshakeError(new Error(`ALPN negotiated ${String(this.tlsSocket.alpnProtocol)}, not h2`)));
-          return;
-        }
+      const onReady = (): void => {
         stop();
-        this.isReady = true;
-        this.log.debug('peer channel ready');
         resolve();
-      });
+      };
+      this.onClose(onClosed);
+      this.readyCallbacks.push(onReady);
     });
+  }
+
+  private offReady(cb: () => void): void {
+    const at = this.readyCallbacks.indexOf(cb);
+    if (at >= 0) this.readyCallbacks.splice(at, 1);
+  }
+
+  /** B's HTTP/2 settings: listened for from the start, since `ready` may be asked for after them. */
+  private onRemoteSettings(): void {
+    timelineMark('h2.ready');
+    if (this.closedReason) return;
+    // grpc-js's server refuses a connection without ALPN h2; a server that is not one would
+    // not have sent HTTP/2 settings. Checked anyway: the bytes after this are gRPC frames.
+    if (this.tlsSocket.alpnProtocol !== 'h2') {
+      this.closeWith(this.handshakeError(new Error(`ALPN negotiated ${String(this.tlsSocket.alpnProtocol)}, not h2`)));
+      return;
+    }
+    this.isReady = true;
+    this.log.debug('peer channel ready');
+    for (const cb of this.readyCallbacks.splice(0)) cb();
   }
 
   call(method: string, params?: unknown, id: string = randomUUID()): Promise<unknown> {
