@@ -189,7 +189,9 @@ export class PeerChannels {
           // The TLS client too: its set-up is ~1.3 ms of CPU that would otherwise come between
           // the confirmation and the first byte to B.
           setImmediate(() => {
-            if (channel.released) return;
+            // Nor once the confirmation is in (an answer within the turn): the dial has gone ahead
+            // without them, and a client started now would sit unused until the channel ends.
+            if (channel.released || channel.confirmation) return;
             if (warmDials) channel.warm = warmDials.start(proxy);
             channel.early = this.startEarlyClient(peer);
           });

@@ -51,7 +51,11 @@ describe('early TLS client - the directory and the brokering around it', () => {
     },
   };
   let requests: { resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
-  const bus = { request: () => new Promise((resolve, reject) => requests.push({ resolve, reject })) } as unknown as Bus;
+  /** When set, the bus answers every request with this at once, before a turn of the event loop. */
+  let answerAtOnce: (() => unknown) | undefined;
+  const bus = {
+    request: () => (answerAtOnce ? Promise.resolve(answerAtOnce()) : new Promise((resolve, reject) => requests.push({ resolve, reject }))),
+  } as unknown as Bus;
   const confirmation = () => ({ token: randomBytes(32).toString('base64'), challenge: randomBytes(32).toString('base64'), endpoint: `127.0.0.1:${pPort}`, sessionId: 's' });
   const channels = new Set<PeerChannels>();
   function peerChannels(): PeerChannels {
@@ -109,6 +113,7 @@ describe('early TLS client - the directory and the brokering around it', () => {
     fingerprint = hd2.fingerprint;
     lookups = 0;
     onLookup = () => undefined;
+    answerAtOnce = undefined;
   });
 
   afterAll(async () => {
@@ -156,5 +161,14 @@ describe('early TLS client - the directory and the brokering around it', () => {
     expect(err).toBeInstanceOf(RpcError);
     expect((err as Error).message).toContain('certificate in the directory changed');
     await waitFor('the early client closed', () => [...flights].every((f) => f.destroyed), 2_000, 5);
+  });
+
+  it('early client - a confirmation in before the early client started: none is started, none waits unused beside the open channel', async () => {
+    answerAtOnce = confirmation;
+    const c = peerChannels();
+    expect(await c.call('hd-2', 'echo', { x: 1 }, 'id')).toEqual({ x: 1 });
+    expect(c.states()).toEqual({ 'hd-2': 'open' });
+    // The dial and TLS went ahead on their own; an early client made after them would be nobody's.
+    expect(flights.size).toBe(0);
   });
 });
