@@ -67,9 +67,10 @@ interface Channel {
   warm?: WarmDial;
   /**
    * A's TLS client to B, started while the request is on the bus: its first flight waits in
-   * `flight` until the dial to the proxy is through and leaves behind the preamble.
+   * `flight` until the dial to the proxy is through and leaves behind the preamble. It checks B
+   * against `fingerprint`, the directory's entry for B when it started.
    */
-  early?: { flight: HeldFirstFlight; client: StartedPeerClient };
+  early?: { flight: HeldFirstFlight; client: StartedPeerClient; fingerprint: string };
   /** Set by releaseChannel: nothing may be dialed for this channel any more. */
   released?: boolean;
   socket?: Socket;
@@ -188,7 +189,9 @@ export class PeerChannels {
           // The TLS client too: its set-up is ~1.3 ms of CPU that would otherwise come between
           // the confirmation and the first byte to B.
           setImmediate(() => {
-            if (channel.released) return;
+            // Nor once the confirmation is in (an answer within the turn): the dial has gone ahead
+            // without them, and a client started now would sit unused until the channel ends.
+            if (channel.released || channel.confirmation) return;
             if (warmDials) channel.warm = warmDials.start(proxy);
             channel.early = this.startEarlyClient(peer);
           });
@@ -211,7 +214,7 @@ export class PeerChannels {
           channel.confirmation = { ...checked.data, proxy };
           return { endpoint: checked.data.endpoint };
         }),
-        dialPeer: fromPromise(async ({ input: { route }, signal, system }: { input: { peer: string; route: Route }; signal: AbortSignal; system: object }) => {
+        dialPeer: fromPromise(async ({ input: { peer, route }, signal, system }: { input: { peer: string; route: Route }; signal: AbortSignal; system: object }) => {
           const channel = this.channelOf(system);
           let first: Buffer | undefined;
           if (route.type === 'proxy') {
@@ -229,7 +232,10 @@ export class PeerChannels {
           }
           const warm = route.type === 'proxy' ? channel.warm?.take(channel.confirmation!.endpoint) : undefined;
           if (warm) timelineMark('dial.warm');
-          const early = route.type === 'proxy' ? channel.early : undefined;
+          // Not when the directory has named another certificate for B since the early client
+          // started (B's replaced or revoked during the request): TLS then starts on the socket with
+          // the entry of now, as it did before there were early clients.
+          const early = route.type === 'proxy' && stillNamed(opts.directory.entry(peer), channel.early) ? channel.early : undefined;
           // A warm socket is connected already: the preamble goes out now, TLS right after it (with
           // an early client, in the same write).
           if (warm) present(warm, first!, early);
@@ -248,7 +254,13 @@ export class PeerChannels {
           const entry = opts.directory.entry(peer);
           if (!entry) throw new PeerConnectionError('unknownPeer', `${peer} left the directory`);
           const early = channel.early?.flight.attached ? channel.early.client : undefined;
-          // A client started for a dial that never used it (a direct route) sent nothing.
+          // Its ClientHello is out, so no other TLS client can start on this socket; and B is
+          // accepted only while the directory still names the certificate the client checks for.
+          if (early && !stillNamed(entry, channel.early)) {
+            throw new PeerConnectionError('tlsFailed', `${peer}'s certificate in the directory changed while the channel was set up`);
+          }
+          // A client started for a dial that never used it (a direct route, or an entry for B that
+          // changed before the dial) sent nothing.
           if (!early) channel.early?.client.close();
           let client: PeerClient;
           if (early) {
@@ -296,7 +308,7 @@ export class PeerChannels {
       log: this.opts.log,
       callTimeoutMs: this.opts.timeouts.callMs,
     });
-    return { flight, client };
+    return { flight, client, fingerprint: entry.fingerprint };
   }
 
   private channelOf(system: object): Channel {
@@ -314,6 +326,11 @@ export class PeerChannels {
     if (grpc?.address) return { peer, route: { type: 'direct', address: grpc.address } };
     return { peer, failure: { reason: 'noRoute', detail: `${peer} has no gRPC server channel in the directory` } };
   }
+}
+
+/** Whether the directory's entry for B still names the certificate the early client checks B against. */
+function stillNamed(entry: DirectoryEntry | undefined, early: Channel['early']): early is NonNullable<Channel['early']> {
+  return early !== undefined && entry?.fingerprint === early.fingerprint;
 }
 
 /** Sends the preamble on a connection to the proxy: with the early client's first flight behind it, or alone. */

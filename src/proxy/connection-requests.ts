@@ -14,8 +14,6 @@ import type { LegPass, OpenedSession, SessionInfo, SessionMessengers, SessionOpt
 /** Other sessions not yet spliced up to which A's confirmation is signed ahead of B's dial. */
 const PREPARE_WHILE_OTHERS_PENDING_AT_MOST = 1;
 
-/** A's request to P: connect me to `to`'s gRPC server channel. */
-
 /**
  * How far past bDialMs P's forward to B keeps listening for B's answer: enough that the session's
  * own bDialTimeout always fires first (a timer set earlier, a tick ahead), so a forward's bus
@@ -23,6 +21,7 @@ const PREPARE_WHILE_OTHERS_PENDING_AT_MOST = 1;
  */
 const FORWARD_DEADLINE_SLACK_MS = 1_000;
 
+/** A's request to P: connect me to `to`'s gRPC server channel. */
 export const connectionRequestSchema = z.strictObject({
   to: z.string().min(1).max(128),
   channel: z.literal('grpc_server').default('grpc_server'),
