@@ -301,14 +301,22 @@ export class PeerChannels {
     const entry = this.opts.directory.entry(peer);
     if (!entry) return undefined;
     const flight = new HeldFirstFlight();
-    const client = startPeerClient({
-      tls: this.opts.tls,
-      expectedPeer: { name: peer, fingerprint: entry.fingerprint },
-      socket: flight,
-      log: this.opts.log,
-      callTimeoutMs: this.opts.timeouts.callMs,
-    });
-    return { flight, client, fingerprint: entry.fingerprint };
+    try {
+      const client = startPeerClient({
+        tls: this.opts.tls,
+        expectedPeer: { name: peer, fingerprint: entry.fingerprint },
+        socket: flight,
+        log: this.opts.log,
+        callTimeoutMs: this.opts.timeouts.callMs,
+      });
+      return { flight, client, fingerprint: entry.fingerprint };
+    } catch (err) {
+      // Run from setImmediate, a throw here would end the process; without an early client the
+      // channel starts TLS after its dial, where a failure fails only that channel.
+      this.opts.log.debug({ err, peer }, 'early TLS client not started');
+      flight.destroy();
+      return undefined;
+    }
   }
 
   private channelOf(system: object): Channel {
