@@ -23,6 +23,8 @@ describe('bus - prepared replies', () => {
   let serverNc: NatsConnection;
   let caller: Bus;
   const sentNow: boolean[] = [];
+  /** When each probe's handler resolved (after its wait), by probe. */
+  const handlerEnds = new Map<number, number>();
 
   const busFor = (nc: NatsConnection, name: string, maxAgeMs: number) =>
     new Bus({
@@ -47,6 +49,7 @@ describe('bus - prepared replies', () => {
       await new Promise((r) => setTimeout(r, (params.sendAfterMs as number | undefined) ?? 0));
       if (params.sendAfterMs !== undefined) sentNow.push(prepared.sendNow() && prepared.sendNow()); // twice: sent once
       await new Promise((r) => setTimeout(r, params.waitMs as number));
+      handlerEnds.set(params.probe as number, Date.now());
       return prepared;
     });
     await serverNc.flush();
@@ -80,13 +83,17 @@ describe('bus - prepared replies', () => {
     const got: { at: number; env: Record<string, unknown> }[] = [];
     const sub = callerNc.subscribe(inbox, { callback: (_e, m) => void got.push({ at: Date.now(), env: JSON.parse(new TextDecoder().decode(m.data)) }) });
     const request = sealEnvelope<RequestEnvelope>(createSigner('hd-1', pem('hd-1.key')), { kind: 'request', from: 'hd-1', to: 'hd-2', id: 'send-now-1', method: '_ping', params: { probe: 5, sendAfterMs: 10, waitMs: 600 } });
-    const sentAt = Date.now();
     callerNc.publish(busSubject('hd-2', '_ping'), JSON.stringify(request), { reply: inbox });
-    await new Promise((r) => setTimeout(r, 900)); // past the handler's end, when the bus would reply
+    // Until the handler has resolved, when the bus would reply; then whatever the server sent is
+    // through nats-server (its flush) and delivered to the caller (the caller's flush).
+    for (const deadline = Date.now() + 10_000; !handlerEnds.has(5) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    await serverNc.flush();
+    await callerNc.flush();
     sub.unsubscribe();
+    expect(handlerEnds.has(5)).toBe(true);
     expect(sentNow.at(-1)).toBe(true);
     expect(got).toHaveLength(1); // the bus does not reply again when the handler resolves
-    expect(got[0]!.at - sentAt).toBeLessThan(400); // before the handler's 600 ms wait ended
+    expect(got[0]!.at).toBeLessThan(handlerEnds.get(5)!); // before the handler's 600 ms wait ended
     expect(got[0]!.env).toMatchObject({ kind: 'response', from: 'hd-2', to: 'hd-1', id: 'send-now-1', result: { pong: 5 } });
   });
 
