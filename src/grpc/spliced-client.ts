@@ -66,7 +66,9 @@ class SplicedPeerClient extends PeerClientBase {
   private readonly tlsSocket: TLSSocket;
   private readonly session: ClientHttp2Session;
   private isReady = false;
-  private readonly readyCallbacks: Array<() => void> = [];
+  /** Resolves when B's HTTP/2 settings came and passed the ALPN check (onRemoteSettings). */
+  private readonly settingsCame: Promise<void>;
+  private markReady!: () => void;
   resumed = false;
 
   constructor(opts: PeerClientOptions, log: () => Logger) {
@@ -116,6 +118,7 @@ class SplicedPeerClient extends PeerClientBase {
     // channel left READY.
     this.session.once('goaway', () => this.closeWith(new PeerTransportError('closed', `${this.peer.name} ended the connection (GOAWAY)`)));
     this.session.once('close', () => this.closeWith(new PeerTransportError('closed', `connection to ${this.peer.name} closed`)));
+    this.settingsCame = new Promise((resolve) => (this.markReady = resolve));
     this.session.once('remoteSettings', () => this.onRemoteSettings());
   }
 
@@ -148,24 +151,17 @@ class SplicedPeerClient extends PeerClientBase {
       const stop = (): void => {
         clearTimeout(timer);
         this.offClose(onClosed);
-        this.offReady(onReady);
       };
       const onClosed = (reason: PeerTransportError): void => {
         stop();
         reject(reason.kind === 'closed' ? this.handshakeError(reason) : reason);
       };
-      const onReady = (): void => {
+      this.onClose(onClosed);
+      void this.settingsCame.then(() => {
         stop();
         resolve();
-      };
-      this.onClose(onClosed);
-      this.readyCallbacks.push(onReady);
+      });
     });
-  }
-
-  private offReady(cb: () => void): void {
-    const at = this.readyCallbacks.indexOf(cb);
-    if (at >= 0) this.readyCallbacks.splice(at, 1);
   }
 
   /** B's HTTP/2 settings: listened for from the start, since `ready` may be asked for after them. */
@@ -180,7 +176,7 @@ class SplicedPeerClient extends PeerClientBase {
     }
     this.isReady = true;
     this.log.debug('peer channel ready');
-    for (const cb of this.readyCallbacks.splice(0)) cb();
+    this.markReady();
   }
 
   call(method: string, params?: unknown, id: string = randomUUID()): Promise<unknown> {
