@@ -20,7 +20,12 @@ import { start, stats, untilAnswered } from './brokering-latency.js';
 // process may still be a wait (A's TLS waits on B through the relay). The marks cost ~20 µs each
 // (a synchronous append), so totals run a little above bench/brokering.ts's.
 //
-//   node dist/bench/brokering-timeline.js [rounds, default 100]   (BENCH_CPU_PROF=<dir>: profiles too)
+//   node dist/bench/brokering-timeline.js [rounds, default 100]
+//     BENCH_CPU_PROF=<dir>       profiles too
+//     BENCH_TIMELINE_KEEP=<file> every round's raw marks, the processes' roles and the offset of
+//                                the wall clock from V8's profile clock, as JSON: to read single
+//                                rounds, split rounds by a mark, or cut a profile to one gap
+//     BENCH_INSPECTOR=off        the proxy without its live inspector (the demo runs it on)
 
 const CERTS = 'settings/dev/certs';
 const IDLE_MS = 150;
@@ -56,7 +61,9 @@ async function main(): Promise<void> {
   // samples) when the stack stops; weigh samples by their time deltas, not by count, since a
   // loaded machine spaces them unevenly.
   const prof = process.env['BENCH_CPU_PROF'] ? ['--cpu-prof', `--cpu-prof-dir=${process.env['BENCH_CPU_PROF']}`, '--cpu-prof-interval=50'] : [];
-  const target = await start('.', {}, { 'hd-1': prof, 'hd-2': prof, 'public-proxy-1': prof });
+  // BENCH_INSPECTOR=off: the proxy without its live inspector (the demo's settings have it on).
+  const overrides: Record<string, string> = process.env['BENCH_INSPECTOR'] === 'off' ? { 'public-proxy-1': 'inspector: { enabled: false }\n' } : {};
+  const target = await start('.', overrides, { 'hd-1': prof, 'hd-2': prof, 'public-proxy-1': prof });
   const children = (target.stack as unknown as { children: Map<string, ChildProcess> }).children;
   const roleOf = new Map([...children].map(([role, child]) => [child.pid!, role]));
   const tls = readTlsMaterial({ ca: `${CERTS}/root.crt`, cert: `${CERTS}/hd-1.crt`, key: `${CERTS}/hd-1.key` });
@@ -79,6 +86,11 @@ async function main(): Promise<void> {
     // B's answer to the forward and the proxy's check of it come after A's call is answered.
     await sleep(IDLE_MS);
     const marks = readMarks(file);
+    // BENCH_TIMELINE_KEEP=<file>: every round's marks in the order they happened, for reading one
+    // brokering at a time (the table's medians of each mark need not add up to any one round).
+    const keep = process.env['BENCH_TIMELINE_KEEP'];
+    // monoOffset: wall clock minus CLOCK_MONOTONIC (µs), the clock of V8's .cpuprofile samples.
+    if (keep) writeFileSync(keep, JSON.stringify({ roles: Object.fromEntries(roleOf), monoOffset: wallMicros() - Number(process.hrtime.bigint() / 1000n), windows, marks }));
     const offsets = new Map<string, number[]>();
     for (const w of windows) {
       const seen = new Map<string, number>();

@@ -19,9 +19,11 @@ export interface BusConnectOptions {
   /** The role's certificate: nats-server verifies it against `ca` and maps it to a principal. */
   tls: Pick<TlsMaterial, 'ca' | 'cert' | 'key'>;
   /**
-   * false: requests capture no stack trace up front for their timeout errors. nats.js builds an
-   * Error per request by default; a process making thousands of KV requests a second (games)
-   * spends a tenth of its CPU on them (bench/rendezvous-load.ts profile).
+   * true: every request captures a stack trace up front for its timeout error (nats.js's own
+   * default). Off here unless asked for: a process making thousands of KV requests a second
+   * (games) spent a tenth of its CPU on them (bench/rendezvous-load.ts profile), and on a
+   * brokering's path the Error costs the requester and the proxy ~40 µs each when their caches
+   * are cold. Our bus layer words every timeout itself, naming the subject and the peer.
    */
   asyncTraces?: boolean;
 }
@@ -81,7 +83,7 @@ export async function connectBus(opts: BusConnectOptions, log: Logger): Promise<
       reconnectJitter: 100,
       reconnectJitterTLS: 100,
       waitOnFirstConnect: true,
-      noAsyncTraces: opts.asyncTraces === false,
+      noAsyncTraces: opts.asyncTraces !== true,
     });
   } catch (err) {
     waiting = false;

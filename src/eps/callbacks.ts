@@ -28,6 +28,8 @@ export function connectionForwardTwin(raw: unknown): z.output<typeof connectionF
   return { requester, token, challenge, endpoint, sessionId };
 }
 
+const DEFAULT_ANSWER_DELAY_MS = 100;
+
 /** One forwarded request's I/O and secrets, which the machine must not hold. */
 interface Forward {
   proxy: string;
@@ -47,6 +49,12 @@ export interface CallbacksOptions {
   directory: { entry(name: string): DirectoryEntry | undefined };
   log: Logger;
   dialTimeoutMs: number;
+  /**
+   * How long B's acceptance of a forward waits after its dial went through (machines/callback.ts,
+   * `settling`): past the few milliseconds in which P confirms A and the splice is made, so that
+   * the answer P will not read takes no CPU from them. Default 100 ms; tests shorten it.
+   */
+  answerDelayMs?: number;
   /** Gives an outbound socket to the gRPC server; from then on the server owns it. */
   injectSocket: (socket: Socket) => void;
   /** xstate's inspection hook for every callback actor: how tests and tools see each transition. */
@@ -133,7 +141,7 @@ export class Callbacks {
         },
         closeSocket: ({ system }) => this.forwardOf(system).socket?.destroy(),
       },
-      delays: { dialTimeout: opts.dialTimeoutMs },
+      delays: { dialTimeout: opts.dialTimeoutMs, answerDelay: opts.answerDelayMs ?? DEFAULT_ANSWER_DELAY_MS },
     });
   }
 

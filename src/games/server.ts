@@ -40,7 +40,7 @@ export interface RunningGames {
  */
 export async function startGames(settings: GamesSettings, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningGames> {
   const nc = await connectBus(
-    { url: natsUrl(settings, env), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls), asyncTraces: false },
+    { url: natsUrl(settings, env), randomize: settings.nats.randomize, name: settings.name, tls: readTlsMaterial(settings.tls) },
     log.child({ component: 'bus' }),
   );
   const relay = settings.relay ? startRelayBus(settings, nc, log) : undefined;

@@ -9,6 +9,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { RpcError } from '../core/errors.js';
 import { childOnDemand, type Logger } from '../core/logger.js';
 import { commonNameOf, fingerprintOf, type TlsMaterial } from '../core/tls-material.js';
+import { timelineMark } from '../core/timeline.js';
 
 // ---------------------------------------------------------------------------------------------
 // The wire contract, shared with peer-client.ts.
@@ -135,8 +136,9 @@ export function createPeerServer(opts: PeerServerOptions): PeerServer {
 
   server.addService(peerServiceDefinition(), {
     Call: (call: grpc.ServerUnaryCall<CallRequestMessage, CallResponseMessage>, callback: grpc.sendUnaryData<CallResponseMessage>) => {
+      timelineMark('call.in');
       void serveCall(call, opts, log).then(
-        (res) => callback(null, res),
+        (res) => (timelineMark('call.out'), callback(null, res)),
         (err: grpc.ServerErrorResponse) => callback(err),
       );
     },
@@ -157,6 +159,7 @@ export function createPeerServer(opts: PeerServerOptions): PeerServer {
       sockets.delete(socket);
       log.debug('peer socket closed');
     });
+    timelineMark('tls.inject');
     injector.injectConnection(socket);
   };
 

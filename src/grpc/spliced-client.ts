@@ -114,6 +114,7 @@ class SplicedPeerClient extends PeerClientBase {
       settings: { enablePush: false },
     });
     this.session.on('error', lost);
+    this.session.once('connect', () => timelineMark('h2.connect'));
     // After a GOAWAY no new call may start: the one connection we have is done, as when grpc-js's
     // channel left READY.
     this.session.once('goaway', () => this.closeWith(new PeerTransportError('closed', `${this.peer.name} ended the connection (GOAWAY)`)));

@@ -15,7 +15,7 @@ import { A, B, BUS_ADMIN, Blackhole, Directory, PROXY, TLS, TcpServer, Trace, cl
 
 export interface CallbackCtx {
   trace: Trace;
-  cfg: { sender: string; requester: string; endpoint: 'splice' | 'closed' | 'blackhole'; dialMs: number };
+  cfg: { sender: string; requester: string; endpoint: 'splice' | 'closed' | 'blackhole'; dialMs: number; answerDelayMs: number };
   ncs: NatsConnection[];
   pBus: Bus;
   bBus: Bus;
@@ -34,7 +34,9 @@ export interface CallbackCtx {
 export function newCallbackCtx(): CallbackCtx {
   return {
     trace: new Trace('verifying'),
-    cfg: { sender: PROXY, requester: A, endpoint: 'splice', dialMs: 5_000 },
+    // The acceptance waits out answerDelayMs unless a path says otherwise: long enough that the
+    // paths ending `settling` some other way leave it before the delay does.
+    cfg: { sender: PROXY, requester: A, endpoint: 'splice', dialMs: 5_000, answerDelayMs: 5_000 },
     token: randomBytes(32),
     challenge: randomBytes(32),
     received: Buffer.alloc(0),
@@ -49,7 +51,7 @@ export async function setupCallback(ctx: CallbackCtx, natsUrl: string): Promise<
   const [ncP, ncB] = ctx.ncs as [NatsConnection, NatsConnection];
   const dirB = new Directory();
   ctx.server = createPeerServer({ tls: TLS[B]!, log, shutdownGraceMs: 100, handle: async () => ({}) });
-  ctx.callbacks = new Callbacks({ self: B, signer: createSigner(B, TLS[B]!.key), directory: dirB, log, dialTimeoutMs: ctx.cfg.dialMs, injectSocket: (s) => ctx.server.injectSocket(s), inspect: ctx.trace.inspect });
+  ctx.callbacks = new Callbacks({ self: B, signer: createSigner(B, TLS[B]!.key), directory: dirB, log, dialTimeoutMs: ctx.cfg.dialMs, answerDelayMs: ctx.cfg.answerDelayMs, injectSocket: (s) => ctx.server.injectSocket(s), inspect: ctx.trace.inspect });
   ctx.bBus = makeBus(ncB, B, dirB);
   ctx.bBus.serve('connectionForward', ctx.callbacks.handle);
   ctx.pBus = makeBus(ncP, ctx.cfg.sender, new Directory());
@@ -101,10 +103,16 @@ async function answered(ctx: CallbackCtx, expected: { ok: true } | { code: numbe
 }
 
 const outputIs = (ctx: CallbackCtx, output: object) => expect(ctx.trace.last?.output).toMatchObject(output);
+
+/** P has no answer yet: B holds its acceptance while it settles. */
+async function notAnsweredYet(ctx: CallbackCtx): Promise<void> {
+  const first = await Promise.race([ctx.answer.then(() => 'answered'), new Promise((r) => setTimeout(() => r('waiting'), 100))]);
+  expect(first).toBe('waiting');
+}
 const spliceSide = (ctx: CallbackCtx): Socket => ctx.splice.sockets[0]!;
 
 export const callbackDrivers: Drivers<CallbackCtx> = {
-  // Nothing to see outside yet: B answers P once its dial is through (dialProxy.done) or failed.
+  // Nothing to see outside yet: B answers P once its dial failed, or a while after it went through.
   'always[else]': {},
   'always[isRefused]': {
     variants: {
@@ -127,9 +135,10 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
   },
   'dialProxy.done': {
     // B presents exactly the token P forwarded, first thing on the socket, then its proof for
-    // the sender proxy, this session, leg b and P's challenge, signed with B's operator key.
+    // the sender proxy, this session, leg b and P's challenge, signed with B's operator key; and
+    // it does not answer the forward yet, while P makes the splice.
     check: async (ctx) => {
-      await answered(ctx, { ok: true });
+      await notAnsweredYet(ctx);
       await waitUntil(() => ctx.received.length >= 34 && ctx.received.length >= 34 + ctx.received.readUInt16BE(32), 'preamble received');
       expect(ctx.received.subarray(0, 32)).toEqual(ctx.token);
       const proof = ctx.received.subarray(34, 34 + ctx.received.readUInt16BE(32));
@@ -156,6 +165,15 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
       await ctx.blackhole!.lateDialClosed();
     },
   },
+  'after.answerDelay': {
+    arrange: (ctx) => void (ctx.cfg.answerDelayMs = 150),
+    check: async (ctx) => {
+      await answered(ctx, { ok: true });
+      // Answering is all the delay does: B still serves the connection.
+      expect(spliceSide(ctx).destroyed).toBe(false);
+      expect(ctx.trace.current).toBe('serving.answered');
+    },
+  },
   SHUTDOWN: {
     arrange: (ctx, step) => {
       if (step.from === 'dialing') ctx.cfg.endpoint = 'blackhole';
@@ -170,11 +188,17 @@ export const callbackDrivers: Drivers<CallbackCtx> = {
       // Not answered before its dial was through: shutting down is the answer.
       if (step.from === 'dialing') await answered(ctx, { code: -32004, message: /hd-2 is shutting down$/ });
       if (step.from === 'dialing') await ctx.blackhole!.lateDialClosed();
-      if (step.from === 'serving') await closedByFarSide(spliceSide(ctx));
+      // B accepted once its dial was through, so it says so on its way out, as it did before
+      // the acceptance waited; P then sees B's socket close.
+      if (step.from === 'serving.settling') await answered(ctx, { ok: true });
+      if (step.from.startsWith('serving')) await closedByFarSide(spliceSide(ctx));
     },
   },
   CONNECTION_CLOSED: {
     exec: (ctx) => void spliceSide(ctx).destroy(),
-    check: (ctx) => outputIs(ctx, { outcome: 'closed', detail: 'connection to the proxy closed' }),
+    check: async (ctx, step) => {
+      outputIs(ctx, { outcome: 'closed', detail: 'connection to the proxy closed' });
+      if (step.from === 'serving.settling') await answered(ctx, { ok: true });
+    },
   },
 };
