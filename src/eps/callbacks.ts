@@ -28,8 +28,6 @@ export function connectionForwardTwin(raw: unknown): z.output<typeof connectionF
   return { requester, token, challenge, endpoint, sessionId };
 }
 
-const DEFAULT_ANSWER_DELAY_MS = 100;
-
 /** One forwarded request's I/O and secrets, which the machine must not hold. */
 interface Forward {
   proxy: string;
@@ -52,7 +50,7 @@ export interface CallbacksOptions {
   /**
    * How long B's acceptance of a forward waits after its dial went through (machines/callback.ts,
    * `settling`): past the few milliseconds in which P confirms A and the splice is made, so that
-   * the answer P will not read takes no CPU from them. Default 100 ms; tests shorten it.
+   * the answer P will not read takes no CPU from them. Unset, the machine's own default (100 ms).
    */
   answerDelayMs?: number;
   /** Gives an outbound socket to the gRPC server; from then on the server owns it. */
@@ -141,7 +139,8 @@ export class Callbacks {
         },
         closeSocket: ({ system }) => this.forwardOf(system).socket?.destroy(),
       },
-      delays: { dialTimeout: opts.dialTimeoutMs, answerDelay: opts.answerDelayMs ?? DEFAULT_ANSWER_DELAY_MS },
+      // provide() merges delays, so an unset answerDelayMs leaves the machine's default in place.
+      delays: { dialTimeout: opts.dialTimeoutMs, ...(opts.answerDelayMs === undefined ? {} : { answerDelay: opts.answerDelayMs }) },
     });
   }
 

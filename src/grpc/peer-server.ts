@@ -138,7 +138,10 @@ export function createPeerServer(opts: PeerServerOptions): PeerServer {
     Call: (call: grpc.ServerUnaryCall<CallRequestMessage, CallResponseMessage>, callback: grpc.sendUnaryData<CallResponseMessage>) => {
       timelineMark('call.in');
       void serveCall(call, opts, log).then(
-        (res) => (timelineMark('call.out'), callback(null, res)),
+        (res) => {
+          timelineMark('call.out');
+          callback(null, res);
+        },
         (err: grpc.ServerErrorResponse) => callback(err),
       );
     },
